@@ -1,0 +1,45 @@
+"""immunoprofile: flow cytometry immune profiling for longitudinal clinical studies.
+
+The public API is imported lazily so that ``import immunoprofile`` and the command
+line start fast; heavy modules (pandas, scikit-learn, matplotlib) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "Sample": "immunoprofile.sample",
+    "read_fcs": "immunoprofile.io.fcs",
+    "read_fcs_datasets": "immunoprofile.io.fcs",
+    "write_fcs": "immunoprofile.io.write",
+    "Panel": "immunoprofile.panel",
+    "resolve_marker": "immunoprofile.panel",
+    "compensate": "immunoprofile.compensation",
+    "Spillover": "immunoprofile.compensation",
+    "transform": "immunoprofile.transforms",
+    "load_template": "immunoprofile.gating.template",
+    "gate": "immunoprofile.gating.run",
+    "cluster": "immunoprofile.clustering.api",
+    "compare": "immunoprofile.compare",
+    "simulate_cohort": "immunoprofile.simulate",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'immunoprofile' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,3 @@
+from immunoprofile.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""Exception hierarchy. Every error a user can cause has its own class and a message
+that names the file, the place (byte offset, keyword, population, marker) and the cause."""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class ImmunoprofileError(Exception):
+    """Base class of every error immunoprofile raises on purpose."""
+
+
+# --- FCS files -------------------------------------------------------------------
+
+
+class FCSError(ImmunoprofileError):
+    """An FCS file could not be read or written.
+
+    Parameters
+    ----------
+    path : the file (or a description such as ``"<bytes>"``).
+    cause : what is wrong, in words.
+    offset : byte offset in the file where the problem is, if known.
+    keyword : the TEXT keyword involved, if any.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike | None,
+        cause: str,
+        *,
+        offset: int | None = None,
+        keyword: str | None = None,
+    ) -> None:
+        self.path = str(path) if path is not None else "<unknown>"
+        self.cause = cause
+        self.offset = offset
+        self.keyword = keyword
+        where = []
+        if offset is not None:
+            where.append(f"byte {offset}")
+        if keyword is not None:
+            where.append(f"keyword {keyword}")
+        place = f" ({', '.join(where)})" if where else ""
+        super().__init__(f"{self.path}{place}: {cause}")
+
+
+class NotFCSError(FCSError):
+    """The file does not start with an FCS HEADER."""
+
+
+class TruncatedFCSError(FCSError):
+    """The file ends before a segment it declares."""
+
+
+class FCSOffsetError(FCSError):
+    """A segment offset points outside the file or is inconsistent."""
+
+
+class DataOffsetDiscrepancyError(FCSOffsetError):
+    """HEADER and TEXT ($BEGINDATA/$ENDDATA) disagree on where DATA is."""
+
+
+class FCSTextError(FCSError):
+    """The TEXT segment is garbled (bad delimiter, odd number of fields, missing keyword)."""
+
+
+class FCSDataTypeError(FCSError):
+    """$DATATYPE, $BYTEORD, $MODE or $PnB describe a layout this reader does not support."""
+
+
+class EventCountError(FCSError):
+    """$TOT disagrees with the length of the DATA segment."""
+
+
+class MultipleDataSetsError(FCSError):
+    """The file holds several data sets and the caller asked for a specific one that is absent."""
+
+
+# --- panel, compensation, transforms -----------------------------------------------
+
+
+class MarkerNotFoundError(ImmunoprofileError, KeyError):
+    """A marker or channel named by the user is not in the sample's panel."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousMarkerError(MarkerNotFoundError):
+    """A marker name matches more than one channel."""
+
+
+class CompensationError(ImmunoprofileError, ValueError):
+    """A spillover matrix is malformed, singular, or does not match the file."""
+
+
+class TransformError(ImmunoprofileError, ValueError):
+    """A transform specification is invalid."""
+
+
+# --- templates and gating ----------------------------------------------------------
+
+
+class TemplateError(ImmunoprofileError, ValueError):
+    """A gating template is invalid (schema, unknown parent, cycle, duplicate, gate type)."""
+
+
+class GatingError(ImmunoprofileError):
+    """A gate could not be evaluated on a sample."""
+
+
+class ClusteringError(ImmunoprofileError):
+    """Clustering could not run on the given input."""
+
+
+# --- cohort and statistics ----------------------------------------------------------
+
+
+class IdentityError(ImmunoprofileError, ValueError):
+    """Which patient and visit a file belongs to could not be determined or is contradictory."""
+
+
+class ComparisonError(ImmunoprofileError, ValueError):
+    """A population table cannot be compared (missing columns, visits, or identities)."""

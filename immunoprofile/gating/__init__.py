@@ -1,0 +1,1 @@
+"""Gate geometry, data-adaptive gates, templates and the gating-tree evaluator."""

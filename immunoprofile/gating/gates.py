@@ -1,0 +1,277 @@
+"""Static gate geometry: small frozen dataclasses with one method, ``mask``.
+
+A gate names its dimensions (markers or channels; the engine resolves them to columns)
+and, given those columns as 1-D arrays, returns a boolean mask. Everything is vectorised
+over events; no Python loop touches single events (polygons loop over their vertices).
+
+Boundary conventions follow Gating-ML 2.0 (Spidlen et al., 2015, section 5): an interval
+includes its minimum and excludes its maximum; a polygon uses the even-odd rule; an
+ellipsoid includes its boundary.
+
+One registry, ``GATE_TYPES``, maps the template's ``"type"`` string to the class, so
+templates, GatingML import and plotting share the same gate objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from immunoprofile.exceptions import TemplateError
+
+GATE_TYPES: dict[str, type[Gate]] = {}
+
+
+def register_gate(type_name: str):
+    """Class decorator: make a gate class constructible from a template ``"type"``."""
+
+    def deco(cls):
+        cls.type_name = type_name
+        GATE_TYPES[type_name] = cls
+        return cls
+
+    return deco
+
+
+def _bound(v: float | None, default: float) -> float:
+    return default if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Base class. ``dims`` are the names of the columns ``mask`` receives, in order."""
+
+    dims: tuple[str, ...]
+    type_name: ClassVar[str] = "gate"
+
+    def mask(self, columns: Sequence[np.ndarray]) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description, the inverse of `gate_from_dict`."""
+        out: dict[str, Any] = {"type": self.type_name}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = _jsonable(v)
+        return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+@register_gate("range")
+@dataclass(frozen=True)
+class RangeGate(Gate):
+    """One dimension, ``min <= x < max``; either end may be open (None)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def mask(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        (x,) = columns
+        lo, hi = _bound(self.min, -np.inf), _bound(self.max, np.inf)
+        if self.min is None:
+            return x < hi
+        if self.max is None:
+            return x >= lo
+        return (x >= lo) & (x < hi)
+
+
+@register_gate("rectangle")
+@dataclass(frozen=True)
+class RectangleGate(Gate):
+    """A box in any number of dimensions, ``min_i <= x_i < max_i``; None means open."""
+
+    min: tuple[float | None, ...] = ()
+    max: tuple[float | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.dims)
+        mins = tuple(self.min) if self.min else (None,) * n
+        maxs = tuple(self.max) if self.max else (None,) * n
+        if len(mins) != n or len(maxs) != n:
+            raise TemplateError(f"rectangle on {self.dims}: need {n} min and max values")
+        object.__setattr__(self, "min", mins)
+        object.__setattr__(self, "max", maxs)
+
+    def mask(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.ones(len(columns[0]), dtype=bool)
+        for x, lo, hi in zip(columns, self.min, self.max):
+            if lo is not None:
+                out &= x >= lo
+            if hi is not None:
+                out &= x < hi
+        return out
+
+
+@register_gate("quadrant")
+@dataclass(frozen=True)
+class QuadrantGate(Gate):
+    """One quadrant of a 2-D split at ``thresholds``; ``signs`` like ``("+", "-")``.
+
+    ``+`` means at or above the threshold, ``-`` below it.
+    """
+
+    thresholds: tuple[float, float] = (0.0, 0.0)
+    signs: tuple[str, str] = ("+", "+")
+
+    def __post_init__(self) -> None:
+        if len(self.dims) != 2 or len(self.thresholds) != 2 or len(self.signs) != 2:
+            raise TemplateError("quadrant gate needs two dims, two thresholds and two signs")
+        if any(s not in ("+", "-") for s in self.signs):
+            raise TemplateError(f"quadrant signs must be '+' or '-', got {self.signs}")
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        object.__setattr__(self, "signs", tuple(self.signs))
+
+    def mask(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        x, y = columns
+        mx = x >= self.thresholds[0] if self.signs[0] == "+" else x < self.thresholds[0]
+        my = y >= self.thresholds[1] if self.signs[1] == "+" else y < self.thresholds[1]
+        return mx & my
+
+
+@register_gate("polygon")
+@dataclass(frozen=True)
+class PolygonGate(Gate):
+    """A closed polygon in two dimensions, even-odd rule (vectorised ray casting)."""
+
+    vertices: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        verts = tuple((float(a), float(b)) for a, b in self.vertices)
+        if len(self.dims) != 2 or len(verts) < 3:
+            raise TemplateError(
+                f"polygon gate needs 2 dims and at least 3 vertices, got {self.dims}, {len(verts)}"
+            )
+        object.__setattr__(self, "vertices", verts)
+
+    def mask(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        x, y = columns
+        v = np.asarray(self.vertices, dtype=np.float64)
+        # bounding box first: most events are far from a small gate
+        inside_box = (
+            (x >= v[:, 0].min())
+            & (x <= v[:, 0].max())
+            & (y >= v[:, 1].min())
+            & (y <= v[:, 1].max())
+        )
+        idx = np.flatnonzero(inside_box)
+        xs = x[idx].astype(np.float64)
+        ys = y[idx].astype(np.float64)
+        odd = np.zeros(len(idx), dtype=bool)
+        n = len(v)
+        for i in range(n):
+            x1, y1 = v[i]
+            x2, y2 = v[(i + 1) % n]
+            if y1 == y2:
+                continue
+            crosses = (y1 > ys) != (y2 > ys)
+            x_at = x1 + (ys - y1) * (x2 - x1) / (y2 - y1)
+            odd ^= crosses & (xs < x_at)
+        out = np.zeros(len(x), dtype=bool)
+        out[idx[odd]] = True
+        return out
+
+
+@register_gate("ellipse")
+@dataclass(frozen=True)
+class EllipseGate(Gate):
+    """An ellipse (2-D) or ellipsoid: ``(x - mean)^T C^-1 (x - mean) <= distance_square``."""
+
+    mean: tuple[float, ...] = ()
+    covariance: tuple[tuple[float, ...], ...] = ()
+    distance_square: float = 1.0
+
+    def __post_init__(self) -> None:
+        n = len(self.dims)
+        mean = tuple(float(m) for m in self.mean)
+        cov = tuple(tuple(float(c) for c in row) for row in self.covariance)
+        if len(mean) != n or len(cov) != n or any(len(r) != n for r in cov):
+            raise TemplateError(f"ellipse on {self.dims}: mean/covariance do not match {n} dims")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "covariance", cov)
+
+    def mask(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        inv = np.linalg.inv(np.asarray(self.covariance, dtype=np.float64))
+        d = [np.asarray(c, dtype=np.float64) - m for c, m in zip(columns, self.mean)]
+        q = np.zeros(len(d[0]), dtype=np.float64)
+        for i in range(len(d)):
+            for j in range(len(d)):
+                if inv[i, j] != 0.0:
+                    q += inv[i, j] * d[i] * d[j]
+        return q <= self.distance_square
+
+
+@register_gate("boolean")
+@dataclass(frozen=True)
+class BooleanGate(Gate):
+    """``and`` / ``or`` / ``not`` of other populations; ``dims`` are population names.
+
+    ``complement[i]`` negates operand i before combining (Gating-ML's ``use-as-complement``).
+    ``mask`` receives the operands' boolean masks in the order of ``dims``.
+    """
+
+    op: str = "and"
+    complement: tuple[bool, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.op not in ("and", "or", "not"):
+            raise TemplateError(f"boolean gate op must be and/or/not, got {self.op!r}")
+        if self.op == "not" and len(self.dims) != 1:
+            raise TemplateError("a 'not' gate takes exactly one population")
+        comp = tuple(bool(c) for c in self.complement) or (False,) * len(self.dims)
+        if len(comp) != len(self.dims):
+            raise TemplateError("boolean gate: one complement flag per operand")
+        object.__setattr__(self, "complement", comp)
+
+    def mask(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        ms = [~m if c else m for m, c in zip(columns, self.complement)]
+        if self.op == "not":
+            return ~ms[0]
+        out = ms[0].copy()
+        for m in ms[1:]:
+            if self.op == "and":
+                out &= m
+            else:
+                out |= m
+        return out
+
+
+def gate_from_dict(spec: dict[str, Any]) -> Gate:
+    """Build a registered gate from its JSON description (``{"type": ..., "dims": ...}``)."""
+    spec = dict(spec)
+    type_name = spec.pop("type", None)
+    cls = GATE_TYPES.get(type_name)
+    if cls is None:
+        raise TemplateError(f"unknown gate type {type_name!r}; known types: {sorted(GATE_TYPES)}")
+    spec["dims"] = tuple(spec.get("dims", ()))
+    known = {f.name for f in fields(cls)}
+    unknown = set(spec) - known
+    if unknown:
+        raise TemplateError(f"{type_name} gate: unknown field(s) {sorted(unknown)}")
+    try:
+        return cls(**spec)
+    except TypeError as exc:
+        raise TemplateError(f"{type_name} gate: {exc}") from None
+
+
+__all__ = [
+    "GATE_TYPES",
+    "BooleanGate",
+    "EllipseGate",
+    "Gate",
+    "PolygonGate",
+    "QuadrantGate",
+    "RangeGate",
+    "RectangleGate",
+    "gate_from_dict",
+    "register_gate",
+]

@@ -1,0 +1,160 @@
+"""`Sample`: one data set of one FCS file, the object that flows through the pipeline.
+
+Events are a single C-contiguous float32 array (events x channels). Every stage that
+changes the values (compensation, transformation) returns a new `Sample` sharing the
+channel table and keywords, and appends a provenance record to ``history`` so that a
+result can be audited and reproduced.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+CHANNEL_COLUMNS = ("name", "marker", "range", "bits", "gain", "log_decades", "log_offset", "kind")
+
+_SCATTER = re.compile(r"^(FSC|SSC|FS|SS)(\b|[-_ ]|$)", re.IGNORECASE)
+_TIME = re.compile(r"^time$", re.IGNORECASE)
+
+
+def channel_kind(name: str) -> str:
+    """Classify a channel by its $PnN: ``scatter``, ``time`` or ``fluorescence``."""
+    if _TIME.match(name.strip()):
+        return "time"
+    if _SCATTER.match(name.strip()):
+        return "scatter"
+    return "fluorescence"
+
+
+def make_channel_table(
+    names: Sequence[str],
+    markers: Sequence[str | None] | None = None,
+    ranges: Sequence[float] | None = None,
+    bits: Sequence[int] | None = None,
+    gains: Sequence[float] | None = None,
+    log_decades: Sequence[float] | None = None,
+    log_offsets: Sequence[float] | None = None,
+) -> pd.DataFrame:
+    """Build the channel table every `Sample` carries (one row per channel, in file order)."""
+    n = len(names)
+    return pd.DataFrame(
+        {
+            "name": list(names),
+            "marker": list(markers) if markers is not None else [None] * n,
+            "range": np.asarray(ranges if ranges is not None else [0.0] * n, dtype=float),
+            "bits": np.asarray(bits if bits is not None else [32] * n, dtype=int),
+            "gain": np.asarray(gains if gains is not None else [1.0] * n, dtype=float),
+            "log_decades": np.asarray(
+                log_decades if log_decades is not None else [0.0] * n, dtype=float
+            ),
+            "log_offset": np.asarray(
+                log_offsets if log_offsets is not None else [0.0] * n, dtype=float
+            ),
+            "kind": [channel_kind(x) for x in names],
+        }
+    )
+
+
+@dataclass(eq=False)
+class Sample:
+    """Events of one FCS data set with their channel table, keywords and provenance.
+
+    Attributes
+    ----------
+    events : float32 array (n_events, n_channels), C-contiguous.
+    channels : DataFrame with columns ``name`` ($PnN), ``marker`` ($PnS or None),
+        ``range``, ``bits``, ``gain``, ``log_decades``, ``log_offset``, ``kind``.
+    keywords : TEXT keywords as read, keys upper-cased (FCS keywords are case-insensitive).
+    path : the file it came from, if any.
+    name : a short identifier (the file stem by default).
+    history : provenance records, one dict per processing step, oldest first.
+    """
+
+    events: np.ndarray
+    channels: pd.DataFrame
+    keywords: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+    name: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ev = np.asarray(self.events)
+        if ev.ndim != 2:
+            raise ValueError(f"events must be 2-D (events x channels), got shape {ev.shape}")
+        if ev.dtype != np.float32 or not ev.flags.c_contiguous:
+            ev = np.ascontiguousarray(ev, dtype=np.float32)
+        self.events = ev
+        if len(self.channels) != ev.shape[1]:
+            raise ValueError(
+                f"channel table has {len(self.channels)} rows but events have {ev.shape[1]} columns"
+            )
+        if self.path is not None:
+            self.path = Path(self.path)
+            if not self.name:
+                self.name = self.path.stem
+        self.keywords = {str(k).upper(): v for k, v in self.keywords.items()}
+
+    # --- shape and names ---------------------------------------------------------
+
+    @property
+    def n_events(self) -> int:
+        return int(self.events.shape[0])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.events.shape[1])
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self.channels["name"])
+
+    @property
+    def markers(self) -> list[str | None]:
+        return list(self.channels["marker"])
+
+    def channel_index(self, name: str) -> int:
+        """Index of a channel by its exact $PnN name (see `immunoprofile.panel` for markers)."""
+        names = self.channel_names
+        try:
+            return names.index(name)
+        except ValueError:
+            from immunoprofile.exceptions import MarkerNotFoundError
+
+            raise MarkerNotFoundError(
+                f"{self.name or '<sample>'}: no channel named {name!r}; channels are {names}"
+            ) from None
+
+    def column(self, name: str) -> np.ndarray:
+        """Values of one channel (a strided view, no copy)."""
+        return self.events[:, self.channel_index(name)]
+
+    # --- derived samples ------------------------------------------------------------
+
+    def with_events(self, events: np.ndarray, step: dict[str, Any] | None = None) -> Sample:
+        """A new Sample with other event values (same channels), recording ``step``."""
+        history = [*self.history, step] if step is not None else list(self.history)
+        return replace(self, events=events, history=history)
+
+    def subset(self, mask: np.ndarray) -> Sample:
+        """The events selected by a boolean mask (or index array), as a new Sample."""
+        return replace(self, events=self.events[mask], history=list(self.history))
+
+    def to_dataframe(self, label: str = "name") -> pd.DataFrame:
+        """Events as a DataFrame, columns labelled by channel ``name`` or ``marker``."""
+        if label == "marker":
+            cols = [m if m else n for n, m in zip(self.channels["name"], self.channels["marker"])]
+        else:
+            cols = self.channel_names
+        return pd.DataFrame(self.events, columns=cols, copy=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"Sample({self.name!r}, {self.n_events} events x {self.n_channels} channels, "
+            f"steps={[h.get('step') for h in self.history]})"
+        )

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from immunoprofile.exceptions import TemplateError
+from immunoprofile.gating.gates import (
+    BooleanGate,
+    EllipseGate,
+    PolygonGate,
+    QuadrantGate,
+    RangeGate,
+    RectangleGate,
+    gate_from_dict,
+)
+
+
+def test_range_includes_min_excludes_max():
+    x = np.array([0.0, 1.0, 1.5, 2.0, 3.0], dtype=np.float32)
+    assert RangeGate(("a",), 1.0, 2.0).mask([x]).tolist() == [False, True, True, False, False]
+    assert RangeGate(("a",), min=1.5).mask([x]).tolist() == [False, False, True, True, True]
+    assert RangeGate(("a",), max=1.5).mask([x]).tolist() == [True, True, False, False, False]
+
+
+def test_rectangle_open_side():
+    x = np.array([0.0, 5.0, 5.0, 10.0])
+    y = np.array([0.0, 0.0, 9.0, 9.0])
+    g = RectangleGate(("x", "y"), (1.0, None), (None, 5.0))
+    assert g.mask([x, y]).tolist() == [False, True, False, False]
+
+
+def test_quadrant_partitions_plane():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2, 1000))
+    masks = [QuadrantGate(("x", "y"), (0.1, -0.2), (a, b)).mask([x, y]) for a in "+-" for b in "+-"]
+    total = np.sum(masks, axis=0)
+    assert (total == 1).all()
+    assert masks[0].sum() == int(((x >= 0.1) & (y >= -0.2)).sum())
+
+
+def test_polygon_square_and_concave():
+    sq = PolygonGate(("x", "y"), ((0, 0), (2, 0), (2, 2), (0, 2)))
+    x = np.array([1.0, 3.0, -0.5, 1.9])
+    y = np.array([1.0, 1.0, 1.0, 0.1])
+    assert sq.mask([x, y]).tolist() == [True, False, False, True]
+    # a "U" shape: the notch (1..2 x 1..3) is outside
+    u = PolygonGate(("x", "y"), ((0, 0), (3, 0), (3, 3), (2, 3), (2, 1), (1, 1), (1, 3), (0, 3)))
+    assert u.mask([np.array([1.5, 0.5, 2.5]), np.array([2.0, 2.0, 2.0])]).tolist() == [
+        False,
+        True,
+        True,
+    ]
+
+
+def test_polygon_matches_matplotlib_path():
+    from matplotlib.path import Path
+
+    rng = np.random.default_rng(1)
+    verts = rng.uniform(0, 10, size=(9, 2))
+    pts = rng.uniform(-1, 11, size=(20000, 2))
+    ours = PolygonGate(("x", "y"), tuple(map(tuple, verts))).mask([pts[:, 0], pts[:, 1]])
+    ref = Path(verts).contains_points(pts)
+    # matplotlib uses the same even-odd crossing test; only exact-boundary points may differ
+    assert (ours != ref).sum() == 0
+
+
+def test_ellipse_circle_radius():
+    g = EllipseGate(("x", "y"), (1.0, 1.0), ((4.0, 0.0), (0.0, 4.0)), 1.0)  # radius 2
+    x = np.array([1.0, 2.9, 3.1, 1.0])
+    y = np.array([1.0, 1.0, 1.0, 3.0])
+    assert g.mask([x, y]).tolist() == [True, True, False, True]
+
+
+def test_boolean_ops():
+    a = np.array([True, True, False, False])
+    b = np.array([True, False, True, False])
+    assert BooleanGate(("a", "b"), "and").mask([a, b]).tolist() == [True, False, False, False]
+    assert BooleanGate(("a", "b"), "or").mask([a, b]).tolist() == [True, True, True, False]
+    assert BooleanGate(("a",), "not").mask([a]).tolist() == [False, False, True, True]
+    g = BooleanGate(("a", "b"), "and", (False, True))
+    assert g.mask([a, b]).tolist() == [False, True, False, False]
+
+
+def test_round_trip_dict_and_unknown_type():
+    g = PolygonGate(("CD4", "CD8"), ((0, 0), (1, 0), (1, 1)))
+    assert gate_from_dict(g.to_dict()) == g
+    with pytest.raises(TemplateError, match="unknown gate type 'blob'"):
+        gate_from_dict({"type": "blob", "dims": ["x"]})
+    with pytest.raises(TemplateError, match="unknown field"):
+        gate_from_dict({"type": "range", "dims": ["x"], "lo": 1})
