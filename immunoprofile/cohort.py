@@ -1,0 +1,386 @@
+"""Which file is which patient and visit.
+
+The identity of a file (patient, visit, and optionally tube and absolute lymphocyte count)
+comes from, in order of precedence:
+
+1. a samplesheet CSV with columns ``file,patient,visit[,tube][,lymphocytes_per_ul]``;
+2. a filename regular expression with named groups ``patient`` and ``visit`` (and
+   optionally ``tube``), matched against the file name;
+3. FCS TEXT keywords (by default ``PATIENT_ID``/``PATIENT``/``SUBJECT_ID``/``SUBJECT`` for
+   the patient and ``VISIT``/``VISIT_ID``/``TIMEPOINT`` for the visit).
+
+A file that none of these identifies is still gated: it is named by its file stem and its
+patient and visit stay empty. Contradictions (a file listed twice in the samplesheet with
+different identities) and duplicates (two files claiming the same patient, visit and
+tube) raise `IdentityError` naming the files, because a silently dropped or merged file
+would corrupt the per-visit tables.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from immunoprofile.exceptions import IdentityError
+
+DEFAULT_PATIENT_KEYWORDS: tuple[str, ...] = ("PATIENT_ID", "PATIENT", "SUBJECT_ID", "SUBJECT")
+DEFAULT_VISIT_KEYWORDS: tuple[str, ...] = ("VISIT", "VISIT_ID", "TIMEPOINT", "TIME_POINT")
+DEFAULT_TUBE_KEYWORDS: tuple[str, ...] = ("TUBE", "TUBE_NAME")
+
+SAMPLESHEET_REQUIRED = ("file", "patient", "visit")
+SAMPLESHEET_OPTIONAL = ("tube", "lymphocytes_per_ul")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who and when one file is.
+
+    Attributes
+    ----------
+    file : the file as given by the caller (path string, or the sample name for in-memory
+        samples).
+    sample : a short unique name for the file (its stem, made unique if stems collide).
+    patient, visit, tube : identity fields; empty strings when unknown.
+    lymphocytes_per_ul : absolute lymphocyte count of the blood sample, if known.
+    source : where the identity came from: ``samplesheet``, ``pattern``, ``keywords`` or
+        ``none``.
+    """
+
+    file: str
+    sample: str
+    patient: str = ""
+    visit: str = ""
+    tube: str = ""
+    lymphocytes_per_ul: float | None = None
+    source: str = "none"
+
+    @property
+    def known(self) -> bool:
+        """True when both patient and visit are known."""
+        return bool(self.patient) and bool(self.visit)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _clean(value: object) -> str:
+    """A samplesheet or keyword value as a stripped string ('' for missing)."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    return str(value).strip()
+
+
+def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and check a samplesheet CSV.
+
+    Returns a DataFrame with columns ``file, patient, visit, tube, lymphocytes_per_ul,
+    row`` (``row`` is the 1-based line in the CSV, header being line 1, for messages).
+
+    Raises
+    ------
+    IdentityError
+        The file is missing or unreadable, a required column is absent, a row lacks a
+        file name, a lymphocyte count is not a non-negative number, or one file is listed
+        twice with different identities.
+    """
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError:
+        raise IdentityError(f"samplesheet {path} does not exist") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise IdentityError(f"samplesheet {path} cannot be read as CSV: {exc}") from None
+    raw.columns = [str(c).strip().lower() for c in raw.columns]
+    missing = [c for c in SAMPLESHEET_REQUIRED if c not in raw.columns]
+    if missing:
+        raise IdentityError(
+            f"samplesheet {path}: missing column(s) {missing}; it has {list(raw.columns)} "
+            f"(expected file,patient,visit[,tube][,lymphocytes_per_ul])"
+        )
+    sheet = pd.DataFrame(
+        {
+            "file": raw["file"].map(_clean),
+            "patient": raw["patient"].map(_clean),
+            "visit": raw["visit"].map(_clean),
+            "tube": raw["tube"].map(_clean) if "tube" in raw.columns else "",
+            "row": range(2, len(raw) + 2),
+        }
+    )
+    counts: list[float | None] = []
+    col = raw["lymphocytes_per_ul"] if "lymphocytes_per_ul" in raw.columns else None
+    for i in range(len(raw)):
+        text = _clean(col.iloc[i]) if col is not None else ""
+        if not text:
+            counts.append(None)
+            continue
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not math.isfinite(v) or v < 0:
+            raise IdentityError(
+                f"samplesheet {path}, line {i + 2}: lymphocytes_per_ul {text!r} is not a "
+                f"non-negative number"
+            )
+        counts.append(v)
+    sheet["lymphocytes_per_ul"] = pd.Series(counts, dtype=object)
+    empty = sheet.index[sheet["file"] == ""]
+    if len(empty):
+        raise IdentityError(
+            f"samplesheet {path}: line(s) {[int(sheet.at[i, 'row']) for i in empty]} have no file"
+        )
+    # one file listed twice: fine if identical, an error if contradictory
+    for file, rows in sheet.groupby("file", sort=False):
+        if len(rows) > 1:
+            ids = rows[["patient", "visit", "tube"]].drop_duplicates()
+            lym = {str(x) for x in rows["lymphocytes_per_ul"]}
+            if len(ids) > 1 or len(lym) > 1:
+                raise IdentityError(
+                    f"samplesheet {path}: file {file!r} is listed on lines "
+                    f"{list(rows['row'])} with contradictory identities "
+                    + "; ".join(
+                        f"patient={r.patient!r} visit={r.visit!r} tube={r.tube!r}"
+                        for r in rows.itertuples()
+                    )
+                )
+    sheet = sheet.drop_duplicates("file").reset_index(drop=True)
+    sheet.attrs["path"] = str(path)
+    return sheet
+
+
+def compile_pattern(pattern: str | re.Pattern[str]) -> re.Pattern[str]:
+    """Compile a filename pattern and check it has ``patient`` and ``visit`` groups."""
+    try:
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+    except re.error as exc:
+        raise IdentityError(f"filename pattern {pattern!r} is not a valid regex: {exc}") from None
+    groups = set(rx.groupindex)
+    if not {"patient", "visit"} <= groups:
+        raise IdentityError(
+            f"filename pattern {rx.pattern!r} needs named groups (?P<patient>...) and "
+            f"(?P<visit>...); it has {sorted(groups) or 'none'}"
+        )
+    return rx
+
+
+def identity_from_pattern(file: str, pattern: re.Pattern[str]) -> dict[str, str] | None:
+    """Patient/visit/tube from a file name, or None when the pattern does not match.
+
+    The pattern is searched in the file's base name first, then in the whole path (so a
+    pattern may also use folder names).
+    """
+    name = Path(file).name
+    m = pattern.search(name) or pattern.search(str(file))
+    if m is None:
+        return None
+    out = {k: _clean(m.group(k)) for k in ("patient", "visit")}
+    out["tube"] = _clean(m.group("tube")) if "tube" in pattern.groupindex else ""
+    if not out["patient"] or not out["visit"]:
+        return None
+    return out
+
+
+def _as_keys(keys: str | Sequence[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    if keys is None:
+        return default
+    if isinstance(keys, str):
+        return (keys.upper(),)
+    return tuple(k.upper() for k in keys)
+
+
+def identity_from_keywords(
+    keywords: Mapping[str, str],
+    patient_keyword: str | Sequence[str] | None = None,
+    visit_keyword: str | Sequence[str] | None = None,
+    tube_keyword: str | Sequence[str] | None = None,
+) -> dict[str, str] | None:
+    """Patient/visit/tube from FCS TEXT keywords, or None when patient or visit is absent.
+
+    Keyword names are matched case-insensitively; the first non-empty one of each list wins.
+    """
+    upper = {str(k).upper(): v for k, v in keywords.items()}
+
+    def first(keys: tuple[str, ...]) -> str:
+        for k in keys:
+            v = _clean(upper.get(k))
+            if v:
+                return v
+        return ""
+
+    patient = first(_as_keys(patient_keyword, DEFAULT_PATIENT_KEYWORDS))
+    visit = first(_as_keys(visit_keyword, DEFAULT_VISIT_KEYWORDS))
+    if not patient or not visit:
+        return None
+    return {
+        "patient": patient,
+        "visit": visit,
+        "tube": first(_as_keys(tube_keyword, DEFAULT_TUBE_KEYWORDS)),
+    }
+
+
+def sample_names(files: Sequence[str]) -> list[str]:
+    """Short unique names: the file stem, or ``folder/stem`` where stems collide."""
+    stems = [Path(f).stem if Path(f).suffix else Path(f).name for f in files]
+    seen: dict[str, int] = {}
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+    names = []
+    for f, s in zip(files, stems):
+        if seen[s] > 1:
+            parent = Path(f).parent.name
+            s = f"{parent}/{s}" if parent else s
+        names.append(s)
+    # still colliding (same folder name and stem): number them in input order
+    final, used = [], {}
+    for n in names:
+        used[n] = used.get(n, 0) + 1
+        final.append(n if names.count(n) == 1 else f"{n}#{used[n]}")
+    return final
+
+
+def _sheet_lookup(sheet: pd.DataFrame) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Index samplesheet rows by resolved path and by base name."""
+    base = Path(sheet.attrs.get("path", ".")).parent
+    by_path: dict[str, int] = {}
+    by_name: dict[str, list[int]] = {}
+    for i, f in enumerate(sheet["file"]):
+        p = Path(f)
+        full = p if p.is_absolute() else base / p
+        by_path[os.path.normpath(os.path.abspath(full))] = i
+        by_name.setdefault(p.name, []).append(i)
+    return by_path, by_name
+
+
+def resolve_identities(
+    files: Sequence[str],
+    samplesheet: str | os.PathLike | pd.DataFrame | None = None,
+    pattern: str | re.Pattern[str] | None = None,
+    keywords: Sequence[Mapping[str, str] | None] | None = None,
+    patient_keyword: str | Sequence[str] | None = None,
+    visit_keyword: str | Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+) -> list[Identity]:
+    """The identity of each file, by samplesheet, then filename pattern, then keywords.
+
+    Parameters
+    ----------
+    files : the files (paths as given; in-memory samples pass their name).
+    samplesheet : a CSV path or a DataFrame from `read_samplesheet`. Rows name files by
+        path (relative to the samplesheet's folder) or by base name.
+    pattern : a regex with named groups ``patient`` and ``visit`` (``tube`` optional).
+    keywords : per file, its FCS TEXT keywords (None where unknown).
+    patient_keyword, visit_keyword : keyword name(s) to look for, overriding the defaults.
+    names : sample names to use instead of the ones derived from ``files``.
+
+    Returns
+    -------
+    One `Identity` per file, in input order.
+
+    Raises
+    ------
+    IdentityError
+        A bad samplesheet or pattern, a base name listed ambiguously in the samplesheet,
+        or two files with the same patient, visit and tube (the message names both files).
+    """
+    files = [str(f) for f in files]
+    if keywords is not None and len(keywords) != len(files):
+        raise IdentityError(f"got keywords for {len(keywords)} files but {len(files)} files")
+    sheet = None
+    if samplesheet is not None:
+        sheet = (
+            samplesheet if isinstance(samplesheet, pd.DataFrame) else read_samplesheet(samplesheet)
+        )
+    rx = compile_pattern(pattern) if pattern is not None else None
+    names = list(names) if names is not None else sample_names(files)
+    by_path, by_name = _sheet_lookup(sheet) if sheet is not None else ({}, {})
+
+    out: list[Identity] = []
+    for i, f in enumerate(files):
+        row = None
+        if sheet is not None:
+            row = by_path.get(os.path.normpath(os.path.abspath(f)))
+            if row is None:
+                hits = by_name.get(Path(f).name, [])
+                if len(hits) > 1:
+                    lines = [int(sheet.at[h, "row"]) for h in hits]
+                    raise IdentityError(
+                        f"samplesheet {sheet.attrs.get('path', '')}: {Path(f).name!r} matches "
+                        f"lines {lines}; give the file's path to tell them apart ({f})"
+                    )
+                row = hits[0] if hits else None
+        if row is not None:
+            r = sheet.iloc[row]
+            lym = r["lymphocytes_per_ul"]
+            out.append(
+                Identity(
+                    f,
+                    names[i],
+                    r["patient"],
+                    r["visit"],
+                    r["tube"],
+                    None if lym is None else float(lym),
+                    "samplesheet",
+                )  # fmt: skip
+            )
+            continue
+        found = identity_from_pattern(f, rx) if rx is not None else None
+        if found is not None:
+            out.append(Identity(f, names[i], source="pattern", **found))
+            continue
+        kw = keywords[i] if keywords is not None else None
+        found = (
+            identity_from_keywords(kw, patient_keyword, visit_keyword) if kw is not None else None
+        )
+        if found is not None:
+            out.append(Identity(f, names[i], source="keywords", **found))
+            continue
+        out.append(Identity(f, names[i]))
+    check_unique(out)
+    return out
+
+
+def check_unique(identities: Sequence[Identity]) -> None:
+    """Raise `IdentityError` if two files claim the same patient, visit and tube."""
+    seen: dict[tuple[str, str, str], list[str]] = {}
+    for ident in identities:
+        if ident.known:
+            seen.setdefault((ident.patient, ident.visit, ident.tube), []).append(ident.file)
+    dups = {k: v for k, v in seen.items() if len(v) > 1}
+    if dups:
+        parts = [
+            f"patient {p!r} visit {v!r}" + (f" tube {t!r}" if t else "") + f": {files}"
+            for (p, v, t), files in dups.items()
+        ]
+        raise IdentityError(
+            "several files claim the same identity (add a 'tube' column to the samplesheet "
+            "if they are different tubes): " + "; ".join(parts)
+        )
+
+
+def identity_table(identities: Sequence[Identity]) -> pd.DataFrame:
+    """Identities as a DataFrame (one row per file), for reports and outputs."""
+    cols = ["file", "sample", "patient", "visit", "tube", "lymphocytes_per_ul", "source"]
+    return pd.DataFrame([i.to_dict() for i in identities], columns=cols)
+
+
+__all__ = [
+    "DEFAULT_PATIENT_KEYWORDS",
+    "DEFAULT_VISIT_KEYWORDS",
+    "Identity",
+    "check_unique",
+    "compile_pattern",
+    "identity_from_keywords",
+    "identity_from_pattern",
+    "identity_table",
+    "read_samplesheet",
+    "resolve_identities",
+    "sample_names",
+]

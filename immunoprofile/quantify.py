@@ -1,0 +1,269 @@
+"""Population tables: the tidy table (one row per sample x population), the wide per-visit
+table (patients x populations), and writers for CSV, Parquet and Excel.
+
+Percentages are computed here from counts and the gating hierarchy only, so gating and
+clustering results share one definition:
+
+* ``percent_of_parent = 100 * count / parent_count`` (NaN when the parent is empty);
+* ``percent_of_lymphocytes = 100 * count / count(lymphocytes)`` for the lymphocyte
+  population and its descendants (NaN above it, or when the template has no lymphocyte
+  population);
+* ``cells_per_ul = lymphocytes_per_ul * percent_of_lymphocytes / 100`` when an absolute
+  lymphocyte count of the blood sample is known.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "sample",
+    "patient",
+    "visit",
+    "population",
+    "parent",
+    "count",
+    "parent_count",
+    "percent_of_parent",
+    "percent_of_lymphocytes",
+)
+ROOT = "root"
+"""The ``parent`` label of top-level populations (their parent count is all events)."""
+LYMPHOCYTES = "lymphocytes"
+UNASSIGNED_VISIT = "unassigned"
+
+
+def _pct(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 100.0 * num / den
+    out[den <= 0] = np.nan
+    return out
+
+
+def population_table(
+    counts: Mapping[str, int],
+    parents: Mapping[str, str | None],
+    total: int,
+    *,
+    sample: str,
+    patient: str = "",
+    visit: str = "",
+    lymphocytes_per_ul: float | None = None,
+    lymphocytes: str = LYMPHOCYTES,
+) -> pd.DataFrame:
+    """The tidy population table of one sample.
+
+    Parameters
+    ----------
+    counts : events per population, in hierarchy order (parents before children).
+    parents : each population's parent (None or ``"root"`` for top-level populations).
+    total : the number of events in the file (the parent count of top-level populations).
+    sample, patient, visit : identity written into every row.
+    lymphocytes_per_ul : absolute lymphocyte count; adds ``cells_per_ul`` when given.
+    lymphocytes : name of the population that ``percent_of_lymphocytes`` refers to.
+
+    Returns
+    -------
+    DataFrame with the columns `TABLE_COLUMNS` (+ ``cells_per_ul``), one row per population.
+    """
+    names = list(counts)
+    par = [parents.get(n) or ROOT for n in names]
+    count = np.array([int(counts[n]) for n in names], dtype=np.int64)
+    parent_count = np.array(
+        [int(total) if p == ROOT else int(counts.get(p, 0)) for p in par], dtype=np.int64
+    )
+    # descendants of the lymphocyte population (itself included)
+    below = np.zeros(len(names), dtype=bool)
+    if lymphocytes in counts:
+        for i, n in enumerate(names):
+            node, seen = n, set()
+            while node and node != ROOT and node not in seen:
+                if node == lymphocytes:
+                    below[i] = True
+                    break
+                seen.add(node)
+                node = parents.get(node)
+        lym = np.full(len(names), float(counts[lymphocytes]))
+        pol = _pct(count, lym)
+        pol[~below] = np.nan
+    else:
+        pol = np.full(len(names), np.nan)
+    table = pd.DataFrame(
+        {
+            "sample": sample,
+            "patient": patient or "",
+            "visit": visit or "",
+            "population": names,
+            "parent": par,
+            "count": count,
+            "parent_count": parent_count,
+            "percent_of_parent": _pct(count, parent_count),
+            "percent_of_lymphocytes": pol,
+        },
+        columns=list(TABLE_COLUMNS),
+    )
+    if lymphocytes_per_ul is not None:
+        table["cells_per_ul"] = float(lymphocytes_per_ul) * pol / 100.0
+    return table
+
+
+def concat_tables(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Stack per-sample tables; ``cells_per_ul`` is kept when any sample has it."""
+    tables = [t for t in tables if t is not None and len(t)]
+    if not tables:
+        return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in TABLE_COLUMNS})
+    out = pd.concat(tables, ignore_index=True)
+    cols = list(TABLE_COLUMNS) + (["cells_per_ul"] if "cells_per_ul" in out.columns else [])
+    out = out[cols]
+    for c in ("count", "parent_count"):
+        out[c] = out[c].astype(np.int64)
+    return out
+
+
+_DTYPES = {
+    "sample": object,
+    "patient": object,
+    "visit": object,
+    "population": object,
+    "parent": object,
+    "count": np.int64,
+    "parent_count": np.int64,
+    "percent_of_parent": np.float64,
+    "percent_of_lymphocytes": np.float64,
+}
+
+
+def per_visit(table: pd.DataFrame, value: str = "percent_of_parent") -> dict[str, pd.DataFrame]:
+    """Wide tables, one per visit: rows are patients, columns populations, cells ``value``.
+
+    Files without a patient are listed by sample name; files without a visit go to the
+    ``"unassigned"`` table. When one patient has several files in a visit (several tubes),
+    rows are labelled ``patient/sample``. Populations keep the order of the tidy table.
+    """
+    if value not in table.columns:
+        raise KeyError(f"population table has no column {value!r}; it has {list(table.columns)}")
+    if table.empty:
+        return {}
+    t = table.copy()
+    t["visit"] = t["visit"].fillna("").replace("", UNASSIGNED_VISIT)
+    t["row"] = t["patient"].fillna("").where(t["patient"].fillna("") != "", t["sample"])
+    populations = list(dict.fromkeys(t["population"]))
+    out: dict[str, pd.DataFrame] = {}
+    for visit, sub in t.groupby("visit", sort=False):
+        rows_per_label = sub.groupby("row")["sample"].nunique()
+        multi = set(rows_per_label.index[rows_per_label > 1])
+        sub = sub.copy()
+        is_multi = sub["row"].isin(multi)
+        sub.loc[is_multi, "row"] = sub.loc[is_multi, "row"] + "/" + sub.loc[is_multi, "sample"]
+        wide = sub.pivot(index="row", columns="population", values=value)
+        wide = wide.reindex(columns=[p for p in populations if p in wide.columns])
+        wide = wide.sort_index()
+        wide.index.name = "patient"
+        wide.columns.name = None
+        out[str(visit)] = wide
+    return out
+
+
+# --- writing ------------------------------------------------------------------------
+
+
+def safe_name(text: str) -> str:
+    """A visit label as a file-name fragment (letters, digits, ``-``, ``_``, ``.``)."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
+    return s or UNASSIGNED_VISIT
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` and rename the temporary file onto ``path``.
+
+    The rename is atomic on one file system, so readers never see a half-written file and
+    a failure leaves the previous file (or nothing) in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> Path:
+    """Write a DataFrame as CSV atomically."""
+    return atomic_write(path, lambda p: df.to_csv(p, index=index))
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a DataFrame as Parquet (pyarrow) atomically."""
+    return atomic_write(path, lambda p: df.to_parquet(p, index=False, engine="pyarrow"))
+
+
+def _sheet_name(visit: str, used: set[str]) -> str:
+    base = re.sub(r"[\[\]:*?/\\]", "_", visit)[:31] or UNASSIGNED_VISIT
+    name, k = base, 1
+    while name.lower() in used:
+        k += 1
+        suffix = f"~{k}"
+        name = base[: 31 - len(suffix)] + suffix
+    used.add(name.lower())
+    return name
+
+
+def write_xlsx(wide: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Path:
+    """Write per-visit wide tables to one workbook, one sheet per visit (openpyxl)."""
+
+    def _write(p: Path) -> None:
+        used: set[str] = set()
+        with pd.ExcelWriter(p, engine="openpyxl") as xw:
+            if not wide:
+                pd.DataFrame().to_excel(xw, sheet_name="empty")
+            for visit, df in wide.items():
+                df.to_excel(xw, sheet_name=_sheet_name(visit, used))
+
+    return atomic_write(path, _write)
+
+
+def write_population_tables(
+    table: pd.DataFrame, out_dir: str | os.PathLike, value: str = "percent_of_parent"
+) -> list[Path]:
+    """Write ``populations.csv``, ``populations.parquet``, ``populations_<visit>.csv`` (one
+    wide table per visit) and ``populations.xlsx`` (a sheet per visit) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    written = [
+        write_csv(table, out_dir / "populations.csv"),
+        write_parquet(table, out_dir / "populations.parquet"),
+    ]
+    wide = per_visit(table, value) if len(table) else {}
+    for visit, df in wide.items():
+        written.append(write_csv(df, out_dir / f"populations_{safe_name(visit)}.csv", index=True))
+    written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
+    return written
+
+
+__all__ = [
+    "LYMPHOCYTES",
+    "ROOT",
+    "TABLE_COLUMNS",
+    "atomic_write",
+    "concat_tables",
+    "per_visit",
+    "population_table",
+    "safe_name",
+    "write_csv",
+    "write_parquet",
+    "write_population_tables",
+    "write_xlsx",
+]

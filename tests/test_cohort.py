@@ -1,0 +1,127 @@
+"""Which file is which patient and visit."""
+
+from __future__ import annotations
+
+import pytest
+
+from immunoprofile.cohort import (
+    compile_pattern,
+    identity_from_keywords,
+    identity_table,
+    read_samplesheet,
+    resolve_identities,
+    sample_names,
+)
+from immunoprofile.exceptions import IdentityError
+
+PATTERN = r"(?P<patient>P\d+)_(?P<visit>\w+)\.fcs"
+
+
+def _sheet(tmp_path, text, name="samplesheet.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_samplesheet_by_name_and_by_path(tmp_path):
+    (tmp_path / "d").mkdir()
+    sheet = _sheet(
+        tmp_path,
+        "file,patient,visit,lymphocytes_per_ul\na.fcs,P01,baseline,1500\nd/b.fcs,P01,week24,\n",
+    )
+    files = [str(tmp_path / "a.fcs"), str(tmp_path / "d" / "b.fcs"), str(tmp_path / "c.fcs")]
+    ids = resolve_identities(files, samplesheet=sheet)
+    assert [(i.patient, i.visit, i.source) for i in ids] == [
+        ("P01", "baseline", "samplesheet"),
+        ("P01", "week24", "samplesheet"),
+        ("", "", "none"),
+    ]
+    assert ids[0].lymphocytes_per_ul == 1500.0 and ids[1].lymphocytes_per_ul is None
+    assert [i.sample for i in ids] == ["a", "b", "c"]
+    tab = identity_table(ids)
+    assert list(tab["source"]) == ["samplesheet", "samplesheet", "none"]
+
+
+def test_precedence_samplesheet_then_pattern_then_keywords(tmp_path):
+    sheet = _sheet(tmp_path, "file,patient,visit\nP01_baseline.fcs,P99,screening\n")
+    files = ["x/P01_baseline.fcs", "x/P02_week24.fcs", "x/other.fcs", "x/none.fcs"]
+    kws = [
+        {"PATIENT_ID": "K1", "VISIT": "v1"},
+        {"PATIENT_ID": "K2", "VISIT": "v2"},
+        {"patient_id": "K3", "visit": "v3"},  # keyword names are case-insensitive
+        {"$FIL": "none.fcs"},
+    ]
+    ids = resolve_identities(files, samplesheet=sheet, pattern=PATTERN, keywords=kws)
+    assert [(i.patient, i.visit, i.source) for i in ids] == [
+        ("P99", "screening", "samplesheet"),
+        ("P02", "week24", "pattern"),
+        ("K3", "v3", "keywords"),
+        ("", "", "none"),
+    ]
+
+
+def test_configurable_keyword_names():
+    kw = {"SUBJ": "S7", "TP": "d0", "PATIENT_ID": "ignored"}
+    assert identity_from_keywords(kw, "SUBJ", "TP")["patient"] == "S7"
+    assert identity_from_keywords(kw, ["NOPE", "subj"], ["tp"])["visit"] == "d0"
+    assert identity_from_keywords({"PATIENT_ID": "P1"}) is None  # no visit
+
+
+def test_pattern_needs_named_groups():
+    with pytest.raises(IdentityError, match="named groups"):
+        compile_pattern(r"(P\d+)_(\w+)")
+    with pytest.raises(IdentityError, match="not a valid regex"):
+        compile_pattern(r"(?P<patient>")
+    ids = resolve_identities(
+        ["P3_wk4_tube2.fcs"], pattern=r"(?P<patient>P\d)_(?P<visit>wk\d)_tube(?P<tube>\d)"
+    )
+    assert (ids[0].patient, ids[0].visit, ids[0].tube) == ("P3", "wk4", "2")
+
+
+def test_duplicate_identity_names_both_files():
+    with pytest.raises(IdentityError, match=r"a/P01_baseline\.fcs.*b/P01_baseline\.fcs"):
+        resolve_identities(["a/P01_baseline.fcs", "b/P01_baseline.fcs"], pattern=PATTERN)
+    kws = [{"PATIENT_ID": "P1", "VISIT": "v"}, {"PATIENT_ID": "P1", "VISIT": "v"}]
+    with pytest.raises(IdentityError, match="one.fcs.*two.fcs"):
+        resolve_identities(["one.fcs", "two.fcs"], keywords=kws)
+    # different tubes of one patient and visit are fine
+    sheet_ids = resolve_identities(
+        ["t1.fcs", "t2.fcs"],
+        pattern=r"t(?P<tube>\d)(?P<patient>)(?P<visit>)",
+    )
+    assert all(not i.known for i in sheet_ids)  # empty groups do not count as identity
+
+
+def test_contradictory_samplesheet_rows(tmp_path):
+    sheet = _sheet(tmp_path, "file,patient,visit\na.fcs,P01,baseline\na.fcs,P02,baseline\n")
+    with pytest.raises(IdentityError, match=r"'a\.fcs'.*lines \[2, 3\].*contradictory"):
+        read_samplesheet(sheet)
+    same = _sheet(tmp_path, "file,patient,visit\na.fcs,P01,b\na.fcs,P01,b\n", "s2.csv")
+    assert len(read_samplesheet(same)) == 1
+
+
+def test_samplesheet_errors(tmp_path):
+    with pytest.raises(IdentityError, match="does not exist"):
+        read_samplesheet(tmp_path / "missing.csv")
+    bad = _sheet(tmp_path, "file,subject\na.fcs,P1\n")
+    with pytest.raises(IdentityError, match=r"missing column\(s\) \['patient', 'visit'\]"):
+        read_samplesheet(bad)
+    bad2 = _sheet(tmp_path, "file,patient,visit,lymphocytes_per_ul\na.fcs,P1,v,lots\n", "b.csv")
+    with pytest.raises(IdentityError, match="line 2: lymphocytes_per_ul 'lots'"):
+        read_samplesheet(bad2)
+    bad3 = _sheet(tmp_path, "file,patient,visit\n,P1,v\n", "c.csv")
+    with pytest.raises(IdentityError, match=r"line\(s\) \[2\] have no file"):
+        read_samplesheet(bad3)
+
+
+def test_ambiguous_base_name_in_samplesheet(tmp_path):
+    sheet = _sheet(tmp_path, "file,patient,visit\nx/a.fcs,P1,v\ny/a.fcs,P2,v\n")
+    ids = resolve_identities([str(tmp_path / "y" / "a.fcs")], samplesheet=sheet)
+    assert ids[0].patient == "P2"  # resolved by path
+    with pytest.raises(IdentityError, match="matches lines"):
+        resolve_identities(["elsewhere/a.fcs"], samplesheet=sheet)
+
+
+def test_sample_names_unique():
+    assert sample_names(["a/x.fcs", "b/x.fcs", "c/y.fcs"]) == ["a/x", "b/x", "y"]
+    assert sample_names(["a/x.fcs", "a/x.fcs"]) == ["a/x#1", "a/x#2"]
