@@ -26,6 +26,7 @@ _LAZY = {
     "gate": "immunoprofile.gating.run",
     "cluster": "immunoprofile.clustering.api",
     "compare": "immunoprofile.compare",
+    "Comparison": "immunoprofile.compare",
     "simulate_cohort": "immunoprofile.simulate",
 }
 
