@@ -1,0 +1,152 @@
+"""How well clustering agrees with template gating, and with the simulator's truth.
+
+For each named population, the frequency from gating (x) and from clustering (y) are
+paired across samples and summarised by:
+
+- Pearson's r (linear association only);
+- Lin's concordance correlation coefficient (Lin, 1989, Biometrics 45:255),
+  ``rho_c = 2 s_xy / (s_x^2 + s_y^2 + (mean_x - mean_y)^2)`` with 1/n moments, which
+  also penalises a shift or a slope other than 1;
+- Bland-Altman bias and 95 % limits of agreement (Bland & Altman, 1986, Lancet
+  i:307): ``d = y - x``, bias ``mean(d)``, limits ``bias -+ 1.96 sd(d)`` (sd with n-1).
+
+Against per-event truth labels: the adjusted Rand index (Hubert & Arabie, 1985) through
+scikit-learn, and the per-sample frequency error in percentage points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from immunoprofile.exceptions import ClusteringError
+
+__all__ = [
+    "lins_ccc",
+    "bland_altman",
+    "pearson_r",
+    "agreement_table",
+    "adjusted_rand",
+    "frequency_error",
+]
+
+
+def _pair(x: Sequence[float], y: Sequence[float], what: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ClusteringError(f"{what}: x and y differ in length ({x.size} vs {y.size})")
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok]
+
+
+def pearson_r(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation of paired values (NaN when fewer than 2 pairs or no spread)."""
+    x, y = _pair(x, y, "pearson_r")
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def lins_ccc(x: Sequence[float], y: Sequence[float]) -> float:
+    """Lin's concordance correlation coefficient of paired values (1/n moments).
+
+    Examples
+    --------
+    >>> round(lins_ccc([1, 2, 3, 4, 5], [2, 3, 4, 5, 7]), 6)
+    0.75
+    """
+    x, y = _pair(x, y, "lins_ccc")
+    if x.size < 2:
+        return float("nan")
+    mx, my = x.mean(), y.mean()
+    sxy = np.mean((x - mx) * (y - my))
+    den = x.var() + y.var() + (mx - my) ** 2
+    if den == 0:
+        return float("nan")
+    return float(2 * sxy / den)
+
+
+def bland_altman(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
+    """Bland-Altman bias (mean of y - x), its sd (n-1) and the 95 % limits of agreement."""
+    x, y = _pair(x, y, "bland_altman")
+    d = y - x
+    if d.size == 0:
+        nan = float("nan")
+        return {"bias": nan, "sd": nan, "loa_low": nan, "loa_high": nan}
+    bias = float(d.mean())
+    sd = float(d.std(ddof=1)) if d.size > 1 else float("nan")
+    return {"bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd}
+
+
+def agreement_table(
+    gated: pd.DataFrame,
+    clustered: pd.DataFrame,
+    value: str = "percent_of_parent",
+    populations: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Gated vs clustered frequency of every population found in both tables.
+
+    Parameters
+    ----------
+    gated, clustered : tidy population tables (columns ``sample``, ``population`` and
+        ``value``); rows are paired on (sample, population).
+    value : the frequency column to compare.
+    populations : restrict to these populations (default: all in both).
+
+    Returns
+    -------
+    DataFrame, one row per population: ``population, n, mean_gated, mean_clustered,
+    pearson_r, lins_ccc, bias, sd, loa_low, loa_high`` (bias = clustered - gated, in the
+    units of ``value``).
+    """
+    for name, tab in (("gated", gated), ("clustered", clustered)):
+        missing = {"sample", "population", value} - set(tab.columns)
+        if missing:
+            raise ClusteringError(f"agreement_table: {name} table lacks columns {sorted(missing)}")
+    g = gated[["sample", "population", value]].rename(columns={value: "gated"})
+    c = clustered[["sample", "population", value]].rename(columns={value: "clustered"})
+    g = g.groupby(["sample", "population"], as_index=False)["gated"].first()
+    c = c.groupby(["sample", "population"], as_index=False)["clustered"].first()
+    both = g.merge(c, on=["sample", "population"], how="inner")
+    if populations is not None:
+        both = both[both["population"].isin(list(populations))]
+    rows = []
+    for pop, sub in both.groupby("population", sort=False):
+        x, y = sub["gated"].to_numpy(float), sub["clustered"].to_numpy(float)
+        rows.append(
+            {
+                "population": pop,
+                "n": int(np.isfinite(x).sum()),
+                "mean_gated": float(np.nanmean(x)),
+                "mean_clustered": float(np.nanmean(y)),
+                "pearson_r": pearson_r(x, y),
+                "lins_ccc": lins_ccc(x, y),
+                **bland_altman(x, y),
+            }
+        )
+    cols = ["population", "n", "mean_gated", "mean_clustered", "pearson_r", "lins_ccc"]
+    return pd.DataFrame(rows, columns=[*cols, "bias", "sd", "loa_low", "loa_high"])
+
+
+def adjusted_rand(labels_true: Sequence, labels_pred: Sequence) -> float:
+    """Adjusted Rand index of two labelings of the same events (scikit-learn)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    a, b = np.asarray(labels_true), np.asarray(labels_pred)
+    if a.shape != b.shape:
+        raise ClusteringError(f"adjusted_rand: {a.size} true labels vs {b.size} predicted")
+    return float(adjusted_rand_score(a, b))
+
+
+def frequency_error(
+    estimated: pd.DataFrame, truth: pd.DataFrame, value: str = "percent_of_parent"
+) -> pd.DataFrame:
+    """Per sample and population: estimated, true and error (estimated - true), in ``value`` units."""
+    e = estimated[["sample", "population", value]].rename(columns={value: "estimated"})
+    t = truth[["sample", "population", value]].rename(columns={value: "truth"})
+    out = e.merge(t, on=["sample", "population"], how="inner")
+    out["error"] = out["estimated"] - out["truth"]
+    return out
