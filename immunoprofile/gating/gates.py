@@ -174,8 +174,13 @@ class PolygonGate(Gate):
             if y1 == y2:
                 continue
             crosses = (y1 > ys) != (y2 > ys)
-            x_at = x1 + (ys - y1) * (x2 - x1) / (y2 - y1)
-            odd ^= crosses & (xs < x_at)
+            # The event lies left of the edge's crossing point iff the cross product has the
+            # sign of (y2 - y1). No division, so an event exactly on an edge gives exactly 0
+            # and is decided the same way for every edge orientation (Gating-ML compliance
+            # suite, Polygon1: events on the diagonal edge are inside).
+            cross = (x2 - x1) * (ys - y1) - (xs - x1) * (y2 - y1)
+            left = cross > 0 if y2 > y1 else cross < 0
+            odd ^= crosses & left
         out = np.zeros(len(x), dtype=bool)
         out[idx[odd]] = True
         return out
