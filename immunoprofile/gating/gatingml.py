@@ -1,0 +1,977 @@
+"""Gating-ML 2.0 import and export, evaluated by immunoprofile's own gate objects.
+
+A Gating-ML 2.0 document (Spidlen et al., Cytometry A 87:683, 2015) holds gates,
+transformations and spectrum matrices. `read_gatingml` turns it into a `GatingMLStrategy`:
+every gate becomes one of the frozen gate classes of `immunoprofile.gating.gates`
+(range, rectangle, polygon, ellipse, quadrant, boolean), and every gate dimension becomes a
+`Dimension` that says how its column is computed from the events:
+
+    channel (scaled) --compensation--> --ratio (fratio)--> --scale transform--> column
+
+Columns are computed in float64 so that values on a gate boundary compare exactly as the
+specification (and the ISAC compliance suite) expects; each column is computed once per
+evaluation and shared by every gate that uses it.
+
+Boundary conventions (section 5 of the specification): an interval includes its minimum
+and excludes its maximum; quadrant dividers split a dimension into such intervals; a
+boolean gate references other gates by id, each with its full membership (its own
+ancestors included), and is itself restricted to its parent.
+
+`write_gatingml` writes a strategy back; `strategy_from_gates` builds one from gates fitted
+on a sample (for example a template's adaptive gates at their fitted positions).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from immunoprofile.exceptions import CompensationError, GatingError, TemplateError
+from immunoprofile.gating.gates import (
+    BooleanGate,
+    EllipseGate,
+    Gate,
+    PolygonGate,
+    QuadrantGate,
+    RangeGate,
+    RectangleGate,
+)
+
+NS_GATING = "http://www.isac-net.org/std/Gating-ML/v2.0/gating"
+NS_TRANSFORMS = "http://www.isac-net.org/std/Gating-ML/v2.0/transformations"
+NS_DATATYPE = "http://www.isac-net.org/std/Gating-ML/v2.0/datatypes"
+
+UNCOMPENSATED = "uncompensated"
+FCS_COMPENSATION = "FCS"
+
+# Gating-ML transform element -> (kind used here, parameter names in constructor order)
+_SCALE_TRANSFORMS: dict[str, tuple[str, ...]] = {
+    "flin": ("T", "A"),
+    "flog": ("T", "M"),
+    "fasinh": ("T", "M", "A"),
+    "logicle": ("T", "W", "M", "A"),
+    "hyperlog": ("T", "W", "M", "A"),
+}
+
+
+class GatingMLError(TemplateError):
+    """A Gating-ML document is malformed or uses something this reader does not support."""
+
+
+# --------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScaleTransform:
+    """One Gating-ML scale transformation (``flin``, ``flog``, ``fasinh``, ``logicle``,
+    ``hyperlog``) with its parameters as named in the specification (T, W, M, A)."""
+
+    id: str
+    kind: str
+    params: tuple[tuple[str, float], ...]
+
+    def build(self) -> Any:
+        """The `immunoprofile.transforms` object computing this transformation."""
+        from immunoprofile import transforms as tr
+
+        p = dict(self.params)
+        if self.kind == "flin":
+            return tr.Linear(p["T"], p["A"])
+        if self.kind == "flog":
+            return tr.Log(p["T"], p["M"])
+        if self.kind == "fasinh":
+            return tr.Arcsinh(p["T"], p["M"], p["A"])
+        if self.kind == "logicle":
+            return tr.Logicle(p["T"], p["W"], p["M"], p["A"])
+        if self.kind == "hyperlog":
+            return tr.Hyperlog(p["T"], p["W"], p["M"], p["A"])
+        raise GatingMLError(f"transformation {self.id!r}: unsupported kind {self.kind!r}")
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.build().apply(np.asarray(x, dtype=np.float64)), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class RatioTransform:
+    """Gating-ML ``fratio``: ``A * (x - B) / (y - C)`` of two FCS dimensions."""
+
+    id: str
+    numerator: str
+    denominator: str
+    A: float = 1.0
+    B: float = 0.0
+    C: float = 0.0
+
+    def apply(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.A * (x - self.B) / (y - self.C)
+
+
+@dataclass(frozen=True)
+class SpectrumMatrix:
+    """A Gating-ML ``spectrumMatrix``: rows are fluorochromes, columns detectors.
+
+    Compensated (unmixed) fluorochrome values are the least-squares solution of
+    ``detectors = fluorochromes @ matrix``; for a square matrix that is ``x @ inv(matrix)``.
+    """
+
+    id: str
+    fluorochromes: tuple[str, ...]
+    detectors: tuple[str, ...]
+    matrix: tuple[tuple[float, ...], ...]
+    inverted_already: bool = False
+
+    def __post_init__(self) -> None:
+        m = np.asarray(self.matrix, dtype=np.float64)
+        if m.shape != (len(self.fluorochromes), len(self.detectors)):
+            raise CompensationError(
+                f"spectrum matrix {self.id!r}: shape {m.shape} does not match "
+                f"{len(self.fluorochromes)} fluorochromes x {len(self.detectors)} detectors"
+            )
+
+    def unmixing(self) -> np.ndarray:
+        """Detectors x fluorochromes matrix ``U`` with ``fluorochromes = detectors @ U``."""
+        m = np.asarray(self.matrix, dtype=np.float64)
+        if self.inverted_already:
+            return m.T
+        if m.shape[0] == m.shape[1]:
+            try:
+                return np.linalg.inv(m)
+            except np.linalg.LinAlgError:
+                raise CompensationError(f"spectrum matrix {self.id!r} is singular") from None
+        return np.linalg.pinv(m)
+
+    def apply(self, detector_columns: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Unmix: detector columns in ``detectors`` order -> ``{fluorochrome: values}``."""
+        x = np.column_stack([np.asarray(c, dtype=np.float64) for c in detector_columns])
+        out = x @ self.unmixing()
+        return {f: out[:, i] for i, f in enumerate(self.fluorochromes)}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """How one gate dimension's column is computed.
+
+    ``name`` is an FCS dimension ($PnN, or a fluorochrome of a spectrum matrix), or, when
+    ``ratio`` is set, the id of an ``fratio`` transformation. ``compensation`` is
+    ``"uncompensated"``, ``"FCS"`` (the file's own spillover) or a spectrum matrix id;
+    ``transform`` the id of a scale transformation, or None.
+    """
+
+    name: str
+    compensation: str = UNCOMPENSATED
+    transform: str | None = None
+    ratio: bool = False
+
+    @property
+    def key(self) -> str:
+        """A unique, readable column label, used as the gate's ``dims`` entry."""
+        base = f"ratio:{self.name}" if self.ratio else self.name
+        if self.compensation != UNCOMPENSATED:
+            base = f"{base}[{self.compensation}]"
+        if self.transform:
+            base = f"{self.transform}({base})"
+        return base
+
+
+@dataclass(frozen=True)
+class GateEntry:
+    """One gate of a strategy: its id, parent id, gate object and dimension recipes.
+
+    For boolean gates ``dimensions`` is empty and ``gate.dims`` holds referenced gate ids.
+    ``quadrant_group`` names the Gating-ML ``QuadrantGate`` a quadrant came from.
+    """
+
+    id: str
+    parent: str | None
+    gate: Gate
+    dimensions: tuple[Dimension, ...] = ()
+    quadrant_group: str | None = None
+
+
+@dataclass
+class GatingMLStrategy:
+    """Gates, transformations and spectrum matrices read from (or for) Gating-ML 2.0."""
+
+    gates: dict[str, GateEntry] = field(default_factory=dict)
+    transforms: dict[str, ScaleTransform] = field(default_factory=dict)
+    ratios: dict[str, RatioTransform] = field(default_factory=dict)
+    matrices: dict[str, SpectrumMatrix] = field(default_factory=dict)
+    source: str = ""
+    # dividers of each quadrant group, kept for faithful export: group -> [(id, Dimension, values)]
+    quadrant_dividers: dict[str, list[tuple[str, Dimension, tuple[float, ...]]]] = field(
+        default_factory=dict
+    )
+
+    # --- structure --------------------------------------------------------------------
+
+    @property
+    def gate_ids(self) -> list[str]:
+        return list(self.gates)
+
+    def ancestors(self, gate_id: str) -> list[str]:
+        """Ids from the root down to (not including) ``gate_id``."""
+        out: list[str] = []
+        seen = {gate_id}
+        cur = self._entry(gate_id).parent
+        while cur is not None:
+            if cur in seen:
+                raise GatingMLError(f"{self.source}: parent cycle through gate {cur!r}")
+            seen.add(cur)
+            out.append(cur)
+            cur = self._entry(cur).parent
+        return out[::-1]
+
+    def max_depth(self) -> int:
+        """Depth of the deepest gate (a root gate has depth 1)."""
+        return max((len(self.ancestors(g)) + 1 for g in self.gates), default=0)
+
+    def channels_needed(self) -> set[str]:
+        """The FCS dimension names this strategy reads from the events."""
+        need: set[str] = set()
+        for e in self.gates.values():
+            for d in e.dimensions:
+                if d.ratio:
+                    r = self.ratios[d.name]
+                    names = [r.numerator, r.denominator]
+                else:
+                    names = [d.name]
+                for n in names:
+                    m = self.matrices.get(d.compensation)
+                    if m is not None and n in m.fluorochromes:
+                        need.update(m.detectors)
+                    else:
+                        need.add(n)
+        return need
+
+    def _entry(self, gate_id: str) -> GateEntry:
+        try:
+            return self.gates[gate_id]
+        except KeyError:
+            raise GatingMLError(
+                f"{self.source}: gate {gate_id!r} is referenced but not defined; "
+                f"gates are {sorted(self.gates)}"
+            ) from None
+
+    # --- evaluation -------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        data: Any,
+        gate_ids: Sequence[str] | None = None,
+        spillover: tuple[Sequence[str], np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Membership of every gate (or of ``gate_ids``) as boolean masks over all events.
+
+        Parameters
+        ----------
+        data : a `Sample` (its channel values, scaled, are used) or a mapping of FCS
+            dimension name -> 1-D array of scaled channel values (converted to float64).
+        gate_ids : the gates wanted; their parents and referenced gates are evaluated too.
+        spillover : ``(detectors, matrix)`` used for ``compensation-ref="FCS"``; taken from
+            the sample's ``$SPILLOVER``/``SPILL`` keyword when ``data`` is a Sample. Without
+            any, ``"FCS"`` means uncompensated, as the specification says.
+
+        Returns
+        -------
+        dict mapping gate id -> bool array (absolute membership: parents applied).
+        """
+        ev = _Evaluator(self, _columns_of(data), spillover if spillover else _spill_of(data))
+        wanted = list(self.gates) if gate_ids is None else list(gate_ids)
+        return {g: ev.membership(g) for g in wanted}
+
+    def counts(self, data: Any, **kw: Any) -> dict[str, int]:
+        """Number of events in each gate (see `evaluate`)."""
+        return {k: int(v.sum()) for k, v in self.evaluate(data, **kw).items()}
+
+
+def _columns_of(data: Any) -> dict[str, np.ndarray]:
+    from immunoprofile.sample import Sample
+
+    if isinstance(data, Sample):
+        return {n: data.events[:, i] for i, n in enumerate(data.channel_names)}
+    if isinstance(data, Mapping):
+        return dict(data)
+    if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # a DataFrame
+        return {str(c): np.asarray(data[c]) for c in data.columns}
+    raise GatingError(
+        f"cannot evaluate gates on a {type(data).__name__}: expected a Sample or a mapping "
+        "of channel name -> values"
+    )
+
+
+def _spill_of(data: Any) -> tuple[list[str], np.ndarray] | None:
+    from immunoprofile.sample import Sample
+
+    if not isinstance(data, Sample):
+        return None
+    for key in ("$SPILLOVER", "SPILL", "SPILLOVER", "$COMP"):
+        text = data.keywords.get(key)
+        if text and str(text).strip():
+            return parse_spill_keyword(str(text), where=f"{data.name} keyword {key}")
+    return None
+
+
+def scaled_columns(sample: Any) -> dict[str, np.ndarray]:
+    """Float64 channel values on the FCS "channel to scale" from a Sample read unscaled.
+
+    ``sample`` must hold the values exactly as stored (``read_fcs(path, scale=False)``).
+    Log-amplified channels ($PnE = f1,f2 with f1 > 0) become ``10**(f1 * x / $PnR) * f2``
+    (f2 = 1 when 0), linear channels ``x / $PnG``, and Time ``x * $TIMESTEP`` (FCS 3.1,
+    section 3.3; MANIFEST section A). Done in float64 because Gating-ML boundaries are
+    compared exactly (a float32 round trip moves events across them).
+    """
+    kw = sample.keywords
+    try:
+        timestep = float(str(kw.get("$TIMESTEP", "1")).strip() or 1.0)
+    except ValueError:
+        timestep = 1.0
+    out: dict[str, np.ndarray] = {}
+    for i, row in enumerate(sample.channels.itertuples(index=False)):
+        x = sample.events[:, i].astype(np.float64)
+        decades = float(row.log_decades or 0.0)
+        if decades > 0:
+            offset = float(row.log_offset or 0.0)
+            rng = float(row.range) if row.range else 1.0
+            x = 10.0 ** (decades * x / rng) * (offset if offset > 0 else 1.0)
+        elif row.kind == "time":
+            x = x * timestep
+        else:
+            gain = float(row.gain) if row.gain else 1.0
+            if gain != 1.0:
+                x = x / gain
+        out[row.name] = x
+    return out
+
+
+def parse_spill_keyword(text: str, where: str = "spillover") -> tuple[list[str], np.ndarray]:
+    """Parse an FCS ``$SPILLOVER`` string ``n,name1,...,namen,v11,...,vnn``."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        n = int(float(parts[0]))
+        names = parts[1 : 1 + n]
+        vals = np.array([float(v) for v in parts[1 + n : 1 + n + n * n]], dtype=np.float64)
+    except (ValueError, IndexError):
+        raise CompensationError(f"{where}: not a spillover string ({text[:60]!r}...)") from None
+    if n <= 0 or len(names) != n or vals.size != n * n:
+        raise CompensationError(f"{where}: expected {n} names and {n * n} values")
+    return names, vals.reshape(n, n)
+
+
+class _Evaluator:
+    """Computes columns and memberships of one strategy on one set of events, memoised."""
+
+    def __init__(
+        self,
+        strategy: GatingMLStrategy,
+        columns: dict[str, np.ndarray],
+        spillover: tuple[Sequence[str], np.ndarray] | None,
+    ) -> None:
+        self.s = strategy
+        self.raw = columns
+        self.spill = spillover
+        self.n = len(next(iter(columns.values()))) if columns else 0
+        self._comp: dict[str, dict[str, np.ndarray]] = {}
+        self._cols: dict[Dimension, np.ndarray] = {}
+        self._own: dict[str, np.ndarray] = {}
+        self._full: dict[str, np.ndarray] = {}
+        self._stack: list[str] = []
+
+    def channel(self, name: str) -> np.ndarray:
+        try:
+            return np.asarray(self.raw[name], dtype=np.float64)
+        except KeyError:
+            raise GatingError(
+                f"{self.s.source}: dimension {name!r} is not a channel of the events; "
+                f"channels are {sorted(self.raw)}"
+            ) from None
+
+    def compensated(self, name: str, comp: str) -> np.ndarray:
+        if comp == UNCOMPENSATED:
+            return self.channel(name)
+        if comp == FCS_COMPENSATION:
+            if self.spill is None:
+                return self.channel(name)
+            dets, mat = self.spill
+            if name not in dets:
+                return self.channel(name)
+            if comp not in self._comp:
+                cols = [self.channel(d) for d in dets]
+                x = np.column_stack(cols)
+                try:
+                    y = np.linalg.solve(np.asarray(mat, dtype=np.float64).T, x.T).T
+                except np.linalg.LinAlgError:
+                    raise CompensationError("the file's spillover matrix is singular") from None
+                self._comp[comp] = {d: y[:, i] for i, d in enumerate(dets)}
+            return self._comp[comp][name]
+        m = self.s.matrices.get(comp)
+        if m is None:
+            raise GatingMLError(
+                f"{self.s.source}: compensation-ref {comp!r} names no spectrumMatrix; "
+                f"matrices are {sorted(self.s.matrices)}"
+            )
+        if name not in m.fluorochromes:
+            return self.channel(name)
+        if comp not in self._comp:
+            self._comp[comp] = m.apply([self.channel(d) for d in m.detectors])
+        return self._comp[comp][name]
+
+    def column(self, dim: Dimension) -> np.ndarray:
+        got = self._cols.get(dim)
+        if got is not None:
+            return got
+        if dim.ratio:
+            r = self.s.ratios.get(dim.name)
+            if r is None:
+                raise GatingMLError(f"{self.s.source}: no fratio transformation {dim.name!r}")
+            vals = r.apply(
+                self.compensated(r.numerator, dim.compensation),
+                self.compensated(r.denominator, dim.compensation),
+            )
+        else:
+            vals = self.compensated(dim.name, dim.compensation)
+        if dim.transform is not None:
+            t = self.s.transforms.get(dim.transform)
+            if t is None:
+                raise GatingMLError(
+                    f"{self.s.source}: transformation-ref {dim.transform!r} is not defined"
+                )
+            vals = t.apply(vals)
+        self._cols[dim] = vals
+        return vals
+
+    def own(self, gate_id: str) -> np.ndarray:
+        """The gate's own mask, without its parent."""
+        got = self._own.get(gate_id)
+        if got is not None:
+            return got
+        e = self.s._entry(gate_id)
+        if isinstance(e.gate, BooleanGate):
+            cols = [self.membership(ref) for ref in e.gate.dims]
+        else:
+            cols = [self.column(d) for d in e.dimensions]
+        m = np.asarray(e.gate.mask(cols), dtype=bool)
+        self._own[gate_id] = m
+        return m
+
+    def membership(self, gate_id: str) -> np.ndarray:
+        """Absolute membership: the gate's own mask and all its ancestors'."""
+        got = self._full.get(gate_id)
+        if got is not None:
+            return got
+        if gate_id in self._stack:
+            raise GatingMLError(
+                f"{self.s.source}: gates reference each other in a cycle: "
+                f"{' -> '.join([*self._stack, gate_id])}"
+            )
+        self._stack.append(gate_id)
+        try:
+            e = self.s._entry(gate_id)
+            m = self.own(gate_id)
+            if e.parent is not None:
+                m = m & self.membership(e.parent)
+        finally:
+            self._stack.pop()
+        self._full[gate_id] = m
+        return m
+
+
+# --------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _attr(el: ET.Element, name: str, default: str | None = None) -> str | None:
+    """An attribute by local name, whatever its namespace prefix."""
+    for k, v in el.attrib.items():
+        if _local(k) == name:
+            return v
+    return default
+
+
+def _children(el: ET.Element, name: str) -> list[ET.Element]:
+    return [c for c in el if _local(c.tag) == name]
+
+
+def _child(el: ET.Element, name: str) -> ET.Element | None:
+    for c in el:
+        if _local(c.tag) == name:
+            return c
+    return None
+
+
+def _float(text: str | None, where: str) -> float:
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise GatingMLError(f"{where}: expected a number, got {text!r}") from None
+
+
+class _Reader:
+    def __init__(self, source: str) -> None:
+        self.src = source
+        self.s = GatingMLStrategy(source=source)
+
+    # transforms and matrices
+    def transformation(self, el: ET.Element) -> None:
+        tid = _attr(el, "id")
+        if not tid:
+            raise GatingMLError(f"{self.src}: a transformation has no id")
+        if len(el) == 0:
+            raise GatingMLError(f"{self.src}: transformation {tid!r} is empty")
+        body = next(c for c in el if _local(c.tag) != "custom_info")
+        kind = _local(body.tag)
+        where = f"{self.src}: transformation {tid!r}"
+        if kind == "fratio":
+            dims = [_attr(d, "name") for d in _children(body, "fcs-dimension")]
+            if len(dims) != 2 or not all(dims):
+                raise GatingMLError(f"{where}: fratio needs two fcs-dimensions")
+            self.s.ratios[tid] = RatioTransform(
+                tid,
+                dims[0],  # type: ignore[arg-type]
+                dims[1],  # type: ignore[arg-type]
+                _float(_attr(body, "A", "1"), where),
+                _float(_attr(body, "B", "0"), where),
+                _float(_attr(body, "C", "0"), where),
+            )
+            return
+        names = _SCALE_TRANSFORMS.get(kind)
+        if names is None:
+            raise GatingMLError(
+                f"{where}: unsupported transformation <{kind}>; supported: "
+                f"{sorted([*_SCALE_TRANSFORMS, 'fratio'])}"
+            )
+        params = []
+        for p in names:
+            v = _attr(body, p)
+            if v is None:
+                raise GatingMLError(f"{where}: <{kind}> lacks parameter {p}")
+            params.append((p, _float(v, f"{where} parameter {p}")))
+        self.s.transforms[tid] = ScaleTransform(tid, kind, tuple(params))
+
+    def spectrum_matrix(self, el: ET.Element) -> None:
+        mid = _attr(el, "id")
+        where = f"{self.src}: spectrumMatrix {mid!r}"
+        if not mid:
+            raise GatingMLError(f"{self.src}: a spectrumMatrix has no id")
+        fl_el, det_el = _child(el, "fluorochromes"), _child(el, "detectors")
+        if fl_el is None or det_el is None:
+            raise GatingMLError(f"{where}: needs <fluorochromes> and <detectors>")
+        fl = tuple(_attr(d, "name") or "" for d in fl_el if _local(d.tag) == "fcs-dimension")
+        det = tuple(_attr(d, "name") or "" for d in det_el if _local(d.tag) == "fcs-dimension")
+        rows = []
+        for sp in _children(el, "spectrum"):
+            rows.append(
+                tuple(_float(_attr(c, "value"), where) for c in _children(sp, "coefficient"))
+            )
+        inv = (_attr(el, "matrix-inverted-already", "false") or "false").lower() == "true"
+        self.s.matrices[mid] = SpectrumMatrix(mid, fl, det, tuple(rows), inv)
+
+    # gates
+    def dimension(self, el: ET.Element, where: str) -> Dimension:
+        comp = _attr(el, "compensation-ref") or UNCOMPENSATED
+        tref = _attr(el, "transformation-ref")
+        fcs = _child(el, "fcs-dimension")
+        if fcs is not None:
+            name = _attr(fcs, "name")
+            if not name:
+                raise GatingMLError(f"{where}: fcs-dimension without a name")
+            return Dimension(name, comp, tref, False)
+        new = _child(el, "new-dimension")
+        if new is not None:
+            ref = _attr(new, "transformation-ref")
+            if not ref:
+                raise GatingMLError(f"{where}: new-dimension without a transformation-ref")
+            return Dimension(ref, comp, tref, True)
+        raise GatingMLError(f"{where}: dimension has neither fcs-dimension nor new-dimension")
+
+    def add(self, entry: GateEntry) -> None:
+        if entry.id in self.s.gates:
+            raise GatingMLError(f"{self.src}: gate id {entry.id!r} is defined twice")
+        self.s.gates[entry.id] = entry
+
+    def gate(self, el: ET.Element) -> None:
+        kind = _local(el.tag)
+        gid = _attr(el, "id")
+        if not gid:
+            raise GatingMLError(f"{self.src}: a <{kind}> has no id")
+        parent = _attr(el, "parent_id")
+        where = f"{self.src}: gate {gid!r}"
+        if kind == "QuadrantGate":
+            self.quadrants(el, gid, parent, where)
+            return
+        if kind == "BooleanGate":
+            self.add(GateEntry(gid, parent, self.boolean(el, where)))
+            return
+        dims = tuple(self.dimension(d, where) for d in _children(el, "dimension"))
+        if not dims:
+            raise GatingMLError(f"{where}: no dimensions")
+        keys = tuple(d.key for d in dims)
+        if len(set(keys)) != len(keys):
+            raise GatingMLError(f"{where}: the same dimension is used twice")
+        if kind == "RectangleGate":
+            mins, maxs = [], []
+            for d in _children(el, "dimension"):
+                lo, hi = _attr(d, "min"), _attr(d, "max")
+                if lo is None and hi is None:
+                    raise GatingMLError(f"{where}: a dimension has neither min nor max")
+                mins.append(None if lo is None else _float(lo, where))
+                maxs.append(None if hi is None else _float(hi, where))
+            if len(dims) == 1:
+                gate: Gate = RangeGate(keys, min=mins[0], max=maxs[0])
+            else:
+                gate = RectangleGate(keys, min=tuple(mins), max=tuple(maxs))
+        elif kind == "PolygonGate":
+            verts = []
+            for v in _children(el, "vertex"):
+                c = [_float(_attr(x, "value"), where) for x in _children(v, "coordinate")]
+                if len(c) != 2:
+                    raise GatingMLError(f"{where}: a vertex needs 2 coordinates")
+                verts.append((c[0], c[1]))
+            gate = PolygonGate(keys, vertices=tuple(verts))
+        elif kind == "EllipsoidGate":
+            mean_el, cov_el = _child(el, "mean"), _child(el, "covarianceMatrix")
+            ds_el = _child(el, "distanceSquare")
+            if mean_el is None or cov_el is None or ds_el is None:
+                raise GatingMLError(f"{where}: needs mean, covarianceMatrix and distanceSquare")
+            mean = tuple(_float(_attr(c, "value"), where) for c in _children(mean_el, "coordinate"))
+            cov = tuple(
+                tuple(_float(_attr(e, "value"), where) for e in _children(r, "entry"))
+                for r in _children(cov_el, "row")
+            )
+            gate = EllipseGate(
+                keys,
+                mean=mean,
+                covariance=cov,
+                distance_square=_float(_attr(ds_el, "value"), where),
+            )
+        else:
+            raise GatingMLError(f"{where}: unsupported gate type <{kind}>")
+        self.add(GateEntry(gid, parent, gate, dims))
+
+    def boolean(self, el: ET.Element, where: str) -> BooleanGate:
+        ops = [c for c in el if _local(c.tag) in ("and", "or", "not")]
+        if len(ops) != 1:
+            raise GatingMLError(f"{where}: a BooleanGate needs exactly one of and/or/not")
+        op = _local(ops[0].tag)
+        refs, comp = [], []
+        for r in _children(ops[0], "gateReference"):
+            ref = _attr(r, "ref")
+            if not ref:
+                raise GatingMLError(f"{where}: gateReference without ref")
+            refs.append(ref)
+            comp.append((_attr(r, "use-as-complement", "false") or "").lower() == "true")
+        if op == "not" and len(refs) != 1:
+            raise GatingMLError(f"{where}: <not> takes exactly one gateReference")
+        if op != "not" and len(refs) < 2:
+            raise GatingMLError(f"{where}: <{op}> needs at least two gateReferences")
+        return BooleanGate(tuple(refs), op=op, complement=tuple(comp))
+
+    def quadrants(self, el: ET.Element, gid: str, parent: str | None, where: str) -> None:
+        dividers: dict[str, tuple[Dimension, tuple[float, ...]]] = {}
+        for dv in _children(el, "divider"):
+            did = _attr(dv, "id")
+            if not did:
+                raise GatingMLError(f"{where}: a divider has no id")
+            dim = self.dimension(dv, f"{where} divider {did!r}")
+            vals = tuple(sorted(_float(v.text, where) for v in _children(dv, "value")))
+            if not vals:
+                raise GatingMLError(f"{where}: divider {did!r} has no value")
+            dividers[did] = (dim, vals)
+        self.s.quadrant_dividers[gid] = [(k, d, v) for k, (d, v) in dividers.items()]
+        for q in _children(el, "Quadrant"):
+            qid = _attr(q, "id")
+            if not qid:
+                raise GatingMLError(f"{where}: a Quadrant has no id")
+            dims, mins, maxs = [], [], []
+            for pos in _children(q, "position"):
+                ref = _attr(pos, "divider_ref")
+                if ref not in dividers:
+                    raise GatingMLError(f"{where} quadrant {qid!r}: unknown divider {ref!r}")
+                dim, vals = dividers[ref]  # type: ignore[index]
+                loc = _float(_attr(pos, "location"), where)
+                k = int(np.searchsorted(np.asarray(vals), loc, side="right"))
+                dims.append(dim)
+                mins.append(vals[k - 1] if k > 0 else None)
+                maxs.append(vals[k] if k < len(vals) else None)
+            if not dims:
+                raise GatingMLError(f"{where} quadrant {qid!r}: no positions")
+            keys = tuple(d.key for d in dims)
+            single = all(
+                len(dividers[_attr(p, "divider_ref")][1]) == 1 for p in _children(q, "position")
+            )  # type: ignore[index]
+            if len(dims) == 2 and single:
+                thr = tuple(lo if lo is not None else hi for lo, hi in zip(mins, maxs))
+                signs = tuple("+" if lo is not None else "-" for lo in mins)
+                gate: Gate = QuadrantGate(keys, thresholds=thr, signs=signs)  # type: ignore[arg-type]
+            elif len(dims) == 1:
+                gate = RangeGate(keys, min=mins[0], max=maxs[0])
+            else:
+                gate = RectangleGate(keys, min=tuple(mins), max=tuple(maxs))
+            self.add(GateEntry(qid, parent, gate, tuple(dims), quadrant_group=gid))
+
+
+def read_gatingml(source: str | os.PathLike | bytes) -> GatingMLStrategy:
+    """Read a Gating-ML 2.0 document into a `GatingMLStrategy` of immunoprofile gates.
+
+    Parameters
+    ----------
+    source : a path, or the XML itself as bytes or a string starting with ``<``.
+
+    Raises
+    ------
+    GatingMLError : the XML is malformed or uses an unsupported element; the message
+        names the file and the gate or transformation.
+    """
+    if isinstance(source, bytes) or (isinstance(source, str) and source.lstrip().startswith("<")):
+        name = "<gating-ml>"
+        try:
+            root = ET.fromstring(source)
+        except ET.ParseError as exc:
+            raise GatingMLError(f"{name}: not well-formed XML ({exc})") from None
+    else:
+        name = str(source)
+        try:
+            root = ET.parse(source).getroot()
+        except FileNotFoundError:
+            raise GatingMLError(f"{name}: no such file") from None
+        except ET.ParseError as exc:
+            raise GatingMLError(f"{name}: not well-formed XML ({exc})") from None
+    if _local(root.tag) != "Gating-ML":
+        raise GatingMLError(f"{name}: root element is <{_local(root.tag)}>, not <Gating-ML>")
+    r = _Reader(name)
+    for el in root:  # transforms first: gates refer to them by id
+        tag = _local(el.tag)
+        if tag == "transformation":
+            r.transformation(el)
+        elif tag == "spectrumMatrix":
+            r.spectrum_matrix(el)
+    for el in root:
+        tag = _local(el.tag)
+        if tag.endswith("Gate"):
+            r.gate(el)
+    s = r.s
+    for e in s.gates.values():  # check references now that every gate is known
+        if e.parent is not None:
+            s._entry(e.parent)
+        if isinstance(e.gate, BooleanGate):
+            for ref in e.gate.dims:
+                s._entry(ref)
+        for d in e.dimensions:
+            if d.transform is not None and d.transform not in s.transforms:
+                raise GatingMLError(
+                    f"{name}: gate {e.id!r} uses undefined transformation {d.transform!r}"
+                )
+            if d.ratio and d.name not in s.ratios:
+                raise GatingMLError(f"{name}: gate {e.id!r} uses undefined fratio {d.name!r}")
+            if (
+                d.compensation not in (UNCOMPENSATED, FCS_COMPENSATION)
+                and d.compensation not in s.matrices
+            ):
+                raise GatingMLError(
+                    f"{name}: gate {e.id!r} uses undefined spectrumMatrix {d.compensation!r}"
+                )
+    for g in s.gates:
+        s.ancestors(g)  # raises on parent cycles
+    return s
+
+
+# --------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------
+
+
+def _num(v: float) -> str:
+    v = float(v)
+    if math.isfinite(v) and v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return repr(v)
+
+
+class _Writer:
+    def __init__(self, s: GatingMLStrategy) -> None:
+        self.s = s
+        ET.register_namespace("gating", NS_GATING)
+        ET.register_namespace("transforms", NS_TRANSFORMS)
+        ET.register_namespace("data-type", NS_DATATYPE)
+        self.root = ET.Element(f"{{{NS_GATING}}}Gating-ML")
+
+    @staticmethod
+    def g(name: str) -> str:
+        return f"{{{NS_GATING}}}{name}"
+
+    @staticmethod
+    def t(name: str) -> str:
+        return f"{{{NS_TRANSFORMS}}}{name}"
+
+    @staticmethod
+    def d(name: str) -> str:
+        return f"{{{NS_DATATYPE}}}{name}"
+
+    def fcs_dim(self, parent: ET.Element, name: str) -> None:
+        ET.SubElement(parent, self.d("fcs-dimension"), {self.d("name"): name})
+
+    def header(self) -> None:
+        for m in self.s.matrices.values():
+            el = ET.SubElement(self.root, self.t("spectrumMatrix"), {self.t("id"): m.id})
+            if m.inverted_already:
+                el.set(self.t("matrix-inverted-already"), "true")
+            fl = ET.SubElement(el, self.t("fluorochromes"))
+            for f in m.fluorochromes:
+                self.fcs_dim(fl, f)
+            det = ET.SubElement(el, self.t("detectors"))
+            for f in m.detectors:
+                self.fcs_dim(det, f)
+            for row in m.matrix:
+                sp = ET.SubElement(el, self.t("spectrum"))
+                for v in row:
+                    ET.SubElement(sp, self.t("coefficient"), {self.t("value"): _num(v)})
+        for tr in self.s.transforms.values():
+            el = ET.SubElement(self.root, self.t("transformation"), {self.t("id"): tr.id})
+            ET.SubElement(el, self.t(tr.kind), {self.t(k): _num(v) for k, v in tr.params})
+        for r in self.s.ratios.values():
+            el = ET.SubElement(self.root, self.t("transformation"), {self.t("id"): r.id})
+            body = ET.SubElement(
+                el,
+                self.t("fratio"),
+                {self.t("A"): _num(r.A), self.t("B"): _num(r.B), self.t("C"): _num(r.C)},
+            )
+            self.fcs_dim(body, r.numerator)
+            self.fcs_dim(body, r.denominator)
+
+    def dim_attrs(self, dim: Dimension) -> dict[str, str]:
+        a = {self.g("compensation-ref"): dim.compensation}
+        if dim.transform:
+            a[self.g("transformation-ref")] = dim.transform
+        return a
+
+    def dim_body(self, el: ET.Element, dim: Dimension) -> None:
+        if dim.ratio:
+            ET.SubElement(el, self.d("new-dimension"), {self.d("transformation-ref"): dim.name})
+        else:
+            self.fcs_dim(el, dim.name)
+
+    def gate_el(self, kind: str, e: GateEntry) -> ET.Element:
+        a = {self.g("id"): e.id}
+        if e.parent is not None:
+            a[self.g("parent_id")] = e.parent
+        return ET.SubElement(self.root, self.g(kind), a)
+
+    def gate(self, e: GateEntry) -> None:
+        gt = e.gate
+        if isinstance(gt, BooleanGate):
+            el = self.gate_el("BooleanGate", e)
+            op = ET.SubElement(el, self.g(gt.op))
+            for ref, c in zip(gt.dims, gt.complement):
+                a = {self.g("ref"): ref}
+                if c:
+                    a[self.g("use-as-complement")] = "true"
+                ET.SubElement(op, self.g("gateReference"), a)
+            return
+        if isinstance(gt, RangeGate | RectangleGate | QuadrantGate):
+            if isinstance(gt, RangeGate):
+                lims = [(gt.min, gt.max)]
+            elif isinstance(gt, RectangleGate):
+                lims = list(zip(gt.min, gt.max))
+            else:
+                lims = [
+                    (t, None) if s == "+" else (None, t) for t, s in zip(gt.thresholds, gt.signs)
+                ]
+            el = self.gate_el("RectangleGate", e)
+            for dim, (lo, hi) in zip(e.dimensions, lims):
+                a = self.dim_attrs(dim)
+                if lo is not None and math.isfinite(lo):
+                    a[self.g("min")] = _num(lo)
+                if hi is not None and math.isfinite(hi):
+                    a[self.g("max")] = _num(hi)
+                self.dim_body(ET.SubElement(el, self.g("dimension"), a), dim)
+            return
+        if isinstance(gt, PolygonGate):
+            el = self.gate_el("PolygonGate", e)
+            for dim in e.dimensions:
+                self.dim_body(ET.SubElement(el, self.g("dimension"), self.dim_attrs(dim)), dim)
+            for vx in gt.vertices:
+                v = ET.SubElement(el, self.g("vertex"))
+                for c in vx:
+                    ET.SubElement(v, self.g("coordinate"), {self.d("value"): _num(c)})
+            return
+        if isinstance(gt, EllipseGate):
+            el = self.gate_el("EllipsoidGate", e)
+            for dim in e.dimensions:
+                self.dim_body(ET.SubElement(el, self.g("dimension"), self.dim_attrs(dim)), dim)
+            mean = ET.SubElement(el, self.g("mean"))
+            for c in gt.mean:
+                ET.SubElement(mean, self.g("coordinate"), {self.d("value"): _num(c)})
+            cov = ET.SubElement(el, self.g("covarianceMatrix"))
+            for row in gt.covariance:
+                r = ET.SubElement(cov, self.g("row"))
+                for c in row:
+                    ET.SubElement(r, self.g("entry"), {self.d("value"): _num(c)})
+            ET.SubElement(el, self.g("distanceSquare"), {self.d("value"): _num(gt.distance_square)})
+            return
+        raise GatingMLError(
+            f"gate {e.id!r}: a {type(gt).__name__} has no Gating-ML 2.0 form; "
+            "fit it on a sample first (adaptive gates export at their fitted position)"
+        )
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so no half-written file is left."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_gatingml(strategy: GatingMLStrategy, path: str | os.PathLike | None = None) -> str:
+    """Serialise ``strategy`` as Gating-ML 2.0; write it to ``path`` if given.
+
+    Quadrants are written as rectangle gates with one-sided intervals (same membership,
+    and every reader understands them). Returns the XML text.
+    """
+    w = _Writer(strategy)
+    w.header()
+    for e in strategy.gates.values():
+        w.gate(e)
+    ET.indent(w.root, space="    ")
+    text = ET.tostring(w.root, encoding="unicode", xml_declaration=False)
+    text = '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n"
+    if path is not None:
+        _atomic_write_text(Path(path), text)
+    return text
+
+
+__all__ = [
+    "Dimension",
+    "GateEntry",
+    "GatingMLError",
+    "GatingMLStrategy",
+    "RatioTransform",
+    "ScaleTransform",
+    "SpectrumMatrix",
+    "parse_spill_keyword",
+    "read_gatingml",
+    "scaled_columns",
+    "write_gatingml",
+]
