@@ -35,7 +35,210 @@ def fail(message: str, code: int = 1) -> None:
 # === templates =============================================================
 
 
+@main.group()
+def templates() -> None:
+    """List, show and validate gating templates."""
+
+
+def _gate_label(gate: object) -> str:
+    kind = getattr(gate, "type_name", None) or type(gate).__name__
+    dims = getattr(gate, "dims", ()) or ()
+    return f"{kind}({', '.join(map(str, dims))})" if dims else str(kind)
+
+
+@templates.command("list")
+def templates_list() -> None:
+    """List the built-in templates with their populations and markers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.gating.template import list_templates, load_template
+
+    found = list_templates()
+    names = list(found.keys()) if isinstance(found, dict) else [str(x) for x in found]
+    table = Table(title="built-in templates (use the name with --template)")
+    for col in ("name", "populations", "markers", "description"):
+        table.add_column(col, overflow="fold")
+    for name in names:
+        try:
+            t = load_template(name)
+        except ImmunoprofileError as exc:
+            table.add_row(name, "-", "-", f"[red]invalid: {exc}[/red]")
+            continue
+        markers = ", ".join(t.markers())
+        table.add_row(name, str(len(t.populations)), markers, getattr(t, "description", "") or "")
+    Console().print(table)
+
+
+@templates.command("show")
+@click.argument("name")
+def templates_show(name: str) -> None:
+    """Show template NAME (built-in name or JSON path) as a population tree."""
+    from rich.console import Console
+    from rich.tree import Tree
+
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.gating.template import load_template
+
+    try:
+        t = load_template(name)
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+    title = getattr(t, "name", "") or name
+    root = Tree(
+        f"[bold]{title}[/bold]  ({len(t.populations)} populations; markers: "
+        f"{', '.join(t.markers())})"
+    )
+    nodes: dict[str | None, Tree] = {None: root}
+    for p in t.populations:  # parents come before their children
+        parent = nodes.get(p.parent or None, root)
+        nodes[p.name] = parent.add(f"[bold]{p.name}[/bold]  [dim]{_gate_label(p.gate)}[/dim]")
+    Console().print(root)
+
+
+@templates.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+def templates_validate(file: str) -> None:
+    """Check a template FILE against the schema and its hierarchy; exit 1 if invalid."""
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.gating.template import load_template, validate_template
+
+    try:
+        problems = validate_template(file)
+        if problems:  # a validator may return a list of problems instead of raising
+            for p in problems if isinstance(problems, list | tuple) else [problems]:
+                click.secho(f"{file}: {p}", fg="red", err=True)
+            sys.exit(1)
+        t = load_template(file)
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+    click.echo(
+        f"{file}: valid ({len(t.populations)} populations, markers: {', '.join(t.markers())})"
+    )
+
+
 # === gate ==================================================================
+
+
+@main.command("gate")
+@click.option(
+    "--template",
+    "-t",
+    "template",
+    required=True,
+    help="Built-in template name (tregs, th17, ...) or a template JSON file.",
+)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--out",
+    "-o",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (created; files in it are replaced atomically).",
+)
+@click.option(
+    "--samplesheet",
+    type=click.Path(dir_okay=False, exists=True),
+    help="CSV with columns file,patient,visit[,tube][,lymphocytes_per_ul].",
+)
+@click.option(
+    "--pattern",
+    help="Filename regex with named groups patient and visit, e.g. "
+    "'(?P<patient>P\\d+)_(?P<visit>\\w+)\\.fcs'.",
+)
+@click.option(
+    "--patient-keyword",
+    multiple=True,
+    help="FCS keyword holding the patient (default PATIENT_ID, PATIENT, SUBJECT_ID, SUBJECT).",
+)
+@click.option(
+    "--visit-keyword",
+    multiple=True,
+    help="FCS keyword holding the visit (default VISIT, VISIT_ID, TIMEPOINT).",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Files gated in parallel processes.",
+)
+@click.option("--scheduler", help="Dask scheduler address (tcp://host:8786); needs the dask extra.")
+@click.option("--plots", is_flag=True, help="Write a gating plot per sample into OUT/plots/.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
+def gate_cmd(
+    template: str,
+    files: tuple[str, ...],
+    out: str,
+    samplesheet: str | None,
+    pattern: str | None,
+    patient_keyword: tuple[str, ...],
+    visit_keyword: tuple[str, ...],
+    jobs: int,
+    scheduler: str | None,
+    plots: bool,
+    quiet: bool,
+) -> None:
+    """Gate FILES with a template and write per-visit population tables into OUT.
+
+    Writes populations.csv/.parquet (one row per sample x population),
+    populations_<visit>.csv and populations.xlsx (patients x populations per visit),
+    gates.json (fitted gates per sample), qc.csv, errors.csv and samples.csv. A file that
+    fails is listed in errors.csv and the others are still gated; the exit status is 1 if
+    any file failed.
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.gating.run import gate
+
+    out_dir = Path(out)
+    try:
+        res = gate(
+            list(files),
+            template,
+            samplesheet=samplesheet,
+            pattern=pattern,
+            jobs=jobs,
+            scheduler=scheduler,
+            progress=not quiet,
+            plots_dir=out_dir / "plots" if plots else None,
+            patient_keyword=list(patient_keyword) or None,
+            visit_keyword=list(visit_keyword) or None,
+        )
+        res.write(out_dir)
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+    summary = res.summary()
+    table = res.table()
+    errors = res.errors()
+    if not quiet:
+        t = Table(
+            title=f"{len(summary)} file(s) gated with {getattr(res.template, 'name', template)}"
+        )
+        for col in ("sample", "patient", "visit", "events", "status", "qc flags"):
+            t.add_column(col, justify="right" if col in ("events", "qc flags") else "left")
+        for row in summary.itertuples():
+            status = "[green]ok[/green]" if row.status == "ok" else f"[red]{row.status}[/red]"
+            events = f"{int(row.events):,}" if row.status == "ok" else "-"
+            t.add_row(
+                row.sample, row.patient or "-", row.visit or "-", events, status, str(row.qc_flags)
+            )
+        Console().print(t)
+    click.echo(
+        f"wrote {len(table)} population rows for {len(summary) - len(errors)} sample(s) to "
+        f"{out_dir}/ (populations.csv, per-visit tables, gates.json, qc.csv, errors.csv)"
+    )
+    if len(errors):
+        for e in errors.itertuples():
+            click.secho(f"failed: {e.message}", fg="red", err=True)
+        fail(f"{len(errors)} of {len(summary)} file(s) failed; see {out_dir / 'errors.csv'}")
 
 
 # === cluster ===============================================================

@@ -1,0 +1,550 @@
+"""Gate a cohort: many files, one template, per-visit population tables.
+
+`gate` reads each file, applies the template (compensation, transforms and every gate,
+once per file), and collects counts, fitted gates and QC flags. Files run one after the
+other, in parallel processes (``jobs=N``) or on a Dask cluster (``scheduler=...``); the
+results are identical and ordered as the input in every case. A file that cannot be read
+or gated does not stop the batch: it is recorded in `GateResults.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from immunoprofile.cohort import (
+    Identity,
+    identity_table,
+    read_samplesheet,
+    resolve_identities,
+    sample_names,
+)
+from immunoprofile.exceptions import GatingError, ImmunoprofileError
+from immunoprofile.quantify import (
+    atomic_write,
+    concat_tables,
+    per_visit,
+    population_table,
+    write_csv,
+    write_population_tables,
+)
+from immunoprofile.sample import Sample
+
+ERROR_COLUMNS = ("file", "sample", "error_type", "message")
+QC_COLUMNS = ("sample", "file", "population", "flag", "detail")
+
+
+# --- JSON helpers -------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples and non-finite floats into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --- one file -----------------------------------------------------------------------
+
+
+@dataclass
+class FileOutcome:
+    """What gating one file produced (small and picklable: no event data, no masks)."""
+
+    index: int
+    file: str
+    sample: str
+    counts: dict[str, int] = field(default_factory=dict)
+    parents: dict[str, str | None] = field(default_factory=dict)
+    total: int = 0
+    fitted: dict[str, Any] = field(default_factory=dict)
+    qc: list[dict[str, Any]] = field(default_factory=list)
+    keywords: dict[str, str] | None = None
+    plot: str | None = None
+    seconds: float = 0.0
+    error_type: str | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+
+def _load(item: str | os.PathLike | Sample) -> Sample:
+    if isinstance(item, Sample):
+        return item
+    from immunoprofile.io.fcs import read_fcs
+
+    return read_fcs(item)
+
+
+def _apply(sample: Sample, template: Any) -> Any:
+    from immunoprofile.gating.engine import apply_template
+
+    return apply_template(sample, template)
+
+
+def _outcome_from_result(out: FileOutcome, res: Any, template: Any) -> None:
+    names = [p.name for p in template.populations]
+    counts = res.counts
+    out.counts = {n: int(counts[n]) for n in names}
+    out.parents = {p.name: (p.parent or None) for p in template.populations}
+    out.total = int(res.sample.n_events)
+    out.fitted = jsonable(dict(res.fitted))
+    out.qc = [jsonable(dict(q)) for q in res.qc]
+
+
+def _gate_one(
+    index: int,
+    item: str | os.PathLike | Sample,
+    file: str,
+    sample_name: str,
+    template: Any,
+    plots_dir: str | None,
+) -> FileOutcome:
+    """Read, gate and (optionally) plot one file; every failure becomes an error record."""
+    t0 = time.perf_counter()
+    out = FileOutcome(index=index, file=file, sample=sample_name)
+    try:
+        sample = _load(item)
+        out.keywords = dict(sample.keywords)
+        res = _apply(sample, template)
+        _outcome_from_result(out, res, template)
+        if plots_dir is not None:
+            from immunoprofile.plots.gating import save_gating_plot
+
+            path = Path(plots_dir) / f"{_file_safe(sample_name)}.png"
+            out.plot = str(save_gating_plot(res, path, title=sample_name))
+    except Exception as exc:  # noqa: BLE001 - a bad file must not stop the batch
+        out.error_type = type(exc).__name__
+        msg = str(exc) or repr(exc)
+        if not isinstance(exc, ImmunoprofileError):
+            # an unexpected failure: keep where it happened, for a bug report
+            tb = traceback.extract_tb(exc.__traceback__)
+            if tb:
+                last = tb[-1]
+                msg = f"{msg} (at {Path(last.filename).name}:{last.lineno})"
+        if file not in msg and Path(file).name not in msg:
+            msg = f"{file}: {msg}"
+        out.message = msg
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+# --- the batch result -----------------------------------------------------------------
+
+
+@dataclass
+class GateResults:
+    """Results of gating a batch of files with one template.
+
+    Tables are pandas DataFrames; nothing here holds event data, so a result of hundreds
+    of files stays small. `plot` and `result` gate the one file asked for again (results
+    are deterministic, so they match what the batch produced).
+    """
+
+    template: Any
+    identities: list[Identity]
+    outcomes: list[FileOutcome]
+    items: list[Any] = field(repr=False, default_factory=list)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # --- lookup ------------------------------------------------------------------------
+
+    @property
+    def samples(self) -> list[str]:
+        """Sample names, in input order (including failed files)."""
+        return [i.sample for i in self.identities]
+
+    def _index(self, sample: str) -> int:
+        for i, ident in enumerate(self.identities):
+            if sample in (ident.sample, ident.file, Path(ident.file).name):
+                return i
+        raise KeyError(f"no sample {sample!r}; samples are {self.samples}")
+
+    # --- tables ---------------------------------------------------------------------
+
+    def table(self) -> pd.DataFrame:
+        """The tidy population table (one row per sample x population), input order."""
+        if "table" not in self._cache:
+            parts = []
+            for ident, out in zip(self.identities, self.outcomes):
+                if not out.ok:
+                    continue
+                parts.append(
+                    population_table(
+                        out.counts,
+                        out.parents,
+                        out.total,
+                        sample=ident.sample,
+                        patient=ident.patient,
+                        visit=ident.visit,
+                        lymphocytes_per_ul=ident.lymphocytes_per_ul,
+                    )
+                )
+            self._cache["table"] = concat_tables(parts)
+        return self._cache["table"].copy()
+
+    def per_visit(self, value: str = "percent_of_parent") -> dict[str, pd.DataFrame]:
+        """Wide tables (patients x populations), one per visit; see `quantify.per_visit`."""
+        return per_visit(self.table(), value)
+
+    def qc(self) -> pd.DataFrame:
+        """QC flags of every file: ``sample, file, population, flag, detail``."""
+        rows = [
+            {
+                "sample": ident.sample,
+                "file": ident.file,
+                "population": q.get("population"),
+                "flag": q.get("flag"),
+                "detail": q.get("detail"),
+            }
+            for ident, out in zip(self.identities, self.outcomes)
+            for q in out.qc
+        ]
+        return pd.DataFrame(rows, columns=list(QC_COLUMNS))
+
+    def errors(self) -> pd.DataFrame:
+        """Files that failed: ``file, sample, error_type, message`` (empty when none did)."""
+        rows = [
+            {
+                "file": out.file,
+                "sample": out.sample,
+                "error_type": out.error_type,
+                "message": out.message,
+            }
+            for out in self.outcomes
+            if not out.ok
+        ]
+        return pd.DataFrame(rows, columns=list(ERROR_COLUMNS))
+
+    def summary(self) -> pd.DataFrame:
+        """One row per file: identity, events, status, QC flag count, seconds."""
+        rows = []
+        for ident, out in zip(self.identities, self.outcomes):
+            rows.append(
+                {
+                    "sample": ident.sample,
+                    "patient": ident.patient,
+                    "visit": ident.visit,
+                    "identity_from": ident.source,
+                    "events": out.total if out.ok else None,
+                    "status": "ok" if out.ok else out.error_type,
+                    "qc_flags": len(out.qc),
+                    "seconds": round(out.seconds, 3),
+                    "file": ident.file,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def identity_table(self) -> pd.DataFrame:
+        """Patient, visit, tube and lymphocyte count of each file, and where they came from."""
+        return identity_table(self.identities)
+
+    def fitted_gates(self) -> dict[str, Any]:
+        """Fitted gates per sample, JSON-ready: ``{sample: {file, patient, visit, gates}}``."""
+        out: dict[str, Any] = {}
+        for ident, o in zip(self.identities, self.outcomes):
+            if o.ok:
+                out[ident.sample] = {
+                    "file": ident.file,
+                    "patient": ident.patient,
+                    "visit": ident.visit,
+                    "events": o.total,
+                    "gates": o.fitted,
+                }
+        return out
+
+    # --- one sample, again ---------------------------------------------------------------
+
+    def result(self, sample: str) -> Any:
+        """The full `GatingResult` (masks included) of one sample, gated again."""
+        i = self._index(sample)
+        if not self.outcomes[i].ok:
+            raise GatingError(f"{self.outcomes[i].file} failed: {self.outcomes[i].message}")
+        key = f"result:{i}"
+        if key not in self._cache:
+            # keep one full result at a time: each holds the sample's event matrix
+            for k in [k for k in self._cache if k.startswith("result:")]:
+                del self._cache[k]
+            self._cache[key] = _apply(_load(self.items[i]), self.template)
+        return self._cache[key]
+
+    def plot(self, sample: str, population: str | None = None, **kwargs: Any) -> Any:
+        """Gating plot of one sample: the whole hierarchy as a grid, or one population's gate
+        on its parent's density. Returns a matplotlib Figure."""
+        from immunoprofile.plots.gating import plot_gate, plot_gating
+
+        res = self.result(sample)
+        if population is None:
+            return plot_gating(res, title=self.identities[self._index(sample)].sample, **kwargs)
+        return plot_gate(res, population, **kwargs)
+
+    # --- output ----------------------------------------------------------------------
+
+    def write(self, out_dir: str | os.PathLike, value: str = "percent_of_parent") -> list[Path]:
+        """Write every output into ``out_dir``, each file atomically.
+
+        ``populations.csv``, ``populations.parquet``, ``populations_<visit>.csv``,
+        ``populations.xlsx``, ``gates.json``, ``qc.csv``, ``errors.csv``, ``samples.csv``.
+        """
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = write_population_tables(self.table(), out_dir, value=value)
+        text = json.dumps(
+            {"template": _template_name(self.template), "samples": self.fitted_gates()},
+            indent=1,
+            allow_nan=False,
+        )
+        written.append(
+            atomic_write(out_dir / "gates.json", lambda p: p.write_text(text, encoding="utf-8"))
+        )
+        written.append(write_csv(self.qc(), out_dir / "qc.csv"))
+        written.append(write_csv(self.errors(), out_dir / "errors.csv"))
+        written.append(write_csv(self.summary(), out_dir / "samples.csv"))
+        return written
+
+
+def _template_name(template: Any) -> str:
+    return str(getattr(template, "name", "") or "")
+
+
+# --- the batch runner -------------------------------------------------------------------
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, Sample):
+        return str(item.path) if item.path is not None else (item.name or "<sample>")
+    return str(item)
+
+
+def _run_local(
+    tasks: list[tuple], jobs: int, on_done: Callable[[FileOutcome], None]
+) -> list[FileOutcome]:
+    if jobs <= 1 or len(tasks) <= 1:
+        outs = []
+        for t in tasks:
+            o = _gate_one(*t)
+            on_done(o)
+            outs.append(o)
+        return outs
+    import multiprocessing as mp
+    from concurrent.futures.process import BrokenProcessPool
+
+    # forkserver: workers start from a clean process (no inherited threads or locks)
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else None)
+    outs: list[FileOutcome | None] = [None] * len(tasks)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
+        futures = {pool.submit(_gate_one, *t): t for t in tasks}
+        for fut in as_completed(futures):
+            t = futures[fut]
+            try:
+                o = fut.result()
+            except BrokenProcessPool as exc:
+                o = FileOutcome(
+                    index=t[0], file=t[2], sample=t[3], error_type="WorkerDied",
+                    message=f"{t[2]}: the worker process gating this file died ({exc})",
+                )  # fmt: skip
+            on_done(o)
+            outs[o.index] = o
+    return [o for o in outs if o is not None]
+
+
+def _run_dask(
+    tasks: list[tuple], scheduler: Any, on_done: Callable[[FileOutcome], None]
+) -> list[FileOutcome]:
+    try:
+        from dask.distributed import Client
+        from dask.distributed import as_completed as dask_as_completed
+    except ImportError:
+        raise ImmunoprofileError(
+            "scheduler given but dask.distributed is not installed; "
+            "install the extra: pip install 'immunoprofile[dask]'"
+        ) from None
+    own = not isinstance(scheduler, Client)
+    try:
+        client = Client(scheduler) if own else scheduler
+    except OSError as exc:
+        raise ImmunoprofileError(f"cannot connect to Dask scheduler {scheduler!r}: {exc}") from None
+    try:
+        template = tasks[0][4]
+        tpl = client.scatter(template, broadcast=True)
+        futures = [
+            client.submit(_gate_one, t[0], t[1], t[2], t[3], tpl, t[5], pure=False) for t in tasks
+        ]
+        outs: list[FileOutcome | None] = [None] * len(tasks)
+        for fut in dask_as_completed(futures):
+            o = fut.result()
+            on_done(o)
+            outs[o.index] = o
+        return [o for o in outs if o is not None]
+    finally:
+        if own:
+            client.close()
+
+
+def _resolve_template(template: Any) -> Any:
+    if isinstance(template, str | os.PathLike):
+        from immunoprofile.gating.template import load_template
+
+        return load_template(template)
+    return template
+
+
+def gate(
+    paths_or_samples: str | os.PathLike | Sample | Iterable[str | os.PathLike | Sample],
+    template: Any,
+    samplesheet: str | os.PathLike | pd.DataFrame | None = None,
+    pattern: str | None = None,
+    jobs: int = 1,
+    scheduler: Any = None,
+    progress: bool = False,
+    plots_dir: str | os.PathLike | None = None,
+    patient_keyword: str | Sequence[str] | None = None,
+    visit_keyword: str | Sequence[str] | None = None,
+) -> GateResults:
+    """Gate files (or in-memory samples) with one template.
+
+    Parameters
+    ----------
+    paths_or_samples : FCS paths and/or raw `Sample` objects (a single one is accepted).
+    template : a `Template`, a built-in template name (``"tregs"``) or a JSON file path.
+    samplesheet : CSV ``file,patient,visit[,tube][,lymphocytes_per_ul]`` (or a DataFrame
+        from `immunoprofile.cohort.read_samplesheet`); takes precedence over ``pattern``.
+    pattern : filename regex with named groups ``patient`` and ``visit``; files it does not
+        match fall back to FCS keywords.
+    jobs : number of worker processes (1 runs in this process).
+    scheduler : a Dask scheduler address (``"tcp://host:8786"``) or a
+        ``dask.distributed.Client``; overrides ``jobs``. Needs the ``dask`` extra.
+    progress : show a progress bar over files (rich, on stderr).
+    plots_dir : when given, a gating plot per sample is written there (``<sample>.png``).
+    patient_keyword, visit_keyword : FCS keyword name(s) holding patient and visit.
+
+    Returns
+    -------
+    GateResults
+        With ``.table()``, ``.per_visit()``, ``.qc()``, ``.errors()``, ``.fitted_gates()``,
+        ``.plot(sample, population)`` and ``.write(out_dir)``.
+
+    Raises
+    ------
+    TemplateError
+        The template cannot be loaded.
+    IdentityError
+        The samplesheet or pattern is invalid, or two files claim the same identity.
+
+    Examples
+    --------
+    >>> res = gate(["P01_baseline.fcs", "P01_week24.fcs"], "tregs")  # doctest: +SKIP
+    >>> res.per_visit()["baseline"]  # doctest: +SKIP
+    """
+    if isinstance(paths_or_samples, str | os.PathLike | Sample):
+        items = [paths_or_samples]
+    else:
+        items = list(paths_or_samples)
+    if not items:
+        raise ImmunoprofileError("gate: no files given")
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    template = _resolve_template(template)
+    files = [_describe(x) for x in items]
+    given_names = [x.name if isinstance(x, Sample) and x.name else None for x in items]
+    derived = sample_names(files)
+    names = [g or d for g, d in zip(given_names, derived)]
+    sheet = None
+    if samplesheet is not None:
+        sheet = (
+            samplesheet if isinstance(samplesheet, pd.DataFrame) else read_samplesheet(samplesheet)
+        )
+    # check the samplesheet/pattern identities before spending time on gating
+    known_kw = [dict(x.keywords) if isinstance(x, Sample) else None for x in items]
+    resolve_identities(
+        files,
+        samplesheet=sheet,
+        pattern=pattern,
+        keywords=known_kw,
+        patient_keyword=patient_keyword,
+        visit_keyword=visit_keyword,
+        names=names,
+    )
+
+    pdir = None
+    if plots_dir is not None:
+        Path(plots_dir).mkdir(parents=True, exist_ok=True)
+        pdir = str(plots_dir)
+    tasks = [(i, item, files[i], names[i], template, pdir) for i, item in enumerate(items)]
+
+    bar = None
+    if progress:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        bar = Progress(
+            TextColumn("gating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"),
+            console=Console(stderr=True),
+        )
+        task_id = bar.add_task("gating", total=len(tasks), last="")
+        bar.start()
+
+    def on_done(o: FileOutcome) -> None:
+        if bar is not None:
+            status = "ok" if o.ok else f"FAILED ({o.error_type})"
+            bar.update(task_id, advance=1, last=f"{o.sample}: {status}")
+
+    try:
+        if scheduler is not None:
+            outcomes = _run_dask(tasks, scheduler, on_done)
+        else:
+            outcomes = _run_local(tasks, int(jobs), on_done)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    identities = resolve_identities(
+        files,
+        samplesheet=sheet,
+        pattern=pattern,
+        keywords=[o.keywords for o in outcomes],
+        patient_keyword=patient_keyword,
+        visit_keyword=visit_keyword,
+        names=names,
+    )
+    return GateResults(template=template, identities=identities, outcomes=outcomes, items=items)
+
+
+__all__ = ["FileOutcome", "GateResults", "gate", "jsonable"]
