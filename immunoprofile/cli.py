@@ -40,10 +40,23 @@ def templates() -> None:
     """List, show and validate gating templates."""
 
 
-def _gate_label(gate: object) -> str:
+def _gate_label(pop: object) -> str:
+    gate = getattr(pop, "gate", None)
     kind = getattr(gate, "type_name", None) or type(gate).__name__
+    if getattr(pop, "adaptive", False):
+        kind = f"adaptive {kind}"
     dims = getattr(gate, "dims", ()) or ()
-    return f"{kind}({', '.join(map(str, dims))})" if dims else str(kind)
+    signs = getattr(gate, "signs", None) or (
+        (gate.side,) if isinstance(getattr(gate, "side", None), str) else None
+    )
+    if kind == "boolean":
+        terms = [("not " if c else "") + d for d, c in zip(dims, gate.complement)]
+        what = f"not {terms[0]}" if gate.op == "not" else f" {gate.op} ".join(terms)
+    elif signs is not None and len(signs) == len(dims):
+        what = " ".join(f"{d}{s}" for d, s in zip(dims, signs))
+    else:
+        what = ", ".join(map(str, dims))
+    return f"[{kind}] {what}"
 
 
 @templates.command("list")
@@ -93,7 +106,7 @@ def templates_show(name: str) -> None:
     nodes: dict[str | None, Tree] = {None: root}
     for p in t.populations:  # parents come before their children
         parent = nodes.get(p.parent or None, root)
-        nodes[p.name] = parent.add(f"[bold]{p.name}[/bold]  [dim]{_gate_label(p.gate)}[/dim]")
+        nodes[p.name] = parent.add(f"[bold]{p.name}[/bold]  [dim]{_gate_label(p)}[/dim]")
     Console().print(root)
 
 
@@ -105,12 +118,9 @@ def templates_validate(file: str) -> None:
     from immunoprofile.gating.template import load_template, validate_template
 
     try:
-        problems = validate_template(file)
-        if problems:  # a validator may return a list of problems instead of raising
-            for p in problems if isinstance(problems, list | tuple) else [problems]:
-                click.secho(f"{file}: {p}", fg="red", err=True)
-            sys.exit(1)
-        t = load_template(file)
+        t = validate_template(file)
+        if not hasattr(t, "populations"):
+            t = load_template(file)
     except ImmunoprofileError as exc:
         fail(str(exc))
     click.echo(

@@ -57,9 +57,14 @@ class _Result:
             else:
                 m = p.gate.mask([sample.events[:, cols[d]] for d in p.gate.dims])
             self.masks[p.name] = m & parent
-        self.fitted = {
-            p.name: dict(p.gate.to_dict(), fallback=p.name == "T") for p in template.populations
-        }
+        self.fitted = {}
+        for p in template.populations:
+            chans = (
+                []
+                if isinstance(p.gate, BooleanGate)
+                else [sample.channel_names[cols[d]] for d in p.gate.dims]
+            )
+            self.fitted[p.name] = dict(p.gate.to_dict(), fallback=p.name == "T", channels=chans)
         self.qc = [{"population": "E", "flag": "low_count", "detail": "fewer than 100 events"}]
 
     @property
@@ -78,7 +83,7 @@ def _sample(seed: int, name: str, **kw: str) -> Sample:
 
 @pytest.fixture
 def stand_in(monkeypatch):
-    monkeypatch.setattr(run, "_apply", lambda s, t: _Result(s, t))
+    monkeypatch.setattr(run, "_apply", lambda s, t, seed=0: _Result(s, t))
     return _Template()
 
 
@@ -135,6 +140,7 @@ def test_write_outputs(stand_in, tmp_path):
     gates = json.loads((out / "gates.json").read_text())
     assert gates["samples"]["A"]["gates"]["T"] == {
         "type": "range", "dims": ["CD3"], "min": 0.5, "max": None, "fallback": True,
+        "channels": ["B1-A"],
     }  # fmt: skip
     assert pd.read_csv(out / "errors.csv").empty
 

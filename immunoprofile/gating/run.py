@@ -78,6 +78,7 @@ class FileOutcome:
     counts: dict[str, int] = field(default_factory=dict)
     parents: dict[str, str | None] = field(default_factory=dict)
     total: int = 0
+    reference: str | None = "lymphocytes"
     fitted: dict[str, Any] = field(default_factory=dict)
     qc: list[dict[str, Any]] = field(default_factory=list)
     keywords: dict[str, str] | None = None
@@ -99,10 +100,10 @@ def _load(item: str | os.PathLike | Sample) -> Sample:
     return read_fcs(item)
 
 
-def _apply(sample: Sample, template: Any) -> Any:
+def _apply(sample: Sample, template: Any, seed: int = 0) -> Any:
     from immunoprofile.gating.engine import apply_template
 
-    return apply_template(sample, template)
+    return apply_template(sample, template, seed=seed)
 
 
 def _outcome_from_result(out: FileOutcome, res: Any, template: Any) -> None:
@@ -111,6 +112,7 @@ def _outcome_from_result(out: FileOutcome, res: Any, template: Any) -> None:
     out.counts = {n: int(counts[n]) for n in names}
     out.parents = {p.name: (p.parent or None) for p in template.populations}
     out.total = int(res.sample.n_events)
+    out.reference = getattr(template, "reference_population", "lymphocytes")
     out.fitted = jsonable(dict(res.fitted))
     out.qc = [jsonable(dict(q)) for q in res.qc]
 
@@ -122,6 +124,7 @@ def _gate_one(
     sample_name: str,
     template: Any,
     plots_dir: str | None,
+    seed: int = 0,
 ) -> FileOutcome:
     """Read, gate and (optionally) plot one file; every failure becomes an error record."""
     t0 = time.perf_counter()
@@ -129,7 +132,7 @@ def _gate_one(
     try:
         sample = _load(item)
         out.keywords = dict(sample.keywords)
-        res = _apply(sample, template)
+        res = _apply(sample, template, seed)
         _outcome_from_result(out, res, template)
         if plots_dir is not None:
             from immunoprofile.plots.gating import save_gating_plot
@@ -172,6 +175,7 @@ class GateResults:
     identities: list[Identity]
     outcomes: list[FileOutcome]
     items: list[Any] = field(repr=False, default_factory=list)
+    seed: int = 0
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # --- lookup ------------------------------------------------------------------------
@@ -205,6 +209,7 @@ class GateResults:
                         patient=ident.patient,
                         visit=ident.visit,
                         lymphocytes_per_ul=ident.lymphocytes_per_ul,
+                        lymphocytes=out.reference or "",
                     )
                 )
             self._cache["table"] = concat_tables(parts)
@@ -292,7 +297,7 @@ class GateResults:
             # keep one full result at a time: each holds the sample's event matrix
             for k in [k for k in self._cache if k.startswith("result:")]:
                 del self._cache[k]
-            self._cache[key] = _apply(_load(self.items[i]), self.template)
+            self._cache[key] = _apply(_load(self.items[i]), self.template, self.seed)
         return self._cache[key]
 
     def plot(self, sample: str, population: str | None = None, **kwargs: Any) -> Any:
@@ -395,7 +400,8 @@ def _run_dask(
         template = tasks[0][4]
         tpl = client.scatter(template, broadcast=True)
         futures = [
-            client.submit(_gate_one, t[0], t[1], t[2], t[3], tpl, t[5], pure=False) for t in tasks
+            client.submit(_gate_one, t[0], t[1], t[2], t[3], tpl, t[5], t[6], pure=False)
+            for t in tasks
         ]
         outs: list[FileOutcome | None] = [None] * len(tasks)
         for fut in dask_as_completed(futures):
@@ -427,6 +433,7 @@ def gate(
     plots_dir: str | os.PathLike | None = None,
     patient_keyword: str | Sequence[str] | None = None,
     visit_keyword: str | Sequence[str] | None = None,
+    seed: int = 0,
 ) -> GateResults:
     """Gate files (or in-memory samples) with one template.
 
@@ -444,6 +451,7 @@ def gate(
     progress : show a progress bar over files (rich, on stderr).
     plots_dir : when given, a gating plot per sample is written there (``<sample>.png``).
     patient_keyword, visit_keyword : FCS keyword name(s) holding patient and visit.
+    seed : seed of the subsampling inside adaptive gate fits (same seed, same results).
 
     Returns
     -------
@@ -497,7 +505,9 @@ def gate(
     if plots_dir is not None:
         Path(plots_dir).mkdir(parents=True, exist_ok=True)
         pdir = str(plots_dir)
-    tasks = [(i, item, files[i], names[i], template, pdir) for i, item in enumerate(items)]
+    tasks = [
+        (i, item, files[i], names[i], template, pdir, int(seed)) for i, item in enumerate(items)
+    ]
 
     bar = None
     if progress:
@@ -544,7 +554,9 @@ def gate(
         visit_keyword=visit_keyword,
         names=names,
     )
-    return GateResults(template=template, identities=identities, outcomes=outcomes, items=items)
+    return GateResults(
+        template=template, identities=identities, outcomes=outcomes, items=items, seed=int(seed)
+    )
 
 
 __all__ = ["FileOutcome", "GateResults", "gate", "jsonable"]

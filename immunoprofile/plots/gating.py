@@ -67,28 +67,20 @@ def _parent_mask(res: Any, population: str) -> np.ndarray:
     return np.ones(res.sample.n_events, dtype=bool)
 
 
-def _column(res: Any, dim: str) -> tuple[np.ndarray, str]:
-    """Values of one gate dimension (marker or channel) on the analysis scale, and a label."""
-    sample = res.sample
-    resolver = getattr(res, "column", None)
-    if callable(resolver):
-        values = resolver(dim)
-        return np.asarray(values), dim
-    try:
-        from immunoprofile.panel import resolve_marker
+def _column(res: Any, population: str, k: int, dim: str) -> tuple[np.ndarray, str]:
+    """Values of dimension ``k`` of a population's gate on the analysis scale, and a label.
 
-        idx = resolve_marker(sample, dim)
-        if not isinstance(idx, int | np.integer):
-            idx = sample.channel_index(str(idx))
-    except Exception:  # noqa: BLE001 - fall back to an exact, case-insensitive match
-        idx = None
-        low = dim.lower()
-        for i, (n, m) in enumerate(zip(sample.channels["name"], sample.channels["marker"])):
-            if str(n).lower() == low or (m and str(m).lower() == low):
-                idx = i
-                break
-        if idx is None:
-            idx = sample.channel_index(dim)  # raises MarkerNotFoundError naming channels
+    The engine records the channel each dimension resolved to (``fitted[...]["channels"]``);
+    without that record the name is resolved like the engine does."""
+    sample = res.sample
+    record = (getattr(res, "fitted", None) or {}).get(population) or {}
+    channels = record.get("channels") if isinstance(record, dict) else None
+    if channels and len(channels) > k and channels[k] in sample.channel_names:
+        idx = sample.channel_index(channels[k])
+    else:
+        from immunoprofile.gating.engine import resolve_dims
+
+        idx = resolve_dims(sample, res.template, [dim])[dim]
     name = sample.channels["name"].iloc[int(idx)]
     marker = sample.channels["marker"].iloc[int(idx)]
     label = f"{marker} ({name})" if marker and marker != name else str(name)
@@ -207,7 +199,7 @@ def draw_gate(ax: Any, res: Any, population: str) -> None:
     idx = _thin(np.flatnonzero(pmask))
     bins = int(np.clip(np.sqrt(len(idx)) / 1.5, 24, 128))
     xcoords, ycoords = _gate_coords(g)
-    x, xlabel = _column(res, g.dims[0])
+    x, xlabel = _column(res, population, 0, g.dims[0])
     xv = np.asarray(x[idx], dtype=np.float64)
     xlim = _limits(xv, xcoords)
     ax.set_xlabel(xlabel, fontsize=7)
@@ -223,7 +215,7 @@ def draw_gate(ax: Any, res: Any, population: str) -> None:
         ax.set_xlim(*xlim)
         ax.set_yticks([])
         return
-    y, ylabel = _column(res, g.dims[1])
+    y, ylabel = _column(res, population, 1, g.dims[1])
     yv = np.asarray(y[idx], dtype=np.float64)
     ylim = _limits(yv, ycoords)
     ok = np.isfinite(xv) & np.isfinite(yv)
