@@ -1,0 +1,1 @@
+"""Built-in gating templates (JSON), installed as ``immunoprofile.builtin_templates``."""

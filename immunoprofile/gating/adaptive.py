@@ -1,0 +1,1234 @@
+"""Data-adaptive gates: estimators whose position is fitted to each sample.
+
+Fixed gate coordinates do not transfer between files acquired on different days (voltage
+drift, staining intensity, scatter scale). An adaptive gate is an estimator in the
+scikit-learn sense: its hyperparameters are given in ``__init__`` and stored as given,
+``fit(X)`` learns the position (``threshold_``, ``mean_`` ...) from the parent population's
+events, and the fitted result is a *static* gate from `immunoprofile.gating.gates`
+(``gate_``) that is used for the mask, written out per sample and drawn on plots.
+
+Every estimator has
+
+* **bounds** (``search``/``bounds``): where the fitted position may lie;
+* a **fallback**: a documented default position used when the data give no answer (too few
+  events, one peak where two were expected, a fit outside its bounds). ``fallback_`` and
+  ``reason_`` say whether and why it was used;
+* a record of what was fitted (``params_``), JSON-ready.
+
+Fits run on at most ``max_events`` events drawn without replacement with a seeded
+generator (``random_state``), so a gate on a million-event parent costs the same as one on
+50,000 events and results are reproducible. Everything is vectorised over events; densities
+are Gaussian-smoothed histograms on a fixed grid (a binned kernel density estimate).
+
+Estimators (``type`` in templates):
+
+==================  =====  ==============================================================
+``density_min``     1-D    lowest density between the two main peaks (after openCyto's
+                           ``mindensity``), searched inside ``search``
+``quantile``        1-D    a quantile of the parent's values
+``tail``            1-D    where the density of the main peak falls below ``tol`` times its
+                           height, on one side (after openCyto's ``tailgate``)
+``gmm``             1-D    Gaussian mixture; the cut where the posterior of the upper
+                           (or lower) components reaches 0.5
+``gmm``             2-D    Gaussian mixture; ellipse of one chosen component
+``thresholds``      n-D    one 1-D method per dimension combined by signs into a quadrant
+                           (2-D) or rectangle, e.g. CXCR3- CCR6+
+``singlets``        2-D    FSC-A against FSC-H: robust line through the singlet diagonal
+                           and a band around it (doublets have excess area)
+``blob``            2-D    the lymphocyte cloud on FSC/SSC: mixture component -> ellipse
+``hilo``            2-D    "high/low" populations such as CD25hi CD127lo: a two-group
+                           mixture, the discriminant line between the target group and
+                           the rest, as a polygon
+==================  =====  ==============================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from immunoprofile.exceptions import GatingError, TemplateError
+from immunoprofile.gating.gates import (
+    EllipseGate,
+    Gate,
+    PolygonGate,
+    QuadrantGate,
+    RangeGate,
+    RectangleGate,
+    gate_from_dict,
+)
+
+ADAPTIVE_TYPES: dict[str, type[AdaptiveGate]] = {}
+
+_MIN_FIT_EVENTS = 10  # below this no estimator tries to learn anything
+
+
+def register_adaptive(type_name: str):
+    """Class decorator: make an adaptive gate constructible from a template ``"type"``."""
+
+    def deco(cls):
+        cls.type_name = type_name
+        ADAPTIVE_TYPES[type_name] = cls
+        return cls
+
+    return deco
+
+
+def _as_columns(X: Any, n_dims: int | None) -> list[np.ndarray]:
+    """Accept a 1-D array, an (n, d) array or a sequence of d 1-D arrays; return columns."""
+    if isinstance(X, np.ndarray):
+        if X.ndim == 1:
+            cols = [X]
+        elif X.ndim == 2:
+            cols = [X[:, j] for j in range(X.shape[1])]
+        else:
+            raise GatingError(f"expected 1-D or 2-D values, got shape {X.shape}")
+    else:
+        cols = [np.asarray(c) for c in X]
+    if n_dims is not None and len(cols) != n_dims:
+        raise GatingError(f"expected {n_dims} column(s) of values, got {len(cols)}")
+    if len({len(c) for c in cols}) > 1:
+        raise GatingError("columns of values have different lengths")
+    return cols
+
+
+def _sign_ok(sign: str, where: str) -> str:
+    if sign not in ("+", "-"):
+        raise TemplateError(f"{where}: side/sign must be '+' or '-', got {sign!r}")
+    return sign
+
+
+def _range_gate(dim: str, threshold: float, side: str) -> RangeGate:
+    t = float(threshold)
+    return RangeGate(dims=(dim,), min=t) if side == "+" else RangeGate(dims=(dim,), max=t)
+
+
+class AdaptiveGate:
+    """Base class of data-adaptive gates (see the module docstring).
+
+    Subclasses set ``n_dims`` (an int, or None for any number), implement ``_fit`` (learn
+    from finite, subsampled columns; return the static gate and the fitted parameters, or
+    raise `_NoFit` with a reason) and ``_fallback_gate`` (the documented default).
+    """
+
+    type_name: ClassVar[str] = "adaptive"
+    n_dims: ClassVar[int | None] = 1
+
+    # hyperparameters every estimator takes (set by subclasses' __init__)
+    dims: tuple[str, ...]
+    max_events: int
+    random_state: int | None
+
+    # --- scikit-learn style plumbing -------------------------------------------------
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters as given to ``__init__``."""
+        return {p: getattr(self, p) for p in self._param_names()}
+
+    def clone(self, **overrides: Any) -> AdaptiveGate:
+        """An unfitted copy with the same hyperparameters (``overrides`` replace some)."""
+        params = copy.deepcopy(self.get_params())
+        params.update(overrides)
+        return type(self)(**params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready hyperparameters (the template form); ``random_state`` is left out."""
+        out: dict[str, Any] = {"type": self.type_name}
+        for k, v in self.get_params().items():
+            if k == "random_state":
+                continue
+            out[k] = _jsonable(v)
+        return out
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _check_common(self) -> None:
+        self.dims = tuple(str(d) for d in self.dims)
+        if self.n_dims is not None and len(self.dims) != self.n_dims:
+            raise TemplateError(
+                f"{self.type_name} gate takes {self.n_dims} dimension(s), got {list(self.dims)}"
+            )
+        if not self.dims:
+            raise TemplateError(f"{self.type_name} gate: no dimensions given")
+        if int(self.max_events) < _MIN_FIT_EVENTS:
+            raise TemplateError(f"{self.type_name} gate: max_events must be >= {_MIN_FIT_EVENTS}")
+
+    # --- fitting --------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: None = None) -> AdaptiveGate:
+        """Learn the gate position from the parent population's values.
+
+        Parameters
+        ----------
+        X : a 1-D array (one dimension), an (n_events, n_dims) array, or a sequence of
+            ``n_dims`` 1-D arrays, in the order of ``dims``.
+
+        Returns
+        -------
+        self, with ``gate_``, ``fallback_``, ``reason_``, ``params_`` and ``n_fit_`` set.
+        """
+        cols = _as_columns(X, len(self.dims))
+        n = len(cols[0])
+        finite = np.ones(n, dtype=bool)
+        for c in cols:
+            finite &= np.isfinite(c)
+        idx = np.flatnonzero(finite)
+        if len(idx) > self.max_events:
+            rng = np.random.default_rng(self.random_state)
+            idx = np.sort(rng.choice(idx, size=int(self.max_events), replace=False))
+        sub = [np.asarray(c[idx], dtype=np.float64) for c in cols]
+        self.n_fit_ = len(idx)
+        if self.n_fit_ < max(_MIN_FIT_EVENTS, self._min_fit_events()):
+            return self._use_fallback(f"too few events to fit ({self.n_fit_})")
+        try:
+            gate, params = self._fit(sub)
+        except _NoFit as exc:
+            return self._use_fallback(str(exc))
+        self.gate_ = gate
+        self.params_ = _jsonable(params)
+        self.fallback_ = False
+        self.reason_ = None
+        return self
+
+    def use_fallback(self, reason: str) -> AdaptiveGate:
+        """Set the fitted state to the documented default position, with ``reason``."""
+        self.n_fit_ = 0
+        return self._use_fallback(reason)
+
+    def _use_fallback(self, reason: str) -> AdaptiveGate:
+        self.gate_ = self._fallback_gate()
+        self.params_ = {"fallback_position": _jsonable(self.gate_.to_dict())}
+        self.fallback_ = True
+        self.reason_ = reason
+        return self
+
+    def mask(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        """Boolean mask of the fitted gate (``fit`` must have been called)."""
+        return self._fitted().mask(columns)
+
+    def _fitted(self) -> Gate:
+        gate = getattr(self, "gate_", None)
+        if gate is None:
+            raise GatingError(f"{type(self).__name__} is not fitted; call fit() first")
+        return gate
+
+    def fitted_dict(self) -> dict[str, Any]:
+        """The fitted static gate's ``to_dict()`` plus ``fallback``, ``reason`` and ``params``."""
+        out = self._fitted().to_dict()
+        out["fallback"] = bool(self.fallback_)
+        out["reason"] = self.reason_
+        out["params"] = self.params_
+        out["method"] = self.type_name
+        return out
+
+    # --- for subclasses -------------------------------------------------------------------
+
+    def _min_fit_events(self) -> int:
+        return _MIN_FIT_EVENTS
+
+    def _fit(self, cols: list[np.ndarray]) -> tuple[Gate, dict[str, Any]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _fallback_gate(self) -> Gate:  # pragma: no cover
+        raise NotImplementedError
+
+
+class _NoFit(Exception):
+    """Raised inside ``_fit`` when the data give no answer; the message is the reason."""
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+# --- density on a grid --------------------------------------------------------------------
+
+
+def binned_density(
+    x: np.ndarray,
+    *,
+    adjust: float = 1.0,
+    n_grid: int = 512,
+    span: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Gaussian kernel density of ``x`` on an even grid (binned KDE).
+
+    The bandwidth is Silverman's rule of thumb, ``0.9 min(sd, IQR/1.34) n^-1/5``, times
+    ``adjust``. The histogram is smoothed with a Gaussian filter of that width, which equals
+    a kernel density estimate up to the bin width.
+
+    Returns
+    -------
+    grid, density (integrating to ~1 over the grid), bandwidth.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    q25, q75 = np.percentile(x, [25, 75])
+    sd = float(np.std(x))
+    spread = min(sd, (q75 - q25) / 1.34) if q75 > q25 else sd
+    if not spread > 0:
+        spread = max(abs(float(np.median(x))) * 0.01, 1e-6)
+    bw = 0.9 * spread * n ** (-0.2) * float(adjust)
+    if span is None:
+        lo, hi = np.percentile(x, [0.05, 99.95])
+        lo, hi = float(lo) - 3 * bw, float(hi) + 3 * bw
+    else:
+        lo, hi = float(span[0]), float(span[1])
+    if hi <= lo:
+        hi = lo + 1e-6
+    edges = np.linspace(lo, hi, n_grid + 1)
+    counts, _ = np.histogram(x, bins=edges)
+    width = edges[1] - edges[0]
+    dens = gaussian_filter1d(counts.astype(np.float64), sigma=max(bw / width, 0.5), mode="constant")
+    dens /= max(n * width, 1e-300)
+    grid = 0.5 * (edges[:-1] + edges[1:])
+    return grid, dens, bw
+
+
+def _peaks(dens: np.ndarray, min_prominence: float) -> np.ndarray:
+    """Indices of density peaks whose prominence is at least ``min_prominence`` x the max."""
+    from scipy.signal import find_peaks
+
+    padded = np.concatenate([[0.0], dens, [0.0]])  # so that edge maxima count as peaks
+    idx, _ = find_peaks(padded, prominence=min_prominence * float(dens.max()))
+    return idx - 1
+
+
+# --- 1-D estimators ----------------------------------------------------------------------
+
+
+class _OneDimGate(AdaptiveGate):
+    n_dims = 1
+
+    def _check_1d(self) -> None:
+        self._check_common()
+        _sign_ok(self.side, f"{self.type_name} gate on {self.dims[0]}")
+        for name in ("search", "bounds"):
+            rng = getattr(self, name, None)
+            if rng is not None:
+                if len(rng) != 2 or not float(rng[0]) < float(rng[1]):
+                    raise TemplateError(
+                        f"{self.type_name} gate on {self.dims[0]}: {name} must be [low, high] "
+                        f"with low < high, got {rng}"
+                    )
+
+    def _fallback_gate(self) -> Gate:
+        return _range_gate(self.dims[0], self._fallback_threshold(), self.side)
+
+    def _fallback_threshold(self) -> float:
+        if self.fallback is not None:
+            return float(self.fallback)
+        rng = getattr(self, "search", None) or getattr(self, "bounds", None)
+        if rng is not None:
+            return 0.5 * (float(rng[0]) + float(rng[1]))
+        return 0.5
+
+    def _finish(self, threshold: float, params: dict[str, Any]) -> tuple[Gate, dict[str, Any]]:
+        bounds = getattr(self, "bounds", None)
+        if bounds is not None and not (float(bounds[0]) <= threshold <= float(bounds[1])):
+            raise _NoFit(f"fitted threshold {threshold:.4g} outside bounds {list(bounds)}")
+        self.threshold_ = float(threshold)
+        params = {"threshold": float(threshold), **params}
+        return _range_gate(self.dims[0], threshold, self.side), params
+
+    def _use_fallback(self, reason: str) -> AdaptiveGate:
+        super()._use_fallback(reason)
+        self.threshold_ = self._fallback_threshold()
+        return self
+
+
+@register_adaptive("density_min")
+class DensityMinimumGate(_OneDimGate):
+    """Threshold at the lowest density between the two main peaks of one marker.
+
+    After openCyto's ``mindensity``: a Gaussian kernel density (binned, Silverman bandwidth
+    times ``adjust``); peaks with prominence below ``min_prominence`` of the highest are
+    ignored; among the valleys between consecutive peaks, the lowest that lies inside
+    ``search`` wins. With fewer than two peaks, or no valley inside ``search``, the gate
+    falls back to ``fallback`` (default: the middle of ``search``, or 0.5).
+
+    Parameters
+    ----------
+    dims : the one marker, e.g. ``("CD3",)``.
+    side : ``"+"`` keeps events at or above the threshold, ``"-"`` below it.
+    search : ``(low, high)`` range the threshold must lie in (None: anywhere).
+    adjust : bandwidth multiplier (larger smooths more).
+    min_prominence : peaks lower than this fraction of the highest peak are ignored.
+    fallback : default threshold.
+    max_events, random_state : subsampling for the fit.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.concatenate([rng.normal(0.2, 0.05, 5000), rng.normal(0.7, 0.05, 5000)])
+    >>> g = DensityMinimumGate(("CD3",), side="+", search=(0.3, 0.6)).fit(x)
+    >>> 0.4 < g.threshold_ < 0.5
+    True
+    """
+
+    def __init__(
+        self,
+        dims: Sequence[str],
+        side: str = "+",
+        search: Sequence[float] | None = None,
+        adjust: float = 1.0,
+        min_prominence: float = 0.03,
+        fallback: float | None = None,
+        max_events: int = 50_000,
+        random_state: int | None = 0,
+    ) -> None:
+        self.dims = dims
+        self.side = side
+        self.search = search
+        self.adjust = adjust
+        self.min_prominence = min_prominence
+        self.fallback = fallback
+        self.max_events = max_events
+        self.random_state = random_state
+        self._check_1d()
+
+    def _fit(self, cols):
+        grid, dens, bw = binned_density(cols[0], adjust=self.adjust)
+        peaks = _peaks(dens, self.min_prominence)
+        if len(peaks) < 2:
+            raise _NoFit(f"{len(peaks)} density peak(s) on {self.dims[0]}, need 2")
+        lo, hi = (-np.inf, np.inf) if self.search is None else map(float, self.search)
+        best = None
+        for a, b in zip(peaks[:-1], peaks[1:]):
+            v = a + int(np.argmin(dens[a : b + 1]))
+            if lo <= grid[v] <= hi and (best is None or dens[v] < dens[best]):
+                best = v
+        if best is None:
+            raise _NoFit(
+                f"no valley between peaks inside search range {list(self.search)} on {self.dims[0]}"
+            )
+        return self._finish(
+            float(grid[best]),
+            {
+                "peaks": [float(grid[p]) for p in peaks],
+                "valley_density": float(dens[best] / dens.max()),
+                "bandwidth": bw,
+            },
+        )
+
+
+@register_adaptive("quantile")
+class QuantileGate(_OneDimGate):
+    """Threshold at the ``q`` quantile of the parent's values (``bounds`` limit it).
+
+    Falls back to ``fallback`` (default: middle of ``bounds``, or 0.5) with too few events
+    or when the quantile lies outside ``bounds``.
+    """
+
+    def __init__(
+        self,
+        dims: Sequence[str],
+        q: float = 0.5,
+        side: str = "+",
+        bounds: Sequence[float] | None = None,
+        fallback: float | None = None,
+        max_events: int = 50_000,
+        random_state: int | None = 0,
+    ) -> None:
+        self.dims = dims
+        self.q = q
+        self.side = side
+        self.bounds = bounds
+        self.fallback = fallback
+        self.max_events = max_events
+        self.random_state = random_state
+        self._check_1d()
+        if not 0.0 <= float(q) <= 1.0:
+            raise TemplateError(f"quantile gate on {self.dims[0]}: q must be in [0, 1], got {q}")
+
+    def _fit(self, cols):
+        return self._finish(float(np.quantile(cols[0], float(self.q))), {"q": float(self.q)})
+
+
+@register_adaptive("tail")
+class TailGate(_OneDimGate):
+    """Cut where the main peak's density tails off (after openCyto's ``tailgate``).
+
+    The highest density peak inside ``search`` (or anywhere) is the main, negative (for
+    ``side="+"``) population; walking away from it towards ``side``, the threshold is the
+    first point where the density falls below ``tol`` times the peak height. Useful for a
+    rare positive population that shows as a shoulder rather than a second peak (e.g. a
+    viability dye's dead cells, FOXP3+ cells).
+
+    Parameters
+    ----------
+    side : ``"+"`` keeps the tail above the cut (the events beyond the main peak),
+        ``"-"`` keeps the events below the cut (the main peak and everything under it).
+    tail : the direction walked from the peak: ``"right"`` (default) or ``"left"``.
+    tol : fraction of the peak height that ends the peak.
+    """
+
+    def __init__(
+        self,
+        dims: Sequence[str],
+        side: str = "+",
+        tail: str = "right",
+        tol: float = 0.01,
+        adjust: float = 1.0,
+        search: Sequence[float] | None = None,
+        bounds: Sequence[float] | None = None,
+        fallback: float | None = None,
+        max_events: int = 50_000,
+        random_state: int | None = 0,
+    ) -> None:
+        self.dims = dims
+        self.side = side
+        self.tail = tail
+        self.tol = tol
+        self.adjust = adjust
+        self.search = search
+        self.bounds = bounds
+        self.fallback = fallback
+        self.max_events = max_events
+        self.random_state = random_state
+        self._check_1d()
+        if tail not in ("right", "left"):
+            raise TemplateError(f"tail gate on {self.dims[0]}: tail must be 'right' or 'left'")
+        if not 0.0 < float(tol) < 1.0:
+            raise TemplateError(f"tail gate on {self.dims[0]}: tol must be in (0, 1), got {tol}")
+
+    def _fit(self, cols):
+        grid, dens, bw = binned_density(cols[0], adjust=self.adjust)
+        if self.search is not None:
+            inside = (grid >= float(self.search[0])) & (grid <= float(self.search[1]))
+            if not inside.any():
+                raise _NoFit(f"search range {list(self.search)} lies outside the data")
+            cand = np.flatnonzero(inside)
+            peak = int(cand[np.argmax(dens[cand])])
+        else:
+            peak = int(np.argmax(dens))
+        level = float(self.tol) * dens[peak]
+        if self.tail == "right":
+            below = np.flatnonzero(dens[peak:] < level)
+            if not len(below):
+                raise _NoFit("density never falls below tol right of the main peak")
+            cut = peak + int(below[0])
+        else:
+            below = np.flatnonzero(dens[: peak + 1][::-1] < level)
+            if not len(below):
+                raise _NoFit("density never falls below tol left of the main peak")
+            cut = peak - int(below[0])
+        return self._finish(float(grid[cut]), {"peak": float(grid[peak]), "bandwidth": bw})
+
+
+def _gaussian_mixture(X: np.ndarray, k: int, random_state: int | None, n_init: int = 1):
+    """Fit a full-covariance Gaussian mixture (scikit-learn), raising `_NoFit` on failure."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    if len(X) < 5 * k:
+        raise _NoFit(f"too few events ({len(X)}) for a {k}-component mixture")
+    gm = GaussianMixture(
+        n_components=k,
+        covariance_type="full",
+        random_state=random_state,
+        n_init=n_init,
+        reg_covar=1e-5,
+        max_iter=200,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        try:
+            gm.fit(X)
+        except ConvergenceWarning as exc:
+            raise _NoFit(f"mixture did not converge: {exc}") from None
+        except ValueError as exc:
+            raise _NoFit(f"mixture could not be fitted: {exc}") from None
+    return gm
+
+
+def _crossing_1d(gm, upper: np.ndarray, lo: float, hi: float) -> float:
+    """Point in [lo, hi] where the posterior of the ``upper`` components crosses 0.5."""
+    grid = np.linspace(lo, hi, 2001)
+    post = gm.predict_proba(grid[:, None])[:, upper].sum(axis=1)
+    above = post >= 0.5
+    change = np.flatnonzero(above[1:] != above[:-1])
+    if not len(change):
+        raise _NoFit("mixture posterior never crosses 0.5 between the component means")
+    i = int(change[0])
+    # linear interpolation between grid points
+    p0, p1 = post[i], post[i + 1]
+    return float(grid[i] + (0.5 - p0) * (grid[i + 1] - grid[i]) / (p1 - p0))
+
+
+@register_adaptive("gmm")
+class MixtureGate(AdaptiveGate):
+    """Gaussian mixture gate on one or two markers (scikit-learn ``GaussianMixture``).
+
+    One dimension: the components are sorted by mean; the ``n_upper`` highest form the
+    positive group, and the threshold is where the positive group's posterior crosses 0.5
+    between the groups (``side`` says which side is kept). ``bounds`` limit it, the
+    fallback is ``fallback`` (default: middle of ``bounds``, or 0.5).
+
+    Two dimensions: the component chosen by ``select`` gives an ellipse,
+    ``(x - mean)^T C^-1 (x - mean) <= chi2_2(quantile)``. ``select`` is ``"max:<dim
+    index>"``/``"min:<dim index>"`` (the component with the highest/lowest mean on that
+    dimension), ``"heaviest"``, or a target point ``[x, y]`` (the nearest component).
+    The fallback is the static gate ``fallback`` (a gate dict), required for 2-D.
+    """
+
+    n_dims = None
+
+    def __init__(
+        self,
+        dims: Sequence[str],
+        n_components: int = 2,
+        side: str = "+",
+        n_upper: int = 1,
+        select: str | Sequence[float] = "heaviest",
+        quantile: float = 0.95,
+        bounds: Sequence[float] | None = None,
+        fallback: float | dict[str, Any] | None = None,
+        n_init: int = 1,
+        max_events: int = 50_000,
+        random_state: int | None = 0,
+    ) -> None:
+        self.dims = dims
+        self.n_components = n_components
+        self.side = side
+        self.n_upper = n_upper
+        self.select = select
+        self.quantile = quantile
+        self.bounds = bounds
+        self.fallback = fallback
+        self.n_init = n_init
+        self.max_events = max_events
+        self.random_state = random_state
+        self._check_common()
+        where = f"gmm gate on {list(self.dims)}"
+        if len(self.dims) not in (1, 2):
+            raise TemplateError(f"{where}: takes one or two dimensions")
+        if int(n_components) < 1 or (len(self.dims) == 1 and int(n_components) < 2):
+            raise TemplateError(f"{where}: n_components must be >= 2 in 1-D, >= 1 in 2-D")
+        if len(self.dims) == 1:
+            _sign_ok(side, where)
+            if not 1 <= int(n_upper) < int(n_components):
+                raise TemplateError(f"{where}: n_upper must be in 1..n_components-1")
+            if fallback is not None and not isinstance(fallback, int | float):
+                raise TemplateError(f"{where}: 1-D fallback must be a number")
+        else:
+            if not 0.0 < float(quantile) < 1.0:
+                raise TemplateError(f"{where}: quantile must be in (0, 1)")
+            if fallback is None or not isinstance(fallback, dict):
+                raise TemplateError(f"{where}: a 2-D mixture gate needs a fallback gate (a dict)")
+            _parse_select(select, 2, where)
+
+    def _min_fit_events(self) -> int:
+        return 10 * int(self.n_components)
+
+    def _fallback_threshold(self) -> float:
+        if self.fallback is not None:
+            return float(self.fallback)
+        if self.bounds is not None:
+            return 0.5 * (float(self.bounds[0]) + float(self.bounds[1]))
+        return 0.5
+
+    def _fallback_gate(self) -> Gate:
+        if len(self.dims) == 1:
+            return _range_gate(self.dims[0], self._fallback_threshold(), self.side)
+        return _static_fallback(self.fallback, self.dims, "gmm")
+
+    def _fit(self, cols):
+        X = np.column_stack(cols)
+        gm = _gaussian_mixture(X, int(self.n_components), self.random_state, int(self.n_init))
+        means = gm.means_
+        if len(self.dims) == 1:
+            order = np.argsort(means[:, 0])
+            upper = order[-int(self.n_upper) :]
+            lower = order[: -int(self.n_upper)]
+            lo, hi = float(means[lower, 0].max()), float(means[upper, 0].min())
+            t = _crossing_1d(gm, upper, lo, hi)
+            bounds = self.bounds
+            if bounds is not None and not (float(bounds[0]) <= t <= float(bounds[1])):
+                raise _NoFit(f"fitted threshold {t:.4g} outside bounds {list(bounds)}")
+            self.threshold_ = t
+            return _range_gate(self.dims[0], t, self.side), {
+                "threshold": t,
+                "means": means[:, 0],
+                "weights": gm.weights_,
+            }
+        comp = _choose_component(gm.means_, gm.weights_, self.select)
+        return _ellipse_from_component(gm, comp, self.dims, float(self.quantile))
+
+    def _use_fallback(self, reason: str) -> AdaptiveGate:
+        super()._use_fallback(reason)
+        if len(self.dims) == 1:
+            self.threshold_ = self._fallback_threshold()
+        return self
+
+
+def _parse_select(select: Any, n_dims: int, where: str) -> None:
+    if isinstance(select, str):
+        if select == "heaviest":
+            return
+        kind, _, dim = select.partition(":")
+        if kind in ("max", "min") and dim.isdigit() and int(dim) < n_dims:
+            return
+        raise TemplateError(
+            f"{where}: select must be 'heaviest', 'max:<i>', 'min:<i>' or a point, got {select!r}"
+        )
+    if len(select) != n_dims:
+        raise TemplateError(f"{where}: select point must have {n_dims} coordinates")
+
+
+def _choose_component(means: np.ndarray, weights: np.ndarray, select: Any) -> int:
+    if isinstance(select, str):
+        if select == "heaviest":
+            return int(np.argmax(weights))
+        kind, _, dim = select.partition(":")
+        col = means[:, int(dim)]
+        return int(np.argmax(col) if kind == "max" else np.argmin(col))
+    target = np.asarray(select, dtype=np.float64)
+    return int(np.argmin(((means - target) ** 2).sum(axis=1)))
+
+
+def _ellipse_from_component(gm, comp: int, dims, quantile: float):
+    from scipy.stats import chi2
+
+    mean = gm.means_[comp]
+    cov = gm.covariances_[comp]
+    d2 = float(chi2.ppf(quantile, df=len(dims)))
+    gate = EllipseGate(
+        dims=tuple(dims),
+        mean=tuple(float(m) for m in mean),
+        covariance=tuple(tuple(float(c) for c in row) for row in cov),
+        distance_square=d2,
+    )
+    return gate, {
+        "component": int(comp),
+        "weight": float(gm.weights_[comp]),
+        "means": gm.means_,
+        "weights": gm.weights_,
+    }
+
+
+def _static_fallback(spec: Any, dims: Sequence[str], where: str) -> Gate:
+    if isinstance(spec, Gate):
+        return spec
+    spec = dict(spec)
+    spec.setdefault("dims", list(dims))
+    try:
+        return gate_from_dict(spec)
+    except TemplateError as exc:
+        raise TemplateError(f"{where} gate on {list(dims)}: bad fallback gate: {exc}") from None
+
+
+# --- n-D threshold combination --------------------------------------------------------
+
+
+_ONE_D = ("density_min", "quantile", "tail", "gmm")
+
+
+@register_adaptive("thresholds")
+class ThresholdsGate(AdaptiveGate):
+    """One fitted threshold per dimension, combined by ``signs`` into a quadrant (2-D) or
+    rectangle (n-D), e.g. Th17 = CXCR3- CCR6+ on memory CD4 T cells.
+
+    ``method`` is a 1-D estimator spec (``{"type": "density_min", ...}`` without ``dims``)
+    used for every dimension; ``per_dim`` maps a dimension name to extra or overriding
+    arguments for it (e.g. its own ``search`` range). Each dimension falls back on its own;
+    the gate as a whole is marked as fallen back if any dimension did.
+    """
+
+    n_dims = None
+
+    def __init__(
+        self,
+        dims: Sequence[str],
+        signs: Sequence[str] = ("+", "+"),
+        method: dict[str, Any] | None = None,
+        per_dim: dict[str, dict[str, Any]] | None = None,
+        max_events: int = 50_000,
+        random_state: int | None = 0,
+    ) -> None:
+        self.dims = dims
+        self.signs = signs
+        self.method = method
+        self.per_dim = per_dim
+        self.max_events = max_events
+        self.random_state = random_state
+        self._check_common()
+        where = f"thresholds gate on {list(self.dims)}"
+        if len(signs) != len(self.dims):
+            raise TemplateError(f"{where}: one sign per dimension needed, got {list(signs)}")
+        for s in signs:
+            _sign_ok(s, where)
+        unknown = set(per_dim or {}) - set(self.dims)
+        if unknown:
+            raise TemplateError(f"{where}: per_dim names unknown dimension(s) {sorted(unknown)}")
+        self._parts = [self._part(i) for i in range(len(self.dims))]
+
+    def _part(self, i: int) -> AdaptiveGate:
+        dim = self.dims[i]
+        spec = dict(self.method or {"type": "density_min"})
+        spec.update((self.per_dim or {}).get(dim, {}))
+        type_name = spec.pop("type", "density_min")
+        if type_name not in _ONE_D:
+            raise TemplateError(
+                f"thresholds gate on {list(self.dims)}: method for {dim} must be one of "
+                f"{list(_ONE_D)}, got {type_name!r}"
+            )
+        spec.pop("dims", None)
+        spec["side"] = self.signs[i]
+        spec.setdefault("max_events", self.max_events)
+        spec["random_state"] = self.random_state
+        return _construct(type_name, {"dims": [dim], **spec}, "thresholds")
+
+    def _combine(self, thresholds: list[float]) -> Gate:
+        if len(self.dims) == 2:
+            return QuadrantGate(
+                dims=tuple(self.dims), thresholds=tuple(thresholds), signs=tuple(self.signs)
+            )
+        mins = tuple(t if s == "+" else None for t, s in zip(thresholds, self.signs))
+        maxs = tuple(t if s == "-" else None for t, s in zip(thresholds, self.signs))
+        return RectangleGate(dims=tuple(self.dims), min=mins, max=maxs)
+
+    def fit(self, X: Any, y: None = None) -> ThresholdsGate:
+        cols = _as_columns(X, len(self.dims))
+        parts = [p.clone().fit(c) for p, c in zip(self._parts, cols)]
+        self.thresholds_ = [float(p.threshold_) for p in parts]
+        self.gate_ = self._combine(self.thresholds_)
+        self.fallback_ = any(p.fallback_ for p in parts)
+        reasons = [f"{d}: {p.reason_}" for d, p in zip(self.dims, parts) if p.fallback_]
+        self.reason_ = "; ".join(reasons) if reasons else None
+        self.params_ = {d: {**p.params_, "fallback": p.fallback_} for d, p in zip(self.dims, parts)}
+        self.n_fit_ = max(p.n_fit_ for p in parts)
+        return self
+
+    def _fallback_gate(self) -> Gate:
+        return self._combine([p._fallback_threshold() for p in self._parts])
+
+    def _use_fallback(self, reason: str) -> AdaptiveGate:
+        super()._use_fallback(reason)
+        self.thresholds_ = [p._fallback_threshold() for p in self._parts]
+        return self
+
+
+# --- scatter gates -------------------------------------------------------------------------
+
+
+@register_adaptive("singlets")
+class SingletGate(AdaptiveGate):
+    """Singlets from the FSC-A / FSC-H relation: a band around the singlet diagonal.
+
+    A doublet passing the laser has about twice the pulse area of a singlet but a similar
+    height, so it sits above the line ``area = intercept + slope * height`` that singlets
+    follow. The line is fitted robustly (least squares on the events whose residual is
+    within 2.5 MAD of the current line, three rounds, starting from the median ratio). The
+    band keeps events whose residual lies in ``[-k_low * s, +k_high * s]``, with ``s`` the
+    residuals' robust scale (1.4826 MAD); its polygon spans the heights seen.
+    ``dims`` are ``(area, height)``, e.g. ``("FSC-A", "FSC-H")``.
+
+    ``bounds`` limits the slope (area/height ratio). The fallback is the band
+    ``ratio_fallback`` (low, high) on the area/height ratio through the origin.
+    """
+
+    n_dims = 2
+
+    def __init__(
+        self,
+        dims: Sequence[str] = ("FSC-A", "FSC-H"),
+        k_low: float = 4.0,
+        k_high: float = 3.0,
+        bounds: Sequence[float] = (0.5, 2.0),
+        ratio_fallback: Sequence[float] = (0.8, 1.3),
+        max_events: int = 50_000,
+        random_state: int | None = 0,
+    ) -> None:
+        self.dims = dims
+        self.k_low = k_low
+        self.k_high = k_high
+        self.bounds = bounds
+        self.ratio_fallback = ratio_fallback
+        self.max_events = max_events
+        self.random_state = random_state
+        self._check_common()
+        if float(k_low) <= 0 or float(k_high) <= 0:
+            raise TemplateError("singlets gate: k_low and k_high must be positive")
+        if len(ratio_fallback) != 2 or not 0 < float(ratio_fallback[0]) < float(ratio_fallback[1]):
+            raise TemplateError("singlets gate: ratio_fallback must be [low, high], 0 < low < high")
+
+    def _fit(self, cols):
+        area, height = cols
+        ok = height > 0
+        if ok.sum() < _MIN_FIT_EVENTS:
+            raise _NoFit("too few events with a positive height")
+        a, h = area[ok], height[ok]
+        slope, intercept = float(np.median(a / h)), 0.0
+        keep = np.ones(len(a), dtype=bool)
+        for _ in range(3):
+            r = a - (intercept + slope * h)
+            s = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+            keep = np.abs(r - np.median(r)) <= 2.5 * max(s, 1e-12)
+            if keep.sum() < _MIN_FIT_EVENTS:
+                raise _NoFit("robust line fit kept too few events")
+            slope, intercept = np.polyfit(h[keep], a[keep], 1)
+            slope, intercept = float(slope), float(intercept)
+        r = a - (intercept + slope * h)
+        center = float(np.median(r[keep]))
+        s = 1.4826 * float(np.median(np.abs(r[keep] - center)))
+        lo_b, hi_b = map(float, self.bounds)
+        if not lo_b <= slope <= hi_b:
+            raise _NoFit(f"fitted area/height slope {slope:.3g} outside bounds {[lo_b, hi_b]}")
+        h_lo, h_hi = np.percentile(h, [0.0, 100.0])
+        span = h_hi - h_lo
+        h_lo, h_hi = h_lo - 0.05 * span, h_hi + 0.5 * span
+        low = intercept + center - float(self.k_low) * s
+        high = intercept + center + float(self.k_high) * s
+        verts = (
+            (low + slope * h_lo, h_lo),
+            (low + slope * h_hi, h_hi),
+            (high + slope * h_hi, h_hi),
+            (high + slope * h_lo, h_lo),
+        )
+        self.slope_, self.intercept_, self.scale_ = slope, intercept + center, s
+        gate = PolygonGate(dims=tuple(self.dims), vertices=verts)
+        return gate, {"slope": slope, "intercept": intercept + center, "scale": s}
+
+    def _fallback_gate(self) -> Gate:
+        lo, hi = map(float, self.ratio_fallback)
+        big = 1e9
+        return PolygonGate(
+            dims=tuple(self.dims), vertices=((0.0, 0.0), (lo * big, big), (hi * big, big))
+        )
+
+
+@register_adaptive("blob")
+class BlobGate(AdaptiveGate):
+    """The lymphocyte cloud on forward/side scatter: one mixture component as an ellipse.
+
+    A Gaussian mixture with ``n_components`` components is fitted to (FSC, SSC); the
+    lymphocyte component is chosen by ``select``: ``"lymphocytes"`` (default) takes, among
+    components holding at least ``min_weight`` of the events, the one with the lowest side
+    scatter after dropping the component with the lowest forward scatter when it is
+    smaller in forward scatter than the others by a margin (debris); a point ``[fsc, ssc]``
+    takes the nearest component; ``"heaviest"`` the largest. The gate is the ellipse
+    holding ``quantile`` of that Gaussian. ``fallback`` is a static gate dict.
+    """
+
+    n_dims = 2
+
+    def __init__(
+        self,
+        dims: Sequence[str] = ("FSC-A", "SSC-A"),
+        n_components: int = 4,
+        select: str | Sequence[float] = "lymphocytes",
+        quantile: float = 0.99,
+        min_weight: float = 0.05,
+        fallback: dict[str, Any] | None = None,
+        n_init: int = 1,
+        max_events: int = 20_000,
+        random_state: int | None = 0,
+    ) -> None:
+        self.dims = dims
+        self.n_components = n_components
+        self.select = select
+        self.quantile = quantile
+        self.min_weight = min_weight
+        self.fallback = fallback
+        self.n_init = n_init
+        self.max_events = max_events
+        self.random_state = random_state
+        self._check_common()
+        where = f"blob gate on {list(self.dims)}"
+        if not 0.0 < float(quantile) < 1.0:
+            raise TemplateError(f"{where}: quantile must be in (0, 1)")
+        if int(n_components) < 1:
+            raise TemplateError(f"{where}: n_components must be >= 1")
+        if select != "lymphocytes":
+            _parse_select(select, 2, where)
+        if fallback is not None and not isinstance(fallback, dict):
+            raise TemplateError(f"{where}: fallback must be a gate dict")
+
+    def _min_fit_events(self) -> int:
+        return 10 * int(self.n_components)
+
+    def _fit(self, cols):
+        X = np.column_stack(cols)
+        gm = _gaussian_mixture(X, int(self.n_components), self.random_state, int(self.n_init))
+        if self.select == "lymphocytes":
+            comp = _lymphocyte_component(gm.means_, gm.covariances_, gm.weights_, self.min_weight)
+        else:
+            comp = _choose_component(gm.means_, gm.weights_, self.select)
+        return _ellipse_from_component(gm, comp, self.dims, float(self.quantile))
+
+    def _fallback_gate(self) -> Gate:
+        if self.fallback is None:
+            # everything: a huge ellipse, so a failed fit never silently drops events
+            return EllipseGate(
+                dims=tuple(self.dims),
+                mean=(0.0, 0.0),
+                covariance=((1e18, 0.0), (0.0, 1e18)),
+                distance_square=1.0,
+            )
+        return _static_fallback(self.fallback, self.dims, "blob")
+
+
+def _lymphocyte_component(means, covs, weights, min_weight: float) -> int:
+    cand = np.flatnonzero(weights >= float(min_weight))
+    if not len(cand):
+        cand = np.arange(len(weights))
+    if len(cand) > 1:
+        # debris: the lowest-FSC component, if its FSC mean is more than 2 of its own SDs
+        # below the next one
+        order = cand[np.argsort(means[cand, 0])]
+        first, second = order[0], order[1]
+        sd = math.sqrt(covs[first][0, 0])
+        if means[second, 0] - means[first, 0] > 2.0 * sd:
+            cand = order[1:]
+    return int(cand[np.argmin(means[cand, 1])])
+
+
+# --- high/low ----------------------------------------------------------------------------
+
+
+@register_adaptive("hilo")
+class HighLowGate(AdaptiveGate):
+    """A "high/low" population on two markers, e.g. CD25hi CD127lo Tregs within CD4.
+
+    A Gaussian mixture with ``n_components`` components is fitted on the two markers. The
+    target component is the one furthest towards ``signs`` (``"+"`` high, ``"-"`` low) in
+    standardised units; the rest form the other group. The boundary is the line
+    perpendicular to Fisher's discriminant direction (pooled covariance of the two
+    groups) where the target group's posterior, projected on that direction, reaches 0.5.
+    The gate is that half-plane clipped to a generous box around the data, as a polygon,
+    so it exports and draws like a hand-drawn gate. Optional ``min``/``max`` corners
+    (per dimension, None to leave open) intersect it with a rectangle.
+
+    ``fallback`` is a static gate dict (required): the documented default position.
+    """
+
+    n_dims = 2
+
+    def __init__(
+        self,
+        dims: Sequence[str],
+        signs: Sequence[str] = ("+", "-"),
+        n_components: int = 2,
+        min_weight: float = 0.002,
+        posterior: float = 0.5,
+        fallback: dict[str, Any] | None = None,
+        n_init: int = 2,
+        max_events: int = 50_000,
+        random_state: int | None = 0,
+    ) -> None:
+        self.dims = dims
+        self.signs = signs
+        self.n_components = n_components
+        self.min_weight = min_weight
+        self.posterior = posterior
+        self.fallback = fallback
+        self.n_init = n_init
+        self.max_events = max_events
+        self.random_state = random_state
+        self._check_common()
+        where = f"hilo gate on {list(self.dims)}"
+        if len(signs) != 2:
+            raise TemplateError(f"{where}: two signs needed")
+        for s in signs:
+            _sign_ok(s, where)
+        if int(n_components) < 2:
+            raise TemplateError(f"{where}: n_components must be >= 2")
+        if not 0.0 < float(posterior) < 1.0:
+            raise TemplateError(f"{where}: posterior must be in (0, 1)")
+        if fallback is None or not isinstance(fallback, dict):
+            raise TemplateError(f"{where}: a fallback gate (dict) is required")
+
+    def _min_fit_events(self) -> int:
+        return 20 * int(self.n_components)
+
+    def _fallback_gate(self) -> Gate:
+        return _static_fallback(self.fallback, self.dims, "hilo")
+
+    def _fit(self, cols):
+        X = np.column_stack(cols)
+        gm = _gaussian_mixture(X, int(self.n_components), self.random_state, int(self.n_init))
+        sd = X.std(axis=0)
+        sd[sd == 0] = 1.0
+        direction = np.array([1.0 if s == "+" else -1.0 for s in self.signs])
+        score = ((gm.means_ - X.mean(axis=0)) / sd) @ direction
+        score[gm.weights_ < float(self.min_weight)] = -np.inf
+        target = int(np.argmax(score))
+        post = gm.predict_proba(X)
+        p_t = post[:, target]
+        rest = np.ones(len(gm.weights_), dtype=bool)
+        rest[target] = False
+        w_t = p_t.sum()
+        w_r = len(X) - w_t
+        if w_t < 5 or w_r < 5:
+            raise _NoFit("target group or rest is empty")
+        mu_t = (p_t[:, None] * X).sum(axis=0) / w_t
+        mu_r = ((1 - p_t)[:, None] * X).sum(axis=0) / w_r
+        d_t, d_r = X - mu_t, X - mu_r
+        cov_t = (p_t[:, None] * d_t).T @ d_t / w_t
+        cov_r = ((1 - p_t)[:, None] * d_r).T @ d_r / w_r
+        pooled = (w_t * cov_t + w_r * cov_r) / len(X) + 1e-9 * np.eye(2)
+        w = np.linalg.solve(pooled, mu_t - mu_r)
+        w /= np.linalg.norm(w)
+        if float(w @ direction) <= 0:
+            raise _NoFit("discriminant direction points away from the requested signs")
+        # project and find where posterior(target | projection) crosses the level, using
+        # the mixture's own per-event posteriors binned along the projection
+        z = X @ w
+        zt, zr = float(mu_t @ w), float(mu_r @ w)
+        c = _posterior_crossing(z, p_t, zr, zt, float(self.posterior))
+        verts = _halfplane_polygon(w, c, X)
+        gate = PolygonGate(dims=tuple(self.dims), vertices=verts)
+        return gate, {
+            "direction": w,
+            "offset": c,
+            "target_component": target,
+            "target_weight": float(w_t / len(X)),
+            "target_mean": mu_t,
+            "rest_mean": mu_r,
+        }
+
+
+def _posterior_crossing(z: np.ndarray, p: np.ndarray, z_rest: float, z_target: float, level):
+    """Position along ``z`` (between the group means) where the binned mean of the target
+    posterior ``p`` crosses ``level``."""
+    lo, hi = min(z_rest, z_target), max(z_rest, z_target)
+    edges = np.linspace(lo, hi, 101)
+    which = np.clip(np.searchsorted(edges, z) - 1, 0, 99)
+    inside = (z >= lo) & (z <= hi)
+    num = np.bincount(which[inside], weights=p[inside], minlength=100)
+    den = np.bincount(which[inside], minlength=100).astype(np.float64)
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    ok = den > 0
+    if ok.sum() < 3:
+        return 0.5 * (lo + hi)
+    pc = num[ok] / den[ok]
+    cc = centers[ok]
+    above = pc >= level
+    change = np.flatnonzero(above[1:] != above[:-1])
+    if not len(change):
+        raise _NoFit("target posterior never crosses the level between the groups")
+    # the last crossing before the target mean (z increases towards the target)
+    i = int(change[-1])
+    p0, p1 = pc[i], pc[i + 1]
+    return float(cc[i] + (level - p0) * (cc[i + 1] - cc[i]) / (p1 - p0))
+
+
+def _halfplane_polygon(w: np.ndarray, c: float, X: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """Polygon of ``{x : w.x >= c}`` clipped to a box well beyond the data."""
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    pad = 2.0 * (hi - lo) + 1.0
+    lo, hi = lo - pad, hi + pad
+    box = [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]
+    out: list[tuple[float, float]] = []
+    for i in range(4):
+        p, q = np.asarray(box[i]), np.asarray(box[(i + 1) % 4])
+        fp, fq = float(w @ p) - c, float(w @ q) - c
+        if fp >= 0:
+            out.append((float(p[0]), float(p[1])))
+        if (fp >= 0) != (fq >= 0):
+            t = fp / (fp - fq)
+            r = p + t * (q - p)
+            out.append((float(r[0]), float(r[1])))
+    if len(out) < 3:
+        raise _NoFit("discriminant line does not cross the data box")
+    return tuple(out)
+
+
+# --- construction from templates --------------------------------------------------------
+
+
+def _construct(type_name: str, spec: dict[str, Any], where: str) -> AdaptiveGate:
+    cls = ADAPTIVE_TYPES[type_name]
+    allowed = set(cls._param_names())
+    unknown = set(spec) - allowed
+    if unknown:
+        raise TemplateError(
+            f"{where}: {type_name} gate has no field(s) {sorted(unknown)}; "
+            f"allowed: {sorted(allowed - {'random_state'})}"
+        )
+    if "dims" not in spec and "dims" not in _defaults(cls):
+        raise TemplateError(f"{where}: {type_name} gate needs 'dims'")
+    spec = dict(spec)
+    if "dims" in spec:
+        spec["dims"] = tuple(spec["dims"])
+    try:
+        return cls(**spec)
+    except TemplateError as exc:
+        raise TemplateError(f"{where}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise TemplateError(f"{where}: {type_name} gate: {exc}") from None
+
+
+def _defaults(cls) -> dict[str, Any]:
+    sig = inspect.signature(cls.__init__)
+    return {
+        k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty
+    }
+
+
+def is_adaptive(spec: dict[str, Any] | Any) -> bool:
+    """True when a gate spec (dict) or object is a data-adaptive gate."""
+    if isinstance(spec, AdaptiveGate):
+        return True
+    return isinstance(spec, dict) and spec.get("type") in ADAPTIVE_TYPES
+
+
+def adaptive_from_dict(spec: dict[str, Any], where: str = "gate") -> AdaptiveGate:
+    """Build an (unfitted) adaptive gate from its template description."""
+    spec = dict(spec)
+    type_name = spec.pop("type", None)
+    if type_name not in ADAPTIVE_TYPES:
+        raise TemplateError(
+            f"{where}: unknown adaptive gate type {type_name!r}; known: {sorted(ADAPTIVE_TYPES)}"
+        )
+    return _construct(type_name, spec, where)
+
+
+def spec_key(est: AdaptiveGate) -> str:
+    """A canonical string of an estimator's hyperparameters (for caching and comparison)."""
+    return json.dumps(est.to_dict(), sort_keys=True)
+
+
+__all__ = [
+    "ADAPTIVE_TYPES",
+    "AdaptiveGate",
+    "BlobGate",
+    "DensityMinimumGate",
+    "HighLowGate",
+    "MixtureGate",
+    "QuantileGate",
+    "SingletGate",
+    "TailGate",
+    "ThresholdsGate",
+    "adaptive_from_dict",
+    "binned_density",
+    "is_adaptive",
+    "register_adaptive",
+]

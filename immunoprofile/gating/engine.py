@@ -1,0 +1,329 @@
+"""The gating-tree evaluator: apply a `Template` to one `Sample`.
+
+``apply_template`` compensates and transforms the sample once (as the template and the file
+say), resolves the template's markers to columns, then walks the populations parents
+first. Each gate sees only its parent's events (the rows of the parent mask); adaptive
+gates are fitted there on a seeded subsample, and their fitted static gate gives the mask.
+Populations are boolean masks over all events of the sample, never copies of events.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from immunoprofile.exceptions import GatingError, MarkerNotFoundError
+from immunoprofile.gating.adaptive import AdaptiveGate
+from immunoprofile.gating.gates import BooleanGate
+from immunoprofile.gating.template import Template, load_template
+from immunoprofile.sample import Sample
+
+TABLE_COLUMNS = (
+    "population",
+    "parent",
+    "count",
+    "parent_count",
+    "percent_of_parent",
+    "percent_of_lymphocytes",
+)
+
+#: a population's parent has more than this fraction of events at the top of a gate
+#: channel's range -> QC flag ``off_scale``
+OFF_SCALE_FRACTION = 0.01
+
+
+@dataclass
+class GatingResult:
+    """What `apply_template` found in one sample.
+
+    Attributes
+    ----------
+    sample : the compensated and transformed Sample that was gated.
+    template : the Template applied.
+    masks : population name -> boolean mask over all events of ``sample``.
+    fitted : population name -> the gate used, as ``Gate.to_dict()`` plus ``fallback``
+        (bool), ``reason`` (str or None), ``params`` (what an adaptive gate fitted) and
+        ``channels`` (the columns the dims resolved to).
+    qc : list of ``{"population", "flag", "detail"}``; flags are ``too_few_events``,
+        ``fallback`` (an adaptive gate used its default position) and ``off_scale``.
+    """
+
+    sample: Sample
+    template: Template
+    masks: dict[str, np.ndarray]
+    fitted: dict[str, dict[str, Any]]
+    qc: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Events per population."""
+        return {k: int(np.count_nonzero(m)) for k, m in self.masks.items()}
+
+    def parent(self, name: str) -> str | None:
+        """The parent of population ``name`` in the template."""
+        return self.template.population(name).parent
+
+    def table(self) -> Any:
+        """One row per population: ``population, parent, count, parent_count,
+        percent_of_parent, percent_of_lymphocytes`` (pandas DataFrame)."""
+        import pandas as pd
+
+        counts = self.counts
+        n_all = self.sample.n_events
+        ref = self.template.reference_population
+        ref_count = counts.get(ref) if ref is not None else None
+        rows = []
+        for p in self.template.populations:
+            c = counts[p.name]
+            pc = counts[p.parent] if p.parent is not None else n_all
+            rows.append(
+                {
+                    "population": p.name,
+                    "parent": p.parent if p.parent is not None else "",
+                    "count": c,
+                    "parent_count": pc,
+                    "percent_of_parent": 100.0 * c / pc if pc else np.nan,
+                    "percent_of_lymphocytes": (100.0 * c / ref_count if ref_count else np.nan),
+                }
+            )
+        df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+        return df.astype({"count": "int64", "parent_count": "int64"})
+
+    def __repr__(self) -> str:
+        return (
+            f"GatingResult({self.sample.name!r}, template={self.template.name!r}, "
+            f"{len(self.masks)} populations, {len(self.qc)} QC flags)"
+        )
+
+
+# --- preprocessing (compensation and transforms) -------------------------------------------
+
+
+def _done(sample: Sample, *steps: str) -> bool:
+    return any(isinstance(h, dict) and h.get("step") in steps for h in sample.history)
+
+
+def prepare_sample(sample: Sample, template: Template) -> Sample:
+    """Compensate and transform ``sample`` as ``template`` says, skipping what the sample's
+    history shows was already done (so a prepared sample can be gated again for free)."""
+    how = template.compensation
+    if how not in (None, "none") and not _done(sample, "compensate", "compensation"):
+        from immunoprofile.compensation import compensate
+
+        sample = compensate(sample) if how == "file" else compensate(sample, how)
+    if template.transforms is not None and not _done(sample, "transform", "transforms"):
+        from immunoprofile.transforms import transform
+
+        sample = transform(sample, template.transforms)
+    return sample
+
+
+# --- marker resolution ---------------------------------------------------------------------
+
+
+def resolve_dims(sample: Sample, template: Template, names: list[str]) -> dict[str, int]:
+    """Column index of every marker or channel name the template uses.
+
+    A pinned channel (``template.channels``) is looked up by its exact $PnN; otherwise the
+    name, then each of its aliases, goes through `immunoprofile.panel.Panel`. A name that
+    resolves nowhere raises `MarkerNotFoundError` (from the panel, listing what the file
+    has and the closest names).
+    """
+    panel = _panel(sample)
+    out: dict[str, int] = {}
+    for name in names:
+        pinned = template.channels.get(name)
+        if pinned is not None:
+            try:
+                out[name] = sample.channel_names.index(pinned)
+            except ValueError:
+                raise MarkerNotFoundError(
+                    f"{sample.name or '<sample>'}: template {template.name!r} pins {name} to "
+                    f"channel {pinned!r}, which the file lacks; channels are "
+                    f"{sample.channel_names}"
+                ) from None
+            continue
+        first_error: MarkerNotFoundError | None = None
+        for candidate in [name, *template.aliases.get(name, [])]:
+            try:
+                out[name] = int(panel.index(candidate))
+                break
+            except MarkerNotFoundError as exc:
+                if first_error is None:
+                    first_error = exc
+        else:
+            assert first_error is not None
+            raise first_error
+    return out
+
+
+def _panel(sample: Sample):
+    try:
+        from immunoprofile.panel import Panel
+    except ImportError:  # the panel module is not there yet: exact names only
+        return _ExactPanel(sample)
+    return Panel(sample)
+
+
+class _ExactPanel:
+    """Exact, case-insensitive marker ($PnS) or channel ($PnN) lookup."""
+
+    def __init__(self, sample: Sample) -> None:
+        self.sample = sample
+
+    def index(self, name: str) -> int:
+        import difflib
+
+        key = name.strip().lower()
+        for j, (ch, mk) in enumerate(zip(self.sample.channel_names, self.sample.markers)):
+            if ch.lower() == key or (mk is not None and str(mk).strip().lower() == key):
+                return j
+        known = [str(m) for m in self.sample.markers if m] + self.sample.channel_names
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise MarkerNotFoundError(
+            f"{self.sample.name or '<sample>'}: no marker or channel {name!r}; markers are "
+            f"{[m for m in self.sample.markers if m]}, channels {self.sample.channel_names}" + hint
+        )
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def _population_seed(seed: int, parent: str | None) -> int:
+    """Seed of an adaptive fit: the run seed and the parent's name, so sibling gates on the
+    same parent see the same subsample (and give the same thresholds)."""
+    key = zlib.crc32((parent or "<root>").encode("utf-8"))
+    return int(np.random.SeedSequence([int(seed), key]).generate_state(1)[0])
+
+
+def apply_template(
+    sample: Sample,
+    template: Template | str,
+    *,
+    min_events: int = 50,
+    seed: int = 0,
+) -> GatingResult:
+    """Gate one sample with a template.
+
+    Parameters
+    ----------
+    sample : raw (or already compensated/transformed) Sample.
+    template : a Template, a built-in name or a path.
+    min_events : an adaptive gate whose parent has fewer events is not fitted (it uses its
+        fallback), and a population with fewer events gets a ``too_few_events`` QC flag.
+    seed : seed of the subsampling in adaptive fits (results are deterministic for a seed).
+
+    Returns
+    -------
+    GatingResult
+
+    Raises
+    ------
+    MarkerNotFoundError : a marker of the template is not in the sample's panel.
+    GatingError : a gate cannot be evaluated.
+    """
+    template = load_template(template)
+    raw = sample
+    sample = prepare_sample(sample, template)
+    cols_of = resolve_dims(sample, template, template.markers())
+    events = sample.events
+    n = sample.n_events
+    off_scale = _off_scale_columns(raw, cols_of)
+
+    masks: dict[str, np.ndarray] = {}
+    fitted: dict[str, dict[str, Any]] = {}
+    qc: list[dict[str, Any]] = []
+    rows_of: dict[str | None, np.ndarray] = {None: np.arange(n)}
+    label = sample.name or "<sample>"
+
+    for pop in template.populations:
+        parent = pop.parent
+        rows = rows_of.get(parent)
+        if rows is None:
+            rows = np.flatnonzero(masks[parent])
+            rows_of[parent] = rows
+        gate = pop.gate
+        record: dict[str, Any]
+        try:
+            if isinstance(gate, BooleanGate):
+                sub = gate.mask([masks[d][rows] for d in gate.dims])
+                record = {**gate.to_dict(), "fallback": False, "reason": None, "params": {}}
+            else:
+                cols = [events[rows, cols_of[d]] for d in gate.dims]
+                if isinstance(gate, AdaptiveGate):
+                    est = gate.clone(random_state=_population_seed(seed, parent))
+                    if len(rows) < min_events:
+                        est.use_fallback(
+                            f"{parent or 'the sample'} has {len(rows)} events (< {min_events})"
+                        )
+                    else:
+                        est.fit(cols)
+                    record = est.fitted_dict()
+                    static = est.gate_
+                    if est.fallback_:
+                        qc.append(
+                            {"population": pop.name, "flag": "fallback", "detail": est.reason_}
+                        )
+                else:
+                    static = gate
+                    record = {**gate.to_dict(), "fallback": False, "reason": None, "params": {}}
+                sub = static.mask(cols)
+                record["channels"] = [sample.channel_names[cols_of[d]] for d in gate.dims]
+                _flag_off_scale(qc, pop.name, rows, gate.dims, off_scale, sample, cols_of)
+        except (GatingError, MarkerNotFoundError):
+            raise
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+            raise GatingError(
+                f"{label}: population {pop.name!r} ({pop.gate_type} gate): {exc}"
+            ) from exc
+        full = np.zeros(n, dtype=bool)
+        full[rows[sub]] = True
+        masks[pop.name] = full
+        fitted[pop.name] = record
+        count = int(np.count_nonzero(sub))
+        if count < min_events:
+            qc.append(
+                {
+                    "population": pop.name,
+                    "flag": "too_few_events",
+                    "detail": f"{count} events (< {min_events})",
+                }
+            )
+    return GatingResult(sample=sample, template=template, masks=masks, fitted=fitted, qc=qc)
+
+
+def _off_scale_columns(raw: Sample, cols_of: dict[str, int]) -> dict[int, np.ndarray]:
+    """Per used column: events at or above the channel's $PnR (saturated) in the raw data."""
+    out: dict[int, np.ndarray] = {}
+    ranges = raw.channels["range"].to_numpy(dtype=np.float64)
+    for j in set(cols_of.values()):
+        r = ranges[j] if j < len(ranges) else 0.0
+        if r > 0:
+            out[j] = raw.events[:, j] >= np.float32(r - 1.0)
+    return out
+
+
+def _flag_off_scale(qc, name, rows, dims, off_scale, sample, cols_of) -> None:
+    if not len(rows):
+        return
+    for d in dims:
+        sat = off_scale.get(cols_of[d])
+        if sat is None:
+            continue
+        frac = float(np.count_nonzero(sat[rows])) / len(rows)
+        if frac > OFF_SCALE_FRACTION:
+            ch = sample.channel_names[cols_of[d]]
+            qc.append(
+                {
+                    "population": name,
+                    "flag": "off_scale",
+                    "detail": f"{100 * frac:.1f}% of the parent's events at the top of {ch}'s range",
+                }
+            )
+
+
+__all__ = ["GatingResult", "TABLE_COLUMNS", "apply_template", "prepare_sample", "resolve_dims"]

@@ -1,0 +1,433 @@
+"""Gating templates: JSON files that describe a gating hierarchy, and their loader.
+
+A template names markers, not channels (``"CD25"``, not ``"PE-A"``), so one template serves
+every cytometer; it may pin a marker to a channel (``"channels": {"CD25": "PE-A"}``) or
+add aliases (``"aliases": {"CD25": ["IL2RA"]}``). It says how to compensate
+(``"compensation": "file" | "none" | <matrix path>``) and which transforms to apply
+(``"transforms"``, a spec for `immunoprofile.transforms.transform`). Its ``populations``
+each have a ``name``, a ``parent`` and a ``gate``: a static gate of
+`immunoprofile.gating.gates` or a data-adaptive gate of `immunoprofile.gating.adaptive`.
+
+Validation happens in two steps, both raising `TemplateError` with the file and the place:
+the shipped JSON Schema (``immunoprofile/schemas/template.schema.json``) checks the shape,
+then semantic checks build every gate (unknown gate type, bad or unknown fields), and
+check the hierarchy (duplicate names, unknown parents, boolean operands, cycles).
+
+Built-in templates live in the package ``immunoprofile.builtin_templates`` (the
+``gating/`` folder of the source tree) and resolve by bare name: ``load_template("tregs")``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from immunoprofile.exceptions import TemplateError
+from immunoprofile.gating.adaptive import AdaptiveGate, adaptive_from_dict, is_adaptive
+from immunoprofile.gating.gates import GATE_TYPES, BooleanGate, Gate, gate_from_dict
+
+_SOURCE_TEMPLATES = Path(__file__).resolve().parents[2] / "gating"
+
+
+@dataclass(frozen=True)
+class PopulationSpec:
+    """One population of a template.
+
+    Attributes
+    ----------
+    name : population name (unique in the template).
+    parent : parent population, or None for the root (all events).
+    gate : a static `Gate` or an unfitted `AdaptiveGate` (fitted per sample by the engine).
+    description : free text.
+    """
+
+    name: str
+    parent: str | None
+    gate: Gate | AdaptiveGate
+    description: str = ""
+
+    @property
+    def adaptive(self) -> bool:
+        return isinstance(self.gate, AdaptiveGate)
+
+    @property
+    def is_boolean(self) -> bool:
+        return isinstance(self.gate, BooleanGate)
+
+    @property
+    def gate_type(self) -> str:
+        return self.gate.type_name
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "parent": self.parent}
+        if self.description:
+            out["description"] = self.description
+        out["gate"] = self.gate.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class Template:
+    """A validated gating template (see the module docstring).
+
+    ``populations`` are ordered so that every population comes after its parent and after
+    the populations a boolean gate combines.
+    """
+
+    name: str
+    description: str
+    populations: tuple[PopulationSpec, ...]
+    transforms: dict[str, Any] | None = None
+    compensation: str | None = "file"
+    source: Path | None = None
+    channels: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    reference: str | None = None
+
+    # --- lookup ----------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.populations]
+
+    def population(self, name: str) -> PopulationSpec:
+        """The population called ``name`` (TemplateError if absent)."""
+        for p in self.populations:
+            if p.name == name:
+                return p
+        raise TemplateError(
+            f"template {self.name!r} has no population {name!r}; it has {self.names}"
+        )
+
+    def children(self, name: str | None) -> list[PopulationSpec]:
+        """Populations whose parent is ``name`` (None: the root populations)."""
+        return [p for p in self.populations if p.parent == name]
+
+    def markers(self) -> list[str]:
+        """Markers (or channel names) the gates look at, in order of first use."""
+        out: list[str] = []
+        for p in self.populations:
+            if p.is_boolean:
+                continue
+            for d in p.gate.dims:
+                if d not in out:
+                    out.append(d)
+        return out
+
+    @property
+    def reference_population(self) -> str | None:
+        """Denominator of ``percent_of_lymphocytes``: ``reference``, else ``lymphocytes``."""
+        if self.reference:
+            return self.reference
+        return "lymphocytes" if "lymphocytes" in self.names else None
+
+    # --- output ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``validate_template(t.to_dict())`` gives an equal template)."""
+        out: dict[str, Any] = {"name": self.name, "description": self.description}
+        out["compensation"] = self.compensation
+        out["transforms"] = self.transforms
+        if self.channels:
+            out["channels"] = dict(self.channels)
+        if self.aliases:
+            out["aliases"] = {k: list(v) for k, v in self.aliases.items()}
+        if self.reference:
+            out["reference"] = self.reference
+        out["populations"] = [p.to_dict() for p in self.populations]
+        return out
+
+    def tree(self) -> str:
+        """The hierarchy as an indented text tree, one population per line with its gate."""
+        lines = [f"{self.name}: {self.description}" if self.description else self.name]
+
+        def walk(parent: str | None, depth: int) -> None:
+            for p in self.children(parent):
+                kind = f"adaptive {p.gate_type}" if p.adaptive else p.gate_type
+                lines.append(f"{'  ' * depth}{p.name}  [{kind}] {_gate_summary(p.gate)}")
+                walk(p.name, depth + 1)
+
+        walk(None, 1)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Template({self.name!r}, {len(self.populations)} populations)"
+
+
+def _gate_summary(g: Gate | AdaptiveGate) -> str:
+    """``CD25+ CD127-``, ``NK and not NK_CD56bright`` or ``FSC-A, SSC-A``."""
+    if isinstance(g, BooleanGate):
+        ops = [f"not {d}" if c else d for d, c in zip(g.dims, g.complement)]
+        return f"not {g.dims[0]}" if g.op == "not" else f" {g.op} ".join(ops)
+    signs = getattr(g, "signs", None)
+    side = getattr(g, "side", None)
+    if signs is None and side is not None and len(g.dims) == 1:
+        signs = (side,)
+    if signs is not None and len(signs) == len(g.dims):
+        return " ".join(f"{d}{s}" for d, s in zip(g.dims, signs))
+    return ", ".join(g.dims)
+
+
+# --- schema ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def template_schema() -> dict[str, Any]:
+    """The JSON Schema templates are validated against (shipped in the package)."""
+    from importlib.resources import files
+
+    text = files("immunoprofile").joinpath("schemas/template.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def _schema_errors(obj: Any) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(template_schema())
+    out = []
+    for err in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path)):
+        place = _json_place(obj, list(err.absolute_path))
+        out.append(f"{place}: {err.message}")
+    return out
+
+
+def _json_place(obj: Any, path: list[Any]) -> str:
+    """``populations[3] (CD4).gate.dims`` style location of a JSON path."""
+    parts = []
+    node = obj
+    for key in path:
+        if isinstance(key, int):
+            label = f"[{key}]"
+            try:
+                node = node[key]
+                if isinstance(node, dict) and "name" in node:
+                    label += f" ({node['name']})"
+            except (IndexError, KeyError, TypeError):
+                pass
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + str(key))
+            try:
+                node = node[key]
+            except (KeyError, TypeError):
+                pass
+    return "".join(parts) or "template"
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def _builtin_dir():
+    """The folder (a Traversable) holding the built-in templates."""
+    from importlib.resources import files
+
+    try:
+        return files("immunoprofile.builtin_templates")
+    except ModuleNotFoundError:
+        return _SOURCE_TEMPLATES
+
+
+def list_templates() -> list[str]:
+    """Names of the built-in templates."""
+    d = _builtin_dir()
+    return sorted(p.name[:-5] for p in d.iterdir() if p.name.endswith(".json"))
+
+
+def _builtin_text(name: str) -> str | None:
+    stem = name[:-5] if name.endswith(".json") else name
+    ref = _builtin_dir().joinpath(f"{stem}.json")
+    return ref.read_text("utf-8") if ref.is_file() else None
+
+
+def _parse_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TemplateError(
+            f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+        ) from None
+
+
+def load_template(name_or_path: str | PathLike | Template | dict) -> Template:
+    """Load a template by built-in name (``"tregs"``), by file path, or from a dict.
+
+    An existing file wins over a built-in of the same name; ``"tregs.json"`` that is not a
+    file resolves to the built-in ``tregs``.
+
+    Raises
+    ------
+    TemplateError : not found (the message lists the built-ins), invalid JSON, schema
+        violation, or a semantic error (see `validate_template`).
+    """
+    if isinstance(name_or_path, Template):
+        return name_or_path
+    if isinstance(name_or_path, dict):
+        return validate_template(name_or_path)
+    path = Path(name_or_path)
+    if path.is_file():
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TemplateError(f"{path}: cannot read template: {exc}") from None
+        return _build(_parse_json(text, str(path)), path)
+    name = str(name_or_path)
+    is_bare = path.parent == Path(".") and path.suffix in ("", ".json")
+    if is_bare:
+        text = _builtin_text(name)
+        if text is not None:
+            stem = name[:-5] if name.endswith(".json") else name
+            return _build(_parse_json(text, f"built-in template {stem}"), None, builtin=stem)
+    raise TemplateError(
+        f"template {name!r} is neither a file nor a built-in template; built-ins: "
+        f"{', '.join(list_templates())}"
+    )
+
+
+def validate_template(obj_or_path: str | PathLike | dict | Template) -> Template:
+    """Validate a template (a dict, a path or a built-in name) and return it.
+
+    Raises `TemplateError` naming the file and the place of the first problems.
+    """
+    if isinstance(obj_or_path, dict):
+        return _build(obj_or_path, None)
+    return load_template(obj_or_path)
+
+
+def _build(obj: Any, path: Path | None, builtin: str | None = None) -> Template:
+    where = (
+        str(path)
+        if path is not None
+        else (f"built-in template {builtin}" if builtin else "template")
+    )
+    if not isinstance(obj, dict):
+        raise TemplateError(f"{where}: a template must be a JSON object, got {type(obj).__name__}")
+    errors = _schema_errors(obj)
+    if errors:
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise TemplateError(f"{where}: " + "; ".join(errors[:5]) + more)
+
+    pops_json = obj["populations"]
+    seen: dict[str, int] = {}
+    specs: list[PopulationSpec] = []
+    for i, pj in enumerate(pops_json):
+        name = pj["name"]
+        place = f"{where}: populations[{i}] ({name})"
+        if name in seen:
+            raise TemplateError(
+                f"{place}: duplicate population name {name!r} (first at populations[{seen[name]}])"
+            )
+        seen[name] = i
+        specs.append(
+            PopulationSpec(
+                name=name,
+                parent=pj.get("parent"),
+                gate=_build_gate(pj["gate"], place),
+                description=pj.get("description", ""),
+            )
+        )
+
+    names = set(seen)
+    for i, p in enumerate(specs):
+        place = f"{where}: populations[{i}] ({p.name})"
+        if p.parent is not None and p.parent not in names:
+            raise TemplateError(
+                f"{place}: unknown parent {p.parent!r}; populations are {sorted(names)}"
+                + _did_you_mean(p.parent, names)
+            )
+        if p.parent == p.name:
+            raise TemplateError(f"{place}: a population cannot be its own parent")
+        if p.is_boolean:
+            for d in p.gate.dims:
+                if d not in names:
+                    raise TemplateError(
+                        f"{place}: boolean gate refers to unknown population {d!r}"
+                        + _did_you_mean(d, names)
+                    )
+                if d == p.name:
+                    raise TemplateError(f"{place}: boolean gate refers to itself")
+
+    ordered = _topological(specs, where)
+    reference = obj.get("reference")
+    if reference is not None and reference not in names:
+        raise TemplateError(f"{where}: reference population {reference!r} is not in the template")
+    channels = dict(obj.get("channels") or {})
+    aliases = {k: list(v) for k, v in (obj.get("aliases") or {}).items()}
+    return Template(
+        name=obj["name"],
+        description=obj.get("description", ""),
+        populations=tuple(ordered),
+        transforms=obj.get("transforms"),
+        compensation=obj.get("compensation", "file"),
+        source=path,
+        channels=channels,
+        aliases=aliases,
+        reference=reference,
+    )
+
+
+def _build_gate(spec: dict[str, Any], place: str) -> Gate | AdaptiveGate:
+    type_name = spec.get("type")
+    if is_adaptive(spec):
+        return adaptive_from_dict(spec, where=place)
+    if type_name not in GATE_TYPES:  # the schema's enum normally catches this first
+        raise TemplateError(f"{place}: unknown gate type {type_name!r}")
+    try:
+        return gate_from_dict(spec)
+    except TemplateError as exc:
+        raise TemplateError(f"{place}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise TemplateError(f"{place}: {type_name} gate: {exc}") from None
+
+
+def _topological(specs: list[PopulationSpec], where: str) -> list[PopulationSpec]:
+    """Order populations so dependencies (parent, boolean operands) come first; stable."""
+    deps = {}
+    for p in specs:
+        d = [p.parent] if p.parent is not None else []
+        if p.is_boolean:
+            d += list(p.gate.dims)
+        deps[p.name] = d
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    out: list[PopulationSpec] = []
+    by_name = {p.name: p for p in specs}
+
+    def visit(name: str, chain: list[str]) -> None:
+        s = state.get(name)
+        if s == 2:
+            return
+        if s == 1:
+            cyc = chain[chain.index(name) :] + [name]
+            raise TemplateError(f"{where}: cycle in the gating hierarchy: {' -> '.join(cyc)}")
+        state[name] = 1
+        for d in deps[name]:
+            visit(d, [*chain, name])
+        state[name] = 2
+        out.append(by_name[name])
+
+    for p in specs:
+        visit(p.name, [])
+    return out
+
+
+def _did_you_mean(word: str, choices) -> str:
+    import difflib
+
+    lower = {c.lower(): c for c in choices}
+    close = [
+        lower[c] for c in difflib.get_close_matches(word.lower(), list(lower), n=3, cutoff=0.6)
+    ]
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+__all__ = [
+    "PopulationSpec",
+    "Template",
+    "list_templates",
+    "load_template",
+    "template_schema",
+    "validate_template",
+]

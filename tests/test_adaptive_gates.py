@@ -1,0 +1,290 @@
+"""Data-adaptive gates on synthetic 1-D and 2-D data with known answers."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from immunoprofile.exceptions import GatingError, TemplateError
+from immunoprofile.gating.adaptive import (
+    ADAPTIVE_TYPES,
+    BlobGate,
+    DensityMinimumGate,
+    HighLowGate,
+    MixtureGate,
+    QuantileGate,
+    SingletGate,
+    TailGate,
+    ThresholdsGate,
+    adaptive_from_dict,
+    binned_density,
+)
+from immunoprofile.gating.gates import EllipseGate, PolygonGate, QuadrantGate, RangeGate
+
+
+def bimodal(seed=0, n_neg=30_000, n_pos=70_000, shift=0.0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [rng.normal(0.2 + shift, 0.05, n_neg), rng.normal(0.7 + shift, 0.06, n_pos)]
+    ).astype(np.float32)
+
+
+def test_binned_density_integrates_to_one_and_peaks_at_mode():
+    x = np.random.default_rng(1).normal(3.0, 0.5, 20_000)
+    grid, dens, bw = binned_density(x)
+    step = grid[1] - grid[0]
+    assert dens.sum() * step == pytest.approx(1.0, abs=0.01)
+    assert grid[np.argmax(dens)] == pytest.approx(3.0, abs=0.05)
+    # Silverman's rule for a normal sample: 0.9 * 0.5 * n^-1/5
+    assert bw == pytest.approx(0.9 * 0.5 * 20_000**-0.2, rel=0.05)
+
+
+def test_density_minimum_finds_valley_and_follows_drift():
+    for shift in (0.0, 0.15, -0.1):
+        x = bimodal(shift=shift)
+        g = DensityMinimumGate(("CD3",), side="+").fit(x)
+        assert not g.fallback_
+        # the valley of two equal-width normals at 0.2 and 0.7 (unequal weights) lies
+        # near the midpoint, shifted towards the smaller peak
+        assert 0.38 + shift < g.threshold_ < 0.48 + shift
+        assert isinstance(g.gate_, RangeGate) and g.gate_.min == pytest.approx(g.threshold_)
+        assert g.params_["peaks"][0] == pytest.approx(0.2 + shift, abs=0.03)
+        pos = g.mask([x])
+        assert abs(pos.sum() - 70_000) < 300
+
+
+def test_density_minimum_side_minus_and_search_range():
+    x = bimodal()
+    g = DensityMinimumGate(("V",), side="-", search=(0.3, 0.6)).fit(x)
+    assert g.gate_.max == pytest.approx(g.threshold_) and g.gate_.min is None
+    # a search range with no valley in it gives the fallback (its middle by default)
+    g2 = DensityMinimumGate(("V",), search=(0.6, 0.9)).fit(x)
+    assert g2.fallback_ and "search range" in g2.reason_
+    assert g2.threshold_ == pytest.approx(0.75)
+    g3 = DensityMinimumGate(("V",), search=(0.6, 0.9), fallback=0.5).fit(x)
+    assert g3.gate_.min == 0.5
+
+
+def test_density_minimum_falls_back_on_one_peak_and_few_events():
+    x = np.random.default_rng(2).normal(0.5, 0.1, 10_000)
+    g = DensityMinimumGate(("CD3",), fallback=0.42).fit(x)
+    assert g.fallback_ and "1 density peak" in g.reason_ and g.threshold_ == 0.42
+    g = DensityMinimumGate(("CD3",), fallback=0.42).fit(x[:5])
+    assert g.fallback_ and "too few" in g.reason_
+    assert g.fitted_dict()["fallback"] is True
+
+
+def test_subsampling_is_seeded_and_bounded():
+    x = bimodal(n_neg=60_000, n_pos=140_000)
+    a = DensityMinimumGate(("CD3",), max_events=5_000, random_state=3).fit(x)
+    b = DensityMinimumGate(("CD3",), max_events=5_000, random_state=3).fit(x)
+    c = DensityMinimumGate(("CD3",), max_events=5_000, random_state=4).fit(x)
+    assert a.n_fit_ == 5_000
+    assert a.threshold_ == b.threshold_
+    assert a.threshold_ != c.threshold_
+    assert abs(a.threshold_ - c.threshold_) < 0.05
+
+
+def test_nonfinite_values_are_ignored():
+    x = bimodal()
+    x[:100] = np.nan
+    x[100:200] = np.inf
+    g = DensityMinimumGate(("CD3",)).fit(x)
+    assert not g.fallback_ and g.n_fit_ == 50_000
+
+
+def test_quantile_gate_matches_numpy_and_bounds():
+    x = np.random.default_rng(5).uniform(0, 1, 40_000)
+    g = QuantileGate(("CD4",), q=0.9, max_events=100_000).fit(x)
+    assert g.threshold_ == pytest.approx(np.quantile(x, 0.9))
+    assert g.mask([x]).mean() == pytest.approx(0.1, abs=0.001)
+    g = QuantileGate(("CD4",), q=0.9, bounds=(0.0, 0.5), max_events=100_000).fit(x)
+    assert g.fallback_ and g.threshold_ == 0.25
+
+
+def test_tail_gate_cuts_where_density_falls_below_tol():
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.normal(0.3, 0.05, 40_000), rng.uniform(0.6, 1.0, 1_000)])
+    g = TailGate(("Viability",), side="+", tol=0.01).fit(x)
+    # the normal's density falls to 1 % of its peak at mu + sqrt(2 ln 100) sd = 0.3 + 3.03 sd
+    assert g.threshold_ == pytest.approx(0.3 + 3.03 * 0.05, abs=0.02)
+    g_left = TailGate(("Viability",), side="-", tail="left", tol=0.01).fit(x)
+    assert g_left.threshold_ == pytest.approx(0.3 - 3.03 * 0.05, abs=0.02)
+    assert isinstance(g_left.gate_, RangeGate) and g_left.gate_.max is not None
+
+
+def test_mixture_1d_threshold_is_posterior_crossing():
+    # equal weights and variances: the posterior crosses 0.5 at the midpoint
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.normal(0.0, 1.0, 20_000), rng.normal(6.0, 1.0, 20_000)])
+    g = MixtureGate(("CD19",), n_components=2).fit(x)
+    assert g.threshold_ == pytest.approx(3.0, abs=0.1)
+    assert g.params_["weights"] == pytest.approx([0.5, 0.5], abs=0.02)
+
+
+def test_mixture_2d_ellipse_of_selected_component():
+    rng = np.random.default_rng(8)
+    a = rng.multivariate_normal([0, 0], [[1, 0], [0, 1]], 20_000)
+    b = rng.multivariate_normal([8, 8], [[1, 0.5], [0.5, 1]], 5_000)
+    X = np.vstack([a, b])
+    fb = {"type": "rectangle", "min": [0, 0], "max": [1, 1]}
+    g = MixtureGate(("x", "y"), n_components=2, select="max:0", quantile=0.95, fallback=fb).fit(X)
+    assert isinstance(g.gate_, EllipseGate)
+    assert g.gate_.mean == pytest.approx((8, 8), abs=0.05)
+    inside = g.mask([X[:, 0], X[:, 1]])
+    assert inside[20_000:].mean() == pytest.approx(0.95, abs=0.01)
+    assert inside[:20_000].sum() == 0
+    g2 = MixtureGate(("x", "y"), select=[0.5, -0.5], fallback=fb).fit(X)
+    assert g2.gate_.mean == pytest.approx((0, 0), abs=0.05)
+
+
+def test_singlet_gate_separates_doublets():
+    rng = np.random.default_rng(9)
+    h = rng.normal(60_000, 12_000, 40_000)
+    a = 1.05 * h + 2_000 + rng.normal(0, 1_500, 40_000)
+    hd = rng.normal(70_000, 12_000, 4_000)
+    ad = 1.9 * hd + rng.normal(0, 3_000, 4_000)
+    A, H = np.concatenate([a, ad]), np.concatenate([h, hd])
+    g = SingletGate(("FSC-A", "FSC-H")).fit([A, H])
+    assert isinstance(g.gate_, PolygonGate) and not g.fallback_
+    assert g.slope_ == pytest.approx(1.05, abs=0.01)
+    assert g.scale_ == pytest.approx(1_500, rel=0.1)
+    m = g.mask([A, H])
+    assert m[:40_000].mean() > 0.995
+    assert m[40_000:].mean() < 0.005
+
+
+def test_singlet_gate_bounds_give_fallback_ratio_band():
+    rng = np.random.default_rng(10)
+    h = rng.normal(60_000, 12_000, 5_000)
+    g = SingletGate(bounds=(0.5, 2.0)).fit([3.0 * h, h])
+    assert g.fallback_ and "slope" in g.reason_
+    # fallback band: area/height within (0.8, 1.3)
+    pts_a = np.array([1.0e5, 1.5e5, 0.5e5])
+    pts_h = np.array([1.0e5, 1.0e5, 1.0e5])
+    assert g.mask([pts_a, pts_h]).tolist() == [True, False, False]
+
+
+def scatter_mix(seed=11, shift=(0.0, 0.0)):
+    rng = np.random.default_rng(seed)
+    sx, sy = shift
+    parts = {
+        "lym": rng.multivariate_normal(
+            [0.35 + sx, 0.10 + sy], [[0.003, 0.0005], [0.0005, 0.001]], 60_000
+        ),
+        "mono": rng.multivariate_normal([0.55 + sx, 0.30 + sy], [[0.004, 0], [0, 0.003]], 10_000),
+        "gran": rng.multivariate_normal([0.60 + sx, 0.65 + sy], [[0.005, 0], [0, 0.010]], 20_000),
+        "debris": rng.multivariate_normal(
+            [0.06 + sx, 0.05 + sy], [[0.0005, 0], [0, 0.0005]], 10_000
+        ),
+    }
+    return parts
+
+
+def test_blob_gate_finds_lymphocytes_under_scatter_drift():
+    for shift in ((0.0, 0.0), (0.08, 0.03)):
+        parts = scatter_mix(shift=shift)
+        X = np.vstack(list(parts.values()))
+        g = BlobGate(("FSC-A", "SSC-A"), n_components=4, quantile=0.99).fit(X)
+        assert g.gate_.mean == pytest.approx((0.35 + shift[0], 0.10 + shift[1]), abs=0.01)
+        m = g.mask([X[:, 0], X[:, 1]])
+        assert m[:60_000].mean() > 0.98
+        assert m[60_000:].mean() < 0.01
+
+
+def test_hilo_gate_treg_like():
+    rng = np.random.default_rng(12)
+    conv = rng.multivariate_normal([0.35, 0.65], [[0.004, 0.001], [0.001, 0.004]], 46_000)
+    treg = rng.multivariate_normal([0.65, 0.35], [[0.003, 0], [0, 0.003]], 4_000)
+    X = np.vstack([conv, treg])
+    fb = {"type": "rectangle", "min": [0.5, None], "max": [None, 0.5]}
+    g = HighLowGate(("CD25", "CD127"), signs=("+", "-"), fallback=fb).fit(X)
+    assert not g.fallback_ and isinstance(g.gate_, PolygonGate)
+    w = np.asarray(g.params_["direction"])
+    assert w[0] > 0 and w[1] < 0
+    m = g.mask([X[:, 0], X[:, 1]])
+    assert m[46_000:].mean() > 0.99
+    assert m[:46_000].mean() < 0.002
+    assert g.params_["target_weight"] == pytest.approx(0.08, abs=0.01)
+
+
+def test_hilo_gate_fallback_when_too_few_events():
+    fb = {"type": "rectangle", "min": [0.5, None], "max": [None, 0.5]}
+    g = HighLowGate(("CD25", "CD127"), fallback=fb).fit(np.zeros((10, 2)))
+    assert g.fallback_
+    assert g.mask([np.array([0.6, 0.4]), np.array([0.4, 0.4])]).tolist() == [True, False]
+
+
+def test_thresholds_gate_quadrant_and_per_dim():
+    rng = np.random.default_rng(13)
+    x = np.concatenate([rng.normal(0.2, 0.05, 30_000), rng.normal(0.7, 0.05, 20_000)])
+    y = rng.permutation(
+        np.concatenate([rng.normal(0.1, 0.05, 40_000), rng.normal(0.6, 0.05, 10_000)])
+    )
+    g = ThresholdsGate(
+        ("CXCR3", "CCR6"),
+        signs=("-", "+"),
+        per_dim={"CCR6": {"type": "quantile", "q": 0.8}},
+    ).fit([x, y])
+    assert isinstance(g.gate_, QuadrantGate)
+    assert 0.35 < g.thresholds_[0] < 0.55
+    assert g.thresholds_[1] == pytest.approx(np.quantile(y, 0.8), abs=0.01)
+    m = g.mask([x, y])
+    assert m.sum() == np.count_nonzero((x < g.thresholds_[0]) & (y >= g.thresholds_[1]))
+    assert g.params_["CCR6"]["q"] == 0.8
+    d = g.to_dict()
+    assert d["type"] == "thresholds" and d["signs"] == ["-", "+"]
+
+
+def test_to_dict_roundtrip_and_clone_for_every_type():
+    fb = {"type": "rectangle", "min": [0, 0], "max": [1, 1]}
+    examples = [
+        DensityMinimumGate(("a",), search=(0.1, 0.9)),
+        QuantileGate(("a",), q=0.3),
+        TailGate(("a",), tol=0.05),
+        MixtureGate(("a",), n_components=3, n_upper=2),
+        MixtureGate(("a", "b"), fallback=fb),
+        ThresholdsGate(("a", "b"), signs=("+", "-")),
+        SingletGate(),
+        BlobGate(),
+        HighLowGate(("a", "b"), fallback=fb),
+    ]
+    assert {type(e) for e in examples} == set(ADAPTIVE_TYPES.values())
+    for e in examples:
+        d = e.to_dict()
+        again = adaptive_from_dict(d)
+        assert again.to_dict() == d
+        assert e.clone(random_state=5).random_state == 5
+
+
+@pytest.mark.parametrize(
+    "spec, msg",
+    [
+        ({"type": "density_min", "dims": ["a", "b"]}, "takes 1 dimension"),
+        ({"type": "density_min", "dims": ["a"], "side": "up"}, "'+' or '-'"),
+        ({"type": "density_min", "dims": ["a"], "search": [0.9, 0.1]}, "low < high"),
+        ({"type": "density_min", "dims": ["a"], "colour": "red"}, "no field(s) ['colour']"),
+        ({"type": "quantile", "dims": ["a"], "q": 1.5}, "q must be in"),
+        ({"type": "hilo", "dims": ["a", "b"]}, "fallback"),
+        ({"type": "thresholds", "dims": ["a", "b"], "signs": ["+"]}, "one sign per"),
+        (
+            {"type": "thresholds", "dims": ["a"], "signs": ["+"], "method": {"type": "blob"}},
+            "method for a",
+        ),
+        ({"type": "wobble", "dims": ["a"]}, "unknown adaptive gate type"),
+    ],
+)
+def test_bad_specs_raise_template_error(spec, msg):
+    with pytest.raises(TemplateError, match=re.escape(msg)) as info:
+        adaptive_from_dict(spec, where="populations[0] (x)")
+    assert str(info.value).startswith("populations[0] (x)")
+
+
+def test_unfitted_mask_and_wrong_columns_raise():
+    g = DensityMinimumGate(("a",))
+    with pytest.raises(GatingError, match="not fitted"):
+        g.mask([np.zeros(3)])
+    with pytest.raises(GatingError, match="expected 1 column"):
+        g.fit([np.zeros(3), np.zeros(3)])
