@@ -16,6 +16,7 @@ _LAZY = {
     "Sample": "immunoprofile.sample",
     "read_fcs": "immunoprofile.io.fcs",
     "read_fcs_datasets": "immunoprofile.io.fcs",
+    "read_fcs_header": "immunoprofile.io.fcs",
     "write_fcs": "immunoprofile.io.write",
     "Panel": "immunoprofile.panel",
     "resolve_marker": "immunoprofile.panel",

@@ -29,6 +29,66 @@ def fail(message: str, code: int = 1) -> None:
 # === inspect (FCS reading) =================================================
 
 
+_SPILL_KEYS = ("$SPILLOVER", "SPILL", "$SPILL", "SPILLOVER", "$COMP", "COMP")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--dataset", default=0, show_default=True, help="Data set to describe.")
+def inspect(files: tuple[str, ...], dataset: int) -> None:
+    """Describe FCS FILES: channels, markers, events, version, spillover, date, cytometer.
+
+    Only HEADER and TEXT are read. A file that cannot be read is reported and the
+    command goes on to the next one, exiting non-zero at the end.
+    """
+    import warnings
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from immunoprofile.exceptions import FCSError, FCSWarning
+    from immunoprofile.io.fcs import read_fcs_datasets, read_fcs_header
+
+    console = Console(highlight=False)
+    failed = 0
+    for f in files:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FCSWarning)
+            try:
+                meta = read_fcs_header(f, dataset=dataset, check_data=True)
+                sets = read_fcs_datasets(f)
+            except FCSError as exc:
+                failed += 1
+                click.secho(f"error: {exc}", fg="red", err=True)
+                continue
+        kw = meta.keywords
+        spill = next((k for k in _SPILL_KEYS if kw.get(k, "").strip()), None)
+        date = " ".join(x for x in (kw.get("$DATE", "").strip(), kw.get("$BTIM", "").strip()) if x)
+        console.print(f"[bold]{f}[/bold]")
+        console.print(
+            f"  FCS {meta.version} | {meta.n_events} events | {meta.n_channels} channels | "
+            f"data set {meta.dataset + 1} of {len(sets)}"
+        )
+        console.print(f"  cytometer: {kw.get('$CYT', '').strip() or '-'} | acquired: {date or '-'}")
+        console.print(f"  spillover: {'yes (' + spill + ')' if spill else 'no'}")
+        for w in caught:
+            console.print(f"  [yellow]note: {w.message}[/yellow]")
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        for col in ("#", "channel", "marker", "range", "bits", "scale"):
+            table.add_column(col)
+        for i, row in enumerate(meta.channels.itertuples(index=False), start=1):
+            scale = f"log {row.log_decades:g} dec" if row.log_decades > 0 else "lin"
+            if row.gain not in (0.0, 1.0):
+                scale += f" gain {row.gain:g}"
+            table.add_row(
+                str(i), row.name, row.marker or "", f"{row.range:.10g}", str(row.bits), scale
+            )
+        console.print(table)
+        console.print()
+    if failed:
+        fail(f"{failed} of {len(files)} file(s) could not be read")
+
+
 # === simulate ==============================================================
 
 

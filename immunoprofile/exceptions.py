@@ -74,7 +74,13 @@ class EventCountError(FCSError):
 
 
 class MultipleDataSetsError(FCSError):
-    """The file holds several data sets and the caller asked for a specific one that is absent."""
+    """The file holds several data sets and the caller asked for a specific one that is absent
+    (or asked, with ``dataset=None``, for a file holding exactly one)."""
+
+
+class FCSWarning(UserWarning):
+    """An FCS file was read despite a known, tolerated fault (named in the message), or holds
+    more than the part that was read (other data sets)."""
 
 
 # --- panel, compensation, transforms -----------------------------------------------
