@@ -317,6 +317,253 @@ def gate_cmd(
 # === compare / report / run / demo =========================================
 
 
+def _print_stats(cmp, measure: str | None = None) -> None:  # noqa: ANN001
+    """Rich table of the endpoint statistics (all populations when there are no endpoints)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    measure = measure or cmp.measures[0]
+    st = cmp.endpoint_stats(measure=measure)
+    if st.empty:
+        st = cmp.stats[cmp.stats["measure"] == measure]
+    t = Table(title=f"{measure}: change from {cmp.baseline}")
+    for col in ("population", "visit", "n", "HL change", "exact CI", "p", "q", "test"):
+        t.add_column(col, justify="left" if col in ("population", "visit", "test") else "right")
+    for r in st.itertuples():
+        ci = f"{r.hl_ci_low:+.2f} to {r.hl_ci_high:+.2f}" if r.hl_ci_low == r.hl_ci_low else "n/a"
+        t.add_row(
+            str(r.population),
+            str(r.followup_visit),
+            str(r.n_pairs),
+            f"{r.hl_estimate:+.2f}",
+            ci,
+            f"{r.p_value:.3g}",
+            f"{r.q_value:.3g}",
+            str(r.test),
+        )
+    Console().print(t)
+
+
+@main.command("compare")
+@click.argument("table", type=click.Path(dir_okay=False, exists=True))
+@click.option("--baseline", default="baseline", show_default=True, help="Baseline visit name.")
+@click.option(
+    "--followup",
+    multiple=True,
+    help="Follow-up visit (repeat for several); default: every visit besides the baseline.",
+)
+@click.option(
+    "--value",
+    multiple=True,
+    help="Measure(s): percent_of_parent, percent_of_lymphocytes, cells_per_ul "
+    "(default: all present).",
+)
+@click.option("--population", multiple=True, help="Restrict to these populations (repeatable).")
+@click.option("--conf", default=0.95, show_default=True, help="Confidence level of HL intervals.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--report/--no-report", default=True, show_default=True, help="Write report.html.")
+@click.option("--quiet", "-q", is_flag=True, help="No summary table.")
+def compare_cmd(
+    table: str,
+    baseline: str,
+    followup: tuple[str, ...],
+    value: tuple[str, ...],
+    population: tuple[str, ...],
+    conf: float,
+    out: str,
+    report: bool,
+    quiet: bool,
+) -> None:
+    """Per-patient change from baseline and exact cohort statistics from a population TABLE.
+
+    Writes changes.csv (patient x population x measure x follow-up visit), stats.csv
+    (population x measure x visit: medians, Hodges-Lehmann change with exact CI, exact
+    p, BH q), problems.csv, comparison.json and, unless --no-report, report.html.
+    """
+    from pathlib import Path
+
+    from immunoprofile.compare import compare
+    from immunoprofile.exceptions import ImmunoprofileError
+
+    out_dir = Path(out)
+    try:
+        cmp = compare(
+            table,
+            baseline=baseline,
+            followup=list(followup) or None,
+            value=list(value) or None,
+            populations=list(population) or None,
+            conf=conf,
+        )
+        cmp.meta["populations"] = str(Path(table).resolve())
+        cmp.write(out_dir)
+        if report:
+            from immunoprofile.report import report_from_dir
+
+            html = report_from_dir(out_dir, command=_command_line())
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+    if not quiet:
+        _print_stats(cmp)
+    for p in cmp.problems.itertuples():
+        click.secho(f"note: {p.message}", fg="yellow", err=True)
+    click.echo(f"wrote changes.csv, stats.csv, problems.csv to {out_dir}/")
+    if report:
+        click.echo(f"report: {html}")
+
+
+def _command_line() -> str:
+    import shlex
+
+    return "immunoprofile " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+@main.command("report")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--out", "-o", type=click.Path(dir_okay=False), help="HTML file (default DIR/report.html)."
+)
+@click.option("--baseline", help="Recompute the comparison with this baseline visit.")
+@click.option("--followup", multiple=True, help="Recompute with these follow-up visit(s).")
+@click.option("--measure", help="Measure the headline and plots use (default the first).")
+def report_cmd(
+    directory: str,
+    out: str | None,
+    baseline: str | None,
+    followup: tuple[str, ...],
+    measure: str | None,
+) -> None:
+    """Write one self-contained HTML report from a results DIRECTORY.
+
+    DIRECTORY is what `immunoprofile run`/`demo` write, a `gate` output folder (a
+    comparison is computed), or a `compare` output folder.
+    """
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.report import report_from_dir
+
+    try:
+        path = report_from_dir(
+            directory,
+            out=out,
+            baseline=baseline,
+            followup=list(followup) or None,
+            measure=measure,
+        )
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+    click.echo(f"report: {path}")
+
+
+@main.command("run")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, exists=True),
+    help="JSON or YAML file with any of: files, template, samplesheet, pattern, baseline, "
+    "followup, out, jobs, cluster, seed, markers, n_metaclusters.",
+)
+@click.option("--template", "-t", help="Gating template (built-in name or JSON file).")
+@click.option("--samplesheet", type=click.Path(dir_okay=False, exists=True))
+@click.option("--pattern", help="Filename regex with named groups patient and visit.")
+@click.option("--baseline", help="Baseline visit name (default baseline).")
+@click.option("--followup", multiple=True, help="Follow-up visit(s) (default: all others).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Parallel processes.")
+@click.option("--cluster/--no-cluster", default=None, help="Also cluster (default on).")
+@click.option("--seed", type=int, help="Seed of every random step (default 0).")
+@click.option("--quiet", "-q", is_flag=True)
+def run_cmd(
+    files: tuple[str, ...],
+    config: str | None,
+    template: str | None,
+    samplesheet: str | None,
+    pattern: str | None,
+    baseline: str | None,
+    followup: tuple[str, ...],
+    out: str | None,
+    jobs: int | None,
+    cluster: bool | None,
+    seed: int | None,
+    quiet: bool,
+) -> None:
+    """Gate + cluster + compare + report, from FILES or a config file.
+
+    Writes OUT/gating/, OUT/clustering/, OUT/comparison/, OUT/run.json and
+    OUT/report.html. Command-line options override the config file.
+    """
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.pipeline import load_config, run_pipeline
+
+    try:
+        cfg = load_config(config) if config else {}
+        given = {
+            "files": list(files) or None,
+            "template": template,
+            "samplesheet": samplesheet,
+            "pattern": pattern,
+            "baseline": baseline,
+            "followup": list(followup) or None,
+            "out": out,
+            "jobs": jobs,
+            "cluster": cluster,
+            "seed": seed,
+        }
+        cfg.update({k: v for k, v in given.items() if v is not None})
+        result = run_pipeline(**cfg, command=_command_line(), progress=not quiet)
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+    if not quiet:
+        _print_stats(result.comparison)
+    click.echo(f"report: {result.report}")
+    if result.n_failed:
+        click.secho(
+            f"{result.n_failed} file(s) failed; see {result.out}/gating/errors.csv",
+            fg="red",
+            err=True,
+        )
+        sys.exit(1)
+
+
+@main.command("demo")
+@click.option(
+    "--out",
+    "-o",
+    default="immunoprofile_demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (the simulated FCS files go in OUT/cohort/).",
+)
+@click.option("--events", default=None, type=click.IntRange(min=1000), help="Events per file.")
+@click.option("--patients", default=7, show_default=True, type=click.IntRange(min=2))
+@click.option("--seed", default=0, show_default=True, help="Seed of the simulation and analysis.")
+@click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--quiet", "-q", is_flag=True)
+def demo_cmd(
+    out: str, events: int | None, patients: int, seed: int, jobs: int, quiet: bool
+) -> None:
+    """Simulate the 7-patient trial cohort and run the whole pipeline on it.
+
+    Simulates FCS files for baseline, week 24 and week 48 with a known effect (Treg up,
+    Th17 down, B and NK unchanged), then gates, clusters, compares and writes the report;
+    the last line printed is the report's path.
+    """
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.pipeline import run_demo
+
+    try:
+        result = run_demo(
+            out, events=events, patients=patients, seed=seed, jobs=jobs, progress=not quiet,
+            command=_command_line(),
+        )  # fmt: skip
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+    if not quiet:
+        _print_stats(result.comparison)
+        click.echo(f"simulated files: {result.cohort_dir}")
+        click.echo(f"took {result.seconds:.0f} s")
+    click.echo(str(result.report))
+
+
 # === import-gates / export-gates / export ==================================
 
 

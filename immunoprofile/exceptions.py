@@ -129,3 +129,7 @@ class IdentityError(ImmunoprofileError, ValueError):
 
 class ComparisonError(ImmunoprofileError, ValueError):
     """A population table cannot be compared (missing columns, visits, or identities)."""
+
+
+class ConfigError(ImmunoprofileError, ValueError):
+    """A run configuration (``immunoprofile run --config``) is unreadable or invalid."""

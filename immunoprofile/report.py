@@ -592,6 +592,31 @@ def _images(folder: Path | None, limit: int = 60) -> dict[str, bytes]:
     return {p.stem: p.read_bytes() for p in files}
 
 
+def fitted_gates_table(gates: Mapping[str, Any]) -> pd.DataFrame:
+    """Flatten ``gates.json`` (``{template, samples: {sample: {file, patient, visit,
+    events, gates: {population: fitted}}}}``) to one row per sample x fitted gate."""
+    samples = gates.get("samples", gates) if isinstance(gates, Mapping) else {}
+    rows = []
+    for sample, info in samples.items():
+        if not isinstance(info, Mapping):
+            continue
+        fitted = info.get("gates", {})
+        items = fitted.items() if isinstance(fitted, Mapping) else enumerate(fitted)
+        for pop, val in items:
+            rows.append(
+                {
+                    "sample": sample,
+                    "patient": info.get("patient", ""),
+                    "visit": info.get("visit", ""),
+                    "population": pop,
+                    "fitted": json.dumps(val, default=str)
+                    if isinstance(val, (Mapping, list))
+                    else val,
+                }
+            )
+    return pd.DataFrame(rows, columns=["sample", "patient", "visit", "population", "fitted"])
+
+
 def report_from_dir(
     directory: str | PathLike,
     out: str | PathLike | None = None,
@@ -618,6 +643,11 @@ def report_from_dir(
         run = json.loads((d / "run.json").read_text())
     gdir = d / "gating" if (d / "gating").is_dir() else d
     pop_path = _first(gdir, ["populations.csv"]) or _first(d, ["populations.csv"])
+    saved = d / "comparison" / "comparison.json"
+    saved = saved if saved.is_file() else d / "comparison.json"
+    if pop_path is None and saved.is_file():
+        ref = json.loads(saved.read_text()).get("populations")
+        pop_path = Path(ref) if ref else None
     table = _read_csv(pop_path, dtype={"patient": str, "visit": str, "sample": str})
     cdir = next(
         (x for x in (d / "comparison", d) if (x / "stats.csv").is_file()),
@@ -638,11 +668,13 @@ def report_from_dir(
         )
     qc = _read_csv(_first(gdir, ["qc.csv", "qc*.csv"]))
     errors = _read_csv(_first(gdir, ["errors.csv", "errors*.csv"]))
-    fg_path = _first(gdir, ["fitted_gates.csv", "fitted_gates*.csv", "fitted_gates*.json"])
+    fg_path = _first(gdir, ["gates.json", "fitted_gates*.json", "fitted_gates*.csv"])
     fitted = None
     if fg_path is not None:
         fitted = (
-            json.loads(fg_path.read_text()) if fg_path.suffix == ".json" else _read_csv(fg_path)
+            fitted_gates_table(json.loads(fg_path.read_text()))
+            if fg_path.suffix == ".json"
+            else _read_csv(fg_path)
         )
     cohort = _read_csv(_first(gdir, ["samples.csv", "cohort.csv", "files.csv"]))
     if cohort is None and qc is not None and {"sample"} <= set(qc.columns):

@@ -157,8 +157,7 @@ def log2_heatmap(
     masked = np.ma.masked_invalid(vals)
     import matplotlib
 
-    cmap = matplotlib.colormaps["RdBu_r"].copy()
-    cmap.set_bad("#d9d9d9")
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#d9d9d9")
     im = ax.imshow(masked, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
     ax.set_xticks(np.arange(len(pops)), pops, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(np.arange(len(mat)), [str(p) for p in mat.index], fontsize=8)

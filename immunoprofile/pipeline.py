@@ -1,0 +1,356 @@
+"""The whole analysis in one call: gate + cluster + compare + report (``immunoprofile run``),
+and the demonstration on a simulated trial cohort (``immunoprofile demo``).
+
+`run_pipeline` writes one results directory::
+
+    OUT/gating/       populations.csv, per-visit tables, gates.json, qc.csv, errors.csv,
+                      samples.csv, plots/<sample>.png
+    OUT/clustering/   populations.csv (method=clustering), metaclusters.csv, agreement.csv
+    OUT/comparison/   changes.csv, stats.csv, problems.csv, comparison.json
+    OUT/run.json      provenance: command, settings, software versions, template
+    OUT/report.html   the self-contained report
+
+Every stage is the public API (`immunoprofile.gate`, `immunoprofile.cluster`,
+`immunoprofile.compare`, `immunoprofile.report`); nothing here computes results itself.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from immunoprofile.compare import Comparison, compare
+from immunoprofile.exceptions import ConfigError, ImmunoprofileError
+
+DEFAULT_TEMPLATE = "immune_profile"
+CONFIG_KEYS = {
+    "files",
+    "template",
+    "samplesheet",
+    "pattern",
+    "baseline",
+    "followup",
+    "out",
+    "jobs",
+    "cluster",
+    "seed",
+    "markers",
+    "n_metaclusters",
+    "cluster_parent",
+    "value",
+}
+
+
+@dataclass
+class RunResult:
+    """What `run_pipeline` / `run_demo` produced (paths and the in-memory comparison)."""
+
+    out: Path
+    report: Path
+    comparison: Comparison
+    table: pd.DataFrame
+    n_files: int
+    n_failed: int
+    seconds: float
+    cohort_dir: Path | None = None
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON or YAML run configuration; relative paths are taken from its folder.
+
+    Keys: ``files`` (list of paths or globs), ``template``, ``samplesheet``, ``pattern``,
+    ``baseline``, ``followup`` (str or list), ``out``, ``jobs``, ``cluster`` (bool),
+    ``seed``, ``markers``, ``n_metaclusters``, ``cluster_parent``, ``value``.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc})") from None
+    try:
+        if p.suffix.lower() in {".yaml", ".yml"}:
+            import yaml
+
+            cfg = yaml.safe_load(text)
+        else:
+            cfg = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - json and yaml raise different classes
+        raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.') or 'JSON'} ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(
+            f"{p}: the config must be a mapping of settings, got {type(cfg).__name__}"
+        )
+    unknown = sorted(set(cfg) - CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"{p}: unknown setting(s) {unknown}; known: {sorted(CONFIG_KEYS)}")
+    base = p.resolve().parent
+
+    def rel(x: str) -> str:
+        return str(x) if Path(x).is_absolute() else str(base / x)
+
+    if "files" in cfg:
+        files = [cfg["files"]] if isinstance(cfg["files"], str) else list(cfg["files"])
+        cfg["files"] = [rel(f) for f in files]
+    for key in ("samplesheet", "out"):
+        if cfg.get(key):
+            cfg[key] = rel(cfg[key])
+    if cfg.get("template") and Path(rel(cfg["template"])).is_file():
+        cfg["template"] = rel(cfg["template"])
+    return cfg
+
+
+def expand_files(files: Sequence[str | os.PathLike]) -> list[str]:
+    """Paths with shell-style globs expanded (sorted); a pattern matching nothing is an error."""
+    out: list[str] = []
+    for f in files:
+        s = str(f)
+        if any(c in s for c in "*?["):
+            hits = sorted(glob.glob(s))
+            if not hits:
+                raise ConfigError(f"no file matches {s!r}")
+            out.extend(hits)
+        else:
+            out.append(s)
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from immunoprofile.compare import _atomic_write_text
+
+    _atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+
+
+def _template_dict(template: Any) -> Any:
+    for attr in ("to_dict", "as_dict"):
+        f = getattr(template, attr, None)
+        if callable(f):
+            try:
+                return f()
+            except Exception:  # noqa: BLE001 - provenance is best effort, never fatal
+                break
+    return str(getattr(template, "name", template))
+
+
+def run_pipeline(
+    files: Sequence[str | os.PathLike] | None = None,
+    out: str | os.PathLike = "immunoprofile_results",
+    template: Any = DEFAULT_TEMPLATE,
+    samplesheet: str | os.PathLike | None = None,
+    pattern: str | None = None,
+    baseline: str = "baseline",
+    followup: str | Sequence[str] | None = None,
+    value: str | Sequence[str] | None = None,
+    jobs: int = 1,
+    cluster: bool = True,
+    markers: Sequence[str] | None = None,
+    n_metaclusters: int = 20,
+    cluster_parent: str | None = "live",
+    seed: int = 0,
+    truth: pd.DataFrame | None = None,
+    command: str | None = None,
+    progress: bool = False,
+) -> RunResult:
+    """Gate, cluster, compare and report a cohort of FCS files into ``out``.
+
+    Parameters
+    ----------
+    files : FCS paths (globs allowed).
+    out : results directory (created).
+    template : gating template (built-in name or JSON path).
+    samplesheet, pattern : identity of each file (see `immunoprofile.gate`).
+    baseline, followup, value : passed to `immunoprofile.compare`.
+    jobs : parallel processes for gating.
+    cluster : also run unsupervised clustering and report its agreement with gating.
+    markers, n_metaclusters, cluster_parent : clustering settings.
+    seed : seed of every random step.
+    truth : optional known change per population (simulated cohorts), shown in the report.
+    command : the command line to record in the provenance.
+    progress : show progress bars.
+    """
+    from immunoprofile.gating.run import gate
+    from immunoprofile.report import report_from_dir, software_versions
+
+    t0 = time.perf_counter()
+    if not files:
+        raise ConfigError("run: no FCS files given (arguments or `files:` in the config)")
+    paths = expand_files(files)
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise ConfigError(
+            f"run: file(s) not found: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
+        )
+    out = Path(out)
+    gdir, cdir, kdir = out / "gating", out / "comparison", out / "clustering"
+    gdir.mkdir(parents=True, exist_ok=True)
+
+    res = gate(
+        paths,
+        template,
+        samplesheet=samplesheet,
+        pattern=pattern,
+        jobs=jobs,
+        progress=progress,
+        plots_dir=gdir / "plots",
+        seed=seed,
+    )
+    res.write(gdir)
+    table = res.table()
+    if table.empty:
+        raise ImmunoprofileError(
+            f"run: every file failed to gate; see {gdir / 'errors.csv'}:\n"
+            + "\n".join(res.errors()["message"].astype(str).head(5))
+        )
+    n_failed = len(res.errors())
+
+    cluster_info: dict[str, Any] = {}
+    if cluster:
+        from immunoprofile.clustering.agreement import agreement_table
+        from immunoprofile.clustering.api import cluster as run_cluster
+
+        kdir.mkdir(parents=True, exist_ok=True)
+        ok = [p for p, o in zip(paths, res.outcomes) if o.ok]
+        cl = run_cluster(
+            ok,
+            markers=markers,
+            n_metaclusters=n_metaclusters,
+            seed=seed,
+            parent=cluster_parent,
+            template=res.template,
+            samplesheet=samplesheet,
+            pattern=pattern,
+        )
+        cl.write(kdir)
+        ctab = cl.table(include_metaclusters=False)
+        agree = agreement_table(table, ctab)
+        from immunoprofile.quantify import write_csv
+
+        write_csv(agree, kdir / "agreement.csv")
+        cluster_info = {
+            "markers": list(cl.markers),
+            "n_metaclusters": int(getattr(cl, "n_metaclusters", n_metaclusters)),
+            "parent": cluster_parent,
+        }
+
+    cmp = compare(table, baseline=baseline, followup=followup, value=value)
+    cmp.meta["populations"] = str((gdir / "populations.csv").resolve())
+    cmp.write(cdir)
+    if truth is not None:
+        from immunoprofile.quantify import write_csv
+
+        write_csv(truth_check(truth, cmp), out / "truth_check.csv")
+
+    tpl = res.template
+    run_info = {
+        "command": command or "immunoprofile.run_pipeline(...)",
+        "baseline": baseline,
+        "followup": cmp.followup,
+        "template": _template_dict(tpl),
+        "template name": str(getattr(tpl, "name", template)),
+        "settings": {
+            "files": len(paths),
+            "samplesheet": str(samplesheet) if samplesheet else None,
+            "pattern": pattern,
+            "jobs": jobs,
+            "seed": seed,
+            "clustering": cluster_info or "not run",
+        },
+        "versions": software_versions(),
+    }
+    _write_json(out / "run.json", run_info)
+    report = report_from_dir(out, command=run_info["command"])
+    return RunResult(
+        out=out,
+        report=report,
+        comparison=cmp,
+        table=table,
+        n_files=len(paths),
+        n_failed=n_failed,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def truth_check(truth: pd.DataFrame, measured: Comparison) -> pd.DataFrame:
+    """Known vs measured median change per population, measure and visit.
+
+    ``truth`` is a population table of the simulated truth (same columns as a measured
+    table); it is compared with the same settings, and its Hodges–Lehmann change is set
+    beside the measured one.
+    """
+    t = compare(
+        truth,
+        baseline=measured.baseline,
+        followup=measured.followup,
+        value=[m for m in measured.measures if m in truth.columns],
+    )
+    key = ["population", "measure", "followup_visit"]
+    a = t.stats[[*key, "hl_estimate", "direction"]].rename(
+        columns={"hl_estimate": "true_change", "direction": "true_direction"}
+    )
+    b = measured.stats[[*key, "hl_estimate", "hl_ci_low", "hl_ci_high", "direction"]].rename(
+        columns={"hl_estimate": "measured_change", "direction": "measured_direction"}
+    )
+    m = a.merge(b, on=key, how="inner")
+    m["true_in_ci"] = (m["hl_ci_low"] <= m["true_change"]) & (m["true_change"] <= m["hl_ci_high"])
+    return m
+
+
+def run_demo(
+    out: str | os.PathLike = "immunoprofile_demo",
+    events: int | None = None,
+    patients: int = 7,
+    seed: int = 0,
+    jobs: int = 2,
+    visits: Sequence[str] = ("baseline", "week24", "week48"),
+    cluster: bool = True,
+    progress: bool = False,
+    command: str | None = None,
+) -> RunResult:
+    """Simulate the trial cohort (known effect: Treg up, Th17 down, B and NK unchanged) and
+    run the whole pipeline on its FCS files; returns the `RunResult` (``.report`` is the
+    HTML path)."""
+    from immunoprofile.simulate import simulate_cohort
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    cohort_dir = out / "cohort"
+    kwargs: dict[str, Any] = {"patients": patients, "visits": tuple(visits), "seed": seed}
+    if events is not None:
+        kwargs["events"] = events
+    sim = simulate_cohort(cohort_dir, **kwargs)
+    files = sorted(str(p) for p in cohort_dir.glob("*.fcs"))
+    sheet = cohort_dir / "samplesheet.csv"
+    truth = _truth_table(cohort_dir, sim)
+    result = run_pipeline(
+        files,
+        out=out,
+        samplesheet=sheet if sheet.is_file() else None,
+        jobs=jobs,
+        cluster=cluster,
+        seed=seed,
+        truth=truth,
+        command=command or f"immunoprofile demo --out {out} --seed {seed}",
+        progress=progress,
+    )
+    result.cohort_dir = cohort_dir
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _truth_table(cohort_dir: Path, sim: Any) -> pd.DataFrame | None:
+    """The simulator's true frequencies as a population table (None when not available)."""
+    path = cohort_dir / "truth_frequencies.csv"
+    if not path.is_file():
+        return None
+    t = pd.read_csv(path, dtype={"patient": str, "visit": str, "sample": str})
+    need = {"patient", "visit", "population"}
+    if not need <= set(t.columns):
+        return None
+    return t

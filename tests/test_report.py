@@ -1,0 +1,183 @@
+"""Tests of the HTML report and of the `compare` / `report` commands (hand-made tables)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from immunoprofile.cli import main
+from immunoprofile.compare import Comparison, compare
+from immunoprofile.report import (
+    build_report,
+    embedded_images,
+    exact_test_statement,
+    fitted_gates_table,
+    report_from_dir,
+)
+
+
+def population_table(seed: int = 0, visits=("baseline", "week24", "week48")) -> pd.DataFrame:
+    """7 patients: Treg +1.5 pp, Th17 -2 pp, B and NK unchanged; P3 misses week48."""
+    rng = np.random.default_rng(seed)
+    pops = {
+        "CD4": ("T", 60.0, 0.0),
+        "Treg": ("CD4", 5.0, 1.5),
+        "Th17": ("CD4_memory", 8.0, -2.0),
+        "B": ("nonT", 12.0, 0.0),
+        "NK": ("nonT", 10.0, 0.0),
+    }
+    rows = []
+    for i in range(1, 8):
+        for v in visits:
+            if (i, v) == (3, "week48"):
+                continue
+            for pop, (parent, base, eff) in pops.items():
+                val = base + (eff if v != "baseline" else 0.0) + rng.normal(0, 0.3)
+                rows.append(
+                    {
+                        "sample": f"P{i:02d}_{v}",
+                        "patient": f"P{i:02d}",
+                        "visit": v,
+                        "population": pop,
+                        "parent": parent,
+                        "count": int(val * 100),
+                        "parent_count": 10000,
+                        "percent_of_parent": val,
+                        "percent_of_lymphocytes": val / 3,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _text(html: str) -> str:
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+def test_exact_test_statement_numbers():
+    s = exact_test_statement(7, 4)
+    assert "2/128 = 0.0156" in s
+    assert "0.05/4 = 0.0125" in s and "cannot happen" in s
+    big = exact_test_statement(12, 4)
+    assert "2/4096" in big and "attainable" in big
+
+
+def test_report_is_self_contained_and_numbers_match(tmp_path):
+    t = population_table()
+    cmp = compare(t, followup=None)
+    qc = pd.DataFrame(
+        {"sample": ["P01_week24"], "file": ["x.fcs"], "population": ["Treg"], "flag": ["low"]}
+    )
+    gates = {"samples": {"P01_baseline": {"patient": "P01", "visit": "baseline",
+                                          "gates": {"Treg": {"threshold": 0.41}}}}}  # fmt: skip
+    from immunoprofile.plots.paired import figure_bytes, forest_plot
+
+    thumb = figure_bytes(forest_plot(cmp.stats), dpi=30)
+    path = build_report(
+        tmp_path / "r.html",
+        cmp,
+        t,
+        qc=qc,
+        fitted_gates=fitted_gates_table(gates),
+        gating_images={"P01_baseline": thumb},
+        provenance={"template": {"name": "immune_profile"}, "compensation": "from $SPILLOVER"},
+        command="immunoprofile compare pop.csv --out x",
+    )
+    html = path.read_text()
+    # self-contained: no external resources
+    assert not re.search(r'(src|href)="(http|//|file:)', html)
+    assert "<link" not in html and "<script" not in html
+    imgs = embedded_images(html)
+    assert len(imgs) >= 6  # forest, paired, 2 heatmaps, all-populations, thumbnail
+    assert all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
+    text = _text(html)
+    assert "2/128 = 0.0156" in text
+    # headline numbers are those of the stats table
+    s = cmp.stats.set_index(["population", "measure", "followup_visit"])
+    tr = s.loc[("Treg", "percent_of_parent", "week24")]
+    assert f"{tr['hl_ci_low']:+.2f} to {tr['hl_ci_high']:+.2f}" in text
+    assert f"{tr['hl_estimate']:.2f}" in text
+    assert "7 up, 0 down" in text
+    assert "Treg increased" in text and "Th17 decreased" in text
+    assert "B no clear change" in text and "NK no clear change" in text
+    # cohort, problems, QC, provenance
+    assert "— missing —" in html and "patient P03 has no week48 visit" in text
+    assert "immunoprofile compare pop.csv --out x" in text
+    assert "0.41" in text and "from $SPILLOVER" in text and "low" in text
+    assert "scipy" in text and "numpy" in text
+
+
+def test_cli_compare_and_report(tmp_path):
+    t = population_table(1)
+    t.to_csv(tmp_path / "populations.csv", index=False)
+    r = CliRunner().invoke(
+        main,
+        ["compare", str(tmp_path / "populations.csv"), "--baseline", "baseline",
+         "--followup", "week24", "--out", str(tmp_path / "cmp")],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "report:" in r.output
+    stats = pd.read_csv(tmp_path / "cmp" / "stats.csv")
+    assert set(stats["followup_visit"]) == {"week24"}
+    direct = compare(t, followup="week24").stats
+    np.testing.assert_allclose(stats["hl_estimate"], direct["hl_estimate"])
+    np.testing.assert_allclose(stats["p_value"], direct["p_value"])
+    html = (tmp_path / "cmp" / "report.html").read_text()
+    assert "Per-visit tables" in html and "P07_week24" in html  # table found via comparison.json
+    # `report DIR` rebuilds it elsewhere
+    r2 = CliRunner().invoke(
+        main, ["report", str(tmp_path / "cmp"), "--out", str(tmp_path / "b.html")]
+    )
+    assert r2.exit_code == 0, r2.output
+    assert (tmp_path / "b.html").stat().st_size > 10000
+
+
+def test_cli_compare_errors_are_clear(tmp_path):
+    t = population_table()
+    t.to_csv(tmp_path / "p.csv", index=False)
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "p.csv"), "--followup", "week99",
+                                  "--out", str(tmp_path / "o")])  # fmt: skip
+    assert r.exit_code == 1
+    assert "week99" in r.output and "Traceback" not in r.output
+
+
+def test_report_from_gate_style_directory(tmp_path):
+    """A `gate` output folder (populations.csv, gates.json, qc.csv, samples.csv, plots/)."""
+    t = population_table(2)
+    d = tmp_path / "res"
+    (d / "plots").mkdir(parents=True)
+    t.to_csv(d / "populations.csv", index=False)
+    samples = t[["sample", "patient", "visit"]].drop_duplicates().assign(events=50000)
+    samples.to_csv(d / "samples.csv", index=False)
+    pd.DataFrame(columns=["sample", "file", "population", "flag", "detail"]).to_csv(
+        d / "qc.csv", index=False
+    )
+    (d / "gates.json").write_text(json.dumps({"template": "t", "samples": {}}))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    (d / "plots" / "P01_baseline.png").write_bytes(buf.getvalue())
+    path = report_from_dir(d, baseline="baseline", followup=["week24"])
+    html = path.read_text()
+    assert path == d / "report.html"
+    assert "50,000 events" in html
+    assert "P01_baseline" in _text(html) and len(embedded_images(html)) >= 5
+    with pytest.raises(Exception, match="no populations.csv"):
+        report_from_dir(tmp_path)
+
+
+def test_comparison_roundtrip_keeps_meta(tmp_path):
+    cmp = compare(population_table(), followup="week24")
+    cmp.meta["populations"] = "/x/populations.csv"
+    cmp.write(tmp_path)
+    back = Comparison.read(tmp_path)
+    assert back.meta["populations"] == "/x/populations.csv"
+    assert back.changes["patient"].tolist() == cmp.changes["patient"].tolist()
