@@ -364,9 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{fk['gate'] / (static['prep'] + static['gate']):.1f}x"
     )
     print(f"event matrix (float32): {n * full['channels'] * 4 / 2**20:.0f} MB")
-    diffs = {
-        k: abs(static["counts"][k] - fk["counts"].get(k, -1)) for k in static["counts"]
-    }
+    diffs = {k: abs(static["counts"][k] - fk["counts"].get(k, -1)) for k in static["counts"]}
     worst = max(diffs, key=diffs.get)
     print(
         f"counts, immunoprofile (static) vs flowkit: {sum(d == 0 for d in diffs.values())} of "

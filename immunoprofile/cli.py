@@ -149,6 +149,7 @@ def templates_list() -> None:
 def templates_show(name: str) -> None:
     """Show template NAME (built-in name or JSON path) as a population tree."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.tree import Tree
 
     from immunoprofile.exceptions import ImmunoprofileError
@@ -166,7 +167,7 @@ def templates_show(name: str) -> None:
     nodes: dict[str | None, Tree] = {None: root}
     for p in t.populations:  # parents come before their children
         parent = nodes.get(p.parent or None, root)
-        nodes[p.name] = parent.add(f"[bold]{p.name}[/bold]  [dim]{_gate_label(p)}[/dim]")
+        nodes[p.name] = parent.add(f"[bold]{p.name}[/bold]  [dim]{escape(_gate_label(p))}[/dim]")
     Console().print(root)
 
 

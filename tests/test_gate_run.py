@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,3 +158,233 @@ def test_plots(stand_in, tmp_path):
     assert len(grid.axes) == len(_Template.populations)
     with pytest.raises(KeyError, match="no sample"):
         res.plot("nope")
+
+
+# --- with the real reader and engine ------------------------------------------------------
+
+TEMPLATE = {
+    "name": "mini",
+    "compensation": "none",
+    "transforms": None,
+    "populations": [
+        {
+            "name": "lymphocytes",
+            "parent": None,
+            "gate": {
+                "type": "rectangle",
+                "dims": ["FSC-A", "SSC-A"],
+                "min": [0.2, 0.0],
+                "max": [0.9, 0.5],
+            },
+        },
+        {
+            "name": "T",
+            "parent": "lymphocytes",
+            "gate": {"type": "density_min", "dims": ["CD3"], "side": "+"},
+        },
+        {
+            "name": "CD4",
+            "parent": "T",
+            "gate": {
+                "type": "quadrant",
+                "dims": ["CD4", "CD8"],
+                "thresholds": [0.5, 0.5],
+                "signs": ["+", "-"],
+            },
+        },
+        {
+            "name": "nonT",
+            "parent": "lymphocytes",
+            "gate": {"type": "boolean", "dims": ["T"], "op": "not"},
+        },
+    ],
+}
+
+
+def _fcs_sample(seed: int, patient: str, visit: str, n: int = 4000) -> Sample:
+    """Scatter in [0, 1], a bimodal CD3 (T and non-T), CD4/CD8 within T."""
+    rng = np.random.default_rng(seed)
+    ev = np.empty((n, 5), dtype=np.float32)
+    ev[:, 0] = rng.uniform(0.0, 1.0, n)
+    ev[:, 1] = rng.uniform(0.0, 1.0, n)
+    is_t = rng.random(n) < 0.55 + 0.05 * (seed % 3)
+    ev[:, 2] = np.where(is_t, rng.normal(0.75, 0.05, n), rng.normal(0.25, 0.05, n))
+    cd4 = is_t & (rng.random(n) < 0.6)
+    ev[:, 3] = np.where(cd4, rng.normal(0.8, 0.05, n), rng.normal(0.2, 0.05, n))
+    ev[:, 4] = np.where(is_t & ~cd4, rng.normal(0.8, 0.05, n), rng.normal(0.2, 0.05, n))
+    ch = make_channel_table(
+        ["FSC-A", "SSC-A", "FL1-A", "FL2-A", "FL3-A"],
+        [None, None, "CD3", "CD4", "CD8"],
+        ranges=[4.0] * 5,
+    )
+    return Sample(ev, ch, {"PATIENT_ID": patient, "VISIT": visit}, name=f"{patient}_{visit}")
+
+
+@pytest.fixture(scope="module")
+def fcs_cohort(tmp_path_factory):
+    from immunoprofile.io.write import write_fcs
+
+    d = tmp_path_factory.mktemp("cohort")
+    files = []
+    for i, (p, v) in enumerate(
+        [("P01", "baseline"), ("P01", "week24"), ("P02", "baseline"), ("P02", "week24")]
+    ):
+        files.append(str(write_fcs(_fcs_sample(i, p, v), d / f"{p}_{v}.fcs")))
+    tpl = d / "mini.json"
+    tpl.write_text(json.dumps(TEMPLATE))
+    bad = d / "P03_baseline.fcs"
+    bad.write_bytes(b"FCS3.1    garbage that ends before its TEXT segment")
+    return d, files, str(tpl), str(bad)
+
+
+def test_real_engine_jobs_identical_and_bad_file(fcs_cohort):
+    d, files, tpl, bad = fcs_cohort
+    one = run.gate([*files, bad], tpl, jobs=1)
+    two = run.gate([*files, bad], tpl, jobs=2)
+    pd.testing.assert_frame_equal(one.table(), two.table())
+    assert one.fitted_gates() == two.fitted_gates()
+    pd.testing.assert_frame_equal(one.errors(), two.errors())
+    assert list(one.table()["sample"].unique()) == [Path(f).stem for f in files]
+    err = one.errors()
+    assert len(err) == 1 and err.at[0, "file"] == bad and "P03_baseline.fcs" in err.at[0, "message"]
+    # identity came from the FCS keywords
+    wide = one.per_visit()
+    assert sorted(wide) == ["baseline", "week24"] and list(wide["baseline"].index) == ["P01", "P02"]
+    # counts are the engine's, percentages follow from them
+    t = one.table().set_index(["sample", "population"])
+    lym = t.loc[("P01_baseline", "lymphocytes"), "count"]
+    tee = t.loc[("P01_baseline", "T"), "count"]
+    assert t.loc[("P01_baseline", "T"), "percent_of_parent"] == pytest.approx(100 * tee / lym)
+    assert t.loc[("P01_baseline", "nonT"), "count"] == lym - tee
+    # the adaptive CD3 cut lies between the two peaks (0.25 and 0.75)
+    cut = one.fitted_gates()["P01_baseline"]["gates"]["T"]["min"]
+    assert 0.35 < cut < 0.65
+
+
+def test_dask_scheduler_identical(fcs_cohort):
+    distributed = pytest.importorskip("dask.distributed")
+    d, files, tpl, bad = fcs_cohort
+    local = run.gate(files[:2], tpl)
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        remote = run.gate(files[:2], tpl, scheduler=cluster.scheduler_address)
+    pd.testing.assert_frame_equal(local.table(), remote.table())
+
+
+def test_cli_gate(fcs_cohort, tmp_path):
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+
+    d, files, tpl, bad = fcs_cohort
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(
+        "file,patient,visit,lymphocytes_per_ul\n"
+        + "".join(
+            f"{Path(f).name},{Path(f).stem.split('_')[0]},{Path(f).stem.split('_')[1]},1800\n"
+            for f in files
+        )
+    )
+    out = tmp_path / "results"
+    r = CliRunner().invoke(
+        main,
+        [
+            "gate",
+            "--template",
+            tpl,
+            *files,
+            bad,
+            "--samplesheet",
+            str(sheet),
+            "--out",
+            str(out),
+            "--plots",
+        ],
+    )
+    assert r.exit_code == 1, r.output
+    assert "P03_baseline.fcs" in r.output
+    for name in (
+        "populations.csv", "populations.parquet", "populations_baseline.csv", "populations_week24.csv",
+        "populations.xlsx", "gates.json", "qc.csv", "errors.csv",
+    ):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
+        f"{Path(f).stem}.png" for f in files
+    )
+    errors = pd.read_csv(out / "errors.csv")
+    assert list(errors["file"]) == [bad]
+    pop = pd.read_csv(out / "populations.csv")
+    assert set(pop["sample"]) == {Path(f).stem for f in files}
+    assert "cells_per_ul" in pop.columns
+    wide = pd.read_csv(out / "populations_week24.csv", index_col=0)
+    assert list(wide.index) == ["P01", "P02"] and list(wide.columns) == [
+        "lymphocytes",
+        "T",
+        "CD4",
+        "nonT",
+    ]
+    # a clean batch exits 0, identity from a filename pattern
+    r2 = CliRunner().invoke(
+        main,
+        [
+            "gate",
+            "-t",
+            tpl,
+            *files,
+            "-o",
+            str(tmp_path / "r2"),
+            "--pattern",
+            r"(?P<patient>P\d+)_(?P<visit>\w+)\.fcs",
+            "-j",
+            "2",
+        ],
+    )
+    assert r2.exit_code == 0, r2.output
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "r2" / "populations.csv").drop(
+            columns="cells_per_ul", errors="ignore"
+        ),
+        pop.drop(columns="cells_per_ul"),
+    )
+
+
+def test_cli_bad_inputs(fcs_cohort, tmp_path):
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+
+    d, files, tpl, bad = fcs_cohort
+    r = CliRunner().invoke(
+        main, ["gate", "-t", "no_such_template", *files, "-o", str(tmp_path / "x")]
+    )
+    assert r.exit_code == 1 and "no_such_template" in r.output
+    r = CliRunner().invoke(
+        main, ["gate", "-t", tpl, *files, "-o", str(tmp_path / "x"), "--pattern", r"(\d+)"]
+    )
+    assert r.exit_code == 1 and "named groups" in r.output
+
+
+def test_cli_templates(tmp_path):
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+
+    r = CliRunner().invoke(main, ["templates", "list"])
+    assert r.exit_code == 0 and "tregs" in r.output
+    r = CliRunner().invoke(main, ["templates", "show", "tregs"])
+    assert r.exit_code == 0
+    assert r.output.index("lymphocytes") < r.output.index("Treg_FOXP3")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(TEMPLATE))
+    r = CliRunner().invoke(main, ["templates", "validate", str(good)])
+    assert r.exit_code == 0 and "valid (4 populations" in r.output
+    broken = dict(
+        TEMPLATE,
+        populations=[
+            *TEMPLATE["populations"],
+            {"name": "x", "parent": "nope", "gate": TEMPLATE["populations"][0]["gate"]},
+        ],
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(broken))
+    r = CliRunner().invoke(main, ["templates", "validate", str(bad)])
+    assert r.exit_code == 1 and "nope" in r.output
