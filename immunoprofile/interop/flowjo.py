@@ -1,0 +1,724 @@
+"""FlowJo workspace (.wsp) import: groups, samples, gates, transforms and compensation.
+
+A FlowJo 10 workspace is XML. Each ``<Sample>`` holds its file (``DataSet uri``), its
+keywords, its compensation (``transforms:spilloverMatrix``, prefix ``Comp-``), its display
+transforms (``<Transformations>``, one per channel) and its gating tree (``SampleNode`` >
+``Subpopulations`` > ``Population``/``AndNode``/``OrNode``/``NotNode``). Groups hold the
+shared copy of a tree. Gates are Gating-ML 2.0 elements in data units, except ellipses,
+whose foci and edge points FlowJo keeps in its 256-bin display space.
+
+`read_wsp` parses the XML itself (no flowkit needed) and `FlowJoWorkspace` converts each
+sample's tree into a `GatingMLStrategy` of immunoprofile gates, evaluated by
+immunoprofile: geometric gates are evaluated on the channel's transformed scale (FlowJo
+draws polygons in display space), with compensation applied in float64. `compare_counts`
+sets the resulting counts beside the counts FlowJo stored in the workspace, and
+`to_template` turns a group's tree into an immunoprofile template.
+
+FlowJo's own ``biex`` transform is undocumented; it is approximated here by logicle with
+T = maxRange, W = log10(-width) / 2, M = pos and A = neg. Rectangle, quadrant and boolean
+gates do not depend on the approximation (a monotone transform keeps their membership);
+polygons and ellipses drawn on a biex axis may differ at their edges.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from immunoprofile.exceptions import TemplateError
+from immunoprofile.gating.gates import (
+    BooleanGate,
+    EllipseGate,
+    Gate,
+    PolygonGate,
+    RangeGate,
+    RectangleGate,
+)
+from immunoprofile.gating.gatingml import (
+    UNCOMPENSATED,
+    Dimension,
+    GateEntry,
+    GatingMLStrategy,
+    ScaleTransform,
+    SpectrumMatrix,
+)
+
+
+class WorkspaceError(TemplateError):
+    """A FlowJo workspace is malformed or uses something this reader does not support."""
+
+
+# --------------------------------------------------------------------------------------
+# raw workspace model (as stored, data units)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WspGate:
+    """A gate as stored in the workspace. ``dims`` are names as written (``Comp-`` kept)."""
+
+    kind: str  # rectangle | polygon | ellipse | and | or | not
+    dims: tuple[str, ...] = ()
+    mins: tuple[float | None, ...] = ()
+    maxs: tuple[float | None, ...] = ()
+    vertices: tuple[tuple[float, ...], ...] = ()
+    foci: tuple[tuple[float, ...], ...] = ()
+    edges: tuple[tuple[float, ...], ...] = ()
+    refs: tuple[str, ...] = ()  # boolean: dependent population paths
+    inside: bool = True
+
+
+@dataclass(frozen=True)
+class WspPopulation:
+    """One node of a gating tree: its path from the root, FlowJo's count and its gate."""
+
+    path: tuple[str, ...]
+    gate: WspGate
+    count: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path[-1]
+
+    @property
+    def id(self) -> str:
+        return "/".join(self.path)
+
+    @property
+    def parent_id(self) -> str | None:
+        return "/".join(self.path[:-1]) if len(self.path) > 1 else None
+
+
+@dataclass
+class WspSample:
+    """One sample of a workspace."""
+
+    id: str
+    name: str
+    uri: str = ""
+    count: int | None = None
+    keywords: dict[str, str] = field(default_factory=dict)
+    transforms: dict[str, ScaleTransform] = field(default_factory=dict)
+    matrix: SpectrumMatrix | None = None
+    matrix_name: str = ""
+    prefix: str = "Comp-"
+    suffix: str = ""
+    populations: list[WspPopulation] = field(default_factory=list)
+
+    @property
+    def file_name(self) -> str:
+        """The FCS file name the workspace points at (falls back to the node name)."""
+        if self.uri:
+            return Path(unquote(urlparse(self.uri).path)).name or self.name
+        return self.name
+
+
+@dataclass
+class WspGroup:
+    """A FlowJo group: a name, the ids of its samples and its shared gating tree."""
+
+    name: str
+    sample_ids: list[str] = field(default_factory=list)
+    populations: list[WspPopulation] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _attr(el: ET.Element, name: str, default: str | None = None) -> str | None:
+    for k, v in el.attrib.items():
+        if _local(k) == name:
+            return v
+    return default
+
+
+def _kids(el: ET.Element, name: str) -> list[ET.Element]:
+    return [c for c in el if _local(c.tag) == name]
+
+
+def _kid(el: ET.Element, name: str) -> ET.Element | None:
+    for c in el:
+        if _local(c.tag) == name:
+            return c
+    return None
+
+
+def _num(v: str | None, where: str) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise WorkspaceError(f"{where}: expected a number, got {v!r}") from None
+
+
+def _count(el: ET.Element) -> int | None:
+    c = _attr(el, "count")
+    try:
+        n = int(c) if c is not None else None
+    except ValueError:
+        return None
+    return n if n is not None and n >= 0 else None
+
+
+def _coords(vertex: ET.Element, where: str) -> tuple[float, ...]:
+    return tuple(_num(_attr(c, "value"), where) for c in _kids(vertex, "coordinate"))
+
+
+def _parse_gate(el: ET.Element, where: str) -> WspGate:
+    kind = _local(el.tag)
+    dims = []
+    mins: list[float | None] = []
+    maxs: list[float | None] = []
+    for d in _kids(el, "dimension"):
+        fcs = _kid(d, "fcs-dimension")
+        if fcs is None or not _attr(fcs, "name"):
+            raise WorkspaceError(f"{where}: a gate dimension names no channel")
+        dims.append(_attr(fcs, "name") or "")
+        lo, hi = _attr(d, "min"), _attr(d, "max")
+        mins.append(None if lo is None else _num(lo, where))
+        maxs.append(None if hi is None else _num(hi, where))
+    inside = (_attr(el, "eventsInside", "1") or "1") != "0"
+    if kind == "RectangleGate":
+        return WspGate("rectangle", tuple(dims), tuple(mins), tuple(maxs), inside=inside)
+    if kind == "PolygonGate":
+        verts = tuple(_coords(v, where) for v in _kids(el, "vertex"))
+        return WspGate("polygon", tuple(dims), vertices=verts, inside=inside)
+    if kind == "EllipsoidGate":
+        foci_el, edge_el = _kid(el, "foci"), _kid(el, "edge")
+        if foci_el is None or edge_el is None:
+            raise WorkspaceError(f"{where}: ellipse gate without foci/edge points")
+        foci = tuple(_coords(v, where) for v in _kids(foci_el, "vertex"))
+        edges = tuple(_coords(v, where) for v in _kids(edge_el, "vertex"))
+        if len(foci) != 2 or len(edges) != 4:
+            raise WorkspaceError(f"{where}: ellipse needs 2 foci and 4 edge points")
+        return WspGate("ellipse", tuple(dims), foci=foci, edges=edges, inside=inside)
+    raise WorkspaceError(
+        f"{where}: FlowJo gate type <{kind}> is not supported "
+        "(supported: rectangle, polygon, ellipse, quadrant, and/or/not)"
+    )
+
+
+_BOOL_NODES = {"AndNode": "and", "OrNode": "or", "NotNode": "not"}
+
+
+def _parse_tree(node: ET.Element, prefix: tuple[str, ...], where: str) -> list[WspPopulation]:
+    out: list[WspPopulation] = []
+    subs = _kid(node, "Subpopulations")
+    if subs is None:
+        return out
+    for pop in subs:
+        tag = _local(pop.tag)
+        if tag not in ("Population", *_BOOL_NODES):
+            continue
+        name = _attr(pop, "name") or ""
+        path = (*prefix, name)
+        here = f"{where} population {'/'.join(path)!r}"
+        if tag in _BOOL_NODES:
+            deps = _kid(pop, "Dependents")
+            refs = tuple(
+                _attr(d, "name") or ""
+                for d in (deps if deps is not None else [])
+                if _local(d.tag) == "Dependent"
+            )
+            if not refs:
+                raise WorkspaceError(f"{here}: boolean node without dependents")
+            gate = WspGate(_BOOL_NODES[tag], refs=refs)
+        else:
+            gate_el = _kid(pop, "Gate")
+            if gate_el is None or len(gate_el) == 0:
+                raise WorkspaceError(f"{here}: population without a gate")
+            gate = _parse_gate(gate_el[0], here)
+        out.append(WspPopulation(path, gate, _count(pop)))
+        out.extend(_parse_tree(pop, path, where))
+    return out
+
+
+def _flowjo_transform(el: ET.Element, where: str) -> tuple[str, ScaleTransform] | None:
+    kind = _local(el.tag)
+    p = _kid(el, "parameter")
+    name = _attr(p, "name") if p is not None else None
+    if not name:
+        raise WorkspaceError(f"{where}: a transform names no parameter")
+    tid = f"{kind}:{name}"
+
+    def a(key: str, default: str | None = None) -> float:
+        return _num(_attr(el, key, default), f"{where} {kind} {key}")
+
+    if kind == "linear":
+        lo, hi = a("minRange", "0"), a("maxRange", "262144")
+        # FlowJo's linear axis maps [minRange, maxRange] to [0, 1]: Gating-ML flin with
+        # T = maxRange and A = -minRange, (x + A) / (T + A).
+        return name, ScaleTransform(tid, "flin", (("T", hi), ("A", -lo)))
+    if kind == "log":
+        offset, decades = a("offset", "1"), a("decades", "4.5")
+        # FlowJo log: log10(x / offset) / decades == flog(T = offset * 10**decades, M = decades)
+        return name, ScaleTransform(tid, "flog", (("T", offset * 10.0**decades), ("M", decades)))
+    if kind == "logicle":
+        return name, ScaleTransform(
+            tid, "logicle", (("T", a("T")), ("W", a("W")), ("M", a("M")), ("A", a("A", "0")))
+        )
+    if kind == "fasinh":
+        # FlowJo writes Gating-ML fasinh parameters (plus display-only length/W)
+        return name, ScaleTransform(
+            tid, "fasinh", (("T", a("T")), ("M", a("M")), ("A", a("A", "0")))
+        )
+    if kind == "hyperlog":
+        return name, ScaleTransform(
+            tid, "hyperlog", (("T", a("T")), ("W", a("W")), ("M", a("M")), ("A", a("A", "0")))
+        )
+    if kind == "biex":
+        width = a("width", "-10")
+        w = math.log10(abs(width)) / 2.0 if width != 0 else 0.0
+        return name, ScaleTransform(
+            tid,
+            "logicle",
+            (
+                ("T", a("maxRange", "262144")),
+                ("W", w),
+                ("M", a("pos", "4.418539922")),
+                ("A", a("neg", "0")),
+            ),
+        )
+    raise WorkspaceError(
+        f"{where}: FlowJo transform <{kind}> on {name!r} is not supported; save the "
+        "workspace with linear, log, logicle, biex, hyperlog or arcsinh axes"
+    )
+
+
+def _flowjo_matrix(el: ET.Element, where: str) -> tuple[SpectrumMatrix, str, str, str]:
+    mid = _attr(el, "id") or _attr(el, "name") or "matrix"
+    name = _attr(el, "name") or mid
+    params_el = _kid(el, "parameters")
+    params = [
+        _attr(p, "name") or ""
+        for p in (params_el if params_el is not None else [])
+        if _local(p.tag) == "parameter"
+    ]
+    rows: dict[str, dict[str, float]] = {}
+    for sp in _kids(el, "spillover"):
+        src = _attr(sp, "parameter") or ""
+        rows[src] = {
+            _attr(c, "parameter") or "": _num(_attr(c, "value"), where)
+            for c in _kids(sp, "coefficient")
+        }
+    if not params:
+        params = list(rows)
+    try:
+        m = tuple(tuple(rows[r][c] for c in params) for r in params)
+    except KeyError as exc:
+        raise WorkspaceError(
+            f"{where}: spillover matrix {name!r} lacks coefficient {exc}"
+        ) from None
+    sm = SpectrumMatrix(str(mid), tuple(params), tuple(params), m)
+    return sm, name, _attr(el, "prefix", "Comp-") or "", _attr(el, "suffix", "") or ""
+
+
+def read_wsp(path: str | os.PathLike) -> FlowJoWorkspace:
+    """Read a FlowJo 10 workspace (.wsp) into a `FlowJoWorkspace`.
+
+    Raises
+    ------
+    WorkspaceError : malformed XML, or a gate/transform type that is not supported; the
+        message names the file, the sample and the population.
+    """
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise WorkspaceError(f"{path}: no such file") from None
+    except ET.ParseError as exc:
+        raise WorkspaceError(f"{path}: not well-formed XML ({exc})") from None
+    if _local(root.tag) != "Workspace":
+        raise WorkspaceError(
+            f"{path}: root element is <{_local(root.tag)}>, not a FlowJo <Workspace>"
+        )
+    ws = FlowJoWorkspace(path=path, version=_attr(root, "flowJoVersion", "") or "")
+    sl = _kid(root, "SampleList")
+    for s_el in _kids(sl, "Sample") if sl is not None else []:
+        ds = _kid(s_el, "DataSet")
+        node = _kid(s_el, "SampleNode")
+        if ds is None or node is None:
+            raise WorkspaceError(f"{path}: a <Sample> lacks DataSet or SampleNode")
+        sid = _attr(ds, "sampleID") or _attr(node, "sampleID") or str(len(ws.samples) + 1)
+        where = f"{path} sample {_attr(node, 'name')!r}"
+        smp = WspSample(sid, _attr(node, "name") or "", _attr(ds, "uri") or "", _count(node))
+        kw_el = _kid(s_el, "Keywords")
+        for k in _kids(kw_el, "Keyword") if kw_el is not None else []:
+            smp.keywords[(_attr(k, "name") or "").upper()] = _attr(k, "value") or ""
+        tr_el = _kid(s_el, "Transformations")
+        for t in tr_el if tr_el is not None else []:
+            got = _flowjo_transform(t, where)
+            if got is not None:
+                smp.transforms[got[0]] = got[1]
+        m_el = _kid(s_el, "spilloverMatrix")
+        if m_el is not None:
+            smp.matrix, smp.matrix_name, smp.prefix, smp.suffix = _flowjo_matrix(m_el, where)
+        smp.populations = _parse_tree(node, (), where)
+        ws.samples[sid] = smp
+    groups_el = _kid(root, "Groups")
+    for gn in _kids(groups_el, "GroupNode") if groups_el is not None else []:
+        g_el = _kid(gn, "Group")
+        refs_el = _kid(g_el, "SampleRefs") if g_el is not None else None
+        ids = [_attr(r, "sampleID") or "" for r in (refs_el if refs_el is not None else [])]
+        name = _attr(gn, "name") or ""
+        ws.groups[name] = WspGroup(name, ids, _parse_tree(gn, (), f"{path} group {name!r}"))
+    return ws
+
+
+# --------------------------------------------------------------------------------------
+# conversion to immunoprofile gates
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class FlowJoWorkspace:
+    """A parsed FlowJo workspace: its samples (by sample id) and groups (by name)."""
+
+    path: Path | None = None
+    version: str = ""
+    samples: dict[str, WspSample] = field(default_factory=dict)
+    groups: dict[str, WspGroup] = field(default_factory=dict)
+
+    # --- lookup -----------------------------------------------------------------------
+
+    def sample(self, key: str) -> WspSample:
+        """A sample by id, node name or file name."""
+        for s in self.samples.values():
+            if key in (s.id, s.name, s.file_name):
+                return s
+        raise WorkspaceError(
+            f"{self.path}: no sample {key!r}; samples are {[s.name for s in self.samples.values()]}"
+        )
+
+    def group_samples(self, group: str) -> list[WspSample]:
+        if group not in self.groups:
+            raise WorkspaceError(
+                f"{self.path}: no group {group!r}; groups are {sorted(self.groups)}"
+            )
+        return [self.samples[i] for i in self.groups[group].sample_ids if i in self.samples]
+
+    def match_files(
+        self, files: Iterable[str | os.PathLike]
+    ) -> tuple[dict[str, Path], list[str], list[Path]]:
+        """Match workspace samples to FCS files by file name (then by node name).
+
+        Returns ``(matched sample id -> path, unmatched sample names, unused files)``.
+        """
+        files = [Path(f) for f in files]
+        by_name = {f.name: f for f in files}
+        by_lower = {f.name.lower(): f for f in files}
+        matched: dict[str, Path] = {}
+        unmatched: list[str] = []
+        for s in self.samples.values():
+            f = (
+                by_name.get(s.file_name)
+                or by_name.get(s.name)
+                or by_lower.get(s.file_name.lower())
+                or by_lower.get(s.name.lower())
+            )
+            if f is None:
+                unmatched.append(s.name)
+            else:
+                matched[s.id] = f
+        used = set(matched.values())
+        return matched, unmatched, [f for f in files if f not in used]
+
+    # --- gates ------------------------------------------------------------------------
+
+    def strategy(
+        self, sample: str | WspSample, populations: Sequence[WspPopulation] | None = None
+    ) -> GatingMLStrategy:
+        """The sample's gating tree as a `GatingMLStrategy` of immunoprofile gates.
+
+        Gate ids are population paths joined by ``/`` (as FlowJo's boolean dependents
+        name them). ``populations`` overrides the tree (a group's tree applied with the
+        sample's transforms and compensation).
+        """
+        smp = sample if isinstance(sample, WspSample) else self.sample(sample)
+        pops = smp.populations if populations is None else populations
+        s = GatingMLStrategy(source=f"{self.path} sample {smp.name!r}")
+        if smp.matrix is not None:
+            s.matrices[smp.matrix.id] = smp.matrix
+        for pop in pops:
+            where = f"{self.path} sample {smp.name!r} population {pop.id!r}"
+            entry = _convert(pop, smp, s, where)
+            s.gates[pop.id] = entry
+        return s
+
+    def analyze(self, sample: str | WspSample, data: Any) -> dict[str, np.ndarray]:
+        """Masks of every population of ``sample`` on ``data`` (a Sample, a path, or a
+        mapping channel -> values of the sample's events on the channel scale)."""
+        smp = sample if isinstance(sample, WspSample) else self.sample(sample)
+        if isinstance(data, str | os.PathLike):
+            from immunoprofile.io.fcs import read_fcs
+
+            data = read_fcs(data)
+        return self.strategy(smp).evaluate(data)
+
+    def compare_counts(self, sample: str | WspSample, data: Any) -> list[dict[str, Any]]:
+        """Our count beside FlowJo's stored count for every population of ``sample``.
+
+        Each row: ``population`` (path), ``flowjo`` (None when FlowJo stored none),
+        ``immunoprofile``, ``difference``.
+        """
+        smp = sample if isinstance(sample, WspSample) else self.sample(sample)
+        masks = self.analyze(smp, data)
+        rows = []
+        for pop in smp.populations:
+            ours = int(masks[pop.id].sum())
+            rows.append(
+                {
+                    "sample": smp.name,
+                    "population": pop.id,
+                    "flowjo": pop.count,
+                    "immunoprofile": ours,
+                    "difference": None if pop.count is None else ours - pop.count,
+                }
+            )
+        return rows
+
+    # --- templates ----------------------------------------------------------------------
+
+    def to_template(
+        self, group: str | None = None, sample: str | None = None, name: str | None = None
+    ) -> dict[str, Any]:
+        """An immunoprofile template from a group's tree (or one sample's).
+
+        Gates name channels (``$PnN``, without FlowJo's ``Comp-`` prefix) and their
+        coordinates are on each channel's FlowJo display transform, which the template's
+        ``transforms`` section records; compensation is the file's own spillover when
+        FlowJo used the acquisition-defined matrix.
+        """
+        smp, pops = self._tree(group, sample)
+        strat = self.strategy(smp, pops)
+        names = _unique_names([p.path for p in pops])
+        populations = []
+        used_tr: dict[str, ScaleTransform] = {}
+        for pop in pops:
+            e = strat.gates[pop.id]
+            populations.append(
+                {
+                    "name": names[pop.path],
+                    "parent": names[pop.path[:-1]] if len(pop.path) > 1 else None,
+                    "description": f"FlowJo population {pop.id}",
+                    "gate": _template_gate(e, names, pops, used_tr, strat.transforms),
+                }
+            )
+        tname = name or re.sub(
+            r"[^A-Za-z0-9_.+-]+", "_", (self.path.stem if self.path else "flowjo")
+        )
+        comp = "none"
+        if smp.matrix is not None:
+            comp = "file" if smp.matrix_name.lower().startswith("acquisition") else "none"
+        tmpl: dict[str, Any] = {
+            "name": tname,
+            "description": f"imported from FlowJo workspace {self.path.name if self.path else ''}"
+            + (f" group {group!r}" if group else ""),
+            "version": 1,
+            "compensation": comp,
+            "transforms": {ch: _transform_spec(t) for ch, t in sorted(used_tr.items())} or None,
+            "populations": populations,
+        }
+        return tmpl
+
+    def sample_gates(self, sample: str) -> dict[str, dict[str, Any]]:
+        """Per-sample gates (FlowJo lets each sample's gates move): population -> gate dict."""
+        smp = self.sample(sample)
+        strat = self.strategy(smp)
+        names = _unique_names([p.path for p in smp.populations])
+        used: dict[str, ScaleTransform] = {}
+        return {
+            names[p.path]: _template_gate(
+                strat.gates[p.id], names, smp.populations, used, strat.transforms
+            )
+            for p in smp.populations
+        }
+
+    def _tree(self, group: str | None, sample: str | None) -> tuple[WspSample, list[WspPopulation]]:
+        if sample is not None:
+            smp = self.sample(sample)
+            return smp, smp.populations
+        candidates = [group] if group else [g for g in self.groups if self.groups[g].populations]
+        for g in candidates:
+            grp = self.groups.get(g)  # type: ignore[arg-type]
+            if grp is None:
+                raise WorkspaceError(
+                    f"{self.path}: no group {g!r}; groups are {sorted(self.groups)}"
+                )
+            members = [self.samples[i] for i in grp.sample_ids if i in self.samples]
+            if grp.populations and members:
+                return members[0], grp.populations
+            if members and members[0].populations:
+                return members[0], members[0].populations
+        if not self.samples:
+            raise WorkspaceError(f"{self.path}: the workspace has no samples")
+        smp = next(iter(self.samples.values()))
+        return smp, smp.populations
+
+
+def _unique_names(paths: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """Template-safe, unique population names: the leaf name, prefixed by ancestors on clash."""
+
+    def clean(s: str) -> str:
+        s = re.sub(r"[^A-Za-z0-9_.+-]+", "_", s).strip("_")
+        return s or "population"
+
+    out: dict[tuple[str, ...], str] = {}
+    taken: set[str] = set()
+    for p in paths:
+        for k in range(1, len(p) + 1):
+            cand = "_".join(clean(x) for x in p[-k:])
+            if cand not in taken:
+                break
+        i = 2
+        base = cand
+        while cand in taken:
+            cand = f"{base}_{i}"
+            i += 1
+        taken.add(cand)
+        out[p] = cand
+    return out
+
+
+def _dimension(smp: WspSample, name: str, transformed: bool, strat: GatingMLStrategy) -> Dimension:
+    comp = UNCOMPENSATED
+    base = name
+    if smp.matrix is not None and smp.prefix and name.startswith(smp.prefix):
+        cand = name[len(smp.prefix) :]
+        if smp.suffix and cand.endswith(smp.suffix):
+            cand = cand[: -len(smp.suffix)]
+        if cand in smp.matrix.detectors:
+            base, comp = cand, smp.matrix.id
+    tid = None
+    if transformed:
+        t = smp.transforms.get(base) or smp.transforms.get(name)
+        if t is not None:
+            strat.transforms[t.id] = t
+            tid = t.id
+    return Dimension(base, comp, tid)
+
+
+def _convert(pop: WspPopulation, smp: WspSample, strat: GatingMLStrategy, where: str) -> GateEntry:
+    g = pop.gate
+    parent = pop.parent_id
+    if g.kind in ("and", "or", "not"):
+        refs = tuple(r.strip("/") for r in g.refs)  # an unknown id raises at evaluation
+        gate: Gate = BooleanGate(refs, op=g.kind)
+        return GateEntry(pop.id, parent, gate)
+    dims = tuple(_dimension(smp, d, True, strat) for d in g.dims)
+    tr = [strat.transforms.get(d.transform) if d.transform else None for d in dims]
+
+    def fwd(i: int, v: float | None) -> float | None:
+        if v is None or tr[i] is None:
+            return v
+        return float(tr[i].apply(np.array([v], dtype=np.float64))[0])  # type: ignore[union-attr]
+
+    keys = tuple(d.key for d in dims)
+    if g.kind == "rectangle":
+        mins = tuple(fwd(i, v) for i, v in enumerate(g.mins))
+        maxs = tuple(fwd(i, v) for i, v in enumerate(g.maxs))
+        gate = (
+            RangeGate(keys, min=mins[0], max=maxs[0])
+            if len(keys) == 1
+            else RectangleGate(keys, min=mins, max=maxs)
+        )
+    elif g.kind == "polygon":
+        verts = tuple(tuple(fwd(i, c) for i, c in enumerate(v)) for v in g.vertices)
+        gate = PolygonGate(keys, vertices=verts)  # type: ignore[arg-type]
+    elif g.kind == "ellipse":
+        # foci and edge points are in FlowJo's 256-bin display space, linear over each
+        # axis's transform (0..1 on the transformed scale; a linear axis needs one too)
+        dims = tuple(d if d.transform else _linear_display(smp, d, strat) for d in dims)
+        keys = tuple(d.key for d in dims)
+        gate = _ellipse(g, keys, where)
+    else:  # pragma: no cover - _parse_gate only makes the kinds above
+        raise WorkspaceError(f"{where}: unknown gate kind {g.kind}")
+    if not g.inside:
+        inner = GateEntry(pop.id + "#inside", parent, gate, dims)
+        strat.gates[inner.id] = inner
+        return GateEntry(pop.id, parent, BooleanGate((inner.id,), op="not"))
+    return GateEntry(pop.id, parent, gate, dims)
+
+
+def _linear_display(smp: WspSample, d: Dimension, strat: GatingMLStrategy) -> Dimension:
+    t = ScaleTransform(f"linear:{d.name}", "flin", (("T", 262144.0), ("A", 0.0)))
+    strat.transforms[t.id] = t
+    return replace(d, transform=t.id)
+
+
+def _ellipse(g: WspGate, keys: tuple[str, ...], where: str) -> EllipseGate:
+    f = np.asarray(g.foci, dtype=np.float64) / 256.0
+    e = np.asarray(g.edges, dtype=np.float64) / 256.0
+    center = f.mean(axis=0)
+    half1 = np.linalg.norm(e[0] - e[1]) / 2.0
+    half2 = np.linalg.norm(e[2] - e[3]) / 2.0
+    a = max(half1, half2)  # semi-major axis
+    c = np.linalg.norm(f[1] - f[0]) / 2.0  # centre-to-focus distance
+    if a <= 0 or c > a:
+        raise WorkspaceError(f"{where}: ellipse foci lie outside its edge points")
+    b = math.sqrt(
+        max(a * a - c * c, 0.0)
+    )  # minor axis from foci (FlowJo's own minor points are unreliable)
+    if c > 0:
+        theta = math.atan2(f[1][1] - f[0][1], f[1][0] - f[0][0])
+    else:
+        major = e[0] - e[1] if half1 >= half2 else e[2] - e[3]
+        theta = math.atan2(major[1], major[0])
+    r = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    cov = r @ np.diag([a * a, b * b]) @ r.T
+    return EllipseGate(
+        keys, mean=tuple(center), covariance=tuple(map(tuple, cov)), distance_square=1.0
+    )
+
+
+def _transform_spec(t: ScaleTransform) -> dict[str, Any]:
+    return {"type": t.kind, **{k: v for k, v in t.params}}
+
+
+def _template_gate(
+    e: GateEntry,
+    names: dict[tuple[str, ...], str],
+    pops: Sequence[WspPopulation],
+    used_tr: dict[str, ScaleTransform],
+    transforms: dict[str, ScaleTransform],
+) -> dict[str, Any]:
+    g = e.gate
+    if isinstance(g, BooleanGate):
+        by_id = {p.id: names[p.path] for p in pops}
+        refs = []
+        for r in g.dims:
+            if r not in by_id:
+                raise WorkspaceError(
+                    f"population {e.id!r}: boolean dependent {r!r} is not in the tree"
+                )
+            refs.append(by_id[r])
+        return replace(g, dims=tuple(refs)).to_dict()
+    for d in e.dimensions:
+        if d.transform is not None:
+            used_tr.setdefault(d.name, transforms[d.transform])
+    return replace(g, dims=tuple(d.name for d in e.dimensions)).to_dict()
+
+
+__all__ = [
+    "FlowJoWorkspace",
+    "WorkspaceError",
+    "WspGate",
+    "WspGroup",
+    "WspPopulation",
+    "WspSample",
+    "read_wsp",
+]
