@@ -99,33 +99,9 @@ def suite(realdata):
 def data1(suite):
     """data1.fcs as float64 columns on the 'channel to scale' (MANIFEST.md section A)."""
     from immunoprofile.gating.gatingml import scaled_columns
+    from immunoprofile.io.fcs import read_fcs
 
-    return scaled_columns(_read_raw(suite / "data1.fcs"))
-
-
-def _read_raw(path):
-    """data1 with stored values; FIXME(interop): temporary flowio reader until io lands."""
-    try:
-        from immunoprofile.io.fcs import read_fcs
-    except ImportError:
-        import flowio
-
-        from immunoprofile.sample import Sample, make_channel_table
-
-        fd = flowio.FlowData(str(path))
-        t = fd.text
-        n = fd.channel_count
-        ev = np.reshape(np.asarray(fd.events, dtype=np.float32), (-1, n))
-        pe = [[float(v) for v in t[f"p{i}e"].split(",")] for i in range(1, n + 1)]
-        ch = make_channel_table(
-            [t[f"p{i}n"] for i in range(1, n + 1)],
-            ranges=[float(t[f"p{i}r"]) for i in range(1, n + 1)],
-            gains=[float(t.get(f"p{i}g", 1)) for i in range(1, n + 1)],
-            log_decades=[p[0] for p in pe],
-            log_offsets=[p[1] for p in pe],
-        )
-        return Sample(ev, ch, {"$" + k.upper(): v for k, v in t.items()}, path=path)
-    return read_fcs(path, scale=False)
+    return scaled_columns(read_fcs(suite / "data1.fcs", scale=False))
 
 
 def _needs_transforms(strategy) -> None:

@@ -274,8 +274,11 @@ class GatingMLStrategy:
 
         Parameters
         ----------
-        data : a `Sample` (its channel values, scaled, are used) or a mapping of FCS
-            dimension name -> 1-D array of scaled channel values (converted to float64).
+        data : a `Sample` or a mapping of FCS dimension name -> 1-D array of scaled
+            channel values (converted to float64). A Sample read with ``scale=False`` is
+            brought to the channel scale here in float64 (`scaled_columns`), which is what
+            exact agreement on gate boundaries needs; a scaled Sample's float32 values are
+            used as they are.
         gate_ids : the gates wanted; their parents and referenced gates are evaluated too.
         spillover : ``(detectors, matrix)`` used for ``compensation-ref="FCS"``; taken from
             the sample's ``$SPILLOVER``/``SPILL`` keyword when ``data`` is a Sample. Without
@@ -298,6 +301,8 @@ def _columns_of(data: Any) -> dict[str, np.ndarray]:
     from immunoprofile.sample import Sample
 
     if isinstance(data, Sample):
+        if _is_unscaled(data):
+            return scaled_columns(data)
         return {n: data.events[:, i] for i, n in enumerate(data.channel_names)}
     if isinstance(data, Mapping):
         return dict(data)
@@ -319,6 +324,12 @@ def _spill_of(data: Any) -> tuple[list[str], np.ndarray] | None:
         if text and str(text).strip():
             return parse_spill_keyword(str(text), where=f"{data.name} keyword {key}")
     return None
+
+
+def _is_unscaled(sample: Any) -> bool:
+    """True for a Sample straight from ``read_fcs(..., scale=False)`` (stored values)."""
+    h = sample.history
+    return len(h) == 1 and h[0].get("step") == "read" and h[0].get("scale") is False
 
 
 def scaled_columns(sample: Any) -> dict[str, np.ndarray]:

@@ -1,0 +1,175 @@
+"""FlowJo workspace import: structure of every workspace under FlowKit/data, and FlowJo's
+own stored counts reproduced for the workspaces whose FCS file is present."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from immunoprofile.gating.gates import BooleanGate, EllipseGate, PolygonGate
+from immunoprofile.interop.flowjo import WorkspaceError, read_wsp
+
+# workspace -> {population path: FlowJo's count stored in the sample node}
+STORED = {
+    "simple_diamond_example/simple_diamond_example_quad_gate.wsp": {
+        "Q1: channel_A- , channel_B+": 49671,
+        "Q2: channel_A+ , channel_B+": 50596,
+        "Q3: channel_A+ , channel_B-": 50330,
+        "Q4: channel_A- , channel_B-": 49403,
+    },
+    "simple_diamond_example/test_data_diamond_asinh_rect.wsp": {"upper_right": 50559},
+    "simple_diamond_example/test_data_diamond_asinh_rect2.wsp": {"upper_right": 50699},
+    "simple_diamond_example/test_data_diamond_biex_rect.wsp": {"upper_right": 50605},
+    "simple_line_example/single_ellipse_51_events.wsp": {"ellipse1": 51},
+}
+
+
+@pytest.fixture(scope="module")
+def fkdata(realdata):
+    root = realdata / "FlowKit" / "data"
+    if not root.is_dir():
+        pytest.skip(f"FlowKit data folder {root} is absent")
+    return root
+
+
+def _needs_transforms():
+    if importlib.util.find_spec("immunoprofile.transforms") is None:
+        pytest.skip("immunoprofile.transforms is not available yet")  # FIXME(interop)
+
+
+def _read(path):
+    from immunoprofile.io.fcs import read_fcs
+
+    return read_fcs(path, scale=False)
+
+
+@pytest.mark.parametrize("wsp", sorted(STORED))
+def test_flowjo_counts_reproduced(fkdata, wsp):
+    _needs_transforms()
+    ws = read_wsp(fkdata / wsp)
+    (smp,) = ws.samples.values()
+    rows = ws.compare_counts(smp, _read(fkdata / wsp.split("/")[0] / smp.file_name))
+    got = {r["population"]: (r["flowjo"], r["immunoprofile"]) for r in rows}
+    for pop, n in STORED[wsp].items():
+        assert got[pop] == (n, n), f"{wsp} {pop}: FlowJo {n}, ours {got[pop][1]}"
+
+
+def test_polygon_workspaces_agree_with_flowkit(fkdata):
+    """FlowJo stored no counts here (count -1/0); flowkit's evaluation is the reference."""
+    _needs_transforms()
+    fk = pytest.importorskip("flowkit")
+    fcs = fkdata / "simple_line_example" / "data_set_simple_line_100.fcs"
+    for name, poly_count in [
+        ("simple_poly_and_rect.wsp", 0),
+        ("simple_poly_and_rect_v2_poly50.wsp", 50),
+    ]:
+        wsp = fkdata / "simple_line_example" / name
+        ws = read_wsp(wsp)
+        (smp,) = ws.samples.values()
+        ours = {r["population"]: r["immunoprofile"] for r in ws.compare_counts(smp, _read(fcs))}
+        fws = fk.Workspace(str(wsp), fcs_samples=str(fcs))
+        fws.analyze_samples()
+        rep = fws.get_gating_results(smp.name).report
+        theirs = dict(zip(rep["gate_name"], rep["count"]))
+        assert ours == {k: int(v) for k, v in theirs.items()}
+        assert ours["poly1"] == poly_count
+
+
+def test_ellipse_is_converted_from_display_space(fkdata):
+    _needs_transforms()
+    ws = read_wsp(fkdata / "simple_line_example" / "single_ellipse_51_events.wsp")
+    s = ws.strategy(next(iter(ws.samples.values())))
+    g = s.gates["ellipse1"].gate
+    assert isinstance(g, EllipseGate)
+    # centre = mean of the foci / 256 bins: (62.77 + 94.23) / 2 / 256
+    assert g.mean[0] == pytest.approx(78.5 / 256) and g.mean[1] == pytest.approx(125.5 / 256)
+
+
+def test_eight_colour_structure_and_template(fkdata):
+    _needs_transforms()
+    from immunoprofile.gating.template import validate_template
+
+    ws = read_wsp(fkdata / "8_color_data_set" / "8_color_ICS.wsp")
+    assert len(ws.samples) == 3
+    assert {s.count for s in ws.samples.values()} == {290172, 283969, 285290}
+    assert len(ws.groups["DEN"].sample_ids) == 3
+    smp = ws.sample("101_DEN084Y5_15_E01_008_clean.fcs")
+    assert smp.matrix is not None and len(smp.matrix.detectors) == 8
+    assert smp.transforms["CD3 APC-H7 FLR-A"].kind == "logicle"
+    strat = ws.strategy(smp)
+    dims = strat.gates["Time/Singlets/aAmine-/CD3+"].dimensions
+    assert dims[0].compensation == smp.matrix.id and dims[0].name == "CD3 APC-H7 FLR-A"
+    t = ws.to_template(group="DEN")
+    tmpl = validate_template(t)
+    assert tmpl.names[:4] == ["Time", "Singlets", "aAmine-", "CD3+"]
+    assert t["compensation"] == "file"
+    assert t["transforms"]["CD3 APC-H7 FLR-A"]["type"] == "logicle"
+
+
+def test_boolean_nodes(fkdata):
+    _needs_transforms()
+    ws = read_wsp(fkdata / "8_color_data_set" / "8_color_ICS_boolean_gate_testing.wsp")
+    smp = ws.sample("101_DEN084Y5_15_E01_008_clean.fcs")
+    strat = ws.strategy(smp)
+    kinds = {e.gate.op for e in strat.gates.values() if isinstance(e.gate, BooleanGate)}
+    assert kinds == {"and", "or", "not"}
+    e = strat.gates["Time/Singlets/aAmine-/CD3+/CD4+/CD107a+ or IFNg+"]
+    assert e.gate.dims == (
+        "Time/Singlets/aAmine-/CD3+/CD4+/CD107a+",
+        "Time/Singlets/aAmine-/CD3+/CD4+/IFNg+",
+    )
+    assert e.parent == "Time/Singlets/aAmine-/CD3+/CD4+"
+    polys = [e for e in strat.gates.values() if isinstance(e.gate, PolygonGate)]
+    assert polys and all(d.transform for e in polys for d in e.dimensions)
+
+
+def test_boolean_evaluation_on_synthetic_events(fkdata):
+    """The boolean node's mask is and/or/not of its dependents within its parent."""
+    _needs_transforms()
+    ws = read_wsp(fkdata / "8_color_data_set" / "8_color_ICS_boolean_gate_testing.wsp")
+    smp = ws.sample("101_DEN084Y5_15_E01_008_clean.fcs")
+    rng = np.random.default_rng(0)
+    names = list(smp.matrix.detectors) + [
+        "FSC-A",
+        "FSC-H",
+        "FSC-W",
+        "SSC-A",
+        "SSC-H",
+        "SSC-W",
+        "Time",
+    ]
+    data = {n: rng.uniform(-200, 150000, 5000) for n in names}
+    m = ws.strategy(smp).evaluate(data)
+    base = "Time/Singlets/aAmine-/CD3+/CD4+/"
+    np.testing.assert_array_equal(
+        m[base + "CD107a+ or IFNg+"], m[base + "CD107a+"] | m[base + "IFNg+"]
+    )
+    np.testing.assert_array_equal(m[base + "IL2+-"], m[base[:-1]] & ~m[base + "IL2+"])
+
+
+def test_match_files_reports_unmatched(fkdata, tmp_path):
+    ws = read_wsp(fkdata / "8_color_data_set" / "8_color_ICS.wsp")
+    present = tmp_path / "101_DEN084Y5_15_E03_009_clean.fcs"
+    other = tmp_path / "unrelated.fcs"
+    matched, missing, unused = ws.match_files([present, other])
+    assert list(matched.values()) == [present]
+    assert sorted(missing) == [
+        "101_DEN084Y5_15_E01_008_clean.fcs",
+        "101_DEN084Y5_15_E05_010_clean.fcs",
+    ]
+    assert unused == [other]
+
+
+def test_errors(tmp_path):
+    with pytest.raises(WorkspaceError, match="no such file"):
+        read_wsp(tmp_path / "missing.wsp")
+    bad = tmp_path / "bad.wsp"
+    bad.write_text("<Workspace><SampleList><Sample/></SampleList></Workspace>")
+    with pytest.raises(WorkspaceError, match="lacks DataSet"):
+        read_wsp(bad)
+    other = tmp_path / "x.wsp"
+    other.write_text("<Gating-ML/>")
+    with pytest.raises(WorkspaceError, match="not a FlowJo"):
+        read_wsp(other)
