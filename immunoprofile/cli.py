@@ -92,6 +92,118 @@ def inspect(files: tuple[str, ...], dataset: int) -> None:
 # === simulate ==============================================================
 
 
+def _parse_effect(text: str) -> tuple[str, float]:
+    """``Treg=+0.3`` -> ("Treg", 1.3); ``Th17=-0.3`` -> 0.7; ``NK=x1.5`` -> 1.5."""
+    name, sep, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value:
+        raise click.BadParameter(
+            f"{text!r}: expected POPULATION=+0.3, POPULATION=-0.3 or POPULATION=x1.5"
+        )
+    try:
+        if value[0] in "xX*":
+            return name, float(value[1:])
+        if value[0] in "+-":
+            return name, 1.0 + float(value)
+        return name, float(value)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: {value!r} is not a number") from None
+
+
+@main.command()
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder."
+)
+@click.option("--patients", default=7, show_default=True, type=click.IntRange(1, 999))
+@click.option(
+    "--visits",
+    default="baseline,week24",
+    show_default=True,
+    help="Comma-separated visit names; the first is the baseline.",
+)
+@click.option(
+    "--events", default=100_000, show_default=True, type=click.IntRange(1), help="Events per file."
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Seed of every random step.",
+)
+@click.option(
+    "--drift",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Scale of per-file instrument drift (2 = strong).",
+)
+@click.option(
+    "--effect",
+    "effect_args",
+    multiple=True,
+    metavar="POP=CHANGE",
+    help="Follow-up effect, e.g. Treg=+0.3 (x1.3), Th17=-0.3 (x0.7), NK=x1.5. Repeatable; overrides the default for that population.",
+)
+@click.option(
+    "--no-effects",
+    is_flag=True,
+    help="No baseline-to-follow-up effect at all (not even the defaults).",
+)
+@click.option(
+    "--plain-markers",
+    is_flag=True,
+    help="Write bare marker names in $PnS (no fluorochrome suffixes).",
+)
+def simulate(
+    out_dir: str,
+    patients: int,
+    visits: str,
+    events: int,
+    seed: int,
+    drift: float,
+    effect_args: tuple[str, ...],
+    no_effects: bool,
+    plain_markers: bool,
+) -> None:
+    """Simulate a trial cohort: FCS files, samplesheet.csv and per-event truth.
+
+    Default effect at follow-up visits: Treg share of CD4 x1.3, Th17 share of memory CD4
+    x0.7, B and NK unchanged.
+    """
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.simulate import DEFAULT_EFFECTS, simulate_cohort
+
+    effects = {} if no_effects else dict(DEFAULT_EFFECTS)
+    effects.update(_parse_effect(e) for e in effect_args)
+    visit_list = [v.strip() for v in visits.split(",") if v.strip()]
+    try:
+        info = simulate_cohort(
+            out_dir,
+            patients=patients,
+            visits=visit_list,
+            events=events,
+            seed=seed,
+            effects=effects,
+            drift=drift,
+            plain_markers=plain_markers,
+        )
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+        return
+    f = info.frequencies
+    key = f[f["population"].isin(["Treg", "Th17", "B", "NK"])]
+    table = key.pivot_table(
+        index="visit", columns="population", values="percent_of_parent", sort=False
+    )
+    click.echo(f"wrote {len(info.fcs)} FCS files ({events} events each) to {info.out_dir}")
+    click.echo(
+        f"samplesheet: {info.samplesheet}; truth: *.truth.parquet, {info.frequencies_path.name}"
+    )
+    click.echo("median truth % of parent (Treg of CD4, Th17 of CD4 memory, B/NK of non-T):")
+    click.echo(table.groupby(level=0, sort=False).median().round(2).to_string())
+
+
 # === templates =============================================================
 
 

@@ -133,3 +133,10 @@ class ComparisonError(ImmunoprofileError, ValueError):
 
 class ConfigError(ImmunoprofileError, ValueError):
     """A run configuration (``immunoprofile run --config``) is unreadable or invalid."""
+
+
+# --- simulation ---------------------------------------------------------------------
+
+
+class SimulationError(ImmunoprofileError, ValueError):
+    """A simulation was asked for with invalid parameters (counts, visits, effects)."""
