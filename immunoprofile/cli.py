@@ -427,6 +427,138 @@ def gate_cmd(
 # === cluster ===============================================================
 
 
+def _parse_grid(text: str) -> tuple[int, int]:
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*[xX*,]\s*(\d+)\s*", text)
+    if not m:
+        raise click.BadParameter(f"expected ROWSxCOLS such as 10x10, got {text!r}")
+    return int(m[1]), int(m[2])
+
+
+def _parse_metaclusters(text: str) -> int | tuple[int, int]:
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not m:
+        raise click.BadParameter(f"expected a number (20) or a range (10-30), got {text!r}")
+    return int(m[1]) if m[2] is None else (int(m[1]), int(m[2]))
+
+
+@main.command("cluster")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Output folder (created; files in it are replaced atomically).")  # fmt: skip
+@click.option("--markers", multiple=True,
+              help="Markers to cluster on (repeat or comma-separate); default: every stained "
+              "fluorescence channel except viability.")  # fmt: skip
+@click.option("--metaclusters", "metaclusters", default="20", show_default=True,
+              help="Number of metaclusters, or a range (10-30) to choose from by consensus.")  # fmt: skip
+@click.option("--grid", default="10x10", show_default=True, help="SOM grid, ROWSxCOLS.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--parent", default=None,
+              help="Template population to pre-gate on before clustering (e.g. live).")  # fmt: skip
+@click.option("--template", "-t", default="immune_profile", show_default=True,
+              help="Template giving compensation, transforms and the --parent population; "
+              "'none' clusters the values as stored.")  # fmt: skip
+@click.option("--subsample", default=20000, show_default=True, type=click.IntRange(min=1),
+              help="Events per file in the pooled training set.")  # fmt: skip
+@click.option("--name-level", type=click.Choice(["metacluster", "node"]), default="metacluster",
+              show_default=True, help="Which clusters carry population names.")  # fmt: skip
+@click.option("--umap", is_flag=True, help="Also compute and draw a UMAP (slow on first use).")
+@click.option("--gating", "gating_table", type=click.Path(dir_okay=False, exists=True),
+              help="populations.csv from 'immunoprofile gate': writes agreement.csv/.png.")  # fmt: skip
+@click.option("--samplesheet", type=click.Path(dir_okay=False, exists=True),
+              help="CSV with columns file,patient,visit[,tube][,lymphocytes_per_ul].")  # fmt: skip
+@click.option("--pattern", help="Filename regex with named groups patient and visit.")
+@click.option("--no-plots", is_flag=True, help="Skip the figures.")
+def cluster_cmd(
+    files: tuple[str, ...],
+    out: str,
+    markers: tuple[str, ...],
+    metaclusters: str,
+    grid: str,
+    seed: int,
+    parent: str | None,
+    template: str,
+    subsample: int,
+    name_level: str,
+    umap: bool,
+    gating_table: str | None,
+    samplesheet: str | None,
+    pattern: str | None,
+    no_plots: bool,
+) -> None:
+    """Cluster FILES FlowSOM-style (SOM + consensus metaclusters), name the clusters by
+    phenotype and write the population table (method=clustering) into OUT.
+
+    Writes populations.csv/.parquet, metaclusters.csv (name, size and median phenotype of
+    every metacluster), metacluster_counts.csv, thresholds.csv, unassigned.csv, and the
+    figures heatmap.png and som_grid.png (+ umap_*.png with --umap, agreement.csv and
+    agreement.png with --gating).
+    """
+    from pathlib import Path
+
+    from immunoprofile.exceptions import ImmunoprofileError
+
+    out_dir = Path(out)
+    mk = [m.strip() for item in markers for m in item.split(",") if m.strip()] or None
+    try:
+        from immunoprofile.clustering.api import cluster
+
+        res = cluster(
+            list(files),
+            markers=mk,
+            n_metaclusters=_parse_metaclusters(metaclusters),
+            grid=_parse_grid(grid),
+            seed=seed,
+            parent=parent,
+            template=None if template.lower() == "none" else template,
+            subsample_per_sample=subsample,
+            umap=umap,
+            name_level=name_level,
+            samplesheet=samplesheet,
+            pattern=pattern,
+        )
+        written = res.write(out_dir)
+        if gating_table is not None:
+            import pandas as pd
+
+            from immunoprofile.clustering.agreement import agreement_pairs, agreement_table
+            from immunoprofile.quantify import write_csv
+
+            gated = pd.read_csv(gating_table)
+            ctab = res.table(include_metaclusters=False)
+            agree = agreement_table(gated, ctab)
+            written.append(str(write_csv(agree, out_dir / "agreement.csv")))
+            pairs = agreement_pairs(gated, ctab)
+            written.append(str(write_csv(pairs, out_dir / "agreement_pairs.csv")))
+        if not no_plots:
+            from immunoprofile.plots import clustering as cplots
+
+            figs = {
+                "heatmap.png": cplots.median_heatmap(res.metaclusters(), res.markers),
+                "som_grid.png": cplots.som_grid_plot(res),
+            }
+            if res.embedding is not None:
+                for c in ("metacluster", "name", "visit"):
+                    figs[f"umap_{c}.png"] = cplots.umap_plot(res.embedding, c)
+            if gating_table is not None and len(agree):
+                figs["agreement.png"] = cplots.agreement_plot(pairs, agree)
+            for fname, fig in figs.items():
+                cplots.save(fig, out_dir / fname)
+                written.append(str(out_dir / fname))
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+    summ = res.metaclusters()
+    named = summ[summ["name"] != "unassigned"]
+    click.echo(
+        f"clustered {len(res.samples)} file(s) on {len(res.markers)} markers into "
+        f"{res.n_metaclusters} metaclusters ({len(named)} named, "
+        f"{len(summ) - len(named)} unassigned); wrote {len(written)} files to {out_dir}/"
+    )
+
+
 # === compare / report / run / demo =========================================
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "bland_altman",
     "pearson_r",
     "agreement_table",
+    "agreement_pairs",
     "adjusted_rand",
     "frequency_error",
 ]
@@ -81,6 +82,28 @@ def bland_altman(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
     return {"bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd}
 
 
+def agreement_pairs(
+    gated: pd.DataFrame,
+    clustered: pd.DataFrame,
+    value: str = "percent_of_parent",
+    populations: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Gated and clustered ``value`` side by side: ``sample, population, gated, clustered``,
+    one row per (sample, population) present in both tables."""
+    for name, tab in (("gated", gated), ("clustered", clustered)):
+        missing = {"sample", "population", value} - set(tab.columns)
+        if missing:
+            raise ClusteringError(f"agreement: {name} table lacks columns {sorted(missing)}")
+    g = gated[["sample", "population", value]].rename(columns={value: "gated"})
+    c = clustered[["sample", "population", value]].rename(columns={value: "clustered"})
+    g = g.groupby(["sample", "population"], as_index=False, sort=False)["gated"].first()
+    c = c.groupby(["sample", "population"], as_index=False, sort=False)["clustered"].first()
+    both = g.merge(c, on=["sample", "population"], how="inner")
+    if populations is not None:
+        both = both[both["population"].isin(list(populations))]
+    return both.reset_index(drop=True)
+
+
 def agreement_table(
     gated: pd.DataFrame,
     clustered: pd.DataFrame,
@@ -102,17 +125,7 @@ def agreement_table(
     pearson_r, lins_ccc, bias, sd, loa_low, loa_high`` (bias = clustered - gated, in the
     units of ``value``).
     """
-    for name, tab in (("gated", gated), ("clustered", clustered)):
-        missing = {"sample", "population", value} - set(tab.columns)
-        if missing:
-            raise ClusteringError(f"agreement_table: {name} table lacks columns {sorted(missing)}")
-    g = gated[["sample", "population", value]].rename(columns={value: "gated"})
-    c = clustered[["sample", "population", value]].rename(columns={value: "clustered"})
-    g = g.groupby(["sample", "population"], as_index=False)["gated"].first()
-    c = c.groupby(["sample", "population"], as_index=False)["clustered"].first()
-    both = g.merge(c, on=["sample", "population"], how="inner")
-    if populations is not None:
-        both = both[both["population"].isin(list(populations))]
+    both = agreement_pairs(gated, clustered, value, populations)
     rows = []
     for pop, sub in both.groupby("population", sort=False):
         x, y = sub["gated"].to_numpy(float), sub["clustered"].to_numpy(float)

@@ -1,0 +1,547 @@
+"""`cluster`: FlowSOM-style clustering of a cohort, named, quantified and tabulated.
+
+The steps (Van Gassen et al., 2015, adapted to a longitudinal cohort):
+
+1. every file is read, compensated and transformed (as a gating template says), and
+   optionally pre-gated on a template population (``parent="live"``);
+2. an equal number of events is drawn from every file (``subsample_per_sample``), so that
+   each patient and visit weighs the same in the pooled training set;
+3. a self-organising map is trained on the chosen markers of the pooled subsample, and
+   its nodes are grouped into metaclusters by consensus hierarchical clustering;
+4. every event of every file is mapped to its node (and so to its metacluster);
+5. metaclusters (or nodes) are named by phenotype rules; populations are the events of
+   the clusters carrying them, so the population table has the same shape as gating's.
+
+Memory: only the chosen marker columns of the (pre-gated) events are kept, one float32
+array per file, plus one int16 node label per event.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from immunoprofile.clustering.metacluster import ConsensusMetaclustering
+from immunoprofile.clustering.naming import (
+    DEFAULT_RULES,
+    UNASSIGNED,
+    Naming,
+    PhenotypeRule,
+    name_clusters,
+)
+from immunoprofile.clustering.som import SOM
+from immunoprofile.exceptions import ClusteringError, MarkerNotFoundError
+from immunoprofile.sample import Sample
+
+__all__ = ["cluster", "ClusterResult", "default_markers"]
+
+_NOT_LINEAGE = re.compile(r"viab|live|dead|zombie|7-?aad|dapi|\bpi\b|l/d|fvs|time", re.IGNORECASE)
+
+
+def default_markers(sample: Sample) -> list[str]:
+    """Fluorescence channels with a marker name ($PnS), minus viability dyes: the markers
+    FlowSOM is usually run on when nobody says otherwise."""
+    out = []
+    for name, marker, kind in zip(
+        sample.channels["name"], sample.channels["marker"], sample.channels["kind"]
+    ):
+        if kind != "fluorescence" or not marker or not str(marker).strip():
+            continue
+        if _NOT_LINEAGE.search(str(marker)) or _NOT_LINEAGE.search(str(name)):
+            continue
+        out.append(str(marker).strip())
+    return out
+
+
+def _resolve_columns(sample: Sample, markers: Sequence[str]) -> list[int]:
+    """Column index of each marker (via the panel module when it is there)."""
+    try:
+        from immunoprofile.gating.engine import _panel
+
+        panel = _panel(sample)
+        return [int(panel.index(m)) for m in markers]
+    except ImportError:  # pragma: no cover - the gating engine ships with the package
+        pass
+    names = [str(n).lower() for n in sample.channel_names]
+    marks = [str(m).strip().lower() if m else "" for m in sample.markers]
+    out = []
+    for m in markers:
+        key = m.strip().lower()
+        if key in marks:
+            out.append(marks.index(key))
+        elif key in names:
+            out.append(names.index(key))
+        else:
+            raise MarkerNotFoundError(
+                f"{sample.name or '<sample>'}: no marker {m!r}; markers are "
+                f"{[x for x in sample.markers if x]}"
+            )
+    return out
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, Sample):
+        return str(item.path) if item.path is not None else (item.name or "<sample>")
+    return str(item)
+
+
+@dataclass
+class _Prepared:
+    name: str
+    X: np.ndarray  # float32 (n_clustered, n_markers)
+    rows: np.ndarray | None  # rows of the file that were clustered (None = all)
+    n_total: int
+    reference_count: int | None
+    keywords: dict[str, str]
+
+
+def _prepare(
+    item: str | os.PathLike | Sample,
+    name: str,
+    markers: Sequence[str] | None,
+    template: Any,
+    parent: str | None,
+    seed: int,
+) -> tuple[_Prepared, list[str]]:
+    if isinstance(item, Sample):
+        sample = item
+    else:
+        from immunoprofile.io.fcs import read_fcs
+
+        sample = read_fcs(item)
+    rows = None
+    ref_count = None
+    if parent is not None:
+        from immunoprofile.gating.engine import apply_template
+
+        res = apply_template(sample, template, seed=seed)
+        if parent not in res.masks:
+            raise ClusteringError(
+                f"{name}: template {template.name!r} has no population {parent!r}; it has "
+                f"{list(res.masks)}"
+            )
+        sample = res.sample
+        rows = np.flatnonzero(res.masks[parent])
+        ref = getattr(template, "reference_population", None)
+        if ref is not None and ref in res.masks:
+            ref_count = int(np.count_nonzero(res.masks[ref]))
+    elif template is not None:
+        from immunoprofile.gating.engine import prepare_sample
+
+        sample = prepare_sample(sample, template)
+    chosen = list(markers) if markers is not None else default_markers(sample)
+    if not chosen:
+        raise ClusteringError(f"{name}: no markers to cluster on (no channel has a $PnS name)")
+    cols = _resolve_columns(sample, chosen)
+    if rows is None:
+        X = np.ascontiguousarray(sample.events[:, cols], dtype=np.float32)
+    else:
+        X = np.ascontiguousarray(sample.events[np.ix_(rows, cols)], dtype=np.float32)
+    if not np.isfinite(X).all():
+        bad = int((~np.isfinite(X)).any(axis=1).sum())
+        raise ClusteringError(f"{name}: {bad} events have NaN or infinite values in {chosen}")
+    prep = _Prepared(name, X, rows, sample.n_events, ref_count, dict(sample.keywords))
+    return prep, chosen
+
+
+@dataclass
+class ClusterResult:
+    """Clusters of a cohort, their names and their frequencies.
+
+    Attributes
+    ----------
+    markers : the markers clustered on.
+    identities : per file, who and when (`immunoprofile.cohort.Identity`).
+    som : the fitted `SOM`.
+    metaclustering : the fitted `ConsensusMetaclustering` of the SOM nodes.
+    node_metacluster : int (n_nodes,), metacluster of each node.
+    naming : how clusters were named (`immunoprofile.clustering.naming.Naming`).
+    name_level : ``"metacluster"`` or ``"node"``: which clusters carry the names.
+    nodes : per file, int16 node of every clustered event.
+    rows : per file, the file rows that were clustered (None = every event).
+    n_total : per file, events in the file.
+    reference_counts : per file, events in the template's reference population
+        (lymphocytes), when pre-gated; used for ``percent_of_lymphocytes``.
+    parent : the pre-gate population, or None.
+    train_events, train_nodes, train_sample : the pooled training subsample.
+    embedding : DataFrame (``umap1``, ``umap2``, ``sample``, ``node``) when UMAP was asked for.
+    """
+
+    markers: list[str]
+    identities: list[Any]
+    som: SOM
+    metaclustering: ConsensusMetaclustering
+    node_metacluster: np.ndarray
+    naming: Naming
+    name_level: str
+    nodes: list[np.ndarray]
+    rows: list[np.ndarray | None]
+    n_total: list[int]
+    reference_counts: list[int | None]
+    parent: str | None
+    train_events: np.ndarray
+    train_nodes: np.ndarray
+    train_sample: np.ndarray
+    embedding: pd.DataFrame | None = None
+    _cluster_of_node: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self._cluster_of_node = (
+            self.node_metacluster
+            if self.name_level == "metacluster"
+            else np.arange(self.node_metacluster.size)
+        )
+
+    # --- basic facts -------------------------------------------------------------------
+
+    @property
+    def samples(self) -> list[str]:
+        return [i.sample for i in self.identities]
+
+    @property
+    def n_metaclusters(self) -> int:
+        return int(self.node_metacluster.max()) + 1
+
+    def metacluster_labels(self, i: int) -> np.ndarray:
+        """Metacluster (0-based) of every clustered event of file ``i``."""
+        return self.node_metacluster[self.nodes[i]]
+
+    def metacluster_names(self) -> pd.Series:
+        """Name of each metacluster (majority name of its nodes when nodes carry names)."""
+        if self.name_level == "metacluster":
+            return self.naming.names.copy()
+        counts = self.som.counts_
+        out = {}
+        for mc in range(self.n_metaclusters):
+            sel = np.flatnonzero(self.node_metacluster == mc)
+            weights = pd.Series(counts[sel], index=self.naming.names.iloc[sel].to_numpy())
+            out[_mc_label(mc)] = weights.groupby(level=0).sum().idxmax()
+        return pd.Series(out, name="name")
+
+    def population_mask(self, i: int, population: str) -> np.ndarray:
+        """Boolean mask over ALL events of file ``i`` (False outside the pre-gate)."""
+        if population not in self.naming.membership.columns:
+            raise ClusteringError(
+                f"no named population {population!r}; named are "
+                f"{list(self.naming.membership.columns)}"
+            )
+        member = self.naming.membership[population].to_numpy()
+        inside = member[self._cluster_of_node[self.nodes[i]]]
+        full = np.zeros(self.n_total[i], dtype=bool)
+        if self.rows[i] is None:
+            full[:] = inside
+        else:
+            full[self.rows[i][inside]] = True
+        return full
+
+    # --- tables -------------------------------------------------------------------------
+
+    def counts(self) -> pd.DataFrame:
+        """Events per file (rows, by sample name) and metacluster (columns ``MC01``...)."""
+        k = self.n_metaclusters
+        data = np.vstack(
+            [np.bincount(self.metacluster_labels(i), minlength=k) for i in range(len(self.nodes))]
+        )
+        return pd.DataFrame(data, index=self.samples, columns=[_mc_label(j) for j in range(k)])
+
+    def medians(self, level: str = "metacluster") -> pd.DataFrame:
+        """Median marker expression per metacluster (or node) over the training subsample."""
+        groups = (
+            self.node_metacluster[self.train_nodes] if level == "metacluster" else self.train_nodes
+        )
+        n = self.n_metaclusters if level == "metacluster" else self.node_metacluster.size
+        label = _mc_label if level == "metacluster" else _node_label
+        return _group_medians(self.train_events, groups, n, self.markers, label)
+
+    def metaclusters(self) -> pd.DataFrame:
+        """One row per metacluster: name, nodes, events, percent of clustered events, and
+        the median of every marker (the assignments summary; ``unassigned`` ones included)."""
+        counts = self.counts().sum(axis=0)
+        total = counts.sum()
+        nodes = pd.Series(self.node_metacluster).value_counts().sort_index()
+        med = self.medians("metacluster")
+        out = pd.DataFrame(
+            {
+                "metacluster": med.index,
+                "name": self.metacluster_names().reindex(med.index).to_numpy(),
+                "nodes": nodes.reindex(range(len(med)), fill_value=0).to_numpy(),
+                "count": counts.reindex(med.index).to_numpy(),
+                "percent": 100.0 * counts.reindex(med.index).to_numpy() / max(total, 1),
+            }
+        )
+        return pd.concat([out, med.reset_index(drop=True)], axis=1)
+
+    def unassigned(self) -> pd.DataFrame:
+        """Metaclusters (or nodes) no rule named, with their median phenotype."""
+        level = self.name_level
+        med = self.medians(level)
+        names = self.naming.names
+        keep = names.to_numpy() == UNASSIGNED
+        return med[keep]
+
+    def table(self, include_metaclusters: bool = True) -> pd.DataFrame:
+        """The tidy population table (``method="clustering"``): per file, one row per named
+        population (rule hierarchy for ``parent``) and, optionally, one per metacluster
+        (``population`` = ``MC01``..., ``parent`` = the pre-gate population or ``root``)."""
+        from immunoprofile.quantify import TABLE_COLUMNS
+
+        top = self.parent or "root"
+        member = self.naming.membership
+        pops = list(member.columns)
+        rows = []
+        for i, ident in enumerate(self.identities):
+            clusters = self._cluster_of_node[self.nodes[i]]
+            n_clusters = member.shape[0]
+            per_cluster = np.bincount(clusters, minlength=n_clusters)
+            n_in = int(self.nodes[i].size)
+            ref = self.reference_counts[i]
+            counts = {p: int(per_cluster[member[p].to_numpy()].sum()) for p in pops}
+            for p in pops:
+                par = self.naming.parents[p]
+                pc = n_in if par is None else counts[par]
+                rows.append(_row(ident, p, par or top, counts[p], pc, ref))
+            if include_metaclusters:
+                mc_counts = np.bincount(self.metacluster_labels(i), minlength=self.n_metaclusters)
+                for j, c in enumerate(mc_counts):
+                    rows.append(_row(ident, _mc_label(j), top, int(c), n_in, ref))
+        df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "method"])
+        if any(getattr(i, "lymphocytes_per_ul", None) for i in self.identities):
+            lym = df["sample"].map({i.sample: i.lymphocytes_per_ul for i in self.identities})
+            df["cells_per_ul"] = lym.astype(float) * df["percent_of_lymphocytes"] / 100.0
+            df = df[[*TABLE_COLUMNS, "cells_per_ul", "method"]]
+        return df.astype({"count": "int64", "parent_count": "int64"})
+
+    def write(self, out_dir: str | os.PathLike) -> list[str]:
+        """Write ``populations.csv`` (+ Parquet), ``metaclusters.csv``, ``thresholds.csv``
+        and ``unassigned.csv`` into ``out_dir`` (atomically); returns the paths."""
+        from pathlib import Path
+
+        from immunoprofile.quantify import write_csv, write_parquet
+
+        out = Path(out_dir)
+        tab = self.table()
+        th = self.naming.thresholds.copy()
+        th["cuts"] = th["cuts"].map(lambda c: ";".join(f"{v:.4g}" for v in c))
+        paths = [
+            write_csv(tab, out / "populations.csv"),
+            write_parquet(tab, out / "populations.parquet"),
+            write_csv(self.metaclusters(), out / "metaclusters.csv"),
+            write_csv(self.counts(), out / "metacluster_counts.csv", index=True),
+            write_csv(th, out / "thresholds.csv"),
+            write_csv(self.unassigned(), out / "unassigned.csv", index=True),
+        ]
+        if self.embedding is not None:
+            paths.append(write_csv(self.embedding, out / "umap.csv"))
+        return [str(p) for p in paths]
+
+
+def _row(ident: Any, pop: str, parent: str, count: int, pc: int, ref: int | None) -> dict:
+    return {
+        "sample": ident.sample,
+        "patient": ident.patient,
+        "visit": ident.visit,
+        "population": pop,
+        "parent": parent,
+        "count": count,
+        "parent_count": pc,
+        "percent_of_parent": 100.0 * count / pc if pc else np.nan,
+        "percent_of_lymphocytes": 100.0 * count / ref if ref else np.nan,
+        "method": "clustering",
+    }
+
+
+def _mc_label(j: int) -> str:
+    return f"MC{j + 1:02d}"
+
+
+def _node_label(j: int) -> str:
+    return f"node{j + 1:03d}"
+
+
+def _group_medians(X: np.ndarray, groups: np.ndarray, n: int, markers, label) -> pd.DataFrame:
+    order = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[order], np.arange(n + 1))
+    med = np.full((n, X.shape[1]), np.nan, dtype=np.float64)
+    for g in range(n):  # loop over clusters; each median is vectorised over its events
+        sel = order[bounds[g] : bounds[g + 1]]
+        if sel.size:
+            med[g] = np.median(X[sel], axis=0)
+    return pd.DataFrame(med, index=[label(g) for g in range(n)], columns=list(markers))
+
+
+def cluster(
+    paths_or_samples: str | os.PathLike | Sample | Iterable[str | os.PathLike | Sample],
+    markers: Sequence[str] | None = None,
+    n_metaclusters: int | tuple[int, int] = 20,
+    grid: tuple[int, int] = (10, 10),
+    seed: int = 0,
+    parent: str | None = None,
+    template: Any = None,
+    subsample_per_sample: int = 20_000,
+    umap: bool = False,
+    umap_events: int = 20_000,
+    name_level: str = "metacluster",
+    rules: Sequence[PhenotypeRule] = DEFAULT_RULES,
+    thresholds: Mapping[str, Sequence[float]] | None = None,
+    samplesheet: str | os.PathLike | pd.DataFrame | None = None,
+    pattern: str | None = None,
+    n_epochs: int = 10,
+    n_resamples: int = 100,
+) -> ClusterResult:
+    """Cluster a cohort FlowSOM-style and name the clusters.
+
+    Parameters
+    ----------
+    paths_or_samples : FCS paths and/or `Sample` objects (a single one is accepted).
+    markers : markers to cluster on (default: every fluorescence channel with a $PnS name
+        except viability dyes).
+    n_metaclusters : fixed number of metaclusters, or a (min, max) range to choose from by
+        the consensus-CDF criterion.
+    grid : SOM grid (rows, columns).
+    seed : seeds subsampling, map initialisation and consensus resampling.
+    parent : a population of ``template`` to pre-gate on (e.g. ``"live"``); needs
+        ``template``.
+    template : gating template (name, path or Template) whose compensation and transforms
+        are applied (and whose ``parent`` population is used). None: samples are used as
+        given (they must already be on the analysis scale).
+    subsample_per_sample : events drawn from each file for training (all if fewer).
+    umap : also compute a 2-D UMAP embedding of a subsample (umap-learn; slow first call).
+    umap_events : events in the UMAP subsample (balanced across files).
+    name_level : ``"metacluster"`` (names carried by metaclusters) or ``"node"`` (by the
+        finer SOM nodes; populations are then sums of nodes).
+    rules, thresholds : phenotype rules and fixed marker thresholds for naming.
+    samplesheet, pattern : identity of each file (patient, visit), as for gating.
+    n_epochs, n_resamples : SOM training passes and consensus resampling rounds.
+
+    Returns
+    -------
+    ClusterResult
+
+    Raises
+    ------
+    ClusteringError, MarkerNotFoundError, TemplateError, FCSError
+
+    Examples
+    --------
+    >>> res = cluster(["P01_baseline.fcs"], parent="live", template="immune_profile")  # doctest: +SKIP
+    >>> res.table().query("population == 'Treg'")  # doctest: +SKIP
+    """
+    from immunoprofile.cohort import resolve_identities, sample_names
+
+    if isinstance(paths_or_samples, str | os.PathLike | Sample):
+        items = [paths_or_samples]
+    else:
+        items = list(paths_or_samples)
+    if not items:
+        raise ClusteringError("cluster: no files given")
+    if name_level not in ("metacluster", "node"):
+        raise ClusteringError(f"name_level must be 'metacluster' or 'node', got {name_level!r}")
+    if int(subsample_per_sample) < 1:
+        raise ClusteringError(f"subsample_per_sample must be >= 1, got {subsample_per_sample}")
+    if parent is not None and template is None:
+        raise ClusteringError(
+            f"cluster: parent={parent!r} needs a template that defines it (template=...)"
+        )
+    if template is not None:
+        from immunoprofile.gating.template import load_template
+
+        template = load_template(template)
+    files = [_describe(x) for x in items]
+    given = [x.name if isinstance(x, Sample) and x.name else None for x in items]
+    names = [g or d for g, d in zip(given, sample_names(files))]
+
+    prepared: list[_Prepared] = []
+    chosen: list[str] | None = list(markers) if markers is not None else None
+    for item, name in zip(items, names):
+        prep, used = _prepare(item, name, chosen, template, parent, seed)
+        if chosen is None:
+            chosen = used
+        prepared.append(prep)
+    assert chosen is not None
+    identities = resolve_identities(
+        files,
+        samplesheet=samplesheet,
+        pattern=pattern,
+        keywords=[p.keywords for p in prepared],
+        names=names,
+    )
+
+    # balanced pooled subsample
+    rng = np.random.default_rng(seed)
+    picks = []
+    for p in prepared:
+        n = p.X.shape[0]
+        if n == 0:
+            raise ClusteringError(f"{p.name}: no events to cluster (empty pre-gate {parent!r}?)")
+        take = min(n, int(subsample_per_sample))
+        picks.append(np.sort(rng.choice(n, size=take, replace=False)) if take < n else None)
+    train = np.concatenate(
+        [p.X if idx is None else p.X[idx] for p, idx in zip(prepared, picks)], axis=0
+    )
+    train_sample = np.concatenate(
+        [
+            np.full(p.X.shape[0] if idx is None else idx.size, i, dtype=np.int32)
+            for i, (p, idx) in enumerate(zip(prepared, picks))
+        ]  # fmt: skip
+    )
+    n_nodes = int(grid[0]) * int(grid[1])
+    if train.shape[0] < n_nodes:
+        raise ClusteringError(
+            f"cluster: {train.shape[0]} training events for a {grid[0]}x{grid[1]} map; "
+            "give more events or a smaller grid"
+        )
+    som = SOM(grid=tuple(grid), n_epochs=n_epochs, seed=seed).fit(train)
+    meta = ConsensusMetaclustering(n_metaclusters, n_resamples=n_resamples, seed=seed)
+    meta.fit(som.cluster_centers_, sample_weight=som.counts_)
+    node_dtype = np.int16 if n_nodes < 32768 else np.int32
+    nodes = [som.predict(p.X).astype(node_dtype) for p in prepared]
+
+    train_nodes = som.labels_
+    if name_level == "metacluster":
+        groups, n_groups, label = meta.labels_[train_nodes], int(meta.labels_.max()) + 1, _mc_label
+    else:
+        groups, n_groups, label = train_nodes, n_nodes, _node_label
+    med = _group_medians(train, groups, n_groups, chosen, label)
+    # empty clusters get their code (nodes) so that they can still be named
+    if med.isna().any().any():
+        codes = som.cluster_centers_ if name_level == "node" else _mc_codes(som, meta)
+        med = med.fillna(pd.DataFrame(codes, index=med.index, columns=med.columns))
+    naming = name_clusters(med, train, groups, rules=rules, thresholds=thresholds)
+
+    result = ClusterResult(
+        markers=list(chosen),
+        identities=identities,
+        som=som,
+        metaclustering=meta,
+        node_metacluster=meta.labels_,
+        naming=naming,
+        name_level=name_level,
+        nodes=nodes,
+        rows=[p.rows for p in prepared],
+        n_total=[p.n_total for p in prepared],
+        reference_counts=[p.reference_count for p in prepared],
+        parent=parent,
+        train_events=train,
+        train_nodes=train_nodes,
+        train_sample=train_sample,
+    )
+    if umap:
+        from immunoprofile.clustering.embed import embed_result
+
+        result.embedding = embed_result(result, n_events=umap_events, seed=seed)
+    return result
+
+
+def _mc_codes(som: SOM, meta: ConsensusMetaclustering) -> np.ndarray:
+    """Mean code of the nodes of each metacluster."""
+    k = int(meta.labels_.max()) + 1
+    out = np.zeros((k, som.cluster_centers_.shape[1]), dtype=np.float64)
+    for j in range(k):
+        out[j] = som.cluster_centers_[meta.labels_ == j].mean(axis=0)
+    return out
