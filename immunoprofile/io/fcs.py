@@ -62,6 +62,7 @@ __all__ = [
 HEADER_LEN = 58
 _VERSION = re.compile(rb"^FCS(\d\.\d)")
 _MAX_DATASETS = 10_000
+_INT = re.compile(r"[+-]?[0-9]+")
 
 PathLike = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
@@ -184,7 +185,7 @@ def _header_int(field_bytes: bytes, src: _Source, at: int, what: str) -> int:
     s = field_bytes.decode("latin-1").strip()
     if not s:
         return 0
-    if not s.isdigit():
+    if not _INT.fullmatch(s):
         raise FCSOffsetError(src.name, f"HEADER {what} field {s!r} is not a number", offset=at)
     return int(s)
 
@@ -300,7 +301,7 @@ def _kw_int(kw: dict[str, str], key: str, src: _Source, default: int | None = No
     if v is None or not v.strip():
         return default
     s = v.strip()
-    if s.isdigit() or (s[:1] in "+-" and s[1:].isdigit()):
+    if _INT.fullmatch(s):
         return int(s)
     try:
         f = float(s)
@@ -411,7 +412,7 @@ def _channels(kw: dict[str, str], n_par: int, src: _Source) -> list[_Channel]:
         bits_s = kw.get(f"{p}B", "").strip()
         if dt in ("F", "D"):
             width = 4 if dt == "F" else 8
-            if bits_s and bits_s.isdigit() and int(bits_s) != 8 * width:
+            if bits_s and _INT.fullmatch(bits_s) and int(bits_s) != 8 * width:
                 raise FCSDataTypeError(
                     src.name,
                     f"$DATATYPE {dt} needs {8 * width}-bit values but {p}B is {bits_s}",
@@ -419,7 +420,7 @@ def _channels(kw: dict[str, str], n_par: int, src: _Source) -> list[_Channel]:
                 )
             kind, bits = "f", 8 * width
         elif dt == "I":
-            if not bits_s.isdigit():
+            if not _INT.fullmatch(bits_s):
                 raise FCSDataTypeError(
                     src.name, f"integer bit width {bits_s!r} is not supported", keyword=f"{p}B"
                 )
@@ -545,8 +546,13 @@ def _metadata(
     n_par = _kw_int(kw, "$PAR", src)
     if n_par is None:
         raise FCSTextError(src.name, "required keyword is missing", keyword="$PAR")
-    if n_par <= 0 or n_par > 100_000:
-        raise FCSTextError(src.name, f"{n_par} parameters is not plausible", keyword="$PAR")
+    if n_par <= 0 or n_par > len(kw):
+        # each parameter has at least $PnN, $PnB, $PnE and $PnR: TEXT bounds the count
+        raise FCSTextError(
+            src.name,
+            f"{n_par} parameters is not plausible for a TEXT of {len(kw)} keywords",
+            keyword="$PAR",
+        )
     mode = kw.get("$MODE", "L").strip().upper() or "L"
     if mode != "L":
         raise FCSDataTypeError(
@@ -862,7 +868,7 @@ def _decode_columns(
     if meta._perm is not None and chans[0].width > 1:
         # odd byte orders (e.g. 3,4,1,2): move bytes into little-endian order first
         w = chans[0].width
-        raw = raw.reshape(n, -1, w)[:, :, list(meta._perm)].reshape(n, -1)
+        raw = raw.reshape(n, raw.shape[1] // w, w)[:, :, list(meta._perm)].reshape(n, -1)
     if uniform:
         c0 = chans[0]
         dt = np.dtype(f"{order if c0.width > 1 else '|'}{c0.kind}{c0.width}")
@@ -1016,7 +1022,8 @@ def read_fcs(
         cols = _cols(channels, meta)
         raw = _raw_rows(src, meta, rows)
         ts = _time_step(meta, warn=scale) if scale else None
-        data = _decode_columns(raw, meta, cols, scale, ts)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge $PnE gives inf, as stated
+            data = _decode_columns(raw, meta, cols, scale, ts)
         table = _scaled_table(meta, cols, scale)
         spath = src.path
     record: dict[str, Any] = {
