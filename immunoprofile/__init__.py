@@ -32,6 +32,12 @@ _LAZY = {
     "compare": "immunoprofile.compare",
     "Comparison": "immunoprofile.compare",
     "simulate_cohort": "immunoprofile.simulate",
+    "read_gatingml": "immunoprofile.gating.gatingml",
+    "write_gatingml": "immunoprofile.gating.gatingml",
+    "read_wsp": "immunoprofile.interop.flowjo",
+    "opencyto_to_template": "immunoprofile.interop.opencyto",
+    "to_anndata": "immunoprofile.interop.exchange",
+    "export_fcs": "immunoprofile.interop.exchange",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])

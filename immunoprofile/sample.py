@@ -153,6 +153,21 @@ class Sample:
             cols = self.channel_names
         return pd.DataFrame(self.events, columns=cols, copy=False)
 
+    # --- exchange with other libraries (thin wrappers of immunoprofile.interop.exchange) ---
+
+    @classmethod
+    def from_flowkit(cls, fk_sample: Any, source: str = "raw") -> Sample:
+        """A Sample from a ``flowkit.Sample`` (see `immunoprofile.interop.exchange`)."""
+        from immunoprofile.interop.exchange import from_flowkit
+
+        return from_flowkit(fk_sample, source=source)
+
+    def to_flowkit(self, sample_id: str | None = None) -> Any:
+        """This sample as a ``flowkit.Sample`` (see `immunoprofile.interop.exchange`)."""
+        from immunoprofile.interop.exchange import to_flowkit
+
+        return to_flowkit(self, sample_id=sample_id)
+
     def __repr__(self) -> str:
         return (
             f"Sample({self.name!r}, {self.n_events} events x {self.n_channels} channels, "
