@@ -67,7 +67,7 @@ tr:nth-child(even) td{background:#fafafa}
 .ok{color:#1b7f3b}.bad{color:#b00020}.muted{color:#777;font-size:.9em}
 .up{color:#b2182b;font-weight:600}.down{color:#2166ac;font-weight:600}
 img{max-width:100%}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
-.thumbs{display:flex;flex-wrap:wrap;gap:8px}.thumbs figure{width:280px;margin:0}
+.thumbs{display:flex;flex-wrap:wrap;gap:8px}.thumbs figure{width:440px;margin:0}
 details{margin:.5em 0 1em}summary{cursor:pointer;color:#1f4e79}
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.8em}
 nav a{margin-right:.8em}
@@ -247,6 +247,58 @@ def _key_results(cmp: Comparison, endpoints: list[str], measure: str) -> str:
         return '<p class="muted">(none)</p>'
     lead = "<p><b>In short:</b> " + _esc("; ".join(summary)) + ".</p>"
     return lead + _table(pd.DataFrame(rows), 2)
+
+
+def _truth_section(truth: pd.DataFrame, endpoints: list[str], measure: str) -> str:
+    """Known (simulated) median change beside the measured one, endpoints first."""
+    t = truth.copy()
+    if "true_in_ci" in t.columns:
+        t["true_in_ci"] = t["true_in_ci"].map(
+            lambda v: "yes" if str(v).lower() in ("true", "1", "1.0") else "no"
+        )
+    cols = [
+        c
+        for c in (
+            "population measure followup_visit true_change measured_change hl_ci_low "
+            "hl_ci_high true_in_ci true_direction measured_direction"
+        ).split()
+        if c in t.columns
+    ]
+    head = t
+    if "population" in t.columns:
+        head = t[t["population"].isin(endpoints)]
+        if "measure" in t.columns:
+            head = head[head["measure"] == measure]
+    return (
+        "<h3>Known truth of the simulated cohort</h3><p>The cohort was simulated with known "
+        "population frequencies. <i>true_change</i> is the Hodges–Lehmann median change of "
+        "the true frequencies, <i>measured_change</i> that of the analysed files with its "
+        "exact CI; <i>true_in_ci</i> says whether the CI covers the truth.</p>"
+        + _table(head[cols], 3)
+        + "<details><summary>Every population and measure</summary>"
+        + _table(t[cols], 3)
+        + "</details>"
+    )
+
+
+def _thumbnail(png: bytes, width: int = 440) -> bytes:
+    """A smaller PNG (at most ``width`` pixels wide, 96 colours) so the report stays small
+    enough to email; the original is returned when Pillow cannot read it."""
+    try:
+        import io
+
+        from PIL import Image
+
+        im = Image.open(io.BytesIO(png)).convert("RGB")
+        if im.width > width:
+            im = im.resize((width, max(1, round(im.height * width / im.width))), Image.LANCZOS)
+        im = im.quantize(colors=96, method=Image.Quantize.MEDIANCUT)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=True)
+        small = buf.getvalue()
+        return small if len(small) < len(png) else png
+    except Exception:  # noqa: BLE001 - a thumbnail is a convenience, never fatal
+        return png
 
 
 def _cohort_matrix(
@@ -433,11 +485,7 @@ def build_report(
         + f'<div class="note">{exact_test_statement(n_main, len(eps))}</div>'
     )
     if truth is not None and len(truth):
-        key += (
-            "<h3>Known truth of the simulated cohort</h3><p>The cohort was simulated with "
-            "known population frequencies; the measured change is shown beside the true one.</p>"
-            + _table(truth, 3)
-        )
+        key += _truth_section(truth, eps, measure)
     sec.append(("key", "Key results", key))
     # --- cohort
     mat = _cohort_matrix(table, cohort, cmp.baseline)
@@ -512,7 +560,8 @@ def build_report(
         gq += "<details><summary>Full QC table</summary>" + _table(qc) + "</details>"
     if gating_images:
         thumbs = "".join(
-            _img(png, f"gating {name}", str(name)) for name, png in gating_images.items()
+            _img(_thumbnail(png), f"gating {name}", str(name))
+            for name, png in gating_images.items()
         )
         gq += f'<h3>Gating plots</h3><div class="thumbs">{thumbs}</div>'
     sec.append(("qc", "Gating QC", gq or '<p class="muted">(no gating QC given)</p>'))

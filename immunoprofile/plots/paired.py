@@ -150,7 +150,9 @@ def log2_heatmap(
     mat = mat.reindex(index=sorted(c["patient"].unique(), key=str), columns=pops)
     vals = mat.to_numpy(float)
     finite = vals[np.isfinite(vals)]
-    lim = float(np.max(np.abs(finite))) if finite.size else 1.0
+    # colour scale from the 95th percentile of |log2 ratio| so one outlier does not wash
+    # out the rest (values beyond it get the end colour; the numbers are printed anyway)
+    lim = float(np.percentile(np.abs(finite), 95)) if finite.size else 1.0
     lim = max(lim, 0.1)
     fig = _figure(max(4.0, 0.55 * len(pops) + 2.2), max(2.6, 0.38 * len(mat) + 1.6))
     ax = fig.subplots()
@@ -167,7 +169,7 @@ def log2_heatmap(
             strong = np.isfinite(v) and abs(v) > 0.6 * lim
             ax.text(j, i, txt, ha="center", va="center", fontsize=6.5,
                     color="white" if strong else "black")  # fmt: skip
-    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb = fig.colorbar(im, ax=ax, shrink=0.8, extend="both")
     cb.set_label(f"log2({followup_visit} / baseline)", fontsize=8)
     ax.set_title(f"log2 ratio, {MEASURE_LABELS.get(measure, measure)}", fontsize=10)
     return fig
