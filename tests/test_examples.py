@@ -68,5 +68,5 @@ def test_notebook_code_runs_small_cohort(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _needs_pipeline():
     """The examples need the simulator and the gating engine."""
-    pytest.importorskip("immunoprofile.simulate")
-    pytest.importorskip("immunoprofile.gating.engine")
+    for mod in ("simulate", "gating.engine", "compensation", "transforms", "clustering.api"):
+        pytest.importorskip(f"immunoprofile.{mod}")
