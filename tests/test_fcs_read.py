@@ -331,3 +331,13 @@ def test_inspect_command_goes_on_past_bad_files(tmp_path):
         "FL1-A",
     ):
         assert text in res.output
+
+
+@pytest.mark.parametrize("value", ["/x", "x/", "/x/", "a//b", "//x//"])
+def test_values_starting_or_ending_with_the_delimiter(value):
+    # FCS escapes a delimiter by doubling it; runs of 3 or 5 mix an escape and a separator,
+    # resolved by keywords never starting or ending with the delimiter
+    ev = np.ones((1, 1), np.float32)
+    keys = standard_keywords(1, ["A"], extra={"NOTE": value, "$P1S": value})
+    s = read_fcs(build_fcs(keys, ev.tobytes(), delim="/"))
+    assert s.keywords["NOTE"] == value and s.markers == [value]

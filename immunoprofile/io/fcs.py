@@ -244,8 +244,17 @@ def _split_text(body: str, delim: str, escapes: bool) -> list[str] | None:
         for m in re.finditer(re.escape(delim) + "+", body):
             cur.append(body[pos : m.start()])
             k = m.end() - m.start()
-            cur.append(delim * (k // 2))
-            if k % 2:
+            literal = delim * (k // 2)
+            if k % 2 == 0:
+                cur.append(literal)
+            elif len(tokens) % 2 == 0:
+                # ending a keyword, which never holds a delimiter: the separator comes
+                # first and the escaped delimiters open the value
+                tokens.append("".join(cur))
+                cur = [literal] if literal else []
+            else:
+                # ending a value: escaped delimiters close it (keywords never start with one)
+                cur.append(literal)
                 tokens.append("".join(cur))
                 cur = []
             pos = m.end()
