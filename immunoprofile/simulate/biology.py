@@ -68,7 +68,7 @@ LEVELS: dict[str, dict[str, float]] = {
 }
 
 #: default log-normal spread (standard deviation of the natural log) of each level
-SPREAD: dict[str, float] = {"dim": 0.45, "positive": 0.35, "bright": 0.32}
+SPREAD: dict[str, float] = {"dim": 0.5, "positive": 0.4, "bright": 0.36}
 
 _SYMBOL = {"-": "negative", "lo": "dim", "+": "positive", "hi": "bright"}
 
@@ -105,24 +105,48 @@ _T = "CD3+ "
 # 116:e74 (2010) (monocyte subsets).
 COMPONENTS: tuple[Component, ...] = (
     # CD4 T cells
-    Component("CD4_naive", "CD4_naive_conv", 1.0, "T", _T + "CD4+ CD45RAhi CD127+ CD27+ CD38lo"),
-    Component("Treg_naive", "Treg_naive", 1.0, "T", _T + "CD4+ CD45RA+ CD25+ CD127lo FOXP3+ CD27+"),
     Component(
-        "Treg_memory", "Treg_memory", 1.0, "T", _T + "CD4+ CD25hi CD127lo FOXP3hi CD27+ CD45RAlo"
+        "CD4_naive", "CD4_naive_conv", 1.0, "T", _T + "CD4+ CD45RAhi CD127+ CD27+ CD38lo CD25lo:0.9"
+    ),
+    Component(
+        "Treg_naive",
+        "Treg_naive",
+        1.0,
+        "T",
+        _T + "CD4+ CD45RA+ CD25+:0.45 CD127lo:0.55 FOXP3+ CD27+",
+    ),
+    Component(
+        "Treg_memory",
+        "Treg_memory",
+        1.0,
+        "T",
+        _T + "CD4+ CD25hi:0.45 CD127lo:0.55 FOXP3hi CD27+ CD45RAlo:0.7",
     ),
     Component(
         "Treg_FOXP3neg",
         "Treg_FOXP3neg",
         1.0,
         "T",
-        _T + "CD4+ CD25hi CD127lo FOXP3lo:0.6 CD27+ CD38+ CD45RAlo",
+        _T + "CD4+ CD25hi:0.45 CD127lo:0.55 FOXP3lo:0.6 CD27+ CD38+ CD45RAlo:0.7",
     ),
-    Component("Th1", "Th1", 1.0, "T", _T + "CD4+ CXCR3+ CD25lo CD127+ CD27+ CD45RAlo"),
-    Component("Th2", "Th2", 0.7, "T", _T + "CD4+ CD25lo CD127+ CD27+ CD45RAlo"),
-    Component("Th2_em", "Th2", 0.3, "T", _T + "CD4+ CD25lo CD127+ CD161lo CD45RAlo"),
-    Component("Th17", "Th17", 1.0, "T", _T + "CD4+ CCR6+ CD161+ CD25lo CD127+ CD27+ CD45RAlo"),
+    Component("Th1", "Th1", 1.0, "T", _T + "CD4+ CXCR3+:0.5 CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7"),
+    Component("Th2", "Th2", 0.7, "T", _T + "CD4+ CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7"),
     Component(
-        "Th1_17", "Th1_17", 1.0, "T", _T + "CD4+ CXCR3+ CCR6+ CD161lo CD25lo CD127+ CD27+ CD45RAlo"
+        "Th2_em", "Th2", 0.3, "T", _T + "CD4+ CD25lo:0.6 CD127+ CD161lo CD45RAlo:0.7 CD27lo:0.8"
+    ),
+    Component(
+        "Th17",
+        "Th17",
+        1.0,
+        "T",
+        _T + "CD4+ CCR6+:0.45 CD161+:0.5 CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7",
+    ),
+    Component(
+        "Th1_17",
+        "Th1_17",
+        1.0,
+        "T",
+        _T + "CD4+ CXCR3+:0.5 CCR6+:0.45 CD161lo CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7",
     ),
     # CD8 T cells
     Component("CD8_naive", "CD8", 0.40, "T", _T + "CD8+ CD45RAhi CD27+ CD127+ CD38lo"),
@@ -139,9 +163,15 @@ COMPONENTS: tuple[Component, ...] = (
     Component(
         "B_transitional", "B_transitional", 1.0, "B", "CD19+ CD20+ IgDhi CD24hi CD38hi CD45RAhi"
     ),
-    Component("B_memory_switched", "B_memory", 0.6, "B", "CD19+ CD20+ CD27+ CD24hi CD38lo CD45RA+"),
     Component(
-        "B_memory_unswitched", "B_memory", 0.4, "B", "CD19+ CD20+ CD27+ IgD+ CD24hi CD38lo CD45RA+"
+        "B_memory_switched", "B_memory", 0.6, "B", "CD19+ CD20+ CD27+:0.5 CD24hi CD38lo CD45RA+"
+    ),
+    Component(
+        "B_memory_unswitched",
+        "B_memory",
+        0.4,
+        "B",
+        "CD19+ CD20+ CD27+:0.5 IgD+:0.6 CD24hi CD38lo CD45RA+",
     ),
     Component("plasmablast", "plasmablast", 1.0, "B_large", "CD19lo CD27hi CD38hi CD45RAlo"),
     Component("B_DN", "B_other", 1.0, "B", "CD19+ CD20+ CD24+ CD38lo CD45RA+ CXCR3lo"),
@@ -312,11 +342,11 @@ def phenotype_table(kind: str = "level") -> pd.DataFrame:
 #: on an 18-bit BD scale with typical PBMC settings (lymphocytes at ~1/4 of FSC range).
 SCATTER: dict[str, tuple[float, float, float, float]] = {
     "T": (60000.0, 0.11, 13000.0, 0.22),
-    "T_large": (64000.0, 0.12, 16000.0, 0.24),
+    "T_large": (63000.0, 0.12, 15000.0, 0.23),
     "B": (57000.0, 0.11, 12500.0, 0.22),
-    "B_large": (70000.0, 0.13, 17000.0, 0.25),
-    "NK": (63000.0, 0.12, 17000.0, 0.24),
-    "NK_large": (65000.0, 0.12, 20000.0, 0.25),
+    "B_large": (68000.0, 0.13, 15500.0, 0.24),
+    "NK": (62000.0, 0.12, 15000.0, 0.23),
+    "NK_large": (64000.0, 0.12, 16500.0, 0.24),
     "monocyte": (100000.0, 0.13, 45000.0, 0.25),
     "granulocyte": (115000.0, 0.11, 125000.0, 0.20),
     "eosinophil": (112000.0, 0.11, 165000.0, 0.18),

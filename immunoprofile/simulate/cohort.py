@@ -198,7 +198,7 @@ def truth_frequencies(
                 "patient": patient,
                 "visit": visit,
                 "population": pop,
-                "parent": parent or "root",
+                "parent": parent,
                 "count": c,
                 "parent_count": parent_count,
                 "percent_of_parent": 100.0 * c / parent_count if parent_count else np.nan,

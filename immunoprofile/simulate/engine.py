@@ -51,20 +51,24 @@ class InstrumentState:
     """Per-file instrument and staining state (all multiplicative factors around 1).
 
     ``gains`` per fluorescence detector, ``fsc_gain``/``ssc_gain`` for scatter, and
-    ``staining`` per marker (reagent lot, staining time, cell number per test).
+    ``staining`` per marker (reagent lot, staining time, cell number per test);
+    ``run_slope`` the relative change of each detector's gain from the first to the last
+    event of the acquisition.
     """
 
     gains: np.ndarray
     fsc_gain: float
     ssc_gain: float
     staining: np.ndarray
+    run_slope: np.ndarray
 
     @classmethod
     def draw(cls, rng: np.random.Generator, drift: float) -> InstrumentState:
         """Draw the state of one acquisition day; ``drift`` scales every deviation.
 
         At ``drift=1`` detector gains vary with a log-SD of 0.18 (about ±20 % typical,
-        up to ±45 %), scatter by 7-9 %, staining by 6 %: the day-to-day variation of a
+        up to ±45 %), scatter by 7-9 %, staining by 6 %, and gains drift by ~3 % during
+        the run: the day-to-day variation of a
         cytometer whose voltages are set by daily performance tracking but whose
         compensation and target values are not re-optimised.
         """
@@ -74,6 +78,7 @@ class InstrumentState:
             fsc_gain=float(np.exp(d * 0.07 * rng.standard_normal())),
             ssc_gain=float(np.exp(d * 0.09 * rng.standard_normal())),
             staining=np.exp(d * 0.06 * rng.standard_normal(len(panel.MARKERS))).astype(np.float32),
+            run_slope=(d * 0.03 * rng.standard_normal(N_FLUOR)).astype(np.float32),
         )
 
     def spillover(self) -> np.ndarray:
@@ -173,12 +178,17 @@ def simulate_events(
     # dead and dying cells: shrunken (lower FSC), more granular (higher SSC), antigens
     # partly lost, brightly stained by the amine-reactive viability dye
     sig[sl_dead] *= (0.45 * np.exp(0.35 * rng.standard_normal(n_dead, dtype=np.float32)))[:, None]
+    # about one in six is still dying (membrane partly intact): intermediate dye uptake
+    dying = rng.random(n_dead) < 0.16
+    viab_level = np.where(dying, _VIAB["positive"], _VIAB["bright"]).astype(np.float32)
     sig[sl_dead, _I_VIAB] = (
-        _VIAB["bright"]
+        viab_level
         * state.staining[_I_VIAB]
-        * np.exp(0.45 * rng.standard_normal(n_dead, dtype=np.float32))
+        * np.exp(np.where(dying, 0.6, 0.45) * rng.standard_normal(n_dead, dtype=np.float32))
     )
-    fsc[sl_dead] *= 0.62 * np.exp(0.12 * rng.standard_normal(n_dead, dtype=np.float32))
+    fsc[sl_dead] *= np.where(dying, 0.88, 0.7) * np.exp(
+        0.12 * rng.standard_normal(n_dead, dtype=np.float32)
+    )
     ssc[sl_dead] *= 1.25
     af[sl_dead] *= 2.0
     # debris sits above the FSC threshold (smaller particles are not recorded)
@@ -252,4 +262,8 @@ def simulate_events(
     labels = labels[order]
     times = np.cumsum(rng.exponential(1.0 / _EVENT_RATE, n)) / _TIMESTEP
     out[:, -1] = times.astype(np.float32)
+    # slow drift during the acquisition (laser warm-up, fluidics): a few per cent per
+    # detector from the first event to the last
+    frac = np.linspace(-0.5, 0.5, n, dtype=np.float32)[:, None]
+    out[:, 4 : 4 + N_FLUOR] *= 1.0 + frac * state.run_slope[None, :]
     return np.ascontiguousarray(out), labels
