@@ -105,7 +105,14 @@ def test_eight_colour_structure_and_template(fkdata):
     tmpl = validate_template(t)
     assert tmpl.names[:4] == ["Time", "Singlets", "aAmine-", "CD3+"]
     assert t["compensation"] == "file"
-    assert t["transforms"]["CD3 APC-H7 FLR-A"]["type"] == "logicle"
+    assert t["transforms"]["channels"]["CD3 APC-H7 FLR-A"] == {
+        "type": "logicle",
+        "t": 262144.0,
+        "w": 1.0,
+        "m": 4.418539922,
+        "a": 0.0,
+    }
+    assert t["transforms"]["default"] is None  # channels no gate uses stay as read
 
 
 def test_boolean_nodes(fkdata):

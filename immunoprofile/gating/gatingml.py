@@ -81,23 +81,18 @@ class ScaleTransform:
 
     def build(self) -> Any:
         """The `immunoprofile.transforms` object computing this transformation."""
-        from immunoprofile import transforms as tr
+        from immunoprofile.transforms import transform_from_dict
 
-        p = dict(self.params)
-        if self.kind == "flin":
-            return tr.Linear(p["T"], p["A"])
-        if self.kind == "flog":
-            return tr.Log(p["T"], p["M"])
-        if self.kind == "fasinh":
-            return tr.Arcsinh(p["T"], p["M"], p["A"])
-        if self.kind == "logicle":
-            return tr.Logicle(p["T"], p["W"], p["M"], p["A"])
-        if self.kind == "hyperlog":
-            return tr.Hyperlog(p["T"], p["W"], p["M"], p["A"])
-        raise GatingMLError(f"transformation {self.id!r}: unsupported kind {self.kind!r}")
+        return transform_from_dict({"type": self.kind, **dict(self.params)})
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.build().apply(np.asarray(x, dtype=np.float64)), dtype=np.float64)
+        """Transform in float64 (the exact path; boundaries are compared exactly)."""
+        out = self.build().apply(np.asarray(x, dtype=np.float64), dtype=np.float64)
+        return np.asarray(out, dtype=np.float64)
+
+    def spec(self) -> dict[str, Any]:
+        """The transform as a template/`immunoprofile.transforms` dict."""
+        return {"type": self.kind, **{k.lower(): v for k, v in self.params}}
 
 
 @dataclass(frozen=True)
@@ -973,6 +968,157 @@ def write_gatingml(strategy: GatingMLStrategy, path: str | os.PathLike | None = 
     return text
 
 
+# --------------------------------------------------------------------------------------
+# from and to immunoprofile templates
+# --------------------------------------------------------------------------------------
+
+_RECORD_ONLY = ("fallback", "reason", "params", "method", "channels")
+
+
+def strategy_from_result(result: Any) -> GatingMLStrategy:
+    """A `GatingMLStrategy` of a template's gates as fitted on one sample.
+
+    ``result`` is a `GatingResult` (`immunoprofile.gating.engine.apply_template`):
+    adaptive gates are written at their fitted positions, dimensions name the channels
+    they resolved to, and each dimension carries the compensation (as a spectrumMatrix
+    built from the matrix the sample was compensated with) and the transform (as a
+    Gating-ML transformation) recorded in the sample's history. Evaluated on the raw file
+    (ours or flowkit's), it selects the same events as the template did, up to events
+    lying within float32 rounding of a boundary.
+    """
+    sample, template = result.sample, result.template
+    comp_rec = next((h for h in reversed(sample.history) if h.get("step") == "compensate"), None)
+    tr_rec = next((h for h in reversed(sample.history) if h.get("step") == "transform"), None)
+    s = GatingMLStrategy(source=f"{template.name} fitted on {sample.name}")
+    comp_id = UNCOMPENSATED
+    dets: set[str] = set()
+    if comp_rec is not None:
+        d = tuple(comp_rec["detectors"])
+        comp_id = "spillover"
+        s.matrices[comp_id] = SpectrumMatrix(
+            comp_id, d, d, tuple(tuple(float(v) for v in row) for row in comp_rec["matrix"])
+        )
+        dets = set(d)
+    tr_of: dict[str, str] = {}
+    for ch, spec in ((tr_rec or {}).get("channels") or {}).items():
+        kind = str(spec["type"]).lower()
+        kind = {"linear": "flin", "log": "flog", "arcsinh": "fasinh"}.get(kind, kind)
+        if kind not in _SCALE_TRANSFORMS:
+            raise GatingMLError(
+                f"{s.source}: channel {ch!r} uses a {spec['type']} transform, which Gating-ML "
+                "2.0 cannot express; use a Gating-ML transform (linear, log, arcsinh, logicle, "
+                "hyperlog) to export"
+            )
+        params = tuple((k, float(spec[k.lower()])) for k in _SCALE_TRANSFORMS[kind])
+        tid = f"{kind}_{ch}"
+        s.transforms[tid] = ScaleTransform(tid, kind, params)
+        tr_of[ch] = tid
+    from immunoprofile.gating.gates import gate_from_dict
+
+    for pop in template.populations:
+        rec = result.fitted.get(pop.name)
+        if rec is None:
+            raise GatingMLError(f"{s.source}: no fitted gate for population {pop.name!r}")
+        spec = {k: v for k, v in rec.items() if k not in _RECORD_ONLY}
+        gate = gate_from_dict(spec)
+        if isinstance(gate, BooleanGate):
+            s.gates[pop.name] = GateEntry(pop.name, pop.parent, gate)
+            continue
+        channels = rec.get("channels") or list(gate.dims)
+        dims = tuple(
+            Dimension(ch, comp_id if ch in dets else UNCOMPENSATED, tr_of.get(ch))
+            for ch in channels
+        )
+        from dataclasses import replace as _replace
+
+        gate = _replace(gate, dims=tuple(d.key for d in dims))
+        s.gates[pop.name] = GateEntry(pop.name, pop.parent, gate, dims)
+    return s
+
+
+def strategy_to_template(strategy: GatingMLStrategy, name: str = "gatingml") -> dict[str, Any]:
+    """An immunoprofile template (dict) with the gates of a Gating-ML strategy.
+
+    Templates name one transform per channel and one compensation, so a strategy that
+    gates the same channel on two scales, uses a ratio dimension, or unmixes fluorochromes
+    that are not one-to-one with detectors raises `GatingMLError` naming the gate. A
+    square spectrum matrix becomes compensation by its matrix, its fluorochromes being
+    renamed to their detectors; ``FCS`` compensation becomes ``"file"``.
+    """
+    import re
+    from dataclasses import replace as _replace
+
+    def safe(x: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.+-]+", "_", x).strip("_") or "population"
+
+    names: dict[str, str] = {}
+    for gid in strategy.gates:
+        n = safe(gid)
+        while n in names.values():
+            n += "_"
+        names[gid] = n
+    channel_tr: dict[str, str | None] = {}
+    comps: set[str] = set()
+    pops = []
+    for gid, e in strategy.gates.items():
+        where = f"{strategy.source}: gate {gid!r}"
+        if isinstance(e.gate, BooleanGate):
+            g = _replace(e.gate, dims=tuple(names[d] for d in e.gate.dims)).to_dict()
+        else:
+            chans = []
+            for d in e.dimensions:
+                if d.ratio:
+                    raise GatingMLError(f"{where}: ratio dimensions have no template form")
+                ch = d.name
+                if d.compensation not in (UNCOMPENSATED, FCS_COMPENSATION):
+                    m = strategy.matrices[d.compensation]
+                    if ch in m.fluorochromes:
+                        if len(m.fluorochromes) != len(m.detectors):
+                            raise GatingMLError(f"{where}: unmixing matrix {m.id!r} is not square")
+                        ch = m.detectors[m.fluorochromes.index(ch)]
+                if d.compensation != UNCOMPENSATED:
+                    comps.add(d.compensation)
+                prev = channel_tr.setdefault(ch, d.transform)
+                if prev != d.transform:
+                    raise GatingMLError(
+                        f"{where}: channel {ch!r} is gated on two scales ({prev} and "
+                        f"{d.transform}); a template has one transform per channel"
+                    )
+                chans.append(ch)
+            g = _replace(e.gate, dims=tuple(chans)).to_dict()
+        pops.append(
+            {
+                "name": names[gid],
+                "parent": names[e.parent] if e.parent else None,
+                "description": f"Gating-ML gate {gid}",
+                "gate": g,
+            }
+        )
+    if len(comps) > 1:
+        raise GatingMLError(f"{strategy.source}: gates use several compensations {sorted(comps)}")
+    comp: str = "none"
+    if comps == {FCS_COMPENSATION}:
+        comp = "file"
+    out: dict[str, Any] = {
+        "name": safe(name),
+        "description": f"imported from Gating-ML {strategy.source}",
+        "version": 1,
+        "compensation": comp,
+        "transforms": {
+            "default": None,
+            "scatter": None,
+            "time": None,
+            "channels": {
+                ch: strategy.transforms[t].spec() for ch, t in sorted(channel_tr.items()) if t
+            },
+        },
+        "populations": pops,
+    }
+    if comps and comp == "none":
+        out["_spillover"] = strategy.matrices[next(iter(comps))]  # written beside the template
+    return out
+
+
 __all__ = [
     "Dimension",
     "GateEntry",
@@ -984,5 +1130,7 @@ __all__ = [
     "parse_spill_keyword",
     "read_gatingml",
     "scaled_columns",
+    "strategy_from_result",
+    "strategy_to_template",
     "write_gatingml",
 ]

@@ -530,7 +530,13 @@ class FlowJoWorkspace:
             + (f" group {group!r}" if group else ""),
             "version": 1,
             "compensation": comp,
-            "transforms": {ch: _transform_spec(t) for ch, t in sorted(used_tr.items())} or None,
+            # every channel a gate uses gets its FlowJo axis transform; others stay as read
+            "transforms": {
+                "default": None,
+                "scatter": None,
+                "time": None,
+                "channels": {ch: t.spec() for ch, t in sorted(used_tr.items())},
+            },
             "populations": populations,
         }
         return tmpl
@@ -683,10 +689,6 @@ def _ellipse(g: WspGate, keys: tuple[str, ...], where: str) -> EllipseGate:
     return EllipseGate(
         keys, mean=tuple(center), covariance=tuple(map(tuple, cov)), distance_square=1.0
     )
-
-
-def _transform_spec(t: ScaleTransform) -> dict[str, Any]:
-    return {"type": t.kind, **{k: v for k, v in t.params}}
 
 
 def _template_gate(
