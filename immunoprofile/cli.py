@@ -812,5 +812,221 @@ def demo_cmd(
 # === import-gates / export-gates / export ==================================
 
 
+def _write_json_atomic(path, obj) -> None:  # noqa: ANN001
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@main.command("import-gates")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Template JSON to write.",
+)
+@click.option("--name", help="Template name (default: the file's stem).")
+@click.option("--group", help="FlowJo group whose gating tree becomes the template.")
+@click.option("--sample", "sample_name", help="FlowJo sample whose tree becomes the template.")
+@click.option(
+    "--fcs",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="FCS files of a FlowJo workspace: matched by name, gated by immunoprofile and "
+    "compared with the counts FlowJo stored (repeat the option for several files).",
+)
+def import_gates_cmd(
+    file: str,
+    out: str,
+    name: str | None,
+    group: str | None,
+    sample_name: str | None,
+    fcs: tuple[str, ...],
+) -> None:
+    """Import gates from Gating-ML 2.0 (.xml), a FlowJo workspace (.wsp) or an openCyto
+    CSV template (.csv) into an immunoprofile template.
+
+    For a workspace, the per-sample gates are written beside the template
+    (OUT.samples.json); with --fcs, each matched file's counts are set beside FlowJo's.
+    """
+    from pathlib import Path
+
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.gating.template import validate_template
+
+    src, dest = Path(file), Path(out)
+    kind = src.suffix.lower()
+    try:
+        if kind == ".xml":
+            from immunoprofile.gating.gatingml import read_gatingml, strategy_to_template
+
+            tmpl = strategy_to_template(read_gatingml(src), name or src.stem)
+            matrix = tmpl.pop("_spillover", None)
+            if matrix is not None:
+                spill = dest.with_suffix(".spillover.csv")
+                rows = [",".join(matrix.detectors)]
+                rows += [",".join(repr(float(v)) for v in row) for row in matrix.matrix]
+                spill.parent.mkdir(parents=True, exist_ok=True)
+                spill.write_text("\n".join(rows) + "\n")
+                tmpl["compensation"] = str(spill)
+                click.echo(f"spillover matrix {matrix.id!r} -> {spill}")
+        elif kind == ".wsp":
+            from immunoprofile.interop.flowjo import read_wsp
+
+            ws = read_wsp(src)
+            tmpl = ws.to_template(group=group, sample=sample_name, name=name)
+            per_sample = {s.name: ws.sample_gates(s.id) for s in ws.samples.values()}
+            side = dest.with_suffix(".samples.json")
+            _write_json_atomic(side, per_sample)
+            click.echo(f"per-sample gates of {len(per_sample)} sample(s) -> {side}")
+            if fcs:
+                matched, missing, unused = ws.match_files(fcs)
+                for sid, path in matched.items():
+                    for r in ws.compare_counts(sid, path):
+                        fj = "-" if r["flowjo"] is None else r["flowjo"]
+                        click.echo(
+                            f"{r['sample']}\t{r['population']}\tFlowJo {fj}\t"
+                            f"immunoprofile {r['immunoprofile']}"
+                        )
+                for m in missing:
+                    click.echo(f"no FCS file for workspace sample {m}", err=True)
+                for u in unused:
+                    click.echo(f"{u}: not a sample of the workspace", err=True)
+        elif kind == ".csv":
+            from immunoprofile.interop.opencyto import opencyto_to_template
+
+            tmpl = opencyto_to_template(src, name)
+        else:
+            fail(f"{src}: unknown gate file type {src.suffix!r} (expected .xml, .wsp or .csv)")
+            return
+        validate_template(tmpl)
+        _write_json_atomic(dest, tmpl)
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+        return
+    click.echo(f"{len(tmpl['populations'])} populations -> {dest}")
+
+
+@main.command("export-gates")
+@click.option("--template", "-t", required=True, help="Built-in template name or JSON file.")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Gating-ML file.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the adaptive gate fits.")
+def export_gates_cmd(template: str, file: str, out: str, seed: int) -> None:
+    """Gate FILE with a template and write its gates, at their fitted positions, as
+    Gating-ML 2.0 (readable by flowkit, Cytobank and immunoprofile import-gates)."""
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.gating.engine import apply_template
+    from immunoprofile.gating.gatingml import strategy_from_result, write_gatingml
+    from immunoprofile.io.fcs import read_fcs
+
+    try:
+        res = apply_template(read_fcs(file), template, seed=seed)
+        strategy = strategy_from_result(res)
+        write_gatingml(strategy, out)
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+        return
+    for pop, n in res.counts.items():
+        click.echo(f"{pop}\t{n}")
+    click.echo(f"{len(strategy.gates)} gates -> {out}")
+
+
+@main.command("export")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["h5ad", "fcs"]),
+    help="h5ad: one AnnData of all files; fcs: one file per input.",
+)
+@click.option("--template", "-t", required=True, help="Built-in template name or JSON file.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(),
+    help="The .h5ad file (h5ad) or an output folder (fcs).",
+)
+@click.option("--population", help="fcs: write only this population's events (default: all).")
+@click.option(
+    "--samplesheet",
+    type=click.Path(dir_okay=False, exists=True),
+    help="h5ad: CSV with file,patient,visit,...; its columns go into obs.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the adaptive gate fits.")
+def export_cmd(
+    fmt: str,
+    template: str,
+    files: tuple[str, ...],
+    out: str,
+    population: str | None,
+    samplesheet: str | None,
+    seed: int,
+) -> None:
+    """Gate FILES with a template and export the events with their population labels:
+    AnnData (.h5ad, for scanpy) or FCS files with a population column (for FlowJo)."""
+    from pathlib import Path
+
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.gating.engine import apply_template
+    from immunoprofile.interop.exchange import export_fcs, write_h5ad
+    from immunoprofile.io.fcs import read_fcs
+
+    try:
+        results = [apply_template(read_fcs(f), template, seed=seed) for f in files]
+        if fmt == "h5ad":
+            meta = None
+            if samplesheet:
+                import pandas as pd
+
+                sheet = pd.read_csv(samplesheet, dtype=str)
+                if "file" not in sheet.columns:
+                    fail(f"{samplesheet}: needs a 'file' column")
+                    return
+                sheet["sample"] = [Path(f).stem for f in sheet["file"]]
+                meta = sheet.drop(columns=["file"])
+            path = write_h5ad(results, out, metadata=meta)
+            click.echo(f"{sum(r.sample.n_events for r in results)} events -> {path}")
+            return
+        out_dir = Path(out)
+        for f, res in zip(files, results):
+            if population is not None and population not in res.masks:
+                fail(f"template {res.template.name!r} has no population {population!r}")
+                return
+            mask = res.masks[population] if population else None
+            order = [p.name for p in res.template.populations]
+            raw = read_fcs(f)
+            suffix = f".{population}" if population else ""
+            dest = export_fcs(
+                raw,
+                out_dir / f"{Path(f).stem}{suffix}.fcs",
+                mask=mask,
+                populations=res.masks,
+                order=order,
+            )
+            n = int(mask.sum()) if mask is not None else raw.n_events
+            click.echo(f"{f}: {n} events -> {dest}")
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

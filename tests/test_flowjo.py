@@ -180,3 +180,37 @@ def test_errors(tmp_path):
     other.write_text("<Gating-ML/>")
     with pytest.raises(WorkspaceError, match="not a FlowJo"):
         read_wsp(other)
+
+
+def test_cli_import_gates_wsp_with_fcs(fkdata, tmp_path):
+    _needs_transforms()
+    import json
+
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+
+    d = fkdata / "simple_diamond_example"
+    out = tmp_path / "quad.json"
+    r = CliRunner().invoke(
+        main,
+        [
+            "import-gates",
+            str(d / "simple_diamond_example_quad_gate.wsp"),
+            "--out",
+            str(out),
+            "--fcs",
+            str(d / "test_data_diamond_01.fcs"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "FlowJo 49671\timmunoprofile 49671" in r.output
+    t = json.loads(out.read_text())
+    assert [p["name"] for p in t["populations"]] == [
+        "Q1_channel_A-_channel_B+",
+        "Q2_channel_A+_channel_B+",
+        "Q3_channel_A+_channel_B-",
+        "Q4_channel_A-_channel_B-",
+    ]
+    per_sample = json.loads((tmp_path / "quad.samples.json").read_text())
+    assert list(per_sample) == ["test_data_diamond_01.fcs"]

@@ -157,3 +157,22 @@ def test_errors(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(Exception, match="not an openCyto template"):
         opencyto_to_template(bad)
+
+
+def test_cli_import_gates_csv(ocdir, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+
+    out = tmp_path / "treg.json"
+    r = CliRunner().invoke(main, ["import-gates", str(ocdir / "treg.csv"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    t = json.loads(out.read_text())
+    assert len(t["populations"]) == 27 and "27 populations" in r.output
+    r = CliRunner().invoke(
+        main, ["import-gates", str(ocdir / "ICS_080.csv"), "--out", str(tmp_path / "x.json")]
+    )
+    assert r.exit_code == 1 and "cytokine" in r.output
+    assert not (tmp_path / "x.json").exists()

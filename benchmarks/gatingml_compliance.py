@@ -1,0 +1,126 @@
+"""ISAC Gating-ML 2.0 compliance suite and FlowJo workspace counts, evaluated by
+immunoprofile's own gates.
+
+Prints, for every gate of every gate file of the suite (MANIFEST.md section A) and every
+gate of gml_all_gates.xml: our count, the truth count (ones in Results_<gate>.txt) and
+whether the membership matches event for event; then FlowJo's stored counts beside ours
+for the workspaces whose FCS file is present; then timings against flowkit (taken on a
+shared machine: indicative only).
+
+    python benchmarks/gatingml_compliance.py [--realdata ../shared/realdata]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from immunoprofile.gating.gatingml import read_gatingml, scaled_columns  # noqa: E402
+from immunoprofile.interop.flowjo import read_wsp  # noqa: E402
+from immunoprofile.io.fcs import read_fcs  # noqa: E402
+
+# truth file stem where it differs from the gate id
+TRUTH_NAME = {"ParRectangle1": "ParQuadRect"}
+WORKSPACES = [
+    "simple_diamond_example/simple_diamond_example_quad_gate.wsp",
+    "simple_diamond_example/test_data_diamond_asinh_rect.wsp",
+    "simple_diamond_example/test_data_diamond_asinh_rect2.wsp",
+    "simple_diamond_example/test_data_diamond_biex_rect.wsp",
+    "simple_line_example/single_ellipse_51_events.wsp",
+    "simple_line_example/simple_poly_and_rect.wsp",
+    "simple_line_example/simple_poly_and_rect_v2_poly50.wsp",
+]
+
+
+def compliance(root: Path) -> tuple[int, int]:
+    data = scaled_columns(read_fcs(root / "data1.fcs", scale=False))
+    print(f"{'gate file':46s} {'gate':16s} {'ours':>6s} {'truth':>6s}  match")
+    ok = bad = 0
+    files = sorted((root / "gml").glob("*.xml"))
+    files = [f for f in files if f.name != "gml_all_gates.xml"] + [
+        root / "gml" / "gml_all_gates.xml"
+    ]
+    for f in files:
+        strategy = read_gatingml(f)
+        masks = strategy.evaluate(data)
+        for gid, m in masks.items():
+            truth_file = root / "truth" / f"Results_{TRUTH_NAME.get(gid, gid)}.txt"
+            if not truth_file.is_file():
+                continue  # gates without a Results file (gml_ellipse2, attr testing)
+            truth = np.loadtxt(truth_file, dtype=int).astype(bool)
+            match = bool(np.array_equal(m, truth))
+            ok += match
+            bad += not match
+            print(
+                f"{f.name:46s} {gid:16s} {int(m.sum()):6d} {int(truth.sum()):6d}  {'yes' if match else 'NO'}"
+            )
+    print(f"\n{ok} of {ok + bad} gate memberships equal the truth event for event\n")
+    return ok, bad
+
+
+def flowjo(data_root: Path) -> None:
+    print(f"{'workspace':42s} {'population':30s} {'FlowJo':>8s} {'ours':>8s}")
+    for w in WORKSPACES:
+        wsp = data_root / w
+        ws = read_wsp(wsp)
+        for smp in ws.samples.values():
+            fcs = wsp.parent / smp.file_name
+            if not fcs.is_file():
+                print(f"{w:42s} (FCS file {smp.file_name} absent)")
+                continue
+            for r in ws.compare_counts(smp, read_fcs(fcs, scale=False)):
+                fj = "-" if r["flowjo"] is None else str(r["flowjo"])
+                print(f"{Path(w).name:42s} {r['population']:30s} {fj:>8s} {r['immunoprofile']:8d}")
+    print("('-': FlowJo stored no count for that population)\n")
+
+
+def timing(root: Path, repeats: int = 5) -> None:
+    xml = root / "gml" / "gml_all_gates.xml"
+    data = scaled_columns(read_fcs(root / "data1.fcs", scale=False))
+    s = read_gatingml(xml)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        s.evaluate(data)
+    ours = (time.perf_counter() - t0) / repeats
+    line = f"gml_all_gates.xml on data1 (13,367 events): immunoprofile {ours * 1e3:.1f} ms"
+    try:
+        import flowkit as fk
+
+        gs = fk.parse_gating_xml(str(xml))
+        smp = fk.Sample(str(root / "data1.fcs"))
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            gs.gate_sample(smp)
+        theirs = (time.perf_counter() - t0) / repeats
+        line += f", flowkit {theirs * 1e3:.1f} ms"
+    except ImportError:
+        line += " (flowkit not installed)"
+    print(line + "  [shared 2-core machine under load: indicative only]")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = os.environ.get("IMMUNOPROFILE_REALDATA", str(REPO.parent / "shared" / "realdata"))
+    ap.add_argument("--realdata", default=default)
+    args = ap.parse_args()
+    data_root = Path(args.realdata) / "FlowKit" / "data"
+    root = data_root / "gate_ref"
+    if not root.is_dir():
+        print(f"compliance suite not found under {root}; pass --realdata")
+        return 2
+    _, bad = compliance(root)
+    flowjo(data_root)
+    timing(root)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
