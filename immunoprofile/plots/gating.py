@@ -88,16 +88,20 @@ def _column(res: Any, population: str, k: int, dim: str) -> tuple[np.ndarray, st
 
 
 def _limits(values: np.ndarray, extra: Sequence[float | None] = ()) -> tuple[float, float]:
+    """Axis limits: the bulk of the data, widened to show the gate's coordinates, but never
+    by more than half the data's span (open-ended gates may reach far beyond the events)."""
     finite = values[np.isfinite(values)]
     if len(finite):
-        lo, hi = np.percentile(finite, [0.2, 99.8])
+        lo, hi = (float(v) for v in np.percentile(finite, [0.2, 99.8]))
     else:
         lo, hi = 0.0, 1.0
+    span = hi - lo if hi > lo else 1.0
     for e in extra:
         if e is not None and math.isfinite(e):
-            lo, hi = min(lo, e), max(hi, e)
+            lo = min(lo, max(float(e), lo - 0.5 * span))
+            hi = max(hi, min(float(e), hi + 0.5 * span))
     pad = 0.04 * (hi - lo if hi > lo else 1.0)
-    return float(lo - pad), float(hi + pad)
+    return lo - pad, hi + pad
 
 
 def _thin(idx: np.ndarray) -> np.ndarray:
