@@ -1,0 +1,459 @@
+"""Spillover matrices and compensation.
+
+A spillover matrix ``S`` (rows: the dye each detector is assigned to; columns: detectors;
+``S[i, j]`` is the fraction of dye ``i``'s signal seen in detector ``j``, 1 on the
+diagonal) describes how measured values ``X`` arise from true ones: ``X = X_true @ S``.
+Compensation applies the inverse, ``X_true = X @ inv(S)``, to the fluorescence detectors
+only; scatter and time are untouched. This is the convention of the FCS 3.1 ``$SPILLOVER``
+keyword (Spidlen et al., "Data File Standard for Flow Cytometry, version FCS 3.1",
+Cytometry A 2010) and of Gating-ML 2.0 spectrum matrices.
+
+Detectors are matched to the file by channel name ($PnN), never by marker, because a
+spillover matrix belongs to the instrument's detectors, whatever antibodies sit on them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from immunoprofile.exceptions import CompensationError
+
+SPILLOVER_KEYWORDS = ("$SPILLOVER", "SPILL", "SPILLOVER", "$SPILL", "$COMP")
+_COND_LIMIT = 1e12  # condition number above which a matrix counts as singular
+
+
+def _fmt(v: float) -> str:
+    return repr(float(v)) if v != int(v) else str(int(v))
+
+
+@dataclass(frozen=True, eq=False)
+class Spillover:
+    """A square spillover matrix over named detectors.
+
+    Attributes
+    ----------
+    detectors : detector (channel) names, in matrix order.
+    matrix : float64 (n, n) spillover values, rows = source dye, columns = detector.
+    source : where it came from (``"$SPILLOVER of a.fcs"``, a file path, ...).
+    """
+
+    detectors: tuple[str, ...]
+    matrix: np.ndarray
+    source: str = "<spillover>"
+    _inverse: list = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        dets = tuple(str(d).strip() for d in self.detectors)
+        object.__setattr__(self, "detectors", dets)
+        try:
+            m = np.array(self.matrix, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise CompensationError(
+                f"{self.source}: spillover values are not numbers ({e})"
+            ) from None
+        if m.ndim != 2 or m.shape[0] != m.shape[1]:
+            raise CompensationError(
+                f"{self.source}: spillover matrix must be square, got shape {m.shape}"
+            )
+        if m.shape[0] != len(dets):
+            raise CompensationError(
+                f"{self.source}: {len(dets)} detector names for a {m.shape[0]}x{m.shape[1]} matrix"
+            )
+        if len(set(dets)) != len(dets):
+            dup = sorted({d for d in dets if dets.count(d) > 1})
+            raise CompensationError(f"{self.source}: duplicate detector names {dup}")
+        if not np.all(np.isfinite(m)):
+            raise CompensationError(f"{self.source}: spillover matrix has non-finite values")
+        m.setflags(write=False)
+        object.__setattr__(self, "matrix", m)
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_keyword(
+        cls, text: str, path: str | PathLike | None = None, keyword: str = "$SPILLOVER"
+    ) -> Spillover:
+        """Parse the ``$SPILLOVER``/``SPILL``/``$COMP`` value ``"n,det1,...,detn,v11,...,vnn"``.
+
+        Whitespace, newlines and a trailing comma are tolerated. A ``$COMP`` value without
+        detector names (``"n,v11,...,vnn"``) gets placeholder names ``"#1"``..``"#n"`` that
+        `compensate` maps to the first n fluorescence channels.
+        """
+        where = f"{keyword} of {path}" if path is not None else keyword
+        # empty fields (a trailing comma, a line break after a comma) carry nothing
+        parts = [p.strip() for p in re.split(r"[,\n\r]", str(text)) if p.strip()]
+        if not parts:
+            raise CompensationError(f"{where}: empty spillover value")
+        try:
+            n = int(float(parts[0]))
+        except ValueError:
+            raise CompensationError(
+                f"{where}: first field must be the number of detectors, got {parts[0]!r}"
+            ) from None
+        if n <= 0:
+            raise CompensationError(f"{where}: number of detectors must be positive, got {n}")
+        rest = parts[1:]
+        if len(rest) == n * n and all(_is_number(p) for p in rest):
+            names = [f"#{i + 1}" for i in range(n)]
+            values = rest
+        elif len(rest) == n + n * n:
+            names, values = rest[:n], rest[n:]
+        else:
+            raise CompensationError(
+                f"{where}: expected {n} names and {n * n} values after n={n}, "
+                f"got {len(rest)} fields"
+            )
+        try:
+            arr = np.array([float(v) for v in values]).reshape(n, n)
+        except ValueError as e:
+            raise CompensationError(f"{where}: non-numeric spillover value ({e})") from None
+        return cls(tuple(names), arr, source=where)
+
+    @classmethod
+    def from_sample(cls, sample: Any) -> Spillover | None:
+        """The spillover stored in a sample's keywords, or None if it has none."""
+        kw = sample.keywords
+        for key in SPILLOVER_KEYWORDS:
+            value = kw.get(key)
+            if value is not None and str(value).strip():
+                return cls.from_keyword(value, path=sample.path or sample.name, keyword=key)
+        return None
+
+    @classmethod
+    def from_file(cls, path: str | PathLike) -> Spillover:
+        """Read a CSV/TSV matrix: a header row of detector names, then one row per detector.
+
+        An optional first label column (row names, or an empty/``#`` corner cell) is
+        ignored. A leading ``#`` on the header is allowed. Delimiter: comma, tab or
+        semicolon, detected from the header.
+        """
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except OSError as e:
+            raise CompensationError(f"{p}: cannot read spillover file ({e})") from None
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        if len(lines) < 2:
+            raise CompensationError(f"{p}: a spillover file needs a header row and matrix rows")
+        header_line = lines[0].lstrip()
+        if header_line.startswith("#"):
+            header_line = header_line[1:]
+        delim = (
+            "\t"
+            if "\t" in header_line
+            else (";" if header_line.count(";") > header_line.count(",") else ",")
+        )
+        rows = list(csv.reader(io.StringIO("\n".join([header_line, *lines[1:]])), delimiter=delim))
+        header = [h.strip() for h in rows[0]]
+        while header and header[-1] == "":
+            header.pop()
+        body = []
+        for r in rows[1:]:
+            r = [c.strip() for c in r]
+            while r and r[-1] == "":
+                r.pop()
+            body.append(r)
+        n_rows = len(body)
+        labelled = bool(body) and all(len(r) == len(header) + 1 for r in body)
+        if header and header[0] in ("", "#") and all(len(r) == len(header) for r in body):
+            header = header[1:]
+            labelled = True
+        names = header
+        n = len(names)
+        if n_rows != n:
+            raise CompensationError(
+                f"{p}: {n} detector names in the header but {n_rows} matrix rows; "
+                "a spillover matrix must be square"
+            )
+        values = []
+        for k, r in enumerate(body, start=2):
+            cells = r[1:] if labelled else r
+            if len(cells) != n:
+                raise CompensationError(
+                    f"{p}: line {k} has {len(cells)} values, expected {n} (one per detector)"
+                )
+            try:
+                values.append([float(c) for c in cells])
+            except ValueError:
+                raise CompensationError(f"{p}: line {k} has a non-numeric value: {cells}") from None
+        return cls(tuple(names), np.array(values), source=str(p))
+
+    @classmethod
+    def identity(cls, detectors: Sequence[str], source: str = "identity") -> Spillover:
+        """No spillover (compensation leaves values unchanged)."""
+        return cls(tuple(detectors), np.eye(len(detectors)), source=source)
+
+    # --- use ------------------------------------------------------------------------------
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """``inv(matrix)`` in float64 (computed once); raises if the matrix is singular."""
+        if not self._inverse:
+            cond = np.linalg.cond(self.matrix)
+            if not np.isfinite(cond) or cond > _COND_LIMIT:
+                raise CompensationError(
+                    f"{self.source}: spillover matrix is singular or nearly so "
+                    f"(condition number {cond:.3g}); check for duplicated or zero rows"
+                )
+            self._inverse.append(np.linalg.inv(self.matrix))
+        return self._inverse[0]
+
+    def indices(self, sample: Any) -> list[int]:
+        """Column index of each detector in ``sample`` (validating as `validate` does)."""
+        names = list(sample.channel_names)
+        where = getattr(sample, "path", None) or getattr(sample, "name", "") or "<sample>"
+        if all(d.startswith("#") and d[1:].isdigit() for d in self.detectors):
+            fluo = [i for i, k in enumerate(sample.channels["kind"]) if k == "fluorescence"]
+            if len(fluo) < len(self.detectors):
+                raise CompensationError(
+                    f"{where}: {self.source} has {len(self.detectors)} unnamed detectors but the "
+                    f"file has only {len(fluo)} fluorescence channels"
+                )
+            return fluo[: len(self.detectors)]
+        out = []
+        missing = []
+        folded = {_fold(n): i for i, n in enumerate(names)}
+        for d in self.detectors:
+            if d in names:
+                out.append(names.index(d))
+            elif _fold(d) in folded:
+                out.append(folded[_fold(d)])
+            else:
+                missing.append(d)
+        if missing:
+            raise CompensationError(
+                f"{where}: detectors {missing} of {self.source} are not channels of this file "
+                f"(channels: {names}); the matrix must name detectors by $PnN"
+            )
+        if len(set(out)) != len(out):
+            raise CompensationError(
+                f"{where}: two detectors of {self.source} map to the same channel"
+            )
+        kinds = list(sample.channels["kind"])
+        bad = [names[i] for i in out if kinds[i] != "fluorescence"]
+        if bad:
+            raise CompensationError(
+                f"{where}: {self.source} includes non-fluorescence channels {bad}"
+            )
+        return out
+
+    def validate(self, sample: Any) -> Spillover:
+        """Check the matrix against a sample: detectors present, not singular. Returns self."""
+        self.indices(sample)
+        _ = self.inverse
+        return self
+
+    def to_keyword(self) -> str:
+        """The ``$SPILLOVER`` keyword value for this matrix."""
+        vals = ",".join(_fmt(v) for v in self.matrix.reshape(-1))
+        return f"{len(self.detectors)},{','.join(self.detectors)},{vals}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "detectors": list(self.detectors),
+            "matrix": self.matrix.tolist(),
+        }
+
+    def __repr__(self) -> str:
+        return f"Spillover({len(self.detectors)} detectors from {self.source!r})"
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _fold(name: str) -> str:
+    """Loose detector-name key: case, spaces, and FlowJo's ``Comp-``/``<...>`` wrappers."""
+    s = name.strip()
+    if s.startswith("<") and s.endswith(">"):
+        s = s[1:-1]
+    if s.lower().startswith("comp-"):
+        s = s[5:]
+    return re.sub(r"\s+", "", s).upper()
+
+
+# --- applying ------------------------------------------------------------------------------
+
+
+def compensate_array(
+    events: np.ndarray, spillover: Spillover, indices: Sequence[int], dtype=np.float32
+) -> np.ndarray:
+    """``events[:, indices] @ inv(S)`` on an events x channels array; other columns kept.
+
+    One matrix product over all columns (the non-detector part of the matrix is the
+    identity, which copies those columns exactly). ``dtype=np.float64`` for reference
+    checks.
+    """
+    return _apply(events, spillover.inverse, indices, dtype)
+
+
+def decompensate_array(
+    events: np.ndarray, spillover: Spillover, indices: Sequence[int], dtype=np.float32
+) -> np.ndarray:
+    """The inverse of `compensate_array`: ``events[:, indices] @ S``."""
+    return _apply(events, spillover.matrix, indices, dtype)
+
+
+def _apply(events: np.ndarray, block: np.ndarray, indices: Sequence[int], dtype) -> np.ndarray:
+    """``out = events`` with ``out[:, indices] = events[:, indices] @ block``.
+
+    The block is reordered to file column order; when the detectors are a contiguous
+    run of columns (the usual layout) the product reads and writes that slice in place
+    of a gather/scatter. OpenBLAS is held to one thread: a tall, narrow single-precision
+    product gains nothing from a second thread and suffers when cores are busy.
+    """
+    x = np.ascontiguousarray(events, dtype=dtype)
+    if x.ndim != 2:
+        raise CompensationError(f"events must be 2-D (events x channels), got shape {x.shape}")
+    idx = np.asarray(indices, dtype=np.intp)
+    order = np.argsort(idx, kind="stable")
+    idx = idx[order]
+    m = np.ascontiguousarray(block[np.ix_(order, order)], dtype=dtype)
+    out = np.empty_like(x)
+    with _one_blas_thread():
+        if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            out[:, :lo] = x[:, :lo]
+            out[:, hi:] = x[:, hi:]
+            out[:, lo:hi] = x[:, lo:hi] @ m
+        else:
+            out[...] = x
+            out[:, idx] = x[:, idx] @ m
+    return out
+
+
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _where(sample) -> str:
+    return str(sample.path) if getattr(sample, "path", None) else (sample.name or "<sample>")
+
+
+def _resolve(sample, spillover) -> Spillover | None:
+    if spillover is None:
+        return None
+    if isinstance(spillover, Spillover):
+        return spillover
+    if isinstance(spillover, str) and spillover in ("file", "auto"):
+        sp = Spillover.from_sample(sample)
+        if sp is None and spillover == "file":
+            raise CompensationError(
+                f"{_where(sample)}: no spillover keyword ({', '.join(SPILLOVER_KEYWORDS)}); "
+                "pass spillover=None to skip compensation, 'auto' to skip it when absent, "
+                "or a matrix file"
+            )
+        return sp
+    if isinstance(spillover, (str, PathLike)):
+        return Spillover.from_file(spillover)
+    if isinstance(spillover, np.ndarray):
+        raise CompensationError(
+            "a bare array has no detector names; use Spillover(detectors, matrix)"
+        )
+    raise CompensationError(f"cannot use {type(spillover).__name__} as a spillover matrix")
+
+
+def _state(sample) -> tuple[bool, bool]:
+    """(compensated, transformed) as the sample's history leaves it."""
+    compensated = transformed = False
+    for h in sample.history:
+        step = h.get("step")
+        if step == "compensate":
+            compensated = True
+        elif step == "decompensate":
+            compensated = False
+        elif step == "transform":
+            transformed = True
+        elif step == "inverse_transform":
+            transformed = False
+    return compensated, transformed
+
+
+def compensate(sample, spillover: Spillover | str | PathLike | None = "file"):
+    """Compensate the fluorescence detectors of a `Sample` (float32, one matrix product).
+
+    Parameters
+    ----------
+    sample : a Sample on the raw (uncompensated, untransformed) scale.
+    spillover : ``"file"`` (the sample's own ``$SPILLOVER``/``SPILL``/``$COMP``; an error
+        if absent), ``"auto"`` (the file's if present, else unchanged), a `Spillover`, a
+        path to a CSV/TSV matrix, or None (unchanged).
+
+    Returns
+    -------
+    A new Sample whose history ends with ``{"step": "compensate", "source", "detectors",
+    "matrix"}``; the same sample when there is nothing to apply.
+    """
+    sp = _resolve(sample, spillover)
+    if sp is None:
+        return sample
+    compensated, transformed = _state(sample)
+    if transformed:
+        raise CompensationError(
+            f"{_where(sample)}: the sample is transformed; compensate the raw values first"
+        )
+    if compensated:
+        raise CompensationError(
+            f"{_where(sample)}: already compensated; decompensate first to use another matrix"
+        )
+    idx = sp.indices(sample)
+    new = compensate_array(sample.events, sp, idx)
+    names = sample.channel_names
+    step = {
+        "step": "compensate",
+        "source": sp.source,
+        "detectors": [names[i] for i in idx],
+        "matrix": sp.matrix.tolist(),
+    }
+    return sample.with_events(new, step=step)
+
+
+def decompensate(sample, spillover: Spillover | str | PathLike | None = None):
+    """Undo compensation: with no ``spillover``, the matrix recorded by `compensate`."""
+    if spillover is None:
+        rec = next((h for h in reversed(sample.history) if h.get("step") == "compensate"), None)
+        if rec is None:
+            raise CompensationError(f"{_where(sample)}: no compensate step in its history")
+        sp = Spillover(tuple(rec["detectors"]), np.array(rec["matrix"]), source=rec["source"])
+    else:
+        sp = _resolve(sample, spillover)
+    idx = sp.indices(sample)
+    new = decompensate_array(sample.events, sp, idx)
+    names = sample.channel_names
+    step = {
+        "step": "decompensate",
+        "source": sp.source,
+        "detectors": [names[i] for i in idx],
+        "matrix": sp.matrix.tolist(),
+    }
+    return sample.with_events(new, step=step)
+
+
+__all__ = [
+    "SPILLOVER_KEYWORDS",
+    "Spillover",
+    "compensate",
+    "compensate_array",
+    "decompensate",
+    "decompensate_array",
+]
