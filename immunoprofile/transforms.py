@@ -250,7 +250,9 @@ class Linear(Transform):
 
     def __post_init__(self) -> None:
         _check(self.t > 0, "T must be > 0", self)
-        _check(0 <= self.a <= self.t, "A must be in [0, T]", self)
+        # Gating-ML 2.0 asks for 0 <= A <= T; any A with T + A > 0 is a valid affine map
+        # (FlowJo linear axes with a negative minimum need A < 0)
+        _check(self.t + self.a > 0, "T + A must be > 0", self)
 
     def _forward32(self, x, out, scratch) -> None:
         np.add(x, np.float32(self.a), out=out)
