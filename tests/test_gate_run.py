@@ -388,3 +388,17 @@ def test_cli_templates(tmp_path):
     bad.write_text(json.dumps(broken))
     r = CliRunner().invoke(main, ["templates", "validate", str(bad)])
     assert r.exit_code == 1 and "nope" in r.output
+
+
+def test_failed_plot_is_a_qc_flag_not_an_error(stand_in, tmp_path, monkeypatch):
+    import immunoprofile.plots.gating as gplots
+
+    def boom(*a, **k):
+        raise RuntimeError("no ink")
+
+    monkeypatch.setattr(gplots, "save_gating_plot", boom)
+    res = run.gate([_sample(1, "A")], stand_in, plots_dir=tmp_path / "plots")
+    assert res.errors().empty
+    qc = res.qc()
+    assert qc[qc["flag"] == "plot_failed"]["detail"].tolist() == ["RuntimeError: no ink"]
+    assert len(res.table()) == len(_Template.populations)

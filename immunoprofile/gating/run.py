@@ -135,10 +135,7 @@ def _gate_one(
         res = _apply(sample, template, seed)
         _outcome_from_result(out, res, template)
         if plots_dir is not None:
-            from immunoprofile.plots.gating import save_gating_plot
-
-            path = Path(plots_dir) / f"{_file_safe(sample_name)}.png"
-            out.plot = str(save_gating_plot(res, path, title=sample_name))
+            _plot_into(out, res, plots_dir)
     except Exception as exc:  # noqa: BLE001 - a bad file must not stop the batch
         out.error_type = type(exc).__name__
         msg = str(exc) or repr(exc)
@@ -153,6 +150,19 @@ def _gate_one(
         out.message = msg
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _plot_into(out: FileOutcome, res: Any, plots_dir: str) -> None:
+    """Write the sample's gating plot; a failed plot is a QC flag, not a failed file."""
+    from immunoprofile.plots.gating import save_gating_plot
+
+    path = Path(plots_dir) / f"{_file_safe(out.sample)}.png"
+    try:
+        out.plot = str(save_gating_plot(res, path, title=out.sample))
+    except Exception as exc:  # noqa: BLE001 - the counts are fine; only the picture failed
+        out.qc.append(
+            {"population": None, "flag": "plot_failed", "detail": f"{type(exc).__name__}: {exc}"}
+        )
 
 
 def _file_safe(name: str) -> str:
