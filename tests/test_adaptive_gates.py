@@ -142,56 +142,79 @@ def test_mixture_2d_ellipse_of_selected_component():
 
 def test_singlet_gate_separates_doublets():
     rng = np.random.default_rng(9)
-    h = rng.normal(60_000, 12_000, 40_000)
-    a = 1.05 * h + 2_000 + rng.normal(0, 1_500, 40_000)
-    hd = rng.normal(70_000, 12_000, 4_000)
-    ad = 1.9 * hd + rng.normal(0, 3_000, 4_000)
+    h = rng.lognormal(np.log(60_000), 0.15, 40_000)
+    a = 1.08 * h * np.exp(0.03 * rng.standard_normal(40_000))  # multiplicative jitter
+    hd = rng.lognormal(np.log(70_000), 0.15, 4_000)
+    ad = 1.9 * hd * np.exp(0.05 * rng.standard_normal(4_000))
     A, H = np.concatenate([a, ad]), np.concatenate([h, hd])
     g = SingletGate(("FSC-A", "FSC-H")).fit([A, H])
     assert isinstance(g.gate_, PolygonGate) and not g.fallback_
-    assert g.slope_ == pytest.approx(1.05, abs=0.01)
-    assert g.scale_ == pytest.approx(1_500, rel=0.1)
+    assert g.ratio_ == pytest.approx(1.08, abs=0.005)
+    assert g.scale_ == pytest.approx(0.03, rel=0.1)
+    assert g.params_["ratio_high"] == pytest.approx(1.08 * np.exp(3.5 * 0.03), rel=0.02)
     m = g.mask([A, H])
-    assert m[:40_000].mean() > 0.995
-    assert m[40_000:].mean() < 0.005
+    assert m[:40_000].mean() > 0.998
+    assert m[40_000:].mean() < 0.001
+    # the band is multiplicative: large and small cells are kept alike
+    big = h > np.quantile(h, 0.9)
+    assert m[:40_000][big].mean() > 0.998
 
 
 def test_singlet_gate_bounds_give_fallback_ratio_band():
     rng = np.random.default_rng(10)
     h = rng.normal(60_000, 12_000, 5_000)
     g = SingletGate(bounds=(0.5, 2.0)).fit([3.0 * h, h])
-    assert g.fallback_ and "slope" in g.reason_
+    assert g.fallback_ and "ratio" in g.reason_
     # fallback band: area/height within (0.8, 1.3)
     pts_a = np.array([1.0e5, 1.5e5, 0.5e5])
     pts_h = np.array([1.0e5, 1.0e5, 1.0e5])
     assert g.mask([pts_a, pts_h]).tolist() == [True, False, False]
 
 
-def scatter_mix(seed=11, shift=(0.0, 0.0)):
+def scatter_mix(seed=11, gain=(1.0, 1.0)):
+    """Log-normal scatter clouds like PBMC on a linear 0..1 scale."""
     rng = np.random.default_rng(seed)
-    sx, sy = shift
-    parts = {
-        "lym": rng.multivariate_normal(
-            [0.35 + sx, 0.10 + sy], [[0.003, 0.0005], [0.0005, 0.001]], 60_000
-        ),
-        "mono": rng.multivariate_normal([0.55 + sx, 0.30 + sy], [[0.004, 0], [0, 0.003]], 10_000),
-        "gran": rng.multivariate_normal([0.60 + sx, 0.65 + sy], [[0.005, 0], [0, 0.010]], 20_000),
-        "debris": rng.multivariate_normal(
-            [0.06 + sx, 0.05 + sy], [[0.0005, 0], [0, 0.0005]], 10_000
-        ),
+    gx, gy = gain
+
+    def cloud(fsc, ssc, sf, ss, n):
+        z = rng.standard_normal((n, 2))
+        return np.column_stack(
+            [
+                fsc * gx * np.exp(sf * z[:, 0]),
+                ssc * gy * np.exp(ss * (0.45 * z[:, 0] + 0.89 * z[:, 1])),
+            ]
+        )
+
+    return {
+        "lym": cloud(0.23, 0.05, 0.11, 0.22, 50_000),
+        "nk": cloud(0.25, 0.075, 0.12, 0.25, 8_000),
+        "mono": cloud(0.38, 0.17, 0.13, 0.25, 12_000),
+        "gran": cloud(0.44, 0.48, 0.11, 0.20, 3_000),
+        "debris": cloud(0.05, 0.03, 0.55, 0.75, 6_000),
     }
-    return parts
 
 
 def test_blob_gate_finds_lymphocytes_under_scatter_drift():
-    for shift in ((0.0, 0.0), (0.08, 0.03)):
-        parts = scatter_mix(shift=shift)
+    fractions = []
+    for gain in ((1.0, 1.0), (1.15, 0.85)):
+        parts = scatter_mix(gain=gain)
         X = np.vstack(list(parts.values()))
-        g = BlobGate(("FSC-A", "SSC-A"), n_components=4, quantile=0.99).fit(X)
-        assert g.gate_.mean == pytest.approx((0.35 + shift[0], 0.10 + shift[1]), abs=0.01)
-        m = g.mask([X[:, 0], X[:, 1]])
-        assert m[:60_000].mean() > 0.98
-        assert m[60_000:].mean() < 0.01
+        g = BlobGate(("FSC-A", "SSC-A")).fit(X)
+        assert isinstance(g.gate_, PolygonGate) and not g.fallback_
+        core = np.asarray(g.params_["means"])[g.params_["core"]]
+        assert core[0] == pytest.approx(0.23 * gain[0], rel=0.05)
+        assert core[1] == pytest.approx(0.05 * gain[1], rel=0.2)
+        frac = {k: g.mask([v[:, 0], v[:, 1]]).mean() for k, v in parts.items()}
+        # generous defaults: every lymphocyte, most of the larger NK cells, little else
+        assert frac["lym"] > 0.999 and frac["nk"] > 0.95
+        assert frac["mono"] < 0.06 and frac["gran"] == 0 and frac["debris"] < 0.03
+        fractions.append(frac)
+        strict = BlobGate(posterior=0.5, radius=4.0).fit(X)
+        m = strict.mask([parts["mono"][:, 0], parts["mono"][:, 1]])
+        assert m.mean() < 0.005
+    # on log scatter a gain only shifts the clouds: the same events are gated
+    for k in fractions[0]:
+        assert fractions[0][k] == pytest.approx(fractions[1][k], abs=0.002)
 
 
 def test_hilo_gate_treg_like():

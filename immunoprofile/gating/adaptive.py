@@ -369,8 +369,10 @@ class DensityMinimumGate(_OneDimGate):
 
     After openCyto's ``mindensity``: a Gaussian kernel density (binned, Silverman bandwidth
     times ``adjust``); peaks with prominence below ``min_prominence`` of the highest are
-    ignored; among the valleys between consecutive peaks, the lowest that lies inside
-    ``search`` wins. With fewer than two peaks, or no valley inside ``search``, the gate
+    ignored; among the valleys between consecutive peaks that lie inside ``search``, the
+    lowest wins (``valley="lowest"``), or the first or last along the axis (``"first"``:
+    the cut right above the lowest population, e.g. negatives against dim and bright
+    positives). With fewer than two peaks, or no valley inside ``search``, the gate
     falls back to ``fallback`` (default: the middle of ``search``, or 0.5).
 
     Parameters
@@ -399,6 +401,7 @@ class DensityMinimumGate(_OneDimGate):
         search: Sequence[float] | None = None,
         adjust: float = 1.0,
         min_prominence: float = 0.03,
+        valley: str = "lowest",
         fallback: float | None = None,
         max_events: int = 50_000,
         random_state: int | None = 0,
@@ -408,10 +411,16 @@ class DensityMinimumGate(_OneDimGate):
         self.search = search
         self.adjust = adjust
         self.min_prominence = min_prominence
+        self.valley = valley
         self.fallback = fallback
         self.max_events = max_events
         self.random_state = random_state
         self._check_1d()
+        if valley not in ("lowest", "first", "last"):
+            raise TemplateError(
+                f"density_min gate on {self.dims[0]}: valley must be 'lowest', 'first' or "
+                f"'last', got {valley!r}"
+            )
 
     def _fit(self, cols):
         grid, dens, bw = binned_density(cols[0], adjust=self.adjust)
@@ -419,11 +428,16 @@ class DensityMinimumGate(_OneDimGate):
         if len(peaks) < 2:
             raise _NoFit(f"{len(peaks)} density peak(s) on {self.dims[0]}, need 2")
         lo, hi = (-np.inf, np.inf) if self.search is None else map(float, self.search)
+        valleys = [a + int(np.argmin(dens[a : b + 1])) for a, b in zip(peaks[:-1], peaks[1:])]
+        valleys = [v for v in valleys if lo <= grid[v] <= hi]
         best = None
-        for a, b in zip(peaks[:-1], peaks[1:]):
-            v = a + int(np.argmin(dens[a : b + 1]))
-            if lo <= grid[v] <= hi and (best is None or dens[v] < dens[best]):
-                best = v
+        if valleys:
+            if self.valley == "first":
+                best = valleys[0]
+            elif self.valley == "last":
+                best = valleys[-1]
+            else:
+                best = min(valleys, key=lambda v: dens[v])
         if best is None:
             raise _NoFit(
                 f"no valley between peaks inside search range {list(self.search)} on {self.dims[0]}"
@@ -543,9 +557,14 @@ class TailGate(_OneDimGate):
 
 
 def _gaussian_mixture(X: np.ndarray, k: int, random_state: int | None, n_init: int = 1):
-    """Fit a full-covariance Gaussian mixture (scikit-learn), raising `_NoFit` on failure."""
+    """Fit a full-covariance Gaussian mixture (scikit-learn), raising `_NoFit` on failure.
+
+    k-means++ seeding (no Lloyd iterations) and one BLAS thread: on a few thousand 1-D or
+    2-D points BLAS threading only adds overhead, and parallel batches would oversubscribe.
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
 
     if len(X) < 5 * k:
         raise _NoFit(f"too few events ({len(X)}) for a {k}-component mixture")
@@ -554,10 +573,11 @@ def _gaussian_mixture(X: np.ndarray, k: int, random_state: int | None, n_init: i
         covariance_type="full",
         random_state=random_state,
         n_init=n_init,
+        init_params="k-means++",
         reg_covar=1e-5,
         max_iter=200,
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("error", ConvergenceWarning)
         try:
             gm.fit(X)
@@ -611,7 +631,7 @@ class MixtureGate(AdaptiveGate):
         bounds: Sequence[float] | None = None,
         fallback: float | dict[str, Any] | None = None,
         n_init: int = 1,
-        max_events: int = 50_000,
+        max_events: int = 20_000,
         random_state: int | None = 0,
     ) -> None:
         self.dims = dims
@@ -757,7 +777,8 @@ class ThresholdsGate(AdaptiveGate):
 
     ``method`` is a 1-D estimator spec (``{"type": "density_min", ...}`` without ``dims``)
     used for every dimension; ``per_dim`` maps a dimension name to extra or overriding
-    arguments for it (e.g. its own ``search`` range). Each dimension falls back on its own;
+    arguments for it (e.g. its own ``search`` range), or to a whole spec of another
+    ``type`` (which then replaces ``method`` for that dimension). Each dimension falls back on its own;
     the gate as a whole is marked as fallen back if any dimension did.
     """
 
@@ -792,7 +813,12 @@ class ThresholdsGate(AdaptiveGate):
     def _part(self, i: int) -> AdaptiveGate:
         dim = self.dims[i]
         spec = dict(self.method or {"type": "density_min"})
-        spec.update((self.per_dim or {}).get(dim, {}))
+        spec.setdefault("type", "density_min")
+        own = dict((self.per_dim or {}).get(dim, {}))
+        if own.get("type", spec["type"]) != spec["type"]:
+            spec = own  # another method for this dimension: its own arguments only
+        else:
+            spec.update(own)
         type_name = spec.pop("type", "density_min")
         if type_name not in _ONE_D:
             raise TemplateError(
@@ -840,18 +866,18 @@ class ThresholdsGate(AdaptiveGate):
 
 @register_adaptive("singlets")
 class SingletGate(AdaptiveGate):
-    """Singlets from the FSC-A / FSC-H relation: a band around the singlet diagonal.
+    """Singlets from the FSC-A / FSC-H relation: a band around the singlet ratio.
 
     A doublet passing the laser has about twice the pulse area of a singlet but a similar
-    height, so it sits above the line ``area = intercept + slope * height`` that singlets
-    follow. The line is fitted robustly (least squares on the events whose residual is
-    within 2.5 MAD of the current line, three rounds, starting from the median ratio). The
-    band keeps events whose residual lies in ``[-k_low * s, +k_high * s]``, with ``s`` the
-    residuals' robust scale (1.4826 MAD); its polygon spans the heights seen.
-    ``dims`` are ``(area, height)``, e.g. ``("FSC-A", "FSC-H")``.
+    height, so its area/height ratio is higher. The spread of the ratio is multiplicative
+    (pulse-shape jitter), so the band is fitted on ``log(area / height)``: its centre is
+    the median and its scale ``s`` the robust standard deviation (1.4826 MAD), both
+    re-estimated once on the events within 3 ``s`` of the centre (so the doublets do not
+    widen it). Events with a log ratio in ``[centre - k_low s, centre + k_high s]`` are
+    singlets; the gate is the wedge between the two lines ``area = ratio * height`` as a
+    polygon. ``dims`` are ``(area, height)``, e.g. ``("FSC-A", "FSC-H")``.
 
-    ``bounds`` limits the slope (area/height ratio). The fallback is the band
-    ``ratio_fallback`` (low, high) on the area/height ratio through the origin.
+    ``bounds`` limits the fitted ratio. The fallback is the ratio band ``ratio_fallback``.
     """
 
     n_dims = 2
@@ -860,7 +886,7 @@ class SingletGate(AdaptiveGate):
         self,
         dims: Sequence[str] = ("FSC-A", "FSC-H"),
         k_low: float = 4.0,
-        k_high: float = 3.0,
+        k_high: float = 3.5,
         bounds: Sequence[float] = (0.5, 2.0),
         ratio_fallback: Sequence[float] = (0.8, 1.3),
         max_events: int = 50_000,
@@ -881,60 +907,69 @@ class SingletGate(AdaptiveGate):
 
     def _fit(self, cols):
         area, height = cols
-        ok = height > 0
+        ok = (height > 0) & (area > 0)
         if ok.sum() < _MIN_FIT_EVENTS:
-            raise _NoFit("too few events with a positive height")
-        a, h = area[ok], height[ok]
-        slope, intercept = float(np.median(a / h)), 0.0
-        keep = np.ones(len(a), dtype=bool)
-        for _ in range(3):
-            r = a - (intercept + slope * h)
-            s = 1.4826 * float(np.median(np.abs(r - np.median(r))))
-            keep = np.abs(r - np.median(r)) <= 2.5 * max(s, 1e-12)
-            if keep.sum() < _MIN_FIT_EVENTS:
-                raise _NoFit("robust line fit kept too few events")
-            slope, intercept = np.polyfit(h[keep], a[keep], 1)
-            slope, intercept = float(slope), float(intercept)
-        r = a - (intercept + slope * h)
-        center = float(np.median(r[keep]))
-        s = 1.4826 * float(np.median(np.abs(r[keep] - center)))
+            raise _NoFit("too few events with a positive area and height")
+        lr = np.log(area[ok] / height[ok])
+        center = float(np.median(lr))
+        s = 1.4826 * float(np.median(np.abs(lr - center)))
+        core = lr[np.abs(lr - center) <= 3.0 * max(s, 1e-12)]
+        if len(core) < _MIN_FIT_EVENTS:
+            raise _NoFit("too few events near the singlet ratio")
+        center = float(np.median(core))
+        s = 1.4826 * float(np.median(np.abs(core - center)))
+        ratio = math.exp(center)
         lo_b, hi_b = map(float, self.bounds)
-        if not lo_b <= slope <= hi_b:
-            raise _NoFit(f"fitted area/height slope {slope:.3g} outside bounds {[lo_b, hi_b]}")
-        h_lo, h_hi = np.percentile(h, [0.0, 100.0])
-        span = h_hi - h_lo
-        h_lo, h_hi = h_lo - 0.05 * span, h_hi + 0.5 * span
-        low = intercept + center - float(self.k_low) * s
-        high = intercept + center + float(self.k_high) * s
-        verts = (
-            (low + slope * h_lo, h_lo),
-            (low + slope * h_hi, h_hi),
-            (high + slope * h_hi, h_hi),
-            (high + slope * h_lo, h_lo),
+        if not lo_b <= ratio <= hi_b:
+            raise _NoFit(f"fitted area/height ratio {ratio:.3g} outside bounds {[lo_b, hi_b]}")
+        r_lo = math.exp(center - float(self.k_low) * s)
+        r_hi = math.exp(center + float(self.k_high) * s)
+        self.ratio_, self.scale_ = ratio, s
+        gate = self._wedge(r_lo, r_hi, float(height[ok].max()))
+        return gate, {"ratio": ratio, "log_sd": s, "ratio_low": r_lo, "ratio_high": r_hi}
+
+    def _wedge(self, r_lo: float, r_hi: float, h_max: float) -> PolygonGate:
+        top = 2.0 * h_max
+        return PolygonGate(
+            dims=tuple(self.dims), vertices=((0.0, 0.0), (r_lo * top, top), (r_hi * top, top))
         )
-        self.slope_, self.intercept_, self.scale_ = slope, intercept + center, s
-        gate = PolygonGate(dims=tuple(self.dims), vertices=verts)
-        return gate, {"slope": slope, "intercept": intercept + center, "scale": s}
 
     def _fallback_gate(self) -> Gate:
         lo, hi = map(float, self.ratio_fallback)
-        big = 1e9
-        return PolygonGate(
-            dims=tuple(self.dims), vertices=((0.0, 0.0), (lo * big, big), (hi * big, big))
-        )
+        return self._wedge(lo, hi, 1e9)
 
 
 @register_adaptive("blob")
 class BlobGate(AdaptiveGate):
-    """The lymphocyte cloud on forward/side scatter: one mixture component as an ellipse.
+    """The lymphocyte cloud on forward/side scatter, fitted per sample.
 
-    A Gaussian mixture with ``n_components`` components is fitted to (FSC, SSC); the
-    lymphocyte component is chosen by ``select``: ``"lymphocytes"`` (default) takes, among
-    components holding at least ``min_weight`` of the events, the one with the lowest side
-    scatter after dropping the component with the lowest forward scatter when it is
-    smaller in forward scatter than the others by a margin (debris); a point ``[fsc, ssc]``
-    takes the nearest component; ``"heaviest"`` the largest. The gate is the ellipse
-    holding ``quantile`` of that Gaussian. ``fallback`` is a static gate dict.
+    Scatter of a cell population is close to log-normal, so by default (``log=True``) the
+    fit runs on log10 values (values below 1/1000 of the 99th percentile are raised to
+    it); instrument gains then only shift the clouds, they do not change their shapes.
+    A Gaussian mixture with ``n_components`` components is fitted and the core component
+    chosen by ``select``: ``"heaviest"`` (default: in blood or PBMC the lymphocytes are
+    the largest cloud), a point ``[fsc, ssc]`` on the data scale (the nearest component),
+    or ``"max:<i>"``/``"min:<i>"``. Components whose mean lies within ``merge``
+    Mahalanobis units of the core join it (larger, more granular NK and B cells often get
+    a component of their own).
+
+    The gate is the region within ``radius`` Mahalanobis units of the core where the
+    joined components' posterior is at least ``posterior``, traced as a contour on a
+    256 x 256 grid and returned as a polygon on the data scale: a contour that follows the
+    valleys towards the other clouds (debris, dying cells, monocytes, granulocytes). The
+    defaults are generous (radius 6, posterior 0.005) so that no lymphocyte subset is cut;
+    a template removes what remains of dead cells and monocytes with the viability dye
+    and CD14 (see the built-in templates). ``fallback`` is a static gate dict (default:
+    all events).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> lym = rng.lognormal(np.log([0.23, 0.05]), [0.05, 0.2], (8000, 2))
+    >>> mono = rng.lognormal(np.log([0.38, 0.17]), [0.06, 0.25], (2000, 2))
+    >>> g = BlobGate(n_components=2, posterior=0.5, radius=4).fit(np.vstack([lym, mono]))
+    >>> bool(g.mask([lym[:, 0], lym[:, 1]]).mean() > 0.98)
+    True
     """
 
     n_dims = 2
@@ -942,32 +977,39 @@ class BlobGate(AdaptiveGate):
     def __init__(
         self,
         dims: Sequence[str] = ("FSC-A", "SSC-A"),
-        n_components: int = 4,
-        select: str | Sequence[float] = "lymphocytes",
-        quantile: float = 0.99,
-        min_weight: float = 0.05,
+        n_components: int = 6,
+        select: str | Sequence[float] = "heaviest",
+        radius: float = 6.0,
+        merge: float = 3.0,
+        posterior: float = 0.005,
+        log: bool = True,
         fallback: dict[str, Any] | None = None,
         n_init: int = 1,
-        max_events: int = 20_000,
+        max_events: int = 10_000,
         random_state: int | None = 0,
     ) -> None:
         self.dims = dims
         self.n_components = n_components
         self.select = select
-        self.quantile = quantile
-        self.min_weight = min_weight
+        self.radius = radius
+        self.merge = merge
+        self.posterior = posterior
+        self.log = log
         self.fallback = fallback
         self.n_init = n_init
         self.max_events = max_events
         self.random_state = random_state
         self._check_common()
         where = f"blob gate on {list(self.dims)}"
-        if not 0.0 < float(quantile) < 1.0:
-            raise TemplateError(f"{where}: quantile must be in (0, 1)")
+        if not float(radius) > 0:
+            raise TemplateError(f"{where}: radius must be > 0")
         if int(n_components) < 1:
             raise TemplateError(f"{where}: n_components must be >= 1")
-        if select != "lymphocytes":
-            _parse_select(select, 2, where)
+        if float(merge) < 0:
+            raise TemplateError(f"{where}: merge must be >= 0")
+        if not 0.0 < float(posterior) < 1.0:
+            raise TemplateError(f"{where}: posterior must be in (0, 1)")
+        _parse_select(select, 2, where)
         if fallback is not None and not isinstance(fallback, dict):
             raise TemplateError(f"{where}: fallback must be a gate dict")
 
@@ -976,12 +1018,40 @@ class BlobGate(AdaptiveGate):
 
     def _fit(self, cols):
         X = np.column_stack(cols)
+        floor = None
+        if self.log:
+            floor = np.maximum(np.percentile(X, 99, axis=0) * 1e-3, 1e-12)
+            X = np.log10(np.maximum(X, floor))
         gm = _gaussian_mixture(X, int(self.n_components), self.random_state, int(self.n_init))
-        if self.select == "lymphocytes":
-            comp = _lymphocyte_component(gm.means_, gm.covariances_, gm.weights_, self.min_weight)
-        else:
-            comp = _choose_component(gm.means_, gm.weights_, self.select)
-        return _ellipse_from_component(gm, comp, self.dims, float(self.quantile))
+        select = self.select
+        if not isinstance(select, str) and self.log:
+            select = np.log10(np.maximum(np.asarray(select, dtype=np.float64), floor))
+        core = _choose_component(gm.means_, gm.weights_, select)
+        dist = _mahalanobis(gm.means_, gm.means_[core], gm.covariances_[core])
+        joined = np.flatnonzero(dist <= float(self.merge))
+        r2 = float(self.radius) ** 2
+        # grid covering the core's ellipse with a margin
+        pts = _ellipse_points(gm.means_[core], gm.covariances_[core], radius=float(self.radius))
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        pad = 0.05 * (hi - lo)
+        gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], 256)
+        gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], 256)
+        G = np.column_stack([np.repeat(gx, len(gy)), np.tile(gy, len(gx))])
+        post = gm.predict_proba(G)[:, joined].sum(axis=1)
+        near = _mahalanobis(G, gm.means_[core], gm.covariances_[core]) ** 2
+        inside = ((post >= float(self.posterior)) & (near <= r2)).reshape(len(gx), len(gy)).T
+        poly = _region_polygon(gx, gy, inside, gm.means_[core])
+        if self.log:
+            poly = 10.0**poly
+        gate = PolygonGate(dims=tuple(self.dims), vertices=tuple(map(tuple, poly)))
+        return gate, {
+            "core": int(core),
+            "joined": joined,
+            "weight": float(gm.weights_[joined].sum()),
+            "means": (10.0**gm.means_) if self.log else gm.means_,
+            "weights": gm.weights_,
+            "space": "log10" if self.log else "linear",
+        }
 
     def _fallback_gate(self) -> Gate:
         if self.fallback is None:
@@ -995,19 +1065,51 @@ class BlobGate(AdaptiveGate):
         return _static_fallback(self.fallback, self.dims, "blob")
 
 
-def _lymphocyte_component(means, covs, weights, min_weight: float) -> int:
-    cand = np.flatnonzero(weights >= float(min_weight))
-    if not len(cand):
-        cand = np.arange(len(weights))
-    if len(cand) > 1:
-        # debris: the lowest-FSC component, if its FSC mean is more than 2 of its own SDs
-        # below the next one
-        order = cand[np.argsort(means[cand, 0])]
-        first, second = order[0], order[1]
-        sd = math.sqrt(covs[first][0, 0])
-        if means[second, 0] - means[first, 0] > 2.0 * sd:
-            cand = order[1:]
-    return int(cand[np.argmin(means[cand, 1])])
+def _mahalanobis(X: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    d = np.atleast_2d(X) - mean
+    inv = np.linalg.inv(cov)
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, inv, d), 0.0))
+
+
+def _region_polygon(gx, gy, inside: np.ndarray, seed_point: np.ndarray) -> np.ndarray:
+    """Outline (polygon vertices) of the connected region of the boolean grid ``inside``
+    (rows: y, columns: x) that holds ``seed_point``."""
+    import contourpy
+
+    z = np.zeros((len(gy) + 2, len(gx) + 2))
+    z[1:-1, 1:-1] = inside
+    dx, dy = gx[1] - gx[0], gy[1] - gy[0]
+    ex = np.concatenate([[gx[0] - dx], gx, [gx[-1] + dx]])
+    ey = np.concatenate([[gy[0] - dy], gy, [gy[-1] + dy]])
+    lines = contourpy.contour_generator(x=ex, y=ey, z=z, name="serial").lines(0.5)
+    best, best_area = None, 0.0
+    for line in lines:
+        if len(line) < 4:
+            continue
+        poly = PolygonGate(dims=("x", "y"), vertices=tuple(map(tuple, line)))
+        if not poly.mask([np.array([seed_point[0]]), np.array([seed_point[1]])])[0]:
+            continue
+        x, y = line[:, 0], line[:, 1]
+        area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+        if area > best_area:
+            best, best_area = line, area
+    if best is None:
+        raise _NoFit("no lymphocyte region around the core component")
+    if np.allclose(best[0], best[-1]):
+        best = best[:-1]
+    return best
+
+
+def _ellipse_points(mean, cov, quantile: float = 0.95, n: int = 72, radius: float | None = None):
+    """Boundary of the ``quantile`` ellipse (or the ``radius`` Mahalanobis ellipse) of a
+    2-D Gaussian, ``n`` points."""
+    from scipy.stats import chi2
+
+    r = float(radius) if radius is not None else math.sqrt(float(chi2.ppf(quantile, df=2)))
+    vals, vecs = np.linalg.eigh(cov)
+    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    circle = np.column_stack([np.cos(t), np.sin(t)]) * (r * np.sqrt(np.maximum(vals, 0.0)))
+    return mean + circle @ vecs.T
 
 
 # --- high/low ----------------------------------------------------------------------------
@@ -1040,7 +1142,7 @@ class HighLowGate(AdaptiveGate):
         posterior: float = 0.5,
         fallback: dict[str, Any] | None = None,
         n_init: int = 2,
-        max_events: int = 50_000,
+        max_events: int = 20_000,
         random_state: int | None = 0,
     ) -> None:
         self.dims = dims
