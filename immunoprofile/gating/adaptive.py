@@ -953,7 +953,8 @@ class BlobGate(AdaptiveGate):
     Mahalanobis units of the core join it (larger, more granular NK and B cells often get
     a component of their own).
 
-    The gate is the region within ``radius`` Mahalanobis units of the core where the
+    The gate is the region within ``radius`` Mahalanobis units of the core (or, when
+    ``quantile`` is given, within the core's ellipse holding that share) where the
     joined components' posterior is at least ``posterior``, traced as a contour on a
     256 x 256 grid and returned as a polygon on the data scale: a contour that follows the
     valleys towards the other clouds (debris, dying cells, monocytes, granulocytes). The
@@ -980,6 +981,7 @@ class BlobGate(AdaptiveGate):
         n_components: int = 6,
         select: str | Sequence[float] = "heaviest",
         radius: float = 6.0,
+        quantile: float | None = None,
         merge: float = 3.0,
         posterior: float = 0.005,
         log: bool = True,
@@ -992,6 +994,7 @@ class BlobGate(AdaptiveGate):
         self.n_components = n_components
         self.select = select
         self.radius = radius
+        self.quantile = quantile
         self.merge = merge
         self.posterior = posterior
         self.log = log
@@ -1003,6 +1006,8 @@ class BlobGate(AdaptiveGate):
         where = f"blob gate on {list(self.dims)}"
         if not float(radius) > 0:
             raise TemplateError(f"{where}: radius must be > 0")
+        if quantile is not None and not 0.0 < float(quantile) < 1.0:
+            raise TemplateError(f"{where}: quantile must be in (0, 1)")
         if int(n_components) < 1:
             raise TemplateError(f"{where}: n_components must be >= 1")
         if float(merge) < 0:
@@ -1029,9 +1034,10 @@ class BlobGate(AdaptiveGate):
         core = _choose_component(gm.means_, gm.weights_, select)
         dist = _mahalanobis(gm.means_, gm.means_[core], gm.covariances_[core])
         joined = np.flatnonzero(dist <= float(self.merge))
-        r2 = float(self.radius) ** 2
+        radius = self._radius()
+        r2 = radius**2
         # grid covering the core's ellipse with a margin
-        pts = _ellipse_points(gm.means_[core], gm.covariances_[core], radius=float(self.radius))
+        pts = _ellipse_points(gm.means_[core], gm.covariances_[core], radius=radius)
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         pad = 0.05 * (hi - lo)
         gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], 256)
@@ -1052,6 +1058,13 @@ class BlobGate(AdaptiveGate):
             "weights": gm.weights_,
             "space": "log10" if self.log else "linear",
         }
+
+    def _radius(self) -> float:
+        if self.quantile is None:
+            return float(self.radius)
+        from scipy.stats import chi2
+
+        return math.sqrt(float(chi2.ppf(float(self.quantile), df=2)))
 
     def _fallback_gate(self) -> Gate:
         if self.fallback is None:
