@@ -18,7 +18,8 @@ import csv
 import io
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,6 @@ class Spillover:
     detectors: tuple[str, ...]
     matrix: np.ndarray
     source: str = "<spillover>"
-    _inverse: list = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         dets = tuple(str(d).strip() for d in self.detectors)
@@ -194,18 +194,18 @@ class Spillover:
 
     # --- use ------------------------------------------------------------------------------
 
-    @property
+    @cached_property
     def inverse(self) -> np.ndarray:
         """``inv(matrix)`` in float64 (computed once); raises if the matrix is singular."""
-        if not self._inverse:
-            cond = np.linalg.cond(self.matrix)
-            if not np.isfinite(cond) or cond > _COND_LIMIT:
-                raise CompensationError(
-                    f"{self.source}: spillover matrix is singular or nearly so "
-                    f"(condition number {cond:.3g}); check for duplicated or zero rows"
-                )
-            self._inverse.append(np.linalg.inv(self.matrix))
-        return self._inverse[0]
+        cond = np.linalg.cond(self.matrix)
+        if not np.isfinite(cond) or cond > _COND_LIMIT:
+            raise CompensationError(
+                f"{self.source}: spillover matrix is singular or nearly so "
+                f"(condition number {cond:.3g}); check for duplicated or zero rows"
+            )
+        inv = np.linalg.inv(self.matrix)
+        inv.setflags(write=False)
+        return inv
 
     def indices(self, sample: Any) -> list[int]:
         """Column index of each detector in ``sample`` (validating as `validate` does)."""
@@ -311,28 +311,26 @@ def decompensate_array(
 def _apply(events: np.ndarray, block: np.ndarray, indices: Sequence[int], dtype) -> np.ndarray:
     """``out = events`` with ``out[:, indices] = events[:, indices] @ block``.
 
-    The block is reordered to file column order; when the detectors are a contiguous
-    run of columns (the usual layout) the product reads and writes that slice in place
-    of a gather/scatter. OpenBLAS is held to one thread: a tall, narrow single-precision
-    product gains nothing from a second thread and suffers when cores are busy.
+    Done as ONE product with an all-channel matrix that is the identity outside the
+    detectors (multiplying by 1 and adding exact zeros copies those columns unchanged),
+    which beats gathering and scattering the detector columns. A NaN or infinity in a
+    non-detector column would spread through those zeros (0 * inf = nan), so when the
+    result is not all finite the columns are redone separately. OpenBLAS is held to one
+    thread: a tall, narrow single-precision product gains nothing from a second thread
+    and suffers when the cores are busy.
     """
     x = np.ascontiguousarray(events, dtype=dtype)
     if x.ndim != 2:
         raise CompensationError(f"events must be 2-D (events x channels), got shape {x.shape}")
     idx = np.asarray(indices, dtype=np.intp)
-    order = np.argsort(idx, kind="stable")
-    idx = idx[order]
-    m = np.ascontiguousarray(block[np.ix_(order, order)], dtype=dtype)
-    out = np.empty_like(x)
-    with _one_blas_thread():
-        if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
-            out[:, :lo] = x[:, :lo]
-            out[:, hi:] = x[:, hi:]
-            out[:, lo:hi] = x[:, lo:hi] @ m
-        else:
-            out[...] = x
-            out[:, idx] = x[:, idx] @ m
+    full = np.eye(x.shape[1], dtype=np.float64)
+    full[np.ix_(idx, idx)] = block
+    with _one_blas_thread(), np.errstate(invalid="ignore", over="ignore"):
+        out = x @ full.astype(dtype)
+        if not np.isfinite(out.sum()):
+            others = np.setdiff1d(np.arange(x.shape[1]), idx)
+            out[:, others] = x[:, others]
+            out[:, idx] = x[:, idx] @ np.asarray(block, dtype=dtype)
     return out
 
 
