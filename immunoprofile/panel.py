@@ -44,7 +44,11 @@ _METAL_TOKEN = re.compile(
 # channel-name area/height/width suffix tokens
 _AHW = {"A", "H", "W"}
 _LD = re.compile(r"(?i)\bL\s*/\s*D\b")
-_SPLIT = re.compile(r"[\s\-_/:;,|()\[\]{}<>+*#'\"]+")
+# everything but letters, digits and the decimal point separates tokens (also "™", "®")
+_SPLIT = re.compile(r"[^A-Z0-9.]+")
+_GREEK = str.maketrans({"α": "A", "β": "B", "γ": "G", "δ": "D", "κ": "K", "λ": "L"})
+# parts of a combined label: "VIVID / CD14" (a dump channel), "CD21;FITC;530/30@488/B"
+_PARTS = re.compile(r"\s/\s|;|\|")
 _VIABILITY_TOKENS = {
     "LIVE",
     "DEAD",
@@ -120,7 +124,17 @@ for _canon, _names in ALIASES.items():
 
 
 def _tokens(text: str) -> list[str]:
-    return [t for t in _SPLIT.split(str(text).upper().strip()) if t]
+    return [t for t in _SPLIT.split(str(text).translate(_GREEK).upper().strip()) if t]
+
+
+def _part_keys(label: str | None) -> set[str]:
+    """Canonical keys of the parts of a combined label (empty for a simple label)."""
+    if not label:
+        return set()
+    parts = [p for p in _PARTS.split(str(label)) if p.strip()]
+    if len(parts) < 2:
+        return set()
+    return {k for k in (canonical_marker(p) for p in parts) if k}
 
 
 def normalize_marker(text: str | None) -> str:
@@ -214,6 +228,7 @@ class Panel:
             for m in markers
         ]
         self._canon = [canonical_marker(m) for m in self.labels]
+        self._parts = [_part_keys(m) for m in self.labels]
         self._name_keys = [_channel_key(n) for n in self.names]
         self._extra: dict[str, list[str]] = {}
         for key, vals in (aliases or {}).items():
@@ -290,6 +305,8 @@ class Panel:
                 continue
         if canon:
             hits = [i for i, c in enumerate(self._canon) if c == canon]
+            if not hits:  # a part of a combined label such as "VIVID / CD14"
+                hits = [i for i, parts in enumerate(self._parts) if canon in parts]
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:

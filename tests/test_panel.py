@@ -149,3 +149,31 @@ def test_panel_from_channel_table_and_nan_markers():
     assert p.markers() == ["CD19"]
     assert p.index("cd19") == 1
     assert p.table()["key"].tolist() == ["", "CD19"]
+
+
+def test_labels_seen_in_real_files():
+    import pandas as pd
+
+    # 100715.fcs has a dump channel "VIVID / CD14"; index_sorted_example.fcs labels look
+    # like "CD21;FITC;530/30@488/B"; G11.fcs has "Alexa Fluor™ 405-A"
+    table = pd.DataFrame(
+        {
+            "name": ["V450-A", "BL 530/30-A", "VL1-A", "G560-A", "R1-A"],
+            "marker": [
+                "VIVID / CD14",
+                "CD21;FITC;530/30@488/B",
+                "Alexa Fluor™ 405-A",
+                "CD127",
+                "TCRγδ BV421",
+            ],  # fmt: skip
+        }
+    )
+    p = Panel(table)
+    assert p.index("CD14") == 0 and p.index("Live/Dead") == 0
+    assert p.index("CD21") == 1
+    assert normalize_marker("Alexa Fluor™ 405-A") == ""
+    assert p.index("TCRgd") == 4
+    # a whole-label match wins over a part of a combined label
+    t2 = pd.DataFrame({"name": ["A-A", "B-A"], "marker": ["CD14 / CD19 / Viability", "CD19"]})
+    assert Panel(t2).index("CD19") == 1
+    assert Panel(t2).index("CD14") == 0

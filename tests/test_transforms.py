@@ -291,3 +291,13 @@ def test_empty_sample():
     out = transform(s)
     assert out.events.shape == (0, 6)
     assert isinstance(out.channels, pd.DataFrame)
+
+
+def test_flowkit_logicle_above_top_of_scale(realdata):
+    # FlowKit sample_tests: FSC-A raw[0] of test_comp_example is 118103.25, and
+    # logicle(T=10000, W=0.5, M=4.5, A=0) of it rounds to 1.238 (far above T -> above 1)
+    raw = np.fromfile(realdata / "FlowKit/data/test_comp_example.npy").reshape(10703, 18)
+    assert raw[0, 0] == 118103.25
+    tr = Logicle(10000, 0.5, 4.5, 0)
+    assert round(float(tr.apply(raw[:, 0])[0]), 3) == 1.238
+    assert round(float(tr.apply(raw[:, 0], dtype=np.float64)[0]), 3) == 1.238
