@@ -334,14 +334,20 @@ def _apply(events: np.ndarray, block: np.ndarray, indices: Sequence[int], dtype)
     return out
 
 
+_CONTROLLER: list = []
+
+
 def _one_blas_thread():
+    """Context manager limiting BLAS to one thread (the controller is built once)."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         import contextlib
 
         return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def _where(sample) -> str:
