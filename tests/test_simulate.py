@@ -365,3 +365,17 @@ def test_cli_simulate(tmp_path):
     res = CliRunner().invoke(main, [*args, "--no-effects", "--plain-markers"])
     assert res.exit_code == 0
     assert _read(out / "P01_baseline.fcs")[0].text["p7s"] == "CD25"
+
+
+def test_files_read_resolve_and_compensate_with_the_package(cohort):
+    import immunoprofile as ip
+
+    sample = ip.read_fcs(cohort.fcs[0])
+    labels = read_truth(cohort.fcs[0])
+    assert sample.n_events == len(labels) == 20_000
+    for marker, (channel, _) in PANEL.items():
+        assert sample.channel_names[ip.resolve_marker(sample, marker)] == channel
+    comp = ip.compensate(sample)
+    np.testing.assert_allclose(comp.events, _compensated(sample), rtol=1e-3, atol=0.5)
+    treg = truth_mask(labels, "Treg_memory")
+    assert abs(np.median(_marker(comp, comp.events, "CD24")[treg])) < 150
