@@ -123,7 +123,6 @@ _TYPE_ALIASES = {
     "flog": "log",
     "fasinh": "arcsinh",
     "asinh": "arcsinh",
-    "biex": "logicle",
     "asinh_cofactor": "arcsinh_cofactor",
     "cofactor": "arcsinh_cofactor",
 }
@@ -505,13 +504,13 @@ def _hyperlog_solver(t: float, w: float, m: float, a: float) -> _HyperlogSolver:
     return _HyperlogSolver(t, w, m, a)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)  # 2 MB per table
 def _logicle_table(t: float, w: float, m: float, a: float) -> np.ndarray:
     s = _logicle_solver(t, w, m, a)
     return _build_table(s.solve_abs, s.x1)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)  # 2 MB per table
 def _hyperlog_table(t: float, w: float, m: float, a: float) -> np.ndarray:
     s = _hyperlog_solver(t, w, m, a)
     return _build_table(s.solve_abs, s.x1)
@@ -635,7 +634,8 @@ class TransformSpec:
 
     Keys: ``default`` (fluorescence channels), ``scatter`` (FSC/SSC), ``time``, and
     ``channels`` mapping a marker or channel name (resolved with `immunoprofile.panel`) to
-    a transform dict or None (left untouched). In a transform dict, ``"t": "range"`` takes
+    a transform dict, a bare type name (``"logicle"``: its default parameters with T from
+    the channel), or None (left untouched). In a transform dict, ``"t": "range"`` takes
     T from the channel's range (``$PnR``, or ``10**decades`` for log-amplified channels)
     and a logicle ``"w": "auto"`` estimates W per channel from the data
     (`estimate_logicle_w`). The default spec: fluorescence logicle(T=range, W=0.5, M=4.5,
@@ -734,8 +734,16 @@ def _resolve_params(d: Mapping[str, Any] | Transform, top: float, sample, col) -
     """Fill ``"range"``/``"auto"`` placeholders and build the transform."""
     if isinstance(d, Transform):
         return d
+    if isinstance(d, str):  # shorthand: "logicle" = that type with T from the channel
+        kind = _TYPE_ALIASES.get(d.strip().lower(), d.strip().lower())
+        cls = TRANSFORM_TYPES.get(kind)
+        if cls is None:
+            raise TransformError(
+                f"unknown transform type {d!r}; known types: {sorted(TRANSFORM_TYPES)}"
+            )
+        d = {"type": kind, **({"t": "range"} if "t" in {f.name for f in fields(cls)} else {})}
     if not isinstance(d, Mapping):
-        raise TransformError(f"a transform must be a mapping or None, got {d!r}")
+        raise TransformError(f"a transform must be a mapping, a type name or None, got {d!r}")
     concrete = {}
     for k, v in d.items():
         key = str(k).lower()

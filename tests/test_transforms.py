@@ -301,3 +301,17 @@ def test_flowkit_logicle_above_top_of_scale(realdata):
     tr = Logicle(10000, 0.5, 4.5, 0)
     assert round(float(tr.apply(raw[:, 0])[0]), 3) == 1.238
     assert round(float(tr.apply(raw[:, 0], dtype=np.float64)[0]), 3) == 1.238
+
+
+def test_spec_shorthand_type_names():
+    s = _sample()
+    out = transform(s, {"default": "arcsinh", "scatter": "linear"})
+    ch = out.history[-1]["channels"]
+    assert ch["FITC-A"] == Arcsinh(262144, 4.5, 0).to_dict()
+    assert ch["FSC-A"] == Linear(262144, 0).to_dict()
+    assert transform(s, {"default": "arcsinh_cofactor"}).history[-1]["channels"]["PE-A"] == {
+        "type": "arcsinh_cofactor",
+        "cofactor": 150.0,
+    }
+    with pytest.raises(TransformError, match="unknown transform type"):
+        TransformSpec.from_dict({"default": "sqrt"})
