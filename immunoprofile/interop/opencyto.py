@@ -702,4 +702,50 @@ def opencyto_to_template(path: str | os.PathLike, name: str | None = None) -> di
     return tmpl
 
 
-__all__ = ["UnsupportedMethodError", "opencyto_to_template", "parse_args", "read_opencyto"]
+def prune_template(template: dict[str, Any], sample: Any) -> tuple[dict[str, Any], list[str]]:
+    """Drop the populations that gate on markers ``sample``'s panel lacks.
+
+    A population goes when one of its dims does not resolve in the panel (with the
+    template's aliases), and with it every population below it and every boolean that
+    combines it. Returns ``(pruned template, dropped population names)``; the dropped names
+    are also listed in the pruned template's description. Useful for a published template
+    (e.g. HIPC Lyoplate) applied to a panel that stains only part of it.
+    """
+    from immunoprofile.exceptions import MarkerNotFoundError
+    from immunoprofile.gating.engine import resolve_dims
+    from immunoprofile.gating.template import validate_template
+
+    tmpl = validate_template(template)
+    missing_dims: set[str] = set()
+    for m in tmpl.markers():
+        try:
+            resolve_dims(sample, tmpl, [m])
+        except MarkerNotFoundError:
+            missing_dims.add(m)
+    dropped: list[str] = []
+    for p in template["populations"]:  # parents come first in a valid template
+        g = p["gate"]
+        gone = p.get("parent") in dropped
+        if g.get("type") == "boolean":
+            gone = gone or any(d in dropped for d in g.get("dims", []))
+        else:
+            gone = gone or any(d in missing_dims for d in g.get("dims", []))
+        if gone:
+            dropped.append(p["name"])
+    out = dict(template)
+    out["populations"] = [p for p in template["populations"] if p["name"] not in dropped]
+    if dropped:
+        out["description"] = (
+            f"{template.get('description', '')}; dropped (markers {sorted(missing_dims)} not "
+            f"in the panel): {', '.join(dropped)}"
+        ).lstrip("; ")
+    return out, dropped
+
+
+__all__ = [
+    "UnsupportedMethodError",
+    "opencyto_to_template",
+    "parse_args",
+    "prune_template",
+    "read_opencyto",
+]
