@@ -49,8 +49,13 @@ def test_treg_template(ocdir):
         "min": [None, None],
         "max": [250000, 250000],
     }
-    assert p["nonDebris"]["gate"]["search"] == [50000.0, 100000.0]
+    # instrument-specific scatter ranges are dropped (noted) unless asked for
+    assert "search" not in p["nonDebris"]["gate"]
+    assert "gate_range" in p["nonDebris"]["description"]
     assert p["nonDebris"]["gate"]["adjust"] == 1.5
+    kept = _pops(opencyto_to_template(ocdir / "treg.csv", keep_ranges=True))
+    assert kept["nonDebris"]["gate"]["search"] == [50000.0, 100000.0]
+    assert t["transforms"] == {"scatter": None}  # scatter in instrument units
     assert p["lymph"]["gate"]["type"] == "blob"
     assert p["Live"]["gate"] == {"type": "tail", "dims": ["Live"], "side": "-", "tol": 0.05}
     assert "Viability" in t["aliases"]["Live"]

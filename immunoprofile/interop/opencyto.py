@@ -326,13 +326,20 @@ def _interval(v: Any) -> list[float] | None:
 
 
 def _one_dim_spec(
-    method: str, args: dict[str, Any], sign: str, dim: str, notes: list[str], used: set[str]
+    method: str,
+    args: dict[str, Any],
+    sign: str,
+    dim: str,
+    notes: list[str],
+    used: set[str],
+    keep_ranges: bool = False,
 ) -> dict[str, Any]:
     """A 1-D adaptive gate spec (without dims) for one of the 1-D methods."""
-    if not _SCATTER.match(dim) and "gate_range" in args:
-        # fluorescence ranges are written on the scale of the R session's transform
-        # (often arcsinh 0-4.5 or raw units), not on immunoprofile's 0-1 analysis scale
-        notes.append(f"gate_range {args['gate_range']} on {dim} dropped (another scale)")
+    if "gate_range" in args and not (keep_ranges and _SCATTER.match(dim)):
+        # ranges are written in the units of the instrument and R session the template
+        # was made for (scatter in that cytometer's channel units, fluorescence on the
+        # session's transform, often arcsinh 0-4.5): they do not carry over
+        notes.append(f"gate_range {args['gate_range']} on {dim} dropped (instrument scale)")
         args = {k: v for k, v in args.items() if k != "gate_range"}
     spec: dict[str, Any]
     if method == "mindensity":
@@ -384,6 +391,7 @@ class _Converter:
     rows: list[_Row]
     names: dict[tuple[str, ...], str] = field(default_factory=dict)
     specs: dict[tuple[str, ...], dict[str, Any]] = field(default_factory=dict)
+    keep_ranges: bool = False
 
     def name(self, r: _Row | None) -> str | None:
         return None if r is None else self.names[r.path]
@@ -422,14 +430,14 @@ class _Converter:
             m == "flowClust" and len(r.dims) == 1
         ):
             if len(r.dims) == 1:
-                spec = _one_dim_spec(m, args, r.signs[0], r.dims[0], notes, used)
+                spec = _one_dim_spec(m, args, r.signs[0], r.dims[0], notes, used, self.keep_ranges)
                 out = {**spec, "dims": list(r.dims)}
             else:
                 if len(r.signs) != len(r.dims):
                     raise TemplateError(
                         f"{where}: pop needs one sign per dimension ({list(r.dims)})"
                     )
-                spec = _one_dim_spec(m, args, "+", r.dims[0], notes, used)
+                spec = _one_dim_spec(m, args, "+", r.dims[0], notes, used, self.keep_ranges)
                 spec.pop("side", None)
                 out = {
                     "type": "thresholds",
@@ -464,9 +472,13 @@ class _Converter:
                 out = {
                     "type": "blob",
                     "dims": list(r.dims),
-                    "n_components": max(k, 2) + 1,
                     "quantile": q,
                 }
+                # K counts openCyto's clusters on debris-free data; the blob gate models
+                # debris, lymphocytes, monocytes and granulocytes itself (its default)
+                notes.append(
+                    f"flowClust K = {k} on scatter: the lymphocyte blob's own mixture used"
+                )
                 if "target" in args:
                     notes.append(
                         "flowClust target (instrument units) replaced by the lymphocyte rule"
@@ -620,8 +632,14 @@ def _safe(name: str) -> str:
     return s or "population"
 
 
-def opencyto_to_template(path: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
+def opencyto_to_template(
+    path: str | os.PathLike, name: str | None = None, keep_ranges: bool = False
+) -> dict[str, Any]:
     """Convert an openCyto CSV gating template into an immunoprofile template (a dict).
+
+    ``keep_ranges`` keeps the ``gate_range`` search windows of scatter channels (only
+    right when the template was written for the same cytometer and scatter settings);
+    by default they are dropped like the fluorescence ones and listed in the description.
 
     Raises
     ------
@@ -652,7 +670,7 @@ def opencyto_to_template(path: str | os.PathLike, name: str | None = None) -> di
     if len(set(paths)) != len(paths):
         dup = sorted({"/".join(p) for p in paths if paths.count(p) > 1})
         raise TemplateError(f"{src}: population(s) defined twice: {dup}")
-    conv = _Converter(src, rows)
+    conv = _Converter(src, rows, keep_ranges=keep_ranges)
     taken: set[str] = set()
     for r in rows:
         for k in range(1, len(r.path) + 1):
@@ -689,7 +707,10 @@ def opencyto_to_template(path: str | os.PathLike, name: str | None = None) -> di
         "description": f"imported from openCyto template {path.name}",
         "version": 1,
         "compensation": "file",
-        "transforms": {},
+        # scatter stays in instrument units, the units openCyto templates give scatter
+        # ranges in (boundary max = 250000, gate_range = c(50000, 100000)); fluorescence
+        # gets the default logicle
+        "transforms": {"scatter": None},
         "populations": pops,
     }
     if uses_live:
