@@ -3,8 +3,6 @@ own stored counts reproduced for the workspaces whose FCS file is present."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -34,11 +32,6 @@ def fkdata(realdata):
     return root
 
 
-def _needs_transforms():
-    if importlib.util.find_spec("immunoprofile.transforms") is None:
-        pytest.skip("immunoprofile.transforms is not available yet")  # FIXME(interop)
-
-
 def _read(path):
     from immunoprofile.io.fcs import read_fcs
 
@@ -47,7 +40,6 @@ def _read(path):
 
 @pytest.mark.parametrize("wsp", sorted(STORED))
 def test_flowjo_counts_reproduced(fkdata, wsp):
-    _needs_transforms()
     ws = read_wsp(fkdata / wsp)
     (smp,) = ws.samples.values()
     rows = ws.compare_counts(smp, _read(fkdata / wsp.split("/")[0] / smp.file_name))
@@ -58,7 +50,6 @@ def test_flowjo_counts_reproduced(fkdata, wsp):
 
 def test_polygon_workspaces_agree_with_flowkit(fkdata):
     """FlowJo stored no counts here (count -1/0); flowkit's evaluation is the reference."""
-    _needs_transforms()
     fk = pytest.importorskip("flowkit")
     fcs = fkdata / "simple_line_example" / "data_set_simple_line_100.fcs"
     for name, poly_count in [
@@ -78,7 +69,6 @@ def test_polygon_workspaces_agree_with_flowkit(fkdata):
 
 
 def test_ellipse_is_converted_from_display_space(fkdata):
-    _needs_transforms()
     ws = read_wsp(fkdata / "simple_line_example" / "single_ellipse_51_events.wsp")
     s = ws.strategy(next(iter(ws.samples.values())))
     g = s.gates["ellipse1"].gate
@@ -88,7 +78,6 @@ def test_ellipse_is_converted_from_display_space(fkdata):
 
 
 def test_eight_colour_structure_and_template(fkdata):
-    _needs_transforms()
     from immunoprofile.gating.template import validate_template
 
     ws = read_wsp(fkdata / "8_color_data_set" / "8_color_ICS.wsp")
@@ -116,7 +105,6 @@ def test_eight_colour_structure_and_template(fkdata):
 
 
 def test_boolean_nodes(fkdata):
-    _needs_transforms()
     ws = read_wsp(fkdata / "8_color_data_set" / "8_color_ICS_boolean_gate_testing.wsp")
     smp = ws.sample("101_DEN084Y5_15_E01_008_clean.fcs")
     strat = ws.strategy(smp)
@@ -134,7 +122,6 @@ def test_boolean_nodes(fkdata):
 
 def test_boolean_evaluation_on_synthetic_events(fkdata):
     """The boolean node's mask is and/or/not of its dependents within its parent."""
-    _needs_transforms()
     ws = read_wsp(fkdata / "8_color_data_set" / "8_color_ICS_boolean_gate_testing.wsp")
     smp = ws.sample("101_DEN084Y5_15_E01_008_clean.fcs")
     rng = np.random.default_rng(0)
@@ -183,7 +170,6 @@ def test_errors(tmp_path):
 
 
 def test_cli_import_gates_wsp_with_fcs(fkdata, tmp_path):
-    _needs_transforms()
     import json
 
     from click.testing import CliRunner

@@ -104,14 +104,6 @@ def data1(suite):
     return scaled_columns(read_fcs(suite / "data1.fcs", scale=False))
 
 
-def _needs_transforms(strategy) -> None:
-    """FIXME(interop): temporary, until immunoprofile.transforms lands on main."""
-    import importlib.util
-
-    if strategy.transforms and importlib.util.find_spec("immunoprofile.transforms") is None:
-        pytest.skip("immunoprofile.transforms is not available yet")
-
-
 def truth(suite, stem: str) -> np.ndarray:
     return np.loadtxt(suite / "truth" / f"Results_{stem}.txt", dtype=int).astype(bool)
 
@@ -126,7 +118,6 @@ def test_channel_to_scale_matches_flowio_truth(realdata, data1):
 @pytest.mark.parametrize("gml", sorted(SUITE))
 def test_compliance_file(suite, data1, gml):
     strategy = read_gatingml(suite / "gml" / gml)
-    _needs_transforms(strategy)
     masks = strategy.evaluate(data1)
     for gate_id, stem in SUITE[gml]:
         want = truth(suite, stem)
@@ -140,7 +131,6 @@ def test_compliance_all_gates(suite, data1):
     strategy = read_gatingml(suite / "gml" / "gml_all_gates.xml")
     assert sorted(strategy.gate_ids) == sorted(ALL_GATES)
     assert strategy.max_depth() == 2
-    _needs_transforms(strategy)
     masks = strategy.evaluate(data1)
     bad = {g: int((masks[g] != truth(suite, g)).sum()) for g in ALL_GATES}
     assert {g: n for g, n in bad.items() if n} == {}
@@ -184,7 +174,6 @@ def test_all_gates_structure(suite):
 
 def test_export_reimports_to_same_membership(suite, data1, tmp_path):
     s = read_gatingml(suite / "gml" / "gml_all_gates.xml")
-    _needs_transforms(s)
     out = tmp_path / "exported.xml"
     write_gatingml(s, out)
     again = read_gatingml(out)
@@ -198,7 +187,6 @@ def test_export_reimports_to_same_membership(suite, data1, tmp_path):
 def test_export_reads_in_flowkit(suite, data1, tmp_path):
     fk = pytest.importorskip("flowkit")
     s = read_gatingml(suite / "gml" / "gml_all_gates.xml")
-    _needs_transforms(s)
     out = tmp_path / "exported.xml"
     write_gatingml(s, out)
     gs = fk.parse_gating_xml(str(out))
@@ -336,11 +324,6 @@ def test_errors_name_the_place():
 
 @pytest.fixture(scope="module")
 def fitted_treg(tmp_path_factory):
-    import importlib.util
-
-    for mod in ("immunoprofile.transforms", "immunoprofile.compensation"):
-        if importlib.util.find_spec(mod) is None:
-            pytest.skip(f"{mod} is not available yet")  # FIXME(interop)
     from immunoprofile.gating.engine import apply_template
     from immunoprofile.io.fcs import read_fcs
     from immunoprofile.io.write import write_fcs
