@@ -81,9 +81,10 @@ class Component:
 
     ``label`` is the truth leaf written to the truth file; ``weight`` the share of the
     leaf this component makes up; ``scatter`` the name of its scatter profile
-    (`SCATTER`); ``spec`` the phenotype as tokens ``MARKER<sym>[:spread]`` with ``<sym>``
-    one of ``-``, ``lo`` (dim), ``+`` (positive), ``hi`` (bright). Unlisted markers are
-    negative.
+    (`SCATTER`); ``spec`` the phenotype as tokens ``MARKER<sym>[*factor][:spread]`` with
+    ``<sym>`` one of ``-``, ``lo`` (dim), ``+`` (positive), ``hi`` (bright); ``factor``
+    scales the level's median (e.g. ``CD38+*2.5``: between positive and bright) and
+    ``spread`` replaces the default log-SD of the level. Unlisted markers are negative.
     """
 
     name: str
@@ -120,16 +121,16 @@ COMPONENTS: tuple[Component, ...] = (
         "Treg_memory",
         1.0,
         "T",
-        _T + "CD4+ CD25hi:0.45 CD127lo:0.55 FOXP3hi CD27+ CD45RAlo:0.7",
+        _T + "CD4+ CD25hi:0.45 CD127lo:0.55 FOXP3hi CD27+ CD45RAlo:0.55",
     ),
     Component(
         "Treg_FOXP3neg",
         "Treg_FOXP3neg",
         1.0,
         "T",
-        _T + "CD4+ CD25hi:0.45 CD127lo:0.55 FOXP3lo:0.6 CD27+ CD38+ CD45RAlo:0.7",
+        _T + "CD4+ CD25hi:0.45 CD127lo:0.55 FOXP3lo:0.6 CD27+ CD38+ CD45RAlo:0.55",
     ),
-    Component("Th1", "Th1", 1.0, "T", _T + "CD4+ CXCR3+:0.5 CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7"),
+    Component("Th1", "Th1", 1.0, "T", _T + "CD4+ CXCR3+:0.65 CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7"),
     Component("Th2", "Th2", 0.7, "T", _T + "CD4+ CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7"),
     Component(
         "Th2_em", "Th2", 0.3, "T", _T + "CD4+ CD25lo:0.6 CD127+ CD161lo CD45RAlo:0.7 CD27lo:0.8"
@@ -139,14 +140,14 @@ COMPONENTS: tuple[Component, ...] = (
         "Th17",
         1.0,
         "T",
-        _T + "CD4+ CCR6+:0.45 CD161+:0.5 CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7",
+        _T + "CD4+ CCR6+:0.55 CD161+:0.5 CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7",
     ),
     Component(
         "Th1_17",
         "Th1_17",
         1.0,
         "T",
-        _T + "CD4+ CXCR3+:0.5 CCR6+:0.45 CD161lo CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7",
+        _T + "CD4+ CXCR3+:0.65 CCR6+:0.55 CD161lo CD25lo:0.6 CD127+ CD27+ CD45RAlo:0.7",
     ),
     # CD8 T cells
     Component("CD8_naive", "CD8", 0.40, "T", _T + "CD8+ CD45RAhi CD27+ CD127+ CD38lo"),
@@ -159,9 +160,13 @@ COMPONENTS: tuple[Component, ...] = (
     Component("T_DN", "T_other", 0.8, "T", "CD3hi CD45RA+ CD161lo CD27+ CD8lo:0.8"),
     Component("T_DP", "T_other", 0.2, "T", _T + "CD4+ CD8+ CD27+ CD45RAlo"),
     # B cells
-    Component("B_naive", "B_naive", 1.0, "B", "CD19+ CD20+ IgD+ CD24+ CD38lo CD45RAhi"),
+    Component("B_naive", "B_naive", 1.0, "B", "CD19+ CD20+ IgD+ CD24+:0.45 CD38lo:0.6 CD45RAhi"),
     Component(
-        "B_transitional", "B_transitional", 1.0, "B", "CD19+ CD20+ IgDhi CD24hi CD38hi CD45RAhi"
+        "B_transitional",
+        "B_transitional",
+        1.0,
+        "B",
+        "CD19+ CD20+ IgDhi CD24hi:0.45 CD38+*2.5:0.45 CD45RAhi",
     ),
     Component(
         "B_memory_switched", "B_memory", 0.6, "B", "CD19+ CD20+ CD27+:0.5 CD24hi CD38lo CD45RA+"
@@ -184,9 +189,13 @@ COMPONENTS: tuple[Component, ...] = (
         "CD56hi CD16lo:0.8 CD45RA+ CD127lo CD27lo CD38+ CD161+ CXCR3+",
     ),
     Component(
-        "NK_dim", "NK_CD56dim", 0.7, "NK_large", "CD56lo CD16hi CD45RAhi CD38+ CD161lo CD8lo:0.9"
+        "NK_dim",
+        "NK_CD56dim",
+        0.7,
+        "NK_large",
+        "CD56lo:0.55 CD16hi CD45RAhi CD38+ CD161lo CD8lo:0.9",
     ),
-    Component("NK_dim_CD8-", "NK_CD56dim", 0.3, "NK_large", "CD56lo CD16hi CD45RAhi CD38+"),
+    Component("NK_dim_CD8-", "NK_CD56dim", 0.3, "NK_large", "CD56lo:0.55 CD16hi CD45RAhi CD38+"),
     # other cells in the lymphocyte scatter gate
     Component("ILC", "lymph_other", 0.3, "T", "CD127+ CD161+ CD45RAlo"),
     Component("pDC", "lymph_other", 0.2, "B_large", "CD4lo CD45RA+ CD38+"),
@@ -298,6 +307,7 @@ def _parse_spec(spec: str) -> dict[str, tuple[str, float, float]]:
     out = {m: ("negative", 0.0, 0.0) for m in MARKERS}
     for token in spec.split():
         body, _, spread_s = token.partition(":")
+        body, _, mult_s = body.partition("*")
         for sym in ("lo", "hi", "+", "-"):
             if body.endswith(sym):
                 marker = body[: -len(sym)]
@@ -311,7 +321,7 @@ def _parse_spec(spec: str) -> dict[str, tuple[str, float, float]]:
             out[marker] = ("negative", 0.0, 0.0)
             continue
         spread = float(spread_s) if spread_s else SPREAD[level]
-        out[marker] = (level, LEVELS[marker][level], spread)
+        out[marker] = (level, LEVELS[marker][level] * (float(mult_s) if mult_s else 1.0), spread)
     return out
 
 
