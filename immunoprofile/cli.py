@@ -463,7 +463,7 @@ def _parse_metaclusters(text: str) -> int | tuple[int, int]:
               "'none' clusters the values as stored.")  # fmt: skip
 @click.option("--subsample", default=20000, show_default=True, type=click.IntRange(min=1),
               help="Events per file in the pooled training set.")  # fmt: skip
-@click.option("--name-level", type=click.Choice(["metacluster", "node"]), default="metacluster",
+@click.option("--name-level", type=click.Choice(["metacluster", "node"]), default="node",
               show_default=True, help="Which clusters carry population names.")  # fmt: skip
 @click.option("--umap", is_flag=True, help="Also compute and draw a UMAP (slow on first use).")
 @click.option("--gating", "gating_table", type=click.Path(dir_okay=False, exists=True),

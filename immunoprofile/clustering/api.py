@@ -386,7 +386,7 @@ def cluster(
     subsample_per_sample: int = 20_000,
     umap: bool = False,
     umap_events: int = 20_000,
-    name_level: str = "metacluster",
+    name_level: str = "node",
     rules: Sequence[PhenotypeRule] = DEFAULT_RULES,
     thresholds: Mapping[str, Sequence[float]] | None = None,
     samplesheet: str | os.PathLike | pd.DataFrame | None = None,
@@ -413,8 +413,10 @@ def cluster(
     subsample_per_sample : events drawn from each file for training (all if fewer).
     umap : also compute a 2-D UMAP embedding of a subsample (umap-learn; slow first call).
     umap_events : events in the UMAP subsample (balanced across files).
-    name_level : ``"metacluster"`` (names carried by metaclusters) or ``"node"`` (by the
-        finer SOM nodes; populations are then sums of nodes).
+    name_level : ``"node"`` (names carried by the SOM nodes, populations are sums of
+        nodes: finer, the default) or ``"metacluster"`` (names carried by metaclusters,
+        FlowSOM's usual manual labelling). Metaclusters are always reported, named by the
+        majority of their events' node names.
     rules, thresholds : phenotype rules and fixed marker thresholds for naming.
     samplesheet, pattern : identity of each file (patient, visit), as for gating.
     n_epochs, n_resamples : SOM training passes and consensus resampling rounds.

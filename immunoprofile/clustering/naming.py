@@ -86,10 +86,12 @@ def parse_conditions(text: str, where: str = "rule") -> list[list[tuple[str, str
 
 #: The canonical populations (PROTOCOL / DESIGN definitions), parents before children.
 #: This table is the single place where clustering learns what a population looks like.
+#: ``CD8hi``: CD8 T cells are CD8 bright; CD8-dim T cells (gamma-delta / double-negative
+#: T, NK-like T) are not counted as CD8 (with a single CD8 threshold, hi equals +).
 DEFAULT_RULES: tuple[PhenotypeRule, ...] = (
     PhenotypeRule("T", None, "CD3+"),
     PhenotypeRule("CD4", "T", "CD4+ CD8-"),
-    PhenotypeRule("CD8", "T", "CD8+ CD4-"),
+    PhenotypeRule("CD8", "T", "CD8hi CD4-"),
     PhenotypeRule("Treg", "CD4", "CD25hi CD127lo"),
     PhenotypeRule("Treg_FOXP3", "Treg", "FOXP3+"),
     PhenotypeRule("Treg_naive", "Treg", "CD45RA+"),
@@ -111,6 +113,16 @@ DEFAULT_RULES: tuple[PhenotypeRule, ...] = (
 
 
 # --- thresholds ------------------------------------------------------------------------
+
+
+def marker_key(name: str) -> str:
+    """Comparison key of a marker label (``"CD25 PE"`` -> ``CD25``, ``"FoxP3"`` ->
+    ``FOXP3``), through `immunoprofile.panel` when it is there."""
+    try:
+        from immunoprofile.panel import canonical_marker
+    except ImportError:  # pragma: no cover - the panel module ships with the package
+        return re.sub(r"[^A-Z0-9]", "", str(name).upper())
+    return canonical_marker(name) or str(name).strip().upper()
 
 
 def _otsu(x: np.ndarray, bins: int = 128) -> float:
@@ -238,8 +250,8 @@ def name_clusters(
         )
     if event_cluster.shape[0] != events.shape[0]:
         raise ClusteringError("name_clusters: one cluster label per event is needed")
-    lookup = {m.lower(): j for j, m in enumerate(markers)}
-    fixed = {k.lower(): list(v) for k, v in (thresholds or {}).items()}
+    lookup = {marker_key(m): j for j, m in enumerate(markers)}
+    fixed = {marker_key(k): list(v) for k, v in (thresholds or {}).items()}
     n_clusters = len(medians)
     med = medians.to_numpy(dtype=np.float64)
     member: dict[str, np.ndarray] = {}
@@ -258,7 +270,9 @@ def name_clusters(
         clauses = []
         missing = []
         for alts in rule.parsed():
-            usable = [(lookup[m.lower()], lvl) for m, lvl, _ in alts if m.lower() in lookup]
+            usable = [
+                (lookup[marker_key(m)], lvl) for m, lvl, _ in alts if marker_key(m) in lookup
+            ]
             if usable:
                 clauses.append(usable)
             elif not all(opt for _, _, opt in alts):
@@ -273,8 +287,8 @@ def name_clusters(
             ok = np.zeros(n_clusters, dtype=bool)
             for j, lvl in alts:
                 name = markers[j]
-                if name.lower() in fixed:
-                    cuts, fitted_on = list(fixed[name.lower()]), "given"
+                if marker_key(name) in fixed:
+                    cuts, fitted_on = list(fixed[marker_key(name)]), "given"
                 else:
                     cuts, fitted_on = _cuts(events, event_cluster, j, rule.parent, member,
                                             parents, min_events)  # fmt: skip

@@ -16,6 +16,8 @@ matrix product over all events:
    (FlowSOM's default radius is the 0.67 quantile of grid distances) to ``sigma_end``.
 
 The last epochs use a small ``sigma``, so the map ends as a topology-ordered k-means.
+The early, wide-neighbourhood epochs only place the map coarsely and run on a random
+subsample (``coarse_events``), so large inputs cost about four passes over every event.
 All arithmetic on events is float32; the map is initialised on the plane of the first two
 principal components (deterministic), or from random events (``init="random"``, seeded).
 """
@@ -63,6 +65,10 @@ class SOM:
         ``"random"`` (nodes start at random events).
     seed : seeds every random step (random initialisation).
     chunk_size : events per block when computing distances (bounds memory).
+    coarse_events : epochs whose neighbourhood is still wide (``sigma >= 1`` grid unit)
+        only place the map coarsely, so they train on a random subsample of this many
+        events (None = always all events); the fine epochs and the final assignment use
+        every event.
 
     Attributes
     ----------
@@ -90,6 +96,7 @@ class SOM:
         init: str = "pca",
         seed: int = 0,
         chunk_size: int = 65536,
+        coarse_events: int | None = 100_000,
     ) -> None:
         self.grid = grid
         self.n_epochs = n_epochs
@@ -98,6 +105,7 @@ class SOM:
         self.init = init
         self.seed = seed
         self.chunk_size = chunk_size
+        self.coarse_events = coarse_events
 
     # --- parameters ---------------------------------------------------------------------
 
@@ -148,9 +156,13 @@ class SOM:
         return d.argmin(axis=1)
 
     def _epoch_sums(
-        self, X: np.ndarray, codes: np.ndarray, labels_out: np.ndarray | None = None
+        self,
+        X: np.ndarray,
+        codes: np.ndarray,
+        labels_out: np.ndarray | None = None,
+        error: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Per-node event sums (float64) and counts, and the summed squared error."""
+        """Per-node event sums (float64) and counts, and (if asked) the summed squared error."""
         n_nodes, n_dim = codes.shape
         sums = np.zeros((n_nodes, n_dim), dtype=np.float64)
         counts = np.zeros(n_nodes, dtype=np.int64)
@@ -165,8 +177,9 @@ class SOM:
             counts += np.bincount(bmu, minlength=n_nodes)
             for j in range(n_dim):  # loop over markers, not events
                 sums[:, j] += np.bincount(bmu, weights=Xc[:, j], minlength=n_nodes)
-            diff = Xc - codes[bmu]
-            sq_err += float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
+            if error:
+                diff = Xc - codes[bmu]
+                sq_err += float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
         return sums, counts, sq_err
 
     def fit(self, X: np.ndarray, y: None = None) -> SOM:
@@ -189,15 +202,20 @@ class SOM:
         s1 = min(float(self.sigma_end), s0)
         n_ep = int(self.n_epochs)
         sigmas = s0 * (s1 / s0) ** (np.arange(n_ep) / max(n_ep - 1, 1))
+        coarse = None
+        if self.coarse_events is not None and X.shape[0] > int(self.coarse_events):
+            idx = np.sort(rng.choice(X.shape[0], size=int(self.coarse_events), replace=False))
+            coarse = X[idx]
         for sigma in sigmas:
-            sums, counts, sq_err = self._epoch_sums(X, codes)
+            data = coarse if coarse is not None and sigma >= 1.0 else X
+            sums, counts, _ = self._epoch_sums(data, codes)
             H = np.exp(-grid_sq / (2.0 * sigma**2))
             num = H @ sums
             den = H @ counts.astype(np.float64)
             ok = den > 1e-12
             codes[ok] = (num[ok] / den[ok, None]).astype(np.float32)
         self.labels_ = np.empty(X.shape[0], dtype=np.int32)
-        _, counts, sq_err = self._epoch_sums(X, codes, labels_out=self.labels_)
+        _, counts, sq_err = self._epoch_sums(X, codes, labels_out=self.labels_, error=True)
         self.cluster_centers_ = codes
         self.counts_ = counts
         self.quantization_error_ = float(np.sqrt(sq_err / X.shape[0]))
