@@ -270,9 +270,7 @@ def name_clusters(
         clauses = []
         missing = []
         for alts in rule.parsed():
-            usable = [
-                (lookup[marker_key(m)], lvl) for m, lvl, _ in alts if marker_key(m) in lookup
-            ]
+            usable = [(lookup[marker_key(m)], lvl) for m, lvl, _ in alts if marker_key(m) in lookup]
             if usable:
                 clauses.append(usable)
             elif not all(opt for _, _, opt in alts):
