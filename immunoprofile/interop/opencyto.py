@@ -469,15 +469,13 @@ class _Converter:
                 )
                 used.update({"transitional_angle", "translation"})
             elif _is_scatter(r.dims):
-                out = {
-                    "type": "blob",
-                    "dims": list(r.dims),
-                    "quantile": q,
-                }
-                # K counts openCyto's clusters on debris-free data; the blob gate models
-                # debris, lymphocytes, monocytes and granulocytes itself (its default)
+                out = {"type": "blob", "dims": list(r.dims)}
+                # K counts openCyto's clusters on debris-free data and quantile is a level
+                # of its t-mixture; the blob gate models debris, lymphocytes, monocytes and
+                # granulocytes itself and sets its own contour (its defaults)
                 notes.append(
-                    f"flowClust K = {k} on scatter: the lymphocyte blob's own mixture used"
+                    f"flowClust K = {k}, quantile = {q} on scatter: the lymphocyte blob's own "
+                    "mixture and contour used"
                 )
                 if "target" in args:
                     notes.append(
