@@ -192,3 +192,76 @@ def test_100715_spill(realdata):
 def test_den_comp_header(realdata):
     sp = Spillover.from_file(realdata / "FlowKit/data/8_color_data_set/den_comp.csv")
     assert sp.detectors[0] == "TNFa FITC FLR-A" and sp.matrix.shape == (8, 8)
+
+
+def _truth(realdata, name):
+    path = realdata / f"FlowKit/data/gate_ref/truth/Results_{name}.txt"
+    return np.loadtxt(path, dtype=int).astype(bool)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gatingml_scale_par1_end_to_end(realdata, dtype):
+    """Gating-ML compliance ScaleRect1 -> ScalePar1 built by hand (as FlowKit's
+    test_absolute_percent does): spectrum matrix MySpill over FL1-H..FL3-H, logicle on the
+    compensated PE/PerCP, hyperlog on FITC. Event-by-event equal to the ISAC results."""
+    from immunoprofile.transforms import Hyperlog, Logicle
+
+    # data1.fcs after gain/log scaling (FlowIO's truth array); columns FSC-H, SSC-H,
+    # FL1-H, FL2-H, FL3-H, FL2-A, FL4-H, Time
+    ev = np.load(realdata / "FlowIO/data/truth/data1_preprocessed.npy")
+    spill = [[1, 0.02, 0.06], [0.11, 1, 0.07], [0.09, 0.01, 1]]
+    sp = Spillover(("FL1-H", "FL2-H", "FL3-H"), spill, source="MySpill")
+    comp = compensate_array(ev, sp, [2, 3, 4], dtype=dtype)
+    lg, hl = Logicle(10000, 0.5, 4.5, 0), Hyperlog(10000, 1, 4.5, 0)
+    pe, percp = lg.apply(comp[:, 3], dtype=dtype), lg.apply(comp[:, 4], dtype=dtype)
+    fitc = hl.apply(comp[:, 2], dtype=dtype)
+    rect = (pe >= 0.31) & (pe < 0.69) & (percp >= 0.27) & (percp < 0.73)
+    par = rect & (fitc >= 0.12) & (fitc < 0.43)
+    assert rect.sum() == 809 and par.sum() == 558
+    np.testing.assert_array_equal(rect, _truth(realdata, "ScaleRect1"))
+    np.testing.assert_array_equal(par, _truth(realdata, "ScalePar1"))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gatingml_scale_ranges(realdata, dtype):
+    """ScaleRange1-6: one transform each on uncompensated FL1-H, range gate [min, max)."""
+    from immunoprofile.transforms import Arcsinh, Hyperlog, Linear, Log, Logicle
+
+    fl1 = np.load(realdata / "FlowIO/data/truth/data1_preprocessed.npy")[:, 2]
+    cases = {
+        "ScaleRange1": (Arcsinh(10000, 4, 1), 0.37, 0.63),
+        "ScaleRange2": (Hyperlog(10000, 1, 4.5, 0), 0.37, 0.63),
+        "ScaleRange3": (Linear(10000, 500), 0.049, 0.055),
+        "ScaleRange4": (Logicle(10000, 0.5, 4.5, 0), 0.37, 0.63),
+        "ScaleRange5": (Logicle(10000, 1, 4, 0.5), 0.37, 0.63),
+        "ScaleRange6": (Log(10000, 5), 0.37, 0.63),
+    }
+    for name, (tr, lo, hi) in cases.items():
+        y = tr.apply(fl1, dtype=dtype)
+        got = (y >= lo) & (y < hi)
+        np.testing.assert_array_equal(got, _truth(realdata, name), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gatingml_compensated_scale_ranges(realdata, dtype):
+    """ScaleRange1c-8c: MySpill compensation, then one transform on FITC or PE."""
+    from immunoprofile.transforms import Arcsinh, Hyperlog, Linear, Logicle
+
+    ev = np.load(realdata / "FlowIO/data/truth/data1_preprocessed.npy")
+    spill = [[1, 0.02, 0.06], [0.11, 1, 0.07], [0.09, 0.01, 1]]
+    sp = Spillover(("FL1-H", "FL2-H", "FL3-H"), spill, source="MySpill")
+    comp = compensate_array(ev, sp, [2, 3, 4], dtype=dtype)
+    fitc, pe = comp[:, 2], comp[:, 3]
+    cases = {
+        "ScaleRange1c": (Arcsinh(10000, 4, 1), fitc, 0.37, 0.63),
+        "ScaleRange2c": (Hyperlog(10000, 1, 4.5, 0), fitc, 0.37, 0.63),
+        "ScaleRange3c": (Linear(10000, 500), fitc, 0.049, 0.055),
+        "ScaleRange4c": (Logicle(10000, 0.5, 4.5, 0), fitc, 0.37, 0.63),
+        "ScaleRange5c": (Logicle(10000, 1, 4, 0.5), fitc, 0.37, 0.63),
+        "ScaleRange6c": (Arcsinh(10000, 4, 1), pe, 0.09, 0.36),
+        "ScaleRange7c": (Hyperlog(10000, 1, 4.5, 0), pe, 0.09, 0.36),
+        "ScaleRange8c": (Logicle(10000, 1, 4, 0.5), pe, 0.09, 0.36),
+    }
+    for name, (tr, x, lo, hi) in cases.items():
+        y = tr.apply(x, dtype=dtype)
+        np.testing.assert_array_equal((y >= lo) & (y < hi), _truth(realdata, name), err_msg=name)
