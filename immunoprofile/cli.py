@@ -495,7 +495,8 @@ def cluster_cmd(
     Writes populations.csv/.parquet, metaclusters.csv (name, size and median phenotype of
     every metacluster), metacluster_counts.csv, thresholds.csv, unassigned.csv, and the
     figures heatmap.png and som_grid.png (+ umap_*.png with --umap, agreement.csv and
-    agreement.png with --gating).
+    agreement.png with --gating). A file that cannot be read or gated is left out and
+    listed in errors.csv; the exit status is then 1.
     """
     from pathlib import Path
 
@@ -519,6 +520,7 @@ def cluster_cmd(
             name_level=name_level,
             samplesheet=samplesheet,
             pattern=pattern,
+            on_error="skip",
         )
         written = res.write(out_dir)
         if gating_table is not None:
@@ -557,6 +559,10 @@ def cluster_cmd(
         f"{res.n_metaclusters} metaclusters ({len(named)} named, "
         f"{len(summ) - len(named)} unassigned); wrote {len(written)} files to {out_dir}/"
     )
+    if len(res.errors):
+        for e in res.errors.itertuples():
+            click.secho(f"failed: {e.message}", fg="red", err=True)
+        sys.exit(1)
 
 
 # === compare / report / run / demo =========================================

@@ -171,3 +171,18 @@ def test_cli_cluster_writes_tables_figures_and_agreement(cohort, tmp_path):
     assert bad.exit_code == 1 and "NOPE" in bad.output
     grid = CliRunner().invoke(main, ["cluster", files[0], "--out", str(out), "--grid", "10by10"])
     assert grid.exit_code == 2 and "ROWSxCOLS" in grid.output
+
+
+def test_bad_file_is_skipped_or_raised(cohort, tmp_path):
+    from immunoprofile.exceptions import FCSError
+
+    samples, _, _ = cohort
+    junk = tmp_path / "junk.fcs"
+    junk.write_bytes(b"this is not an FCS file at all" * 10)
+    with pytest.raises(FCSError):
+        cluster([samples[0], str(junk)], n_resamples=5)
+    res = cluster([samples[0], str(junk), samples[1]], n_resamples=5, on_error="skip")
+    assert res.samples == [samples[0].name, samples[1].name]
+    assert list(res.errors["file"]) == [str(junk)] and "junk.fcs" in res.errors["message"][0]
+    paths = res.write(tmp_path / "o")
+    assert any(p.endswith("errors.csv") for p in paths)

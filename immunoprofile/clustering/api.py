@@ -36,7 +36,7 @@ from immunoprofile.clustering.naming import (
     name_clusters,
 )
 from immunoprofile.clustering.som import SOM
-from immunoprofile.exceptions import ClusteringError, MarkerNotFoundError
+from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
 from immunoprofile.sample import Sample
 
 __all__ = ["cluster", "ClusterResult", "default_markers"]
@@ -60,29 +60,11 @@ def default_markers(sample: Sample) -> list[str]:
 
 
 def _resolve_columns(sample: Sample, markers: Sequence[str]) -> list[int]:
-    """Column index of each marker (via the panel module when it is there)."""
-    try:
-        from immunoprofile.gating.engine import _panel
+    """Column index of each marker (names resolved by `immunoprofile.panel.Panel`)."""
+    from immunoprofile.panel import Panel
 
-        panel = _panel(sample)
-        return [int(panel.index(m)) for m in markers]
-    except ImportError:  # pragma: no cover - the gating engine ships with the package
-        pass
-    names = [str(n).lower() for n in sample.channel_names]
-    marks = [str(m).strip().lower() if m else "" for m in sample.markers]
-    out = []
-    for m in markers:
-        key = m.strip().lower()
-        if key in marks:
-            out.append(marks.index(key))
-        elif key in names:
-            out.append(names.index(key))
-        else:
-            raise MarkerNotFoundError(
-                f"{sample.name or '<sample>'}: no marker {m!r}; markers are "
-                f"{[x for x in sample.markers if x]}"
-            )
-    return out
+    panel = Panel(sample)
+    return [int(panel.index(m)) for m in markers]
 
 
 def _describe(item: Any) -> str:
@@ -170,7 +152,9 @@ class ClusterResult:
         (lymphocytes), when pre-gated; used for ``percent_of_lymphocytes``.
     parent : the pre-gate population, or None.
     train_events, train_nodes, train_sample : the pooled training subsample.
-    embedding : DataFrame (``umap1``, ``umap2``, ``sample``, ``node``) when UMAP was asked for.
+    embedding : DataFrame (``umap1``, ``umap2``, ``sample``, ``node``, ...) when UMAP was
+        asked for.
+    errors : files left out with ``on_error="skip"`` (``file, sample, error, message``).
     """
 
     markers: list[str]
@@ -189,6 +173,7 @@ class ClusterResult:
     train_nodes: np.ndarray
     train_sample: np.ndarray
     embedding: pd.DataFrame | None = None
+    errors: pd.DataFrame = field(default_factory=pd.DataFrame)
     _cluster_of_node: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -338,6 +323,8 @@ class ClusterResult:
         ]
         if self.embedding is not None:
             paths.append(write_csv(self.embedding, out / "umap.csv"))
+        if len(self.errors):
+            paths.append(write_csv(self.errors, out / "errors.csv"))
         return [str(p) for p in paths]
 
 
@@ -393,6 +380,7 @@ def cluster(
     pattern: str | None = None,
     n_epochs: int = 10,
     n_resamples: int = 100,
+    on_error: str = "raise",
 ) -> ClusterResult:
     """Cluster a cohort FlowSOM-style and name the clusters.
 
@@ -420,6 +408,8 @@ def cluster(
     rules, thresholds : phenotype rules and fixed marker thresholds for naming.
     samplesheet, pattern : identity of each file (patient, visit), as for gating.
     n_epochs, n_resamples : SOM training passes and consensus resampling rounds.
+    on_error : ``"raise"`` stops at the first file that cannot be read, gated or resolved;
+        ``"skip"`` leaves it out, records it in ``ClusterResult.errors`` and goes on.
 
     Returns
     -------
@@ -458,14 +448,35 @@ def cluster(
     given = [x.name if isinstance(x, Sample) and x.name else None for x in items]
     names = [g or d for g, d in zip(given, sample_names(files))]
 
+    if on_error not in ("raise", "skip"):
+        raise ClusteringError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     prepared: list[_Prepared] = []
+    kept: list[int] = []
+    errors: list[dict[str, str]] = []
     chosen: list[str] | None = list(markers) if markers is not None else None
-    for item, name in zip(items, names):
-        prep, used = _prepare(item, name, chosen, template, parent, seed)
+    for i, (item, name) in enumerate(zip(items, names)):
+        try:
+            prep, used = _prepare(item, name, chosen, template, parent, seed)
+        except ImmunoprofileError as exc:
+            if on_error == "raise":
+                raise
+            msg = str(exc)
+            if files[i] not in msg and name not in msg:
+                msg = f"{files[i]}: {msg}"
+            errors.append({"file": files[i], "sample": name, "error": type(exc).__name__,
+                           "message": msg})  # fmt: skip
+            continue
         if chosen is None:
             chosen = used
         prepared.append(prep)
+        kept.append(i)
+    if not prepared:
+        raise ClusteringError(
+            "cluster: no file could be used; " + "; ".join(e["message"] for e in errors)
+        )
     assert chosen is not None
+    files = [files[i] for i in kept]
+    names = [names[i] for i in kept]
     identities = resolve_identities(
         files,
         samplesheet=samplesheet,
@@ -532,6 +543,7 @@ def cluster(
         train_events=train,
         train_nodes=train_nodes,
         train_sample=train_sample,
+        errors=pd.DataFrame(errors, columns=["file", "sample", "error", "message"]),
     )
     if umap:
         from immunoprofile.clustering.embed import embed_result

@@ -117,11 +117,9 @@ DEFAULT_RULES: tuple[PhenotypeRule, ...] = (
 
 def marker_key(name: str) -> str:
     """Comparison key of a marker label (``"CD25 PE"`` -> ``CD25``, ``"FoxP3"`` ->
-    ``FOXP3``), through `immunoprofile.panel` when it is there."""
-    try:
-        from immunoprofile.panel import canonical_marker
-    except ImportError:  # pragma: no cover - the panel module ships with the package
-        return re.sub(r"[^A-Z0-9]", "", str(name).upper())
+    ``FOXP3``), through `immunoprofile.panel.canonical_marker`."""
+    from immunoprofile.panel import canonical_marker
+
     return canonical_marker(name) or str(name).strip().upper()
 
 
