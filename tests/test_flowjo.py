@@ -200,3 +200,20 @@ def test_cli_import_gates_wsp_with_fcs(fkdata, tmp_path):
     ]
     per_sample = json.loads((tmp_path / "quad.samples.json").read_text())
     assert list(per_sample) == ["test_data_diamond_01.fcs"]
+
+
+@pytest.mark.parametrize("wsp", sorted(STORED))
+def test_imported_template_through_the_engine_gives_flowjo_counts(fkdata, wsp):
+    """The workspace as an immunoprofile template (channels, FlowJo axis transforms as the
+    template's transforms), applied by the gating engine on its float32 path."""
+    from immunoprofile.gating.engine import apply_template
+    from immunoprofile.gating.template import validate_template
+    from immunoprofile.io.fcs import read_fcs
+
+    ws = read_wsp(fkdata / wsp)
+    (smp,) = ws.samples.values()
+    tmpl = validate_template(ws.to_template(sample=smp.id))
+    res = apply_template(read_fcs(fkdata / wsp.split("/")[0] / smp.file_name), tmpl)
+    names = {p.id: tmpl.populations[i].name for i, p in enumerate(smp.populations)}
+    got = {pop: res.counts[names[pop]] for pop in STORED[wsp]}
+    assert got == STORED[wsp]

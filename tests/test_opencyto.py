@@ -181,3 +181,29 @@ def test_cli_import_gates_csv(ocdir, tmp_path):
     )
     assert r.exit_code == 1 and "cytokine" in r.output
     assert not (tmp_path / "x.json").exists()
+
+
+def test_imported_hipc_templates_gate_simulated_truth(ocdir):
+    """HIPC treg.csv and bcell.csv, pruned to the simulator's panel, against per-event
+    truth (benchmarks/bench_opencyto_import.py runs more samples)."""
+    import numpy as np
+
+    from immunoprofile.gating.engine import apply_template
+    from immunoprofile.interop.opencyto import prune_template
+    from immunoprofile.simulate.biology import truth_mask
+    from immunoprofile.simulate.cohort import simulate_sample
+
+    def f1(pred, truth):
+        return 2 * np.count_nonzero(pred & truth) / (pred.sum() + truth.sum())
+
+    sample, labels = simulate_sample(events=20_000, seed=101)
+    treg, dropped = prune_template(opencyto_to_template(ocdir / "treg.csv"), sample)
+    assert "CCR4+" in dropped and "CD25+CD127-" not in dropped
+    res = apply_template(sample, treg)
+    assert f1(res.masks["CD4"], truth_mask(labels, "CD4")) > 0.95
+    assert f1(res.masks["CD25+CD127-"], truth_mask(labels, "Treg")) > 0.85
+    bcell, dropped = prune_template(opencyto_to_template(ocdir / "bcell.csv"), sample)
+    assert dropped == []
+    res = apply_template(sample, bcell)
+    assert f1(res.masks["CD19"], truth_mask(labels, "B")) > 0.93
+    assert f1(res.masks["IgD+CD27-"], truth_mask(labels, "B_naive")) > 0.9
