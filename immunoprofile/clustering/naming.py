@@ -8,9 +8,11 @@ HIPC / ONE Study practice), and are evaluated top-down, the way a gating tree is
 * the thresholds of a rule's markers are found on the events of the rule's parent
   population (as a gate on ``CD25`` is fitted on ``CD4`` events): the density minima of
   the marker's smoothed histogram, ``m_1 < ... < m_r``. When the marker has a single mode
-  there (every CD4 Treg is CD45RA- in a memory-only Treg cluster), the grandparent's
-  events are used, and so on up to all events, where Otsu's threshold is the last
-  resort;
+  there, a ``+``/``-`` condition takes its cut from the grandparent's events (a
+  memory-only Treg parent is CD45RA- measured against all CD4), and so on up to all
+  events (Otsu's threshold as the last resort), while a relative condition (``hi``,
+  ``lo``, ``dim``, ``bright``, as CD56bright within NK) uses Otsu's threshold within the
+  parent;
 * levels compare a cluster's median with them: ``+`` is ``>= m_1``, ``-`` is ``< m_1``,
   ``hi``/``bright`` is ``>= m_r``, ``lo`` is ``< m_r``, ``dim`` is ``< m_r`` (and
   ``>= m_1`` when there are two or more minima);
@@ -286,8 +288,10 @@ def name_clusters(
                 if marker_key(name) in fixed:
                     cuts, fitted_on = list(fixed[marker_key(name)]), "given"
                 else:
-                    cuts, fitted_on = _cuts(events, event_cluster, j, rule.parent, member,
-                                            parents, min_events)  # fmt: skip
+                    cuts, fitted_on = _cuts(
+                        events, event_cluster, j, rule.parent, member, parents, min_events,
+                        relative=lvl not in ("+", "-"),
+                    )  # fmt: skip
                 rows.append(
                     {
                         "population": rule.population,
@@ -333,9 +337,16 @@ def _cuts(
     member: Mapping[str, np.ndarray],
     parents: Mapping[str, str | None],
     min_events: int,
+    relative: bool = False,
 ) -> tuple[list[float], str]:
-    """Split points of marker ``j`` on the parent's events, climbing to wider populations
-    while the marker is unimodal there; Otsu on all events as the last resort."""
+    """Split points of marker ``j`` on the parent's events.
+
+    When the marker is unimodal in the parent: for ``+``/``-`` levels the cut is taken
+    from the nearest wider population where it is not (a memory-only Treg parent still
+    has CD45RA- measured against all CD4), with Otsu on all events as the last resort;
+    for relative levels (``hi``, ``lo``, ``dim``, ``bright``: a brighter or dimmer part
+    of the parent, as CD56bright within NK) Otsu's threshold within the parent is used.
+    """
     level = parent
     while level is not None:
         sel = member[level][event_cluster]
@@ -343,6 +354,8 @@ def _cuts(
             cuts = split_points(events[sel, j], unimodal="none")
             if cuts is not None:
                 return cuts, level
+            if relative and level == parent:
+                return split_points(events[sel, j], unimodal="otsu"), f"{level} (otsu)"  # type: ignore[return-value]
         level = parents.get(level)
     return split_points(events[:, j], unimodal="otsu"), "all events"  # type: ignore[return-value]
 
