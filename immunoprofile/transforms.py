@@ -89,7 +89,7 @@ def _table_block(table: np.ndarray, x: np.ndarray, out: np.ndarray, scratch: dic
     idx = scratch["idx"][:m]
     np.right_shift(u, _SHIFT, out=idx, casting="unsafe")
     g = scratch["g"][:m]
-    np.take(table, idx, out=g)
+    np.take(table, idx, out=g, mode="clip")  # indices are in range; "raise" buffers out
     frac = scratch["frac"][:m]
     np.bitwise_and(u, _FRAC_MASK, out=scratch["ubuf"][:m])
     np.multiply(scratch["ubuf"][:m], _FRAC_SCALE, out=frac, casting="unsafe")
