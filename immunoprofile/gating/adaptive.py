@@ -1134,7 +1134,8 @@ class HighLowGate(AdaptiveGate):
 
     A Gaussian mixture with ``n_components`` components is fitted on the two markers. The
     target component is the one furthest towards ``signs`` (``"+"`` high, ``"-"`` low) in
-    standardised units; the rest form the other group. The boundary is the line
+    standardised units; components whose score along the signs lies nearer the target's
+    than the largest component's join it; the rest form the other group. The boundary is the line
     perpendicular to Fisher's discriminant direction (pooled covariance of the two
     groups) where the target group's posterior, projected on that direction, reaches 0.5.
     The gate is that half-plane clipped to a generous box around the data, as a polygon,
@@ -1195,10 +1196,15 @@ class HighLowGate(AdaptiveGate):
         score = ((gm.means_ - X.mean(axis=0)) / sd) @ direction
         score[gm.weights_ < float(self.min_weight)] = -np.inf
         target = int(np.argmax(score))
+        bulk = int(np.argmax(gm.weights_))
+        group = [target]
+        if bulk != target:
+            # components nearer the target than the bulk along the signs join the target
+            # (e.g. CD25-intermediate naive Tregs next to CD25-bright memory Tregs)
+            mid = 0.5 * (score[target] + score[bulk])
+            group = [k for k in range(len(score)) if k != bulk and score[k] >= mid]
         post = gm.predict_proba(X)
-        p_t = post[:, target]
-        rest = np.ones(len(gm.weights_), dtype=bool)
-        rest[target] = False
+        p_t = post[:, group].sum(axis=1)
         w_t = p_t.sum()
         w_r = len(X) - w_t
         if w_t < 5 or w_r < 5:
@@ -1224,6 +1230,7 @@ class HighLowGate(AdaptiveGate):
             "direction": w,
             "offset": c,
             "target_component": target,
+            "target_group": group,
             "target_weight": float(w_t / len(X)),
             "target_mean": mu_t,
             "rest_mean": mu_r,

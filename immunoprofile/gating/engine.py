@@ -10,6 +10,7 @@ Populations are boolean masks over all events of the sample, never copies of eve
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,13 +109,24 @@ def _done(sample: Sample, *steps: str) -> bool:
 
 def prepare_sample(sample: Sample, template: Template) -> Sample:
     """Compensate and transform ``sample`` as ``template`` says, skipping what the sample's
-    history shows was already done (so a prepared sample can be gated again for free)."""
+    history shows was already done (so a prepared sample can be gated again for free).
+
+    ``compensation``: ``"file"`` (the file's spillover; an error if it has none),
+    ``"auto"`` (the file's if present), ``"none"``/None, or a matrix file (relative paths
+    are relative to the template file).
+    """
     how = template.compensation
-    if how not in (None, "none") and not _done(sample, "compensate", "compensation"):
+    transformed = _done(sample, "transform")
+    if how not in (None, "none") and not transformed and not _done(sample, "compensate"):
         from immunoprofile.compensation import compensate
 
-        sample = compensate(sample) if how == "file" else compensate(sample, how)
-    if template.transforms is not None and not _done(sample, "transform", "transforms"):
+        if how not in ("file", "auto") and template.source is not None:
+            # a matrix path in a template file is relative to that file
+            path = Path(how)
+            if not path.is_absolute():
+                how = str(template.source.parent / path)
+        sample = compensate(sample, how)
+    if template.transforms is not None and not transformed:
         from immunoprofile.transforms import transform
 
         sample = transform(sample, template.transforms)
@@ -132,7 +144,9 @@ def resolve_dims(sample: Sample, template: Template, names: list[str]) -> dict[s
     resolves nowhere raises `MarkerNotFoundError` (from the panel, listing what the file
     has and the closest names).
     """
-    panel = _panel(sample)
+    from immunoprofile.panel import Panel
+
+    panel = Panel(sample)
     out: dict[str, int] = {}
     for name in names:
         pinned = template.channels.get(name)
@@ -158,36 +172,6 @@ def resolve_dims(sample: Sample, template: Template, names: list[str]) -> dict[s
             assert first_error is not None
             raise first_error
     return out
-
-
-def _panel(sample: Sample):
-    try:
-        from immunoprofile.panel import Panel
-    except ImportError:  # the panel module is not there yet: exact names only
-        return _ExactPanel(sample)
-    return Panel(sample)
-
-
-class _ExactPanel:
-    """Exact, case-insensitive marker ($PnS) or channel ($PnN) lookup."""
-
-    def __init__(self, sample: Sample) -> None:
-        self.sample = sample
-
-    def index(self, name: str) -> int:
-        import difflib
-
-        key = name.strip().lower()
-        for j, (ch, mk) in enumerate(zip(self.sample.channel_names, self.sample.markers)):
-            if ch.lower() == key or (mk is not None and str(mk).strip().lower() == key):
-                return j
-        known = [str(m) for m in self.sample.markers if m] + self.sample.channel_names
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise MarkerNotFoundError(
-            f"{self.sample.name or '<sample>'}: no marker or channel {name!r}; markers are "
-            f"{[m for m in self.sample.markers if m]}, channels {self.sample.channel_names}" + hint
-        )
 
 
 # --- evaluation ----------------------------------------------------------------------------
