@@ -10,8 +10,8 @@ Populations are boolean masks over all events of the sample, never copies of eve
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
