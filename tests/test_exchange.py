@@ -206,3 +206,21 @@ def test_export_fcs_population_and_cluster_columns(sample, tmp_path):
 def test_measurement_dataclass_channel_names():
     m = Measurement("id", pd.DataFrame({"a": [1.0], "b": [2.0]}))
     assert m.channel_names == ("a", "b")
+
+
+def test_anndata_with_cluster_result():
+    pytest.importorskip("anndata")
+    import immunoprofile as ip
+    from immunoprofile.interop.exchange import cluster_labels
+    from immunoprofile.simulate.cohort import simulate_sample
+
+    a, _ = simulate_sample(events=3000, seed=1, name="a")
+    b, _ = simulate_sample(events=2000, seed=2, name="b")
+    cl = ip.cluster([a, b], n_metaclusters=4, grid=(4, 4), n_resamples=5, n_epochs=2, seed=0)
+    ad = to_anndata([a, b], clusters=cl)
+    obs_b = ad.obs[ad.obs["sample"] == "b"]
+    np.testing.assert_array_equal(obs_b["cluster"].to_numpy(), cluster_labels(cl, 1))
+    names = cl.metacluster_names()
+    # the name of each event's metacluster, MC01 being label 0
+    first = int(obs_b["cluster"].iloc[0])
+    assert obs_b["cluster_name"].iloc[0] == names[f"MC{first + 1:02d}"]

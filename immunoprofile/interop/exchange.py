@@ -437,13 +437,14 @@ def _cluster_lookup(clusters: Any):
         return None
     if hasattr(clusters, "metacluster_labels") and hasattr(clusters, "samples"):
         samples = list(clusters.samples)
-        try:
+        names_of: dict[int, str] | None
+        try:  # metaclusters are labelled MC01, MC02, ... (1-based) by the clustering
             names = clusters.metacluster_names()
-            names_of = {
-                int(re.sub(r"\D", "", str(k)) or i): str(v)
-                for i, (k, v) in enumerate(names.items())
-            }
-        except Exception:
+            names_of = {}
+            for j, (k, v) in enumerate(names.items()):
+                m = re.fullmatch(r"MC(\d+)", str(k))
+                names_of[int(m.group(1)) - 1 if m else j] = str(v)
+        except Exception:  # a result without names: labels only
             names_of = None
 
         def look(name: str, n: int):
