@@ -141,7 +141,7 @@ def test_spillover_present_invertible_and_needed(big_sample):
     raw_cd24 = _marker(sample, sample.events, "CD24")[treg]
     comp_cd24 = _marker(sample, comp, "CD24")[treg]
     assert np.median(raw_cd24) > 1000
-    assert abs(np.median(comp_cd24)) < 150
+    assert abs(np.median(comp_cd24)) < 300
     # compensated negatives spread below zero (detector noise), positives stay positive
     t = truth_mask(labels, "T")
     cd19_t = _marker(sample, comp, "CD19")[t]
@@ -298,7 +298,12 @@ def test_custom_effects_and_no_effects(tmp_path):
     )
     change = np.log(w.xs("week24", level="visit") / w.xs("baseline", level="visit"))
     assert (change["NK"] > 0.2).all() and change["NK"].median() > 0.4
-    assert abs(change["Treg"].median()) < 0.15
+    # Treg share of CD4 is untouched (its share of lymphocytes falls as NK take room)
+    wp = info.frequencies.pivot_table(
+        index=["patient", "visit"], columns="population", values="percent_of_parent"
+    )
+    treg = np.log(wp.xs("week24", level="visit") / wp.xs("baseline", level="visit"))["Treg"]
+    assert abs(treg.median()) < 0.1
     none = simulate_cohort(tmp_path / "b", patients=2, events=2000, seed=3, effects={})
     assert none.effects.empty
 
@@ -378,4 +383,18 @@ def test_files_read_resolve_and_compensate_with_the_package(cohort):
     comp = ip.compensate(sample)
     np.testing.assert_allclose(comp.events, _compensated(sample), rtol=1e-3, atol=0.5)
     treg = truth_mask(labels, "Treg_memory")
-    assert abs(np.median(_marker(comp, comp.events, "CD24")[treg])) < 150
+    assert abs(np.median(_marker(comp, comp.events, "CD24")[treg])) < 300
+
+
+def test_recorded_spillover_has_realistic_measurement_error():
+    from immunoprofile.simulate.engine import InstrumentState
+
+    state = InstrumentState.draw(np.random.default_rng(0), drift=1.0)
+    true, rec = state.spillover(), state.recorded_spillover()
+    np.testing.assert_allclose(np.diag(rec), 1.0)
+    off = (true > 0) & ~np.eye(len(true), dtype=bool)
+    rel = rec[off] / true[off] - 1
+    assert 0.02 < rel.std() < 0.06
+    assert np.array_equal(rec == 0, true == 0)  # no spillover invented where there is none
+    ideal = InstrumentState.draw(np.random.default_rng(0), drift=0.0)
+    np.testing.assert_array_equal(ideal.recorded_spillover(), reference_spillover())

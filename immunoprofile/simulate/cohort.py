@@ -7,6 +7,7 @@ can be regenerated on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import re
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ DEFAULT_EFFECTS: dict[str, float] = {"Treg": 1.3, "Th17": 0.7}
 
 CYTOMETER = "FACSymphony A5"
 _VISIT_NOISE = 0.07  # log-SD of visit-to-visit biological variation of every share
+_ANTIGEN_SD = 0.08  # log-SD of a person's antigen density per marker
 _EFFECT_SPREAD = 0.25  # relative patient-to-patient spread of an effect's log size
 _PURPOSE = {"patient": 1, "file": 2, "effect": 3, "date": 4}
 
@@ -66,6 +68,17 @@ def _rng(seed: int, purpose: str, *keys: int) -> np.random.Generator:
 def draw_patient(rng: np.random.Generator) -> dict[str, float]:
     """Node shares (`biology.FREQUENCIES`) of one person."""
     return {k: bio.draw_share(rng, med, lo, hi) for k, (_, med, lo, hi) in bio.FREQUENCIES.items()}
+
+
+def draw_antigen(rng: np.random.Generator) -> np.ndarray:
+    """Per-person antigen density of each marker (log-SD 0.08): people differ in how much
+    of a marker their cells carry (e.g. CD16 with FCGR3A genotype), independently of
+    which cells they have."""
+    return np.exp(_ANTIGEN_SD * rng.standard_normal(len(panel.MARKERS))).astype(np.float32)
+
+
+def _with_antigen(state: InstrumentState, antigen: np.ndarray) -> InstrumentState:
+    return dataclasses.replace(state, staining=state.staining * antigen)
 
 
 def draw_composition(rng: np.random.Generator) -> dict[str, float]:
@@ -110,7 +123,7 @@ def _sample(
     channels = make_channel_table(panel.CHANNELS, markers, [panel.RANGE] * len(panel.CHANNELS))
     kw = {
         "$CYT": CYTOMETER,
-        "$SPILLOVER": panel.format_spillover(state.spillover()),
+        "$SPILLOVER": panel.format_spillover(state.recorded_spillover()),
         "$TIMESTEP": "0.01",
         **keywords,
     }
@@ -160,7 +173,7 @@ def simulate_sample(
     freq.update(_check_keys(frequencies, bio.FREQUENCIES, "frequencies"))
     comp = draw_composition(rng)
     comp.update(_check_keys(composition, bio.COMPOSITION, "composition"))
-    state = InstrumentState.draw(rng, drift)
+    state = _with_antigen(InstrumentState.draw(rng, drift), draw_antigen(rng))
     ev, codes = simulate_events(rng, int(events), bio.leaf_shares(freq), comp, state)
     sample = _sample(ev, state, name, {"$FIL": f"{name}.fcs"}, plain_markers)
     return sample, pd.Categorical.from_codes(codes, categories=list(bio.LEAVES))
@@ -273,6 +286,7 @@ def simulate_cohort(
         prng = _rng(seed, "patient", p)
         base = draw_patient(prng)
         lymph_count = 1800.0 * np.exp(0.3 * prng.standard_normal())
+        antigen = draw_antigen(prng)
         erng = _rng(seed, "effect", p)
         patient_eff = {
             k: float(np.exp(np.log(f) * (1.0 + _EFFECT_SPREAD * erng.standard_normal())))
@@ -292,7 +306,7 @@ def simulate_cohort(
                         {"patient": pid, "visit": visit, "population": k, "multiplier": f}
                     )
             comp = draw_composition(frng)
-            state = InstrumentState.draw(frng, drift)
+            state = _with_antigen(InstrumentState.draw(frng, drift), antigen)
             try:
                 shares = bio.leaf_shares(freq)
             except ValueError as exc:

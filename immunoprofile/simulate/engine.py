@@ -39,7 +39,6 @@ _LABEL_CODE = {lab: i for i, lab in enumerate(bio.LEAVES)}
 _COMP_LABEL = np.array([_LABEL_CODE[c.label] for c in bio.COMPONENTS], dtype=np.int8)
 _VIAB = bio.LEVELS["Viability"]
 _I_VIAB = panel.MARKERS.index("Viability")
-_LYMPH_PROFILES = ("T", "T_large", "B", "B_large", "NK", "NK_large")
 _FSC_THRESHOLD = 5000.0  # acquisition threshold on FSC-H: nothing smaller is recorded
 _SATURATION = panel.RANGE - 1.0
 _TIMESTEP = 0.01  # seconds per Time unit ($TIMESTEP)
@@ -53,7 +52,9 @@ class InstrumentState:
     ``gains`` per fluorescence detector, ``fsc_gain``/``ssc_gain`` for scatter, and
     ``staining`` per marker (reagent lot, staining time, cell number per test);
     ``run_slope`` the relative change of each detector's gain from the first to the last
-    event of the acquisition.
+    event of the acquisition; ``spill_error`` the relative error of each spillover
+    coefficient as measured from that day's single-stain controls (what ``$SPILLOVER``
+    says differs from the true spillover by this much, as in real compensation).
     """
 
     gains: np.ndarray
@@ -61,16 +62,17 @@ class InstrumentState:
     ssc_gain: float
     staining: np.ndarray
     run_slope: np.ndarray
+    spill_error: np.ndarray
 
     @classmethod
     def draw(cls, rng: np.random.Generator, drift: float) -> InstrumentState:
         """Draw the state of one acquisition day; ``drift`` scales every deviation.
 
         At ``drift=1`` detector gains vary with a log-SD of 0.18 (about ±20 % typical,
-        up to ±45 %), scatter by 7-9 %, staining by 6 %, and gains drift by ~3 % during
-        the run: the day-to-day variation of a
-        cytometer whose voltages are set by daily performance tracking but whose
-        compensation and target values are not re-optimised.
+        up to ±45 %), scatter by 7-9 %, staining by 6 %, gains drift by ~3 % during the
+        run and the recorded spillover coefficients are off by ~4 % (relative): the
+        day-to-day variation of a cytometer whose voltages are set by daily performance
+        tracking but whose target values are not re-optimised.
         """
         d = float(drift)
         return cls(
@@ -79,6 +81,7 @@ class InstrumentState:
             ssc_gain=float(np.exp(d * 0.09 * rng.standard_normal())),
             staining=np.exp(d * 0.06 * rng.standard_normal(len(panel.MARKERS))).astype(np.float32),
             run_slope=(d * 0.03 * rng.standard_normal(N_FLUOR)).astype(np.float32),
+            spill_error=d * 0.04 * rng.standard_normal((N_FLUOR, N_FLUOR)) * (1 - np.eye(N_FLUOR)),
         )
 
     def spillover(self) -> np.ndarray:
@@ -86,6 +89,11 @@ class InstrumentState:
         s = panel.reference_spillover()
         g = self.gains.astype(float)
         return s * g[None, :] / g[:, None]
+
+    def recorded_spillover(self) -> np.ndarray:
+        """The spillover matrix written as ``$SPILLOVER``: `spillover` with the
+        measurement error of that day's compensation controls."""
+        return self.spillover() * (1.0 + self.spill_error)
 
 
 def _component_probs(labels_share: dict[str, float]) -> np.ndarray:
