@@ -218,6 +218,20 @@ def _dim(name: str, lo: str = "", hi: str = "", comp: str = "uncompensated") -> 
     )
 
 
+def test_evaluate_on_samples(suite, data1):
+    from immunoprofile.compensation import Spillover, compensate
+    from immunoprofile.exceptions import GatingError
+    from immunoprofile.io.fcs import read_fcs
+
+    s = read_gatingml(suite / "gml" / "gml_poly1_gate.xml")
+    raw = read_fcs(suite / "data1.fcs", scale=False)  # scaled here in float64
+    np.testing.assert_array_equal(s.evaluate(raw)["Polygon1"], s.evaluate(data1)["Polygon1"])
+    spill = Spillover(["FL1-H", "FL2-H"], np.array([[1.0, 0.1], [0.0, 1.0]]))
+    processed = compensate(read_fcs(suite / "data1.fcs"), spill)
+    with pytest.raises(GatingError, match="already processed"):
+        s.evaluate(processed)
+
+
 def test_range_is_min_inclusive_max_exclusive():
     s = read_gatingml(
         _doc(f'<gating:RectangleGate gating:id="r">{_dim("a", "1", "2")}</gating:RectangleGate>')

@@ -296,6 +296,13 @@ def _columns_of(data: Any) -> dict[str, np.ndarray]:
     from immunoprofile.sample import Sample
 
     if isinstance(data, Sample):
+        done = [h.get("step") for h in data.history if isinstance(h, dict)]
+        if any(step in ("compensate", "transform") for step in done):
+            raise GatingError(
+                f"{data.name or '<sample>'}: Gating-ML gates apply their own compensation and "
+                f"transforms to channel values, but this sample was already processed "
+                f"({done}); pass the sample as read"
+            )
         if _is_unscaled(data):
             return scaled_columns(data)
         return {n: data.events[:, i] for i, n in enumerate(data.channel_names)}

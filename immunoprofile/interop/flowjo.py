@@ -466,7 +466,7 @@ class FlowJoWorkspace:
         if isinstance(data, str | os.PathLike):
             from immunoprofile.io.fcs import read_fcs
 
-            data = read_fcs(data)
+            data = read_fcs(data, scale=False)  # scaled to channel values in float64
         return self.strategy(smp).evaluate(data)
 
     def compare_counts(self, sample: str | WspSample, data: Any) -> list[dict[str, Any]]:
