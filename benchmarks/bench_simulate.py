@@ -11,7 +11,9 @@ each. This measures the data and the gates together: a population whose F1 is lo
 drift is either hard in the data or badly gated; one that drops with drift is a gate that
 does not adapt.
 
-Run: ``python benchmarks/bench_simulate.py [--repeat 3] [--files 3] [--no-gating]``
+Run: ``python benchmarks/bench_simulate.py [--repeat 3] [--files 3] [--no-gating] [--quick]``
+
+Timings depend on machine load; they are not asserted anywhere.
 """
 
 from __future__ import annotations
@@ -38,13 +40,17 @@ def _best(fn, repeat: int) -> float:
     return min(times)
 
 
-def speed(repeat: int) -> list[tuple[str, float]]:
-    """Seconds for each simulation task."""
+def speed(repeat: int, quick: bool = False) -> list[tuple[str, float]]:
+    """Seconds for each simulation task (``quick``: without the 1M-event sample and the
+    three-visit cohort)."""
     from immunoprofile.simulate import simulate_cohort, simulate_sample
 
     rows = []
     rows.append(("sample, 20k events, in memory", _best(lambda: simulate_sample(20_000), repeat)))
-    rows.append(("sample, 1M events, in memory", _best(lambda: simulate_sample(1_000_000), repeat)))
+    if not quick:
+        rows.append(
+            ("sample, 1M events, in memory", _best(lambda: simulate_sample(1_000_000), repeat))
+        )
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(
             (
@@ -63,6 +69,8 @@ def speed(repeat: int) -> list[tuple[str, float]]:
                 _best(lambda: simulate_cohort(Path(tmp) / "c2", seed=0), repeat),
             )
         )
+        if quick:
+            return rows
         rows.append(
             (
                 "cohort 7 x 3 x 100k (week48), written",
@@ -107,11 +115,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--files", type=int, default=3)
     ap.add_argument("--no-gating", action="store_true", help="skip part 2")
+    ap.add_argument("--quick", action="store_true", help="one repeat, one file per drift")
     args = ap.parse_args()
+    if args.quick:
+        args.repeat, args.files = 1, 1
 
     print(f"Simulator speed (wall clock, best of {args.repeat})")
     print(f"{'task':42s} {'seconds':>8s}")
-    for name, sec in speed(args.repeat):
+    for name, sec in speed(args.repeat, args.quick):
         print(f"{name:42s} {sec:8.2f}")
 
     if args.no_gating:
