@@ -358,24 +358,43 @@ def _describe(item: Any) -> str:
     return str(item)
 
 
+def _mp_context() -> Any:
+    """Start method for worker processes.
+
+    ``fork`` where the platform has it and it is safe enough (Linux): workers start at once
+    with the modules already imported, and scripts without an ``if __name__ ==
+    "__main__"`` guard still work (``spawn``/``forkserver`` re-run the main script in every
+    worker). Elsewhere the platform default (``spawn`` on macOS and Windows)."""
+    import multiprocessing as mp
+    import sys
+
+    if sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods():
+        return mp.get_context("fork")
+    return mp.get_context()
+
+
 def _run_local(
-    tasks: list[tuple], jobs: int, on_done: Callable[[FileOutcome], None]
+    tasks: list[tuple],
+    jobs: int,
+    on_done: Callable[[FileOutcome], None],
+    on_start: Callable[[], None] = lambda: None,
 ) -> list[FileOutcome]:
     if jobs <= 1 or len(tasks) <= 1:
+        on_start()
         outs = []
         for t in tasks:
             o = _gate_one(*t)
             on_done(o)
             outs.append(o)
         return outs
-    import multiprocessing as mp
     from concurrent.futures.process import BrokenProcessPool
 
-    # forkserver: workers start from a clean process (no inherited threads or locks)
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else None)
     outs: list[FileOutcome | None] = [None] * len(tasks)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=_mp_context()) as pool:
         futures = {pool.submit(_gate_one, *t): t for t in tasks}
+        # workers exist now: only then start the progress display (its thread must not be
+        # running while the pool forks)
+        on_start()
         for fut in as_completed(futures):
             t = futures[fut]
             try:
@@ -539,7 +558,10 @@ def gate(
             console=Console(stderr=True),
         )
         task_id = bar.add_task("gating", total=len(tasks), last="")
-        bar.start()
+
+    def on_start() -> None:
+        if bar is not None:
+            bar.start()
 
     def on_done(o: FileOutcome) -> None:
         if bar is not None:
@@ -548,9 +570,10 @@ def gate(
 
     try:
         if scheduler is not None:
+            on_start()
             outcomes = _run_dask(tasks, scheduler, on_done)
         else:
-            outcomes = _run_local(tasks, int(jobs), on_done)
+            outcomes = _run_local(tasks, int(jobs), on_done, on_start)
     finally:
         if bar is not None:
             bar.stop()
