@@ -9,7 +9,7 @@ events against the truth and the absolute error of its percentage of the parent
 population's truth, as a median over the samples, for the imported and the built-in
 template.
 
-    python benchmarks/bench_opencyto_import.py [--samples 4] [--events 30000]
+    python benchmarks/bench_opencyto_import.py [--samples 4] [--events 30000] [--quick]
 """
 
 from __future__ import annotations
@@ -101,7 +101,10 @@ def main() -> int:
     ap.add_argument("--realdata", default=default)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--events", type=int, default=30_000)
+    ap.add_argument("--quick", action="store_true", help="1 sample of 10,000 events")
     args = ap.parse_args()
+    if args.quick:
+        args.samples, args.events = 1, 10_000
     d = Path(args.realdata) / "openCyto" / "inst" / "extdata" / "gating_template"
     if not d.is_dir():
         print(f"openCyto templates not found under {d}; pass --realdata")
