@@ -402,3 +402,50 @@ def test_failed_plot_is_a_qc_flag_not_an_error(stand_in, tmp_path, monkeypatch):
     qc = res.qc()
     assert qc[qc["flag"] == "plot_failed"]["detail"].tolist() == ["RuntimeError: no ink"]
     assert len(res.table()) == len(_Template.populations)
+
+
+def test_cli_on_a_simulated_cohort(tmp_path):
+    """The documented command on a small simulated cohort: identities from the samplesheet,
+    cells/uL from its lymphocyte counts, and the main populations close to the truth."""
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+    from immunoprofile.simulate import simulate_cohort
+
+    cohort = tmp_path / "cohort"
+    simulate_cohort(cohort, patients=2, events=20_000, seed=3)
+    files = sorted(str(p) for p in cohort.glob("*.fcs"))
+    out = tmp_path / "results"
+    r = CliRunner().invoke(
+        main,
+        [
+            "gate",
+            "--template",
+            "tregs",
+            *files,
+            "--samplesheet",
+            str(cohort / "samplesheet.csv"),
+            "--out",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    pop = pd.read_csv(out / "populations.csv")
+    sheet = pd.read_csv(cohort / "samplesheet.csv")
+    sheet["sample"] = sheet["file"].str.replace(".fcs", "", regex=False)
+    ids = pop[["sample", "patient", "visit"]].drop_duplicates().merge(sheet, on="sample")
+    assert (ids["patient_x"] == ids["patient_y"]).all() and (ids["visit_x"] == ids["visit_y"]).all()
+    lym = pop.merge(sheet[["sample", "lymphocytes_per_ul"]], on="sample")
+    np.testing.assert_allclose(
+        lym["cells_per_ul"], lym["lymphocytes_per_ul"] * lym["percent_of_lymphocytes"] / 100
+    )
+    truth = pd.read_csv(cohort / "truth_frequencies.csv")
+    m = pop.merge(truth, on=["sample", "population"], suffixes=("", "_truth"))
+    main_pops = m[m["population"].isin(["T", "CD4", "Treg"])]
+    assert len(main_pops) == 3 * len(files)
+    err = (main_pops["percent_of_parent"] - main_pops["percent_of_parent_truth"]).abs()
+    assert err.max() < 1.5, main_pops[
+        ["sample", "population", "percent_of_parent", "percent_of_parent_truth"]
+    ]
+    wide = pd.read_csv(out / "populations_week24.csv", index_col=0)
+    assert list(wide.index) == ["P01", "P02"] and "Treg" in wide.columns
