@@ -46,6 +46,7 @@ CONFIG_KEYS = {
     "n_metaclusters",
     "cluster_parent",
     "value",
+    "umap",
 }
 
 
@@ -153,6 +154,7 @@ def run_pipeline(
     markers: Sequence[str] | None = None,
     n_metaclusters: int = 20,
     cluster_parent: str | None = "live",
+    umap: bool = False,
     seed: int = 0,
     truth: pd.DataFrame | None = None,
     command: str | None = None,
@@ -170,6 +172,7 @@ def run_pipeline(
     jobs : parallel processes for gating.
     cluster : also run unsupervised clustering and report its agreement with gating.
     markers, n_metaclusters, cluster_parent : clustering settings.
+    umap : also embed a subsample with UMAP and draw it (slower: numba compiles on first use).
     seed : seed of every random step.
     truth : optional known change per population (simulated cohorts), shown in the report.
     command : the command line to record in the provenance.
@@ -226,6 +229,7 @@ def run_pipeline(
             template=res.template,
             samplesheet=samplesheet,
             pattern=pattern,
+            umap=umap,
         )
         cl.write(kdir)
         ctab = cl.table(include_metaclusters=False)
@@ -233,6 +237,7 @@ def run_pipeline(
         from immunoprofile.quantify import write_csv
 
         write_csv(agree, kdir / "agreement.csv")
+        _cluster_figures(cl, table, ctab, agree, kdir / "plots", umap=umap)
         cluster_info = {
             "markers": list(cl.markers),
             "n_metaclusters": int(getattr(cl, "n_metaclusters", n_metaclusters)),
@@ -275,6 +280,27 @@ def run_pipeline(
         n_failed=n_failed,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _cluster_figures(
+    cl: Any, gated: pd.DataFrame, clustered: pd.DataFrame, agree: pd.DataFrame, out: Path,
+    umap: bool = False,
+) -> None:  # fmt: skip
+    """Clustering pictures for the report: agreement with gating, metacluster medians,
+    and the UMAP when it was computed."""
+    from immunoprofile.clustering.agreement import agreement_pairs
+    from immunoprofile.plots import clustering as cplots
+
+    out.mkdir(parents=True, exist_ok=True)
+    endpoints = [p for p in ("Treg", "Th17", "B", "NK") if p in set(agree["population"])]
+    if endpoints:
+        pairs = agreement_pairs(gated, clustered)
+        fig = cplots.agreement_plot(pairs, agree[agree["population"].isin(endpoints)])
+        cplots.save(fig, out / "1_agreement.png", dpi=80)
+    fig = cplots.median_heatmap(cl.metaclusters(), cl.markers)
+    cplots.save(fig, out / "2_metacluster_medians.png", dpi=80)
+    if umap and cl.embedding is not None:
+        cplots.save(cplots.umap_plot(cl.embedding, color="name"), out / "3_umap.png", dpi=80)
 
 
 def truth_check(truth: pd.DataFrame, measured: Comparison) -> pd.DataFrame:
