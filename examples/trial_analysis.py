@@ -13,7 +13,7 @@ Run it as a script (``python examples/trial_analysis.py --out trial_example``); 
 notebook ``trial_analysis.ipynb`` holds the same cells. Each ``# %%`` starts a cell.
 """
 
-# %% Parameters: a smaller cohort runs faster (e.g. PATIENTS = 3, EVENTS = 10_000)
+# %% Parameters: a smaller cohort runs faster (e.g. PATIENTS = 3, EVENTS = 5_000)
 import argparse
 import sys
 from pathlib import Path
@@ -32,8 +32,10 @@ if __name__ == "__main__" and "ipykernel" not in sys.modules:
     ap.add_argument("--events", type=int, default=EVENTS)
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--jobs", type=int, default=JOBS)
+    ap.add_argument("--visits", nargs="+", default=list(VISITS), help="the first is the baseline")
     args = ap.parse_args()
     OUT, PATIENTS, EVENTS, SEED, JOBS = args.out, args.patients, args.events, args.seed, args.jobs
+    VISITS = tuple(args.visits)
 
 # %% 1. A cohort of FCS files
 # `simulate_cohort` writes one FCS file per patient and visit, a samplesheet that says which
@@ -134,7 +136,7 @@ figs.mkdir(parents=True, exist_ok=True)
 endpoints = ["Treg", "Th17", "B", "NK"]
 paired.save(paired.paired_plot(cmp.changes, populations=endpoints), figs / "paired.png")
 paired.save(paired.forest_plot(cmp.stats, populations=endpoints), figs / "forest.png")
-paired.save(paired.log2_heatmap(cmp.changes, followup_visit="week24"), figs / "heatmap.png")
+paired.save(paired.log2_heatmap(cmp.changes, followup_visit=VISITS[1]), figs / "heatmap.png")
 print(sorted(p.name for p in figs.glob("*.png")))
 
 # %% 11. The report: one HTML file to email

@@ -1,5 +1,5 @@
-"""The tutorial script and notebook run end to end on a small cohort (3 patients x 10k
-events), and the notebook holds exactly the script's cells."""
+"""The tutorial script and notebook run end to end on a small cohort (3 patients x 2 visits
+x 5k events), and the notebook holds exactly the script's cells."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ EXAMPLES = REPO / "examples"
 sys.path.insert(0, str(EXAMPLES))
 from make_notebook import script_cells  # noqa: E402
 
-SMALL = {"PATIENTS": 3, "EVENTS": 10_000}
+SMALL = {"PATIENTS": 3, "EVENTS": 5_000, "VISITS": ("baseline", "week24")}
 
 
 def test_notebook_matches_script():
@@ -31,7 +31,7 @@ def test_script_runs_small_cohort(tmp_path):
     out = tmp_path / "ex"
     r = subprocess.run(
         [sys.executable, str(EXAMPLES / "trial_analysis.py"), "--out", str(out),
-         "--patients", "3", "--events", "10000", "--jobs", "1"],
+         "--patients", "3", "--events", "5000", "--jobs", "1", "--visits", "baseline", "week24"],
         capture_output=True, text=True, timeout=600, cwd=REPO,
         env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
