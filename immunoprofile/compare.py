@@ -27,11 +27,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -569,3 +572,15 @@ def _cohort_stats(changes: pd.DataFrame, has_method: bool, conf: float) -> pd.Da
         st.loc[idx, "q_value"] = _stats.benjamini_hochberg(st.loc[idx, "p_value"].to_numpy())
     cols = (["method"] if has_method else []) + STAT_COLUMNS
     return st[cols].reset_index(drop=True)
+
+
+class _CallableModule(types.ModuleType):
+    """This module is also reachable as ``immunoprofile.compare``, the name of the public
+    function: once anything imports the submodule, Python binds the module to that package
+    attribute, so calling the module runs `compare` (``ip.compare(table)`` always works)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Comparison:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -365,3 +365,18 @@ def test_methods_compared_separately():
 def test_visit_order():
     vs = ["week48", "baseline", "week4", "week24", "screening"]
     assert sorted(vs, key=visit_sort_key) == ["baseline", "week4", "week24", "week48", "screening"]
+
+
+def test_ip_compare_callable_after_submodule_import():
+    """Importing the submodule binds ``immunoprofile.compare`` to the module; the public
+    call ``ip.compare(table)`` must still work."""
+    import importlib
+
+    import immunoprofile as ip
+
+    importlib.import_module("immunoprofile.compare")
+    res = ip.compare(_table(), value="percent_of_parent")
+    assert isinstance(res, Comparison) and len(res.stats) == 4
+    from immunoprofile import compare as c2
+
+    assert isinstance(c2(_table(), value="percent_of_parent"), Comparison)
