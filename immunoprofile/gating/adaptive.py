@@ -608,8 +608,12 @@ class MixtureGate(AdaptiveGate):
 
     One dimension: the components are sorted by mean; the ``n_upper`` highest form the
     positive group, and the threshold is where the positive group's posterior crosses 0.5
-    between the groups (``side`` says which side is kept). ``bounds`` limit it, the
-    fallback is ``fallback`` (default: middle of ``bounds``, or 0.5).
+    between the groups (``side`` says which side is kept); with ``cut="weight"`` it is
+    instead the quantile that leaves the positive group's mixture weight above it, so
+    that the count matches the mixture's estimate of the population's size even where
+    the groups overlap unevenly (the posterior cut misclassifies more events of the larger
+    group than of the smaller one). ``bounds`` limit it, the fallback is ``fallback``
+    (default: middle of ``bounds``, or 0.5).
 
     Two dimensions: the component chosen by ``select`` gives an ellipse,
     ``(x - mean)^T C^-1 (x - mean) <= chi2_2(quantile)``. ``select`` is ``"max:<dim
@@ -630,6 +634,7 @@ class MixtureGate(AdaptiveGate):
         quantile: float = 0.95,
         bounds: Sequence[float] | None = None,
         fallback: float | dict[str, Any] | None = None,
+        cut: str = "posterior",
         n_init: int = 1,
         max_events: int = 20_000,
         random_state: int | None = 0,
@@ -642,6 +647,7 @@ class MixtureGate(AdaptiveGate):
         self.quantile = quantile
         self.bounds = bounds
         self.fallback = fallback
+        self.cut = cut
         self.n_init = n_init
         self.max_events = max_events
         self.random_state = random_state
@@ -651,6 +657,8 @@ class MixtureGate(AdaptiveGate):
             raise TemplateError(f"{where}: takes one or two dimensions")
         if int(n_components) < 1 or (len(self.dims) == 1 and int(n_components) < 2):
             raise TemplateError(f"{where}: n_components must be >= 2 in 1-D, >= 1 in 2-D")
+        if cut not in ("posterior", "weight"):
+            raise TemplateError(f"{where}: cut must be 'posterior' or 'weight', got {cut!r}")
         if len(self.dims) == 1:
             _sign_ok(side, where)
             if not 1 <= int(n_upper) < int(n_components):
@@ -689,12 +697,21 @@ class MixtureGate(AdaptiveGate):
             lower = order[: -int(self.n_upper)]
             lo, hi = float(means[lower, 0].max()), float(means[upper, 0].min())
             t = _crossing_1d(gm, upper, lo, hi)
+            w_upper = float(gm.weights_[upper].sum())
+            if self.cut == "weight":
+                # the cut that keeps the upper components' share of events above it; a
+                # mixture that fits badly can put it anywhere, so it must stay between
+                # the groups' means, else the posterior cut is kept
+                tw = float(np.quantile(cols[0], 1.0 - w_upper))
+                if lo + 0.1 * (hi - lo) <= tw <= hi - 0.1 * (hi - lo):
+                    t = tw
             bounds = self.bounds
             if bounds is not None and not (float(bounds[0]) <= t <= float(bounds[1])):
                 raise _NoFit(f"fitted threshold {t:.4g} outside bounds {list(bounds)}")
             self.threshold_ = t
             return _range_gate(self.dims[0], t, self.side), {
                 "threshold": t,
+                "upper_weight": w_upper,
                 "means": means[:, 0],
                 "weights": gm.weights_,
             }
@@ -1134,8 +1151,9 @@ class HighLowGate(AdaptiveGate):
 
     A Gaussian mixture with ``n_components`` components is fitted on the two markers. The
     target component is the one furthest towards ``signs`` (``"+"`` high, ``"-"`` low) in
-    standardised units; components whose score along the signs lies nearer the target's
-    than the largest component's join it; the rest form the other group. The boundary is the line
+    standardised units; with ``join`` (default), components whose score along the signs
+    lies nearer the target's than the largest component's join it; the rest form the
+    other group. The boundary is the line
     perpendicular to Fisher's discriminant direction (pooled covariance of the two
     groups) where the target group's posterior, projected on that direction, reaches 0.5.
     The gate is that half-plane clipped to a generous box around the data, as a polygon,
@@ -1154,6 +1172,7 @@ class HighLowGate(AdaptiveGate):
         n_components: int = 2,
         min_weight: float = 0.002,
         posterior: float = 0.5,
+        join: bool = True,
         fallback: dict[str, Any] | None = None,
         n_init: int = 2,
         max_events: int = 20_000,
@@ -1164,6 +1183,7 @@ class HighLowGate(AdaptiveGate):
         self.n_components = n_components
         self.min_weight = min_weight
         self.posterior = posterior
+        self.join = join
         self.fallback = fallback
         self.n_init = n_init
         self.max_events = max_events
@@ -1198,7 +1218,7 @@ class HighLowGate(AdaptiveGate):
         target = int(np.argmax(score))
         bulk = int(np.argmax(gm.weights_))
         group = [target]
-        if bulk != target:
+        if self.join and bulk != target:
             # components nearer the target than the bulk along the signs join the target
             # (e.g. CD25-intermediate naive Tregs next to CD25-bright memory Tregs)
             mid = 0.5 * (score[target] + score[bulk])
