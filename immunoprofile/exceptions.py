@@ -112,6 +112,22 @@ class TemplateError(ImmunoprofileError, ValueError):
     """A gating template is invalid (schema, unknown parent, cycle, duplicate, gate type)."""
 
 
+class GatingMLError(TemplateError):
+    """A Gating-ML document is malformed or uses something the reader does not support."""
+
+
+class WorkspaceError(TemplateError):
+    """A FlowJo workspace is malformed or uses something the reader does not support."""
+
+
+class UnsupportedMethodError(TemplateError):
+    """An openCyto template uses gating methods immunoprofile has no counterpart for."""
+
+
+class ExchangeError(ImmunoprofileError, ValueError):
+    """An object handed over from (or to) another library cannot be converted."""
+
+
 class GatingError(ImmunoprofileError):
     """A gate could not be evaluated on a sample."""
 

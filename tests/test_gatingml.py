@@ -307,6 +307,18 @@ def test_fcs_compensation_uses_spillover():
     assert s.evaluate(data)["g"].tolist() == [False]  # no spillover: uncompensated 9
 
 
+def test_fcs_compensation_reads_the_sample_keyword():
+    from immunoprofile.sample import Sample, make_channel_table
+
+    ch = make_channel_table(["a", "b"], ranges=[1024, 1024])
+    smp = Sample(np.array([[10.0, 9.0]]), ch, {"$SPILLOVER": "2,a,b,1,0.5,0,1"}, name="x")
+    s = GatingMLStrategy()
+    s.gates["g"] = GateEntry(
+        "g", None, RangeGate(("b[FCS]",), min=3.5, max=4.5), (Dimension("b", "FCS"),)
+    )
+    assert s.evaluate(smp)["g"].tolist() == [True]  # b = 9 - 0.5 * 10 = 4
+
+
 def test_errors_name_the_place():
     with pytest.raises(GatingMLError, match="not well-formed"):
         read_gatingml("<gating:Gating-ML")

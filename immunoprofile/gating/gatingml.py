@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from immunoprofile.exceptions import CompensationError, GatingError, TemplateError
+from immunoprofile.exceptions import CompensationError, GatingError, GatingMLError
 from immunoprofile.gating.gates import (
     BooleanGate,
     EllipseGate,
@@ -59,10 +59,6 @@ _SCALE_TRANSFORMS: dict[str, tuple[str, ...]] = {
     "logicle": ("T", "W", "M", "A"),
     "hyperlog": ("T", "W", "M", "A"),
 }
-
-
-class GatingMLError(TemplateError):
-    """A Gating-ML document is malformed or uses something this reader does not support."""
 
 
 # --------------------------------------------------------------------------------------
@@ -317,15 +313,21 @@ def _columns_of(data: Any) -> dict[str, np.ndarray]:
 
 
 def _spill_of(data: Any) -> tuple[list[str], np.ndarray] | None:
+    """The spillover a Sample's keywords carry (for ``compensation-ref="FCS"``)."""
     from immunoprofile.sample import Sample
 
     if not isinstance(data, Sample):
         return None
-    for key in ("$SPILLOVER", "SPILL", "SPILLOVER", "$COMP"):
-        text = data.keywords.get(key)
-        if text and str(text).strip():
-            return parse_spill_keyword(str(text), where=f"{data.name} keyword {key}")
-    return None
+    from immunoprofile.compensation import Spillover
+
+    sp = Spillover.from_sample(data)
+    if sp is None:
+        return None
+    dets = list(sp.detectors)
+    if all(d.startswith("#") for d in dets):  # $COMP without names: the first n detectors
+        fluo = [n for n, k in zip(data.channel_names, data.channels["kind"]) if k == "fluorescence"]
+        dets = fluo[: len(dets)]
+    return dets, np.asarray(sp.matrix, dtype=np.float64)
 
 
 def _is_unscaled(sample: Any) -> bool:
@@ -364,20 +366,6 @@ def scaled_columns(sample: Any) -> dict[str, np.ndarray]:
                 x = x / gain
         out[row.name] = x
     return out
-
-
-def parse_spill_keyword(text: str, where: str = "spillover") -> tuple[list[str], np.ndarray]:
-    """Parse an FCS ``$SPILLOVER`` string ``n,name1,...,namen,v11,...,vnn``."""
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        n = int(float(parts[0]))
-        names = parts[1 : 1 + n]
-        vals = np.array([float(v) for v in parts[1 + n : 1 + n + n * n]], dtype=np.float64)
-    except (ValueError, IndexError):
-        raise CompensationError(f"{where}: not a spillover string ({text[:60]!r}...)") from None
-    if n <= 0 or len(names) != n or vals.size != n * n:
-        raise CompensationError(f"{where}: expected {n} names and {n * n} values")
-    return names, vals.reshape(n, n)
 
 
 class _Evaluator:
@@ -1134,7 +1122,6 @@ __all__ = [
     "RatioTransform",
     "ScaleTransform",
     "SpectrumMatrix",
-    "parse_spill_keyword",
     "read_gatingml",
     "scaled_columns",
     "strategy_from_result",

@@ -26,13 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from immunoprofile.exceptions import ImmunoprofileError
+from immunoprofile.exceptions import ExchangeError
 from immunoprofile.sample import Sample, make_channel_table
-
-
-class ExchangeError(ImmunoprofileError, ValueError):
-    """An object handed over from another library cannot be converted."""
-
 
 # FCS 3.1 standard keywords other than $Pn* (FlowKit and FlowCytometryTools drop the '$')
 _STANDARD = {

@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from immunoprofile.exceptions import TemplateError
+from immunoprofile.exceptions import WorkspaceError
 from immunoprofile.gating.gates import (
     BooleanGate,
     EllipseGate,
@@ -51,11 +51,6 @@ from immunoprofile.gating.gatingml import (
     ScaleTransform,
     SpectrumMatrix,
 )
-
-
-class WorkspaceError(TemplateError):
-    """A FlowJo workspace is malformed or uses something this reader does not support."""
-
 
 # --------------------------------------------------------------------------------------
 # raw workspace model (as stored, data units)

@@ -45,12 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from immunoprofile.exceptions import TemplateError
-
-
-class UnsupportedMethodError(TemplateError):
-    """The template uses gating methods immunoprofile has no counterpart for."""
-
+from immunoprofile.exceptions import TemplateError, UnsupportedMethodError
 
 _SUPPORTED = (
     "mindensity",
