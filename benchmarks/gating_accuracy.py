@@ -130,6 +130,22 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+START, END = "<!-- gating-accuracy:start -->", "<!-- gating-accuracy:end -->"
+
+
+def _update_readme(readme: Path, report: str) -> None:
+    """Put the report (without its title) between the README's gating-accuracy markers."""
+    if not readme.is_file():
+        return
+    text = readme.read_text()
+    if START not in text or END not in text:
+        return
+    body = report.split("\n", 2)[2].strip()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{body}\n\n(`docs/gating_accuracy.md`)\n{END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=7)
@@ -137,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strong-drift", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "gating_accuracy.md")
+    ap.add_argument(
+        "--readme",
+        type=Path,
+        default=ROOT / "README.md",
+        help="README whose gating-accuracy block gets the table (only with the default --out)",
+    )
     args = ap.parse_args(argv)
 
     templates = [load_template(n) for n in TEMPLATES]
@@ -196,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     out = "\n".join(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(out)
+    if args.out == ROOT / "docs" / "gating_accuracy.md":
+        _update_readme(args.readme, out)
     print(out)
     return 0
 
