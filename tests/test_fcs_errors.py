@@ -17,7 +17,7 @@ from immunoprofile.exceptions import (
     NotFCSError,
     TruncatedFCSError,
 )
-from immunoprofile.io.fcs import read_fcs, read_fcs_header
+from immunoprofile.io.fcs import read_fcs, read_fcs_datasets, read_fcs_header
 
 EV = np.arange(20, dtype=np.float32).reshape(10, 2)
 
@@ -186,3 +186,44 @@ def test_header_reader_raises_the_same_errors():
         read_fcs_header(b"nope")
     with pytest.raises(TruncatedFCSError):
         read_fcs_header(_good()[:-3], check_data=True)
+
+
+def test_nextdata_loops_and_outside_file_do_not_hang():
+    for value in ("00000000", "99999999"):
+        kw = _kw()
+        kw["$NEXTDATA"] = value
+        blob = build_fcs(kw, EV.tobytes())
+        if value == "00000000":
+            # the first data set pointing back to itself (offset 0 means "none" in FCS)
+            np.testing.assert_array_equal(read_fcs(blob).events, EV)
+        else:
+            with pytest.warns(FCSWarning, match="NEXTDATA"):
+                s = read_fcs(blob)
+            np.testing.assert_array_equal(s.events, EV)
+
+
+def test_second_data_set_pointing_back_to_the_first():
+    # data set 1's $NEXTDATA is relative to its own start: -offset would point to byte 0,
+    # a positive offset of its own length points past the end; both end the chain
+    kw = _kw()
+    kw["$NEXTDATA"] = "0" * 8
+    n1 = len(build_fcs(kw, EV.tobytes()))
+    kw["$NEXTDATA"] = f"{n1:08d}"
+    first = build_fcs(kw, EV.tobytes())
+    second = build_fcs({**_kw(), "$NEXTDATA": f"{-n1}"}, EV.tobytes())
+    with pytest.warns(FCSWarning, match="2 data sets"):
+        read_fcs(first + second)
+
+
+def test_bad_second_data_set_is_listed_not_fatal():
+    kw = _kw()
+    kw["$NEXTDATA"] = "0" * 8
+    n1 = len(build_fcs(kw, EV.tobytes()))
+    kw["$NEXTDATA"] = f"{n1:08d}"
+    blob = build_fcs(kw, EV.tobytes()) + b"garbage that is not a HEADER" * 4
+    with pytest.warns(FCSWarning):
+        np.testing.assert_array_equal(read_fcs(blob).events, EV)
+    sets = read_fcs_datasets(blob)
+    assert sets[0]["n_events"] == 10 and "not an FCS data set" in sets[1]["error"]
+    with pytest.raises(NotFCSError, match=f"byte {n1}"):
+        read_fcs(blob, dataset=1)

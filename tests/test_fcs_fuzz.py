@@ -161,3 +161,31 @@ def test_header_offsets_mutated(field, value):
     blob = bytearray(build_fcs(kw, payload, **opts))
     blob[10 + 8 * field : 18 + 8 * field] = f"{value:>8}"[-8:].encode()
     _check(bytes(blob))
+
+
+def _two_sets() -> bytes:
+    ev = np.arange(8, dtype="<f4")
+    kw = standard_keywords(4, ["A", "B"], extra={"$NEXTDATA": "0" * 8})
+    n1 = len(build_fcs(kw, ev.tobytes()))
+    kw["$NEXTDATA"] = f"{n1:08d}"
+    second = standard_keywords(2, ["A", "B", "C", "D"], datatype="I", bits=16)
+    return build_fcs(kw, ev.tobytes()) + build_fcs(second, ev.astype("<u2").tobytes())
+
+
+TWO = _two_sets()
+
+
+@FUZZ
+@given(st.data())
+def test_two_data_sets_mutated(data):
+    blob = bytearray(TWO)
+    for _ in range(data.draw(st.integers(1, 3))):
+        pos = data.draw(st.integers(0, len(blob) - 1))
+        chunk = data.draw(st.binary(min_size=1, max_size=6))
+        blob[pos : pos + len(chunk)] = chunk
+    _check(bytes(blob))
+    for k in (1, 2):
+        try:
+            read_fcs(bytes(blob), dataset=k)
+        except FCSError:
+            pass

@@ -341,3 +341,11 @@ def test_values_starting_or_ending_with_the_delimiter(value):
     keys = standard_keywords(1, ["A"], extra={"NOTE": value, "$P1S": value})
     s = read_fcs(build_fcs(keys, ev.tobytes(), delim="/"))
     assert s.keywords["NOTE"] == value and s.markers == [value]
+
+
+def test_text_mode_file_object_is_refused(tmp_path):
+    ev, blob = _float_file(n=3, p=1)
+    p = tmp_path / "t.fcs"
+    p.write_bytes(blob)
+    with open(p, encoding="latin-1") as fh, pytest.raises(TypeError, match="binary mode"):
+        read_fcs(fh)

@@ -214,6 +214,8 @@ class _Header:
 
 def _parse_header(src: _Source, base: int) -> _Header:
     raw = src.read(base, HEADER_LEN)
+    if not isinstance(raw, bytes):
+        raise TypeError(f"{src.name}: open the file in binary mode ('rb') to read FCS")
     m = _VERSION.match(raw)
     if not m:
         what = "data set" if base else "file"
