@@ -23,7 +23,8 @@ A second table shows how immunoprofile's time grows with 100k / 1M / 5M events.
 
 flowsom runs from the interpreter given by ``--flowsom-python`` (default
 ``/work/venvs/flowsom/bin/python``, a separate virtual environment because flowsom pins
-its own dependency versions); the row is skipped, saying so, when it is absent.
+its own dependency versions); the row is skipped, saying so, when it is absent. To make
+it: ``python -m venv /work/venvs/flowsom && /work/venvs/flowsom/bin/pip install flowsom``.
 
 Run: ``python benchmarks/bench_clustering.py [--events 1000000] [--repeat 1]``
 """
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print(_table(rows, cols))
         if not have_flowsom:
-            print(f"\n(flowsom rows skipped: {args.flowsom_python} not found)")
+            why = "--no-flowsom" if args.no_flowsom else f"{args.flowsom_python} not found"
+            print(f"\n(flowsom rows skipped: {why})")
         batch = next((r for r in rows if r["contender"].startswith("flowsom Batch")), None)
         if batch is not None:
             ours = rows[0]
