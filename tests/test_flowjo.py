@@ -217,3 +217,77 @@ def test_imported_template_through_the_engine_gives_flowjo_counts(fkdata, wsp):
     names = {p.id: tmpl.populations[i].name for i, p in enumerate(smp.populations)}
     got = {pop: res.counts[names[pop]] for pop in STORED[wsp]}
     assert got == STORED[wsp]
+
+
+SYNTHETIC_WSP = """<?xml version="1.0" encoding="UTF-8"?>
+<Workspace version="20.0" flowJoVersion="10.7.1"
+  xmlns:gating="http://www.isac-net.org/std/Gating-ML/v2.0/gating"
+  xmlns:transforms="http://www.isac-net.org/std/Gating-ML/v2.0/transformations"
+  xmlns:data-type="http://www.isac-net.org/std/Gating-ML/v2.0/datatypes">
+ <Groups><GroupNode name="All Samples"><Group name="All Samples">
+  <SampleRefs><SampleRef sampleID="1"/></SampleRefs></Group></GroupNode></Groups>
+ <SampleList><Sample>
+  <DataSet uri="file:/somewhere/syn.fcs" sampleID="1"/>
+  <transforms:spilloverMatrix prefix="Comp-" name="Acquisition-defined" suffix="" transforms:id="m1">
+   <data-type:parameters><data-type:parameter data-type:name="A"/><data-type:parameter data-type:name="B"/></data-type:parameters>
+   <transforms:spillover data-type:parameter="A">
+    <transforms:coefficient data-type:parameter="A" transforms:value="1"/>
+    <transforms:coefficient data-type:parameter="B" transforms:value="0.5"/></transforms:spillover>
+   <transforms:spillover data-type:parameter="B">
+    <transforms:coefficient data-type:parameter="A" transforms:value="0"/>
+    <transforms:coefficient data-type:parameter="B" transforms:value="1"/></transforms:spillover>
+  </transforms:spilloverMatrix>
+  <Transformations>
+   <transforms:log transforms:offset="1" transforms:decades="2"><data-type:parameter data-type:name="X"/></transforms:log>
+   <transforms:log transforms:offset="1" transforms:decades="2"><data-type:parameter data-type:name="Y"/></transforms:log>
+  </Transformations>
+  <Keywords/>
+  <SampleNode name="syn.fcs" count="3" sampleID="1"><Subpopulations>
+   <Population name="B4" count="1"><Gate gating:id="g1">
+    <gating:RectangleGate eventsInside="1" gating:id="g1">
+     <gating:dimension gating:min="3.5" gating:max="4.5"><data-type:fcs-dimension data-type:name="Comp-B"/></gating:dimension>
+    </gating:RectangleGate></Gate></Population>
+   <Population name="notB4" count="2"><Gate gating:id="g2">
+    <gating:RectangleGate eventsInside="0" gating:id="g2">
+     <gating:dimension gating:min="3.5" gating:max="4.5"><data-type:fcs-dimension data-type:name="Comp-B"/></gating:dimension>
+    </gating:RectangleGate></Gate></Population>
+   <Population name="tri" count="1"><Gate gating:id="g3">
+    <gating:PolygonGate eventsInside="1" gating:id="g3">
+     <gating:dimension><data-type:fcs-dimension data-type:name="X"/></gating:dimension>
+     <gating:dimension><data-type:fcs-dimension data-type:name="Y"/></gating:dimension>
+     <gating:vertex><gating:coordinate data-type:value="1"/><gating:coordinate data-type:value="1"/></gating:vertex>
+     <gating:vertex><gating:coordinate data-type:value="100"/><gating:coordinate data-type:value="1"/></gating:vertex>
+     <gating:vertex><gating:coordinate data-type:value="1"/><gating:coordinate data-type:value="100"/></gating:vertex>
+    </gating:PolygonGate></Gate></Population>
+  </Subpopulations></SampleNode>
+ </Sample></SampleList>
+</Workspace>
+"""
+
+
+def test_synthetic_workspace_compensation_complement_and_display_space(tmp_path):
+    """Hand-worked: Comp-B = B - 0.5 A; eventsInside=0 is the complement; a polygon drawn
+    on log axes is straight in log space (x*y <= 100), not in data space (x+y <= 101)."""
+    p = tmp_path / "syn.wsp"
+    p.write_text(SYNTHETIC_WSP)
+    ws = read_wsp(p)
+    assert ws.groups["All Samples"].sample_ids == ["1"]
+    smp = ws.sample("syn.fcs")
+    data = {
+        "A": np.array([10.0, 10.0, 0.0]),
+        "B": np.array([9.0, 20.0, 4.0]),  # compensated B: 4, 15, 4
+        "X": np.array([5.0, 50.0, 2.0]),
+        "Y": np.array([5.0, 10.0, 80.0]),  # x*y: 25, 500, 160; x+y: 10, 60, 82
+    }
+    m = ws.strategy(smp).evaluate(data)
+    assert m["B4"].tolist() == [True, False, True]
+    assert m["notB4"].tolist() == [False, True, False]
+    assert m["tri"].tolist() == [True, False, False]
+    t = ws.to_template()
+    assert t["compensation"] == "file"
+    assert t["transforms"]["channels"]["X"] == {"type": "flog", "t": 100.0, "m": 2.0}
+    from immunoprofile.gating.template import validate_template
+
+    pops = {p.name: p for p in validate_template(t).populations}
+    assert pops["notB4"].gate.op == "not" and pops["notB4"].gate.dims == ("notB4_inside",)
+    assert pops["notB4_inside"].gate.dims == ("B",)

@@ -500,19 +500,7 @@ class FlowJoWorkspace:
         """
         smp, pops = self._tree(group, sample)
         strat = self.strategy(smp, pops)
-        names = _unique_names([p.path for p in pops])
-        populations = []
-        used_tr: dict[str, ScaleTransform] = {}
-        for pop in pops:
-            e = strat.gates[pop.id]
-            populations.append(
-                {
-                    "name": names[pop.path],
-                    "parent": names[pop.path[:-1]] if len(pop.path) > 1 else None,
-                    "description": f"FlowJo population {pop.id}",
-                    "gate": _template_gate(e, names, pops, used_tr, strat.transforms),
-                }
-            )
+        populations, used_tr = _template_populations(strat, pops)
         tname = name or re.sub(
             r"[^A-Za-z0-9_.+-]+", "_", (self.path.stem if self.path else "flowjo")
         )
@@ -539,15 +527,8 @@ class FlowJoWorkspace:
     def sample_gates(self, sample: str) -> dict[str, dict[str, Any]]:
         """Per-sample gates (FlowJo lets each sample's gates move): population -> gate dict."""
         smp = self.sample(sample)
-        strat = self.strategy(smp)
-        names = _unique_names([p.path for p in smp.populations])
-        used: dict[str, ScaleTransform] = {}
-        return {
-            names[p.path]: _template_gate(
-                strat.gates[p.id], names, smp.populations, used, strat.transforms
-            )
-            for p in smp.populations
-        }
+        populations, _ = _template_populations(self.strategy(smp), smp.populations)
+        return {p["name"]: p["gate"] for p in populations}
 
     def _tree(self, group: str | None, sample: str | None) -> tuple[WspSample, list[WspPopulation]]:
         if sample is not None:
@@ -569,6 +550,40 @@ class FlowJoWorkspace:
             raise WorkspaceError(f"{self.path}: the workspace has no samples")
         smp = next(iter(self.samples.values()))
         return smp, smp.populations
+
+
+def _template_populations(
+    strat: GatingMLStrategy, pops: Sequence[WspPopulation]
+) -> tuple[list[dict[str, Any]], dict[str, ScaleTransform]]:
+    """Template populations of a converted tree, in tree order.
+
+    A FlowJo gate kept as its outside (``eventsInside="0"``) becomes two populations: the
+    drawn gate as ``<name>_inside`` and the population itself as its ``not``.
+    """
+    names = _unique_names([p.path for p in pops])
+    by_id = {p.id: names[p.path] for p in pops}
+    for p in pops:
+        inner = p.id + "#inside"
+        if inner in strat.gates:
+            by_id[inner] = names[p.path] + "_inside"
+    used_tr: dict[str, ScaleTransform] = {}
+    out: list[dict[str, Any]] = []
+    for pop in pops:
+        parent = names[pop.path[:-1]] if len(pop.path) > 1 else None
+        for gid in (pop.id + "#inside", pop.id):
+            e = strat.gates.get(gid)
+            if e is None:
+                continue
+            out.append(
+                {
+                    "name": by_id[gid],
+                    "parent": parent,
+                    "description": f"FlowJo population {pop.id}"
+                    + (" (the drawn gate; the population is outside it)" if gid != pop.id else ""),
+                    "gate": _template_gate(e, by_id, used_tr, strat.transforms),
+                }
+            )
+    return out, used_tr
 
 
 def _unique_names(paths: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
@@ -688,14 +703,12 @@ def _ellipse(g: WspGate, keys: tuple[str, ...], where: str) -> EllipseGate:
 
 def _template_gate(
     e: GateEntry,
-    names: dict[tuple[str, ...], str],
-    pops: Sequence[WspPopulation],
+    by_id: dict[str, str],
     used_tr: dict[str, ScaleTransform],
     transforms: dict[str, ScaleTransform],
 ) -> dict[str, Any]:
     g = e.gate
     if isinstance(g, BooleanGate):
-        by_id = {p.id: names[p.path] for p in pops}
         refs = []
         for r in g.dims:
             if r not in by_id:
