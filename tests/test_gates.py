@@ -86,3 +86,37 @@ def test_round_trip_dict_and_unknown_type():
         gate_from_dict({"type": "blob", "dims": ["x"]})
     with pytest.raises(TemplateError, match="unknown field"):
         gate_from_dict({"type": "range", "dims": ["x"], "lo": 1})
+
+
+def _polygon_parity_reference(vertices, x, y):
+    """Plain even-odd loop over every edge and every event (the definition)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    xs, ys = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    odd = np.zeros(len(xs), dtype=bool)
+    for i in range(len(v)):
+        (x1, y1), (x2, y2) = v[i], v[(i + 1) % len(v)]
+        if y1 == y2:
+            continue
+        cross = (x2 - x1) * (ys - y1) - (xs - x1) * (y2 - y1)
+        left = cross > 0 if y2 > y1 else cross < 0
+        odd ^= ((y1 > ys) != (y2 > ys)) & left
+    return odd
+
+
+def test_many_vertex_polygon_matches_the_plain_loop():
+    from immunoprofile.gating.gates import _SORTED_POLYGON_MIN_VERTICES, PolygonGate
+
+    rng = np.random.default_rng(7)
+    for trial in range(5):
+        k = 40 + 100 * trial
+        # a wiggly star-shaped contour on a coarse grid, so events fall on vertices and edges
+        t = np.sort(rng.uniform(0, 2 * np.pi, k))
+        r = 1 + 0.4 * rng.random(k)
+        verts = np.round(np.c_[r * np.cos(t), r * np.sin(t)] * 8) / 8
+        assert len(verts) > _SORTED_POLYGON_MIN_VERTICES
+        x = (np.round(rng.uniform(-1.6, 1.6, 20_000) * 8) / 8).astype(np.float32)
+        y = (np.round(rng.uniform(-1.6, 1.6, 20_000) * 8) / 8).astype(np.float32)
+        x[:40], y[:40] = verts[:40, 0], verts[:40, 1]  # exactly on vertices
+        got = PolygonGate(("a", "b"), tuple(map(tuple, verts))).mask([x, y])
+        np.testing.assert_array_equal(got, _polygon_parity_reference(verts, x, y))
+        assert 0 < got.sum() < len(x)
