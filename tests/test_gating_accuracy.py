@@ -38,7 +38,7 @@ def _f1(truth: np.ndarray, gated: np.ndarray) -> float:
 @pytest.fixture(scope="module", params=[(11, 1.0), (12, 2.0)], ids=["drift1", "drift2"])
 def gated(request):
     seed, drift = request.param
-    sample, labels = simulate.simulate_sample(events=60_000, seed=seed, drift=drift)
+    sample, labels = simulate.simulate_sample(events=100_000, seed=seed, drift=drift)
     res = apply_template(sample, load_template("immune_profile"), seed=0)
     return res, labels
 
