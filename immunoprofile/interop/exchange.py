@@ -220,8 +220,10 @@ def to_fcmeasurement(sample: Sample) -> Any:
     try:  # pragma: no cover - FlowCytometryTools does not import on current numpy
         from FlowCytometryTools import FCMeasurement
 
-        m = FCMeasurement(ID=sample.name or "sample")
-        m.set_data(data=data, meta=meta)
+        # a Measurement built without a file: data and meta are set, nothing is read
+        m = FCMeasurement(ID=sample.name or "sample", readmeta=False)
+        m.set_data(data=data)
+        m.set_meta(meta=meta)
         return m
     except Exception:
         return Measurement(
