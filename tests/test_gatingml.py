@@ -414,3 +414,22 @@ def test_cli_export_gates_and_import_back(fitted_treg, tmp_path):
     from immunoprofile.io.fcs import read_fcs
 
     assert apply_template(read_fcs(path), tj).counts == res.counts
+
+
+def test_gatingml_to_template(suite, data1):
+    from immunoprofile.gating.gatingml import strategy_to_template
+    from immunoprofile.gating.template import validate_template
+
+    t = strategy_to_template(read_gatingml(suite / "gml" / "gml_quadrant1_gate.xml"), "q")
+    tmpl = validate_template(t)
+    assert tmpl.names == ["FL2P-FL4P", "FL2N-FL4P", "FL2N-FL4N", "FL2P-FL4N"]
+    assert t["compensation"] == "file"  # compensation-ref="FCS"
+    assert t["populations"][0]["gate"]["dims"] == ["FL2-H", "FL4-H"]
+    # what a template cannot say is refused, naming the gate
+    with pytest.raises(GatingMLError, match="'RatRange1': ratio dimensions"):
+        strategy_to_template(read_gatingml(suite / "gml" / "gml_all_gates.xml"))
+    s = read_gatingml(suite / "gml" / "gml_all_gates.xml")
+    for g in ("RatRange1", "RatRange2", "RatRange1a"):
+        del s.gates[g]
+    with pytest.raises(GatingMLError, match="two scales"):  # FL1-H on several scales
+        strategy_to_template(s)
