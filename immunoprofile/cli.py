@@ -577,11 +577,15 @@ def _print_stats(cmp, measure: str | None = None) -> None:  # noqa: ANN001
     st = cmp.endpoint_stats(measure=measure)
     if st.empty:
         st = cmp.stats[cmp.stats["measure"] == measure]
-    t = Table(title=f"{measure}: change from {cmp.baseline}")
-    for col in ("population", "visit", "n", "HL change", "exact CI", "p", "q", "test"):
-        t.add_column(col, justify="left" if col in ("population", "visit", "test") else "right")
+    t = Table(
+        title=f"{measure}: change from {cmp.baseline}",
+        caption="HL = Hodges-Lehmann median change with exact CI; p exact "
+        "(W = Wilcoxon signed-rank, S = sign-flip permutation with ties/zeros); q = BH",
+    )
+    for col in ("population", "visit", "n", "HL", "exact CI", "p", "q", ""):
+        t.add_column(col, justify="left" if col in ("population", "visit") else "right")
     for r in st.itertuples():
-        ci = f"{r.hl_ci_low:+.2f} to {r.hl_ci_high:+.2f}" if r.hl_ci_low == r.hl_ci_low else "n/a"
+        ci = f"{r.hl_ci_low:+.2f}..{r.hl_ci_high:+.2f}" if r.hl_ci_low == r.hl_ci_low else "n/a"
         t.add_row(
             str(r.population),
             str(r.followup_visit),
@@ -590,9 +594,9 @@ def _print_stats(cmp, measure: str | None = None) -> None:  # noqa: ANN001
             ci,
             f"{r.p_value:.3g}",
             f"{r.q_value:.3g}",
-            str(r.test),
+            "W" if str(r.test).startswith("wilcoxon") else ("S" if "sign" in str(r.test) else "-"),
         )
-    Console().print(t)
+    Console(width=max(100, Console().width)).print(t)
 
 
 @main.command("compare")
@@ -784,7 +788,10 @@ def run_cmd(
     type=click.Path(file_okay=False),
     help="Output folder (the simulated FCS files go in OUT/cohort/).",
 )
-@click.option("--events", default=None, type=click.IntRange(min=1000), help="Events per file.")
+@click.option(
+    "--events", default=20_000, show_default=True, type=click.IntRange(min=1000),
+    help="Events per simulated file (more is slower and more precise).",
+)  # fmt: skip
 @click.option("--patients", default=7, show_default=True, type=click.IntRange(min=2))
 @click.option("--seed", default=0, show_default=True, help="Seed of the simulation and analysis.")
 @click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(min=1))

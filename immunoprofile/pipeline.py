@@ -330,7 +330,7 @@ def truth_check(truth: pd.DataFrame, measured: Comparison) -> pd.DataFrame:
 
 def run_demo(
     out: str | os.PathLike = "immunoprofile_demo",
-    events: int | None = None,
+    events: int | None = 20_000,
     patients: int = 7,
     seed: int = 0,
     jobs: int = 2,

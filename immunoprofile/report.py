@@ -356,7 +356,7 @@ def _figures(cmp: Comparison, measure: str, endpoints: list[str]) -> str:
     method = None
     if "method" in cmp.stats.columns:
         method = sorted(cmp.stats["method"].unique())[0]
-    fig = paired.forest_plot(cmp.stats, measure, method=method)
+    fig = paired.forest_plot(cmp.stats, measure, populations=endpoints or None, method=method)
     parts.append(
         _img(
             paired.figure_bytes(fig),
@@ -365,6 +365,13 @@ def _figures(cmp: Comparison, measure: str, endpoints: list[str]) -> str:
             "population (n pairs and exact p at the right). The dashed line is no change.",
         )
     )
+    if endpoints and len(set(cmp.stats["population"])) > len(endpoints):
+        fig = paired.forest_plot(cmp.stats, measure, method=method)
+        parts.append(
+            "<details><summary>Forest plot of every population</summary>"
+            + _img(paired.figure_bytes(fig, dpi=90), "forest plot, all populations")
+            + "</details>"
+        )
     if endpoints:
         fig = paired.paired_plot(cmp.changes, measure, populations=endpoints, method=method)
         parts.append(

@@ -181,3 +181,40 @@ def test_comparison_roundtrip_keeps_meta(tmp_path):
     back = Comparison.read(tmp_path)
     assert back.meta["populations"] == "/x/populations.csv"
     assert back.changes["patient"].tolist() == cmp.changes["patient"].tolist()
+
+
+def test_simulated_truth_effect_recovered_by_compare(tmp_path):
+    """compare() on the simulator's true frequencies finds the effect it was built with."""
+    from immunoprofile.simulate import simulate_cohort
+
+    simulate_cohort(tmp_path, patients=7, visits=("baseline", "week24"), events=20_000, seed=0)
+    truth = pd.read_csv(tmp_path / "truth_frequencies.csv", dtype={"patient": str})
+    st = compare(truth, value="percent_of_parent").stats.set_index("population")
+    assert st.loc["Treg", "direction"] == "up" and st.loc["Th17", "direction"] == "down"
+    assert st.loc["Treg", "p_value"] == pytest.approx(2 / 128)
+    assert st.loc["Th17", "p_value"] == pytest.approx(2 / 128)
+
+
+@pytest.mark.slow
+def test_demo_recovers_known_effect(tmp_path):
+    """The demo pipeline (7 patients, 20k events, FCS files gated by the built-in template):
+    Treg up, Th17 down, B and NK without a clear change, the truth inside every endpoint CI,
+    and the report's headline numbers are those of stats.csv. Covered by
+    benchmarks/bench_demo.py (which also times it)."""
+    from immunoprofile.pipeline import run_demo
+
+    r = run_demo(tmp_path / "demo", visits=("baseline", "week24"), cluster=False, jobs=2)
+    st = pd.read_csv(tmp_path / "demo" / "comparison" / "stats.csv")
+    ep = st[
+        (st["measure"] == "percent_of_parent") & st["population"].isin(["Treg", "Th17", "B", "NK"])
+    ]
+    d = ep.set_index("population")["direction"].to_dict()
+    assert d["Treg"] == "up" and d["Th17"] == "down"
+    assert d["B"] == "CI includes 0" and d["NK"] == "CI includes 0"
+    truth = pd.read_csv(tmp_path / "demo" / "truth_check.csv")
+    t = truth[(truth["measure"] == "percent_of_parent") & truth["population"].isin(d)]
+    assert t["true_in_ci"].all(), t
+    html = r.report.read_text()
+    for row in ep.itertuples():
+        assert f"{row.hl_ci_low:+.2f} to {row.hl_ci_high:+.2f}" in html
+    assert "2/128 = 0.0156" in html
