@@ -224,3 +224,76 @@ def test_anndata_with_cluster_result():
     # the name of each event's metacluster, MC01 being label 0
     first = int(obs_b["cluster"].iloc[0])
     assert obs_b["cluster_name"].iloc[0] == names[f"MC{first + 1:02d}"]
+
+
+def test_cli_export_h5ad_and_fcs(tmp_path):
+    pytest.importorskip("anndata")
+    import anndata
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+    from immunoprofile.io.fcs import read_fcs
+    from immunoprofile.io.write import write_fcs
+    from immunoprofile.simulate.cohort import simulate_sample
+
+    files = []
+    for k, visit in enumerate(("baseline", "week24")):
+        s, _ = simulate_sample(events=4000, seed=10 + k, name=f"P01_{visit}")
+        files.append(str(write_fcs(s, tmp_path / f"P01_{visit}.fcs")))
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"file,patient,visit\n{files[0]},P01,baseline\n{files[1]},P01,week24\n")
+    out = tmp_path / "c.h5ad"
+    r = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--format",
+            "h5ad",
+            "--template",
+            "tregs",
+            *files,
+            "--out",
+            str(out),
+            "--samplesheet",
+            str(sheet),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    a = anndata.read_h5ad(out)
+    assert a.n_obs == 8000 and set(a.obs["visit"]) == {"baseline", "week24"}
+    r = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--format",
+            "fcs",
+            "--template",
+            "tregs",
+            files[0],
+            "--population",
+            "CD4",
+            "--out",
+            str(tmp_path / "fcs"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    back = read_fcs(tmp_path / "fcs" / "P01_baseline.CD4.fcs")
+    assert back.channel_names[-1] == "population"
+    n_cd4 = int(a.obs.loc[a.obs["sample"] == "P01_baseline", "pop_CD4"].sum())
+    assert back.n_events == n_cd4
+    r = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--format",
+            "fcs",
+            "--template",
+            "tregs",
+            files[0],
+            "--population",
+            "nope",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert r.exit_code == 1 and "no population 'nope'" in r.output
