@@ -311,3 +311,20 @@ def test_unfitted_mask_and_wrong_columns_raise():
         g.mask([np.zeros(3)])
     with pytest.raises(GatingError, match="expected 1 column"):
         g.fit([np.zeros(3), np.zeros(3)])
+
+
+def test_fit_cache_shares_one_dimensional_cuts_between_sides():
+    x = bimodal()
+    cache: dict = {}
+    pos = DensityMinimumGate(("CD3",), side="+").fit(x, cache=cache)
+    neg = DensityMinimumGate(("CD3",), side="-").fit(x[:10], cache=cache)  # data not reused
+    assert len(cache) == 1
+    assert neg.threshold_ == pos.threshold_
+    assert neg.gate_.max == pos.gate_.min and neg.gate_.min is None
+    # other hyperparameters give another fit
+    DensityMinimumGate(("CD3",), side="+", adjust=2.0).fit(x, cache=cache)
+    assert len(cache) == 2
+    # a thresholds gate shares its per-dimension cuts through the same cache
+    th = ThresholdsGate(("CD3", "CD3"), signs=("+", "-")).fit([x, x], cache=cache)
+    assert th.thresholds_ == [pos.threshold_, pos.threshold_]
+    assert len(cache) == 2

@@ -169,18 +169,54 @@ class AdaptiveGate:
 
     # --- fitting --------------------------------------------------------------------------
 
-    def fit(self, X: Any, y: None = None) -> AdaptiveGate:
+    def fit(self, X: Any, y: None = None, *, cache: dict | None = None) -> AdaptiveGate:
         """Learn the gate position from the parent population's values.
 
         Parameters
         ----------
         X : a 1-D array (one dimension), an (n_events, n_dims) array, or a sequence of
             ``n_dims`` 1-D arrays, in the order of ``dims``.
+        cache : optional dict shared by gates fitted on the same events (the engine keeps
+            one per parent population). A 1-D cut does not depend on the side it keeps, so
+            sibling gates such as CD45RA+ and CD45RA- reuse one fit.
 
         Returns
         -------
         self, with ``gate_``, ``fallback_``, ``reason_``, ``params_`` and ``n_fit_`` set.
         """
+        key = self._shared_key() if cache is not None else None
+        if key is not None and key in cache:
+            return self._restore(cache[key])
+        self._fit_columns(X)
+        if key is not None:
+            cache[key] = {
+                "threshold": self.threshold_,
+                "params": self.params_,
+                "fallback": self.fallback_,
+                "reason": self.reason_,
+                "n_fit": self.n_fit_,
+            }
+        return self
+
+    def _shared_key(self) -> str | None:
+        """Key under which a fit can be shared: 1-D cuts only, side left out."""
+        if len(self.dims) != 1 or not hasattr(self, "side"):
+            return None
+        d = self.to_dict()
+        d.pop("side", None)
+        d["random_state"] = self.random_state
+        return json.dumps(d, sort_keys=True, default=str)
+
+    def _restore(self, rec: dict[str, Any]) -> AdaptiveGate:
+        self.threshold_ = float(rec["threshold"])
+        self.params_ = rec["params"]
+        self.fallback_ = bool(rec["fallback"])
+        self.reason_ = rec["reason"]
+        self.n_fit_ = int(rec["n_fit"])
+        self.gate_ = _range_gate(self.dims[0], self.threshold_, self.side)
+        return self
+
+    def _fit_columns(self, X: Any) -> AdaptiveGate:
         cols = _as_columns(X, len(self.dims))
         n = len(cols[0])
         finite = np.ones(n, dtype=bool)
@@ -857,9 +893,9 @@ class ThresholdsGate(AdaptiveGate):
         maxs = tuple(t if s == "-" else None for t, s in zip(thresholds, self.signs))
         return RectangleGate(dims=tuple(self.dims), min=mins, max=maxs)
 
-    def fit(self, X: Any, y: None = None) -> ThresholdsGate:
+    def fit(self, X: Any, y: None = None, *, cache: dict | None = None) -> ThresholdsGate:
         cols = _as_columns(X, len(self.dims))
-        parts = [p.clone().fit(c) for p, c in zip(self._parts, cols)]
+        parts = [p.clone().fit(c, cache=cache) for p, c in zip(self._parts, cols)]
         self.thresholds_ = [float(p.threshold_) for p in parts]
         self.gate_ = self._combine(self.thresholds_)
         self.fallback_ = any(p.fallback_ for p in parts)

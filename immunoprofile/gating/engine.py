@@ -222,6 +222,7 @@ def apply_template(
     fitted: dict[str, dict[str, Any]] = {}
     qc: list[dict[str, Any]] = []
     rows_of: dict[str | None, np.ndarray] = {None: np.arange(n)}
+    caches: dict[str | None, dict] = {}  # per parent: 1-D cuts shared by sibling gates
     label = sample.name or "<sample>"
 
     for pop in template.populations:
@@ -245,7 +246,7 @@ def apply_template(
                             f"{parent or 'the sample'} has {len(rows)} events (< {min_events})"
                         )
                     else:
-                        est.fit(cols)
+                        est.fit(cols, cache=caches.setdefault(parent, {}))
                     record = est.fitted_dict()
                     static = est.gate_
                     if est.fallback_:
