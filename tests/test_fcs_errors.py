@@ -105,7 +105,8 @@ def test_garbled_text_odd_fields(tmp_path):
     "change,cls,match",
     [
         ({"$DATATYPE": "X"}, FCSDataTypeError, "unknown data type 'X'"),
-        ({"$DATATYPE": "A"}, FCSDataTypeError, "ASCII"),
+        ({"$DATATYPE": "A", "$P1B": "*"}, FCSDataTypeError, "every parameter"),
+        ({"$DATATYPE": "A", "$P1B": "x"}, FCSDataTypeError, "ASCII field width 'x'"),
         ({"$BYTEORD": "1,2,9"}, FCSDataTypeError, "byte order '1,2,9'"),
         ({"$MODE": "C"}, FCSDataTypeError, "list mode"),
         ({"$P1B": "64"}, FCSDataTypeError, r"needs 32-bit values but \$P1B is 64"),

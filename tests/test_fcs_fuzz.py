@@ -39,6 +39,10 @@ def _bases() -> list[tuple[dict[str, str], bytes, dict]]:
     out.append(
         (kw, rng.normal(size=7).astype("<f8").tobytes(), {"version": "2.0", "text_data": False})
     )
+    kw = standard_keywords(3, ["A", "B"], datatype="A", bits=[3, 4])
+    out.append((kw, b" 12  34  5   6 78   9", {}))
+    kw = standard_keywords(3, ["A", "B"], datatype="A", bits="*")
+    out.append((kw, b"1 2,3 4\n5 6 ", {}))
     return out
 
 
@@ -61,34 +65,11 @@ KEYS = [
     "$ENDSTEXT",
     "$MODE",
 ]
+SPECIAL = ";  ;0;1,2;4,3,2,1;3,4,1,2;I;F;D;A;nan;inf;1e400;4,0;0,0;-1;8;24;64;12;*".split(";")
 VALUES = st.one_of(
     st.integers(-5, 10**12).map(str),
-    st.sampled_from(
-        [
-            "",
-            " ",
-            "0",
-            "1,2",
-            "4,3,2,1",
-            "3,4,1,2",
-            "I",
-            "F",
-            "D",
-            "A",
-            "nan",
-            "inf",
-            "1e400",
-            "4,0",
-            "0,0",
-            "-1",
-            "9" * 30,
-            "8",
-            "24",
-            "64",
-            "12",
-        ]
-    ),
-    st.text(alphabet="0123456789,./|$ eEIFD-", max_size=12),
+    st.sampled_from([*SPECIAL, "9" * 30]),
+    st.text(alphabet="0123456789,./|$ eEIFDA*-", max_size=12),
 )
 
 

@@ -10,7 +10,13 @@ import pytest
 from fcs_builder import build_fcs, pack_columns, standard_keywords
 
 import immunoprofile
-from immunoprofile.exceptions import FCSWarning, MarkerNotFoundError, MultipleDataSetsError
+from immunoprofile.exceptions import (
+    EventCountError,
+    FCSDataTypeError,
+    FCSWarning,
+    MarkerNotFoundError,
+    MultipleDataSetsError,
+)
 from immunoprofile.io.fcs import read_fcs, read_fcs_datasets, read_fcs_header
 
 RNG = np.random.default_rng(7)
@@ -349,3 +355,58 @@ def test_text_mode_file_object_is_refused(tmp_path):
     p.write_bytes(blob)
     with open(p, encoding="latin-1") as fh, pytest.raises(TypeError, match="binary mode"):
         read_fcs(fh)
+
+
+class _CountingReader(io.BytesIO):
+    """A binary file object that counts the bytes handed out."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.bytes_read = 0
+
+    def read(self, n=-1):
+        out = super().read(n)
+        self.bytes_read += len(out)
+        return out
+
+    def readinto(self, b):
+        k = super().readinto(b)
+        self.bytes_read += k
+        return k
+
+
+def test_only_the_rows_asked_for_are_read():
+    ev, blob = _float_file(n=5000, p=4)
+    data_start = int(blob[26:34])
+    fh = _CountingReader(blob)
+    s = read_fcs(fh, events=slice(100, 110))
+    np.testing.assert_array_equal(s.events, ev[100:110])
+    assert fh.bytes_read <= data_start + 10 * 16  # HEADER + TEXT + 10 events of 16 bytes
+    fh = _CountingReader(blob)
+    read_fcs_header(fh)
+    assert fh.bytes_read <= data_start
+
+
+def test_ascii_fixed_width_and_delimited():
+    vals = np.array([[12, 3, 1023], [0, 45, 512]])
+    kw = standard_keywords(
+        2, ["FSC-H", "SSC-H", "FL1-H"], datatype="A", bits=[4, 3, 5], extra={"$P3E": "4,0"}
+    )
+    data = b"".join(f"{a:>4}{b:>3}{c:>5}".encode() for a, b, c in vals)
+    s = read_fcs(build_fcs(kw, data, version="2.0"))
+    np.testing.assert_array_equal(s.events[:, :2], vals[:, :2].astype(np.float32))
+    np.testing.assert_array_equal(
+        s.events[:, 2], (10 ** (4 * vals[:, 2] / 1024)).astype(np.float32)
+    )
+    np.testing.assert_array_equal(
+        read_fcs(build_fcs(kw, data), scale=False, events=[1]).events, vals[[1]].astype("f4")
+    )
+    kw = standard_keywords(2, ["A", "B", "C"], datatype="A", bits="*")
+    kw.update({f"$P{i}B": "*" for i in (1, 2, 3)})
+    data = b"12,3 1023\r\n0\t45,512 "
+    s = read_fcs(build_fcs(kw, data), channels=["C", "A"])
+    np.testing.assert_array_equal(s.events, vals[:, [2, 0]].astype(np.float32))
+    with pytest.raises(EventCountError, match="need 6 ASCII values"):
+        read_fcs(build_fcs(kw, b"1 2 3 4"))
+    with pytest.raises(FCSDataTypeError, match="not a number"):
+        read_fcs(build_fcs(kw, b"1 2 3 4 x 6"))

@@ -376,7 +376,7 @@ def _byte_order(value: str, src: _Source) -> tuple[str, tuple[int, ...] | None]:
 class _Channel:
     name: str
     marker: str | None
-    kind: str  # "u" unsigned integer or "f" float
+    kind: str  # "u" unsigned integer, "f" float, "S" fixed-width ASCII, "*" delimited ASCII
     width: int  # bytes
     bits: int
     range: float
@@ -458,9 +458,15 @@ def _channels(kw: dict[str, str], n_par: int, src: _Source) -> list[_Channel]:
                 )
             kind, width = "u", bits // 8
         elif dt == "A":
-            raise FCSDataTypeError(
-                src.name, "ASCII ($DATATYPE A) data is not supported", keyword="$DATATYPE"
-            )
+            # ASCII: $PnB characters per value, or "*" for delimited values (FCS 2.0/3.0)
+            if bits_s == "*":
+                kind, width, bits = "*", 0, 0
+            elif _INT.fullmatch(bits_s) and 0 < int(bits_s) <= 64:
+                kind, width, bits = "S", int(bits_s), int(bits_s)
+            else:
+                raise FCSDataTypeError(
+                    src.name, f"ASCII field width {bits_s!r} is not valid", keyword=f"{p}B"
+                )
         else:
             raise FCSDataTypeError(
                 src.name, f"unknown data type {dt!r} (I, F or D expected)", keyword="$DATATYPE"
@@ -587,8 +593,17 @@ def _metadata(
     if not datatype:
         raise FCSTextError(src.name, "required keyword is missing", keyword="$DATATYPE")
     chans = _channels(kw, n_par, src)
-    order, perm = _byte_order(kw.get("$BYTEORD", "1,2,3,4"), src)
-    if perm is not None and any(c.width not in (1, len(perm)) for c in chans):
+    kinds = {c.kind for c in chans}
+    if "*" in kinds and kinds != {"*"}:
+        raise FCSDataTypeError(
+            src.name,
+            "delimited ASCII ($PnB *) must be used for every parameter",
+            keyword="$DATATYPE",
+        )
+    delimited = kinds == {"*"}
+    binary = [c for c in chans if c.kind in ("u", "f")]
+    order, perm = _byte_order(kw.get("$BYTEORD", "1,2,3,4"), src) if binary else ("<", None)
+    if perm is not None and any(c.width not in (1, len(perm)) for c in binary):
         raise FCSDataTypeError(
             src.name,
             f"byte order {kw['$BYTEORD']!r} does not fit {sorted({c.bits for c in chans})}-bit data",
@@ -598,7 +613,18 @@ def _metadata(
     row = sum(c.width for c in chans)
     tot = _kw_int(kw, "$TOT", src)
     seg = end - start + 1 if end >= start else 0
-    if tot is None:
+    if delimited:
+        # values separated by blanks or commas: the declared segment is read whole
+        if tot is None:
+            raise FCSTextError(src.name, "delimited ASCII data needs $TOT", keyword="$TOT")
+        if check_data and end >= src.size:
+            raise TruncatedFCSError(
+                src.name,
+                f"DATA ends at byte {end} but the file has {src.size} bytes",
+                offset=start,
+            )
+        row, need = 0, seg
+    elif tot is None:
         # FCS 2.0 may omit $TOT: the segment length decides
         tot = seg // row
         if seg % row:
@@ -610,15 +636,16 @@ def _metadata(
             )
     if tot < 0:
         raise FCSTextError(src.name, f"negative event count {tot}", keyword="$TOT")
-    need = tot * row
-    if check_data and start + need > src.size:
+    if not delimited:
+        need = tot * row
+    if check_data and not delimited and start + need > src.size:
         raise TruncatedFCSError(
             src.name,
             f"$TOT={tot} events of {row} bytes need DATA up to byte {start + need - 1} "
             f"but the file has {src.size} bytes",
             offset=start,
         )
-    if check_data and tot and seg != need:
+    if check_data and tot and seg != need and not delimited:
         if seg == need + 1:
             warnings.warn(
                 f"{src.name}: DATA end offset {end} is one byte past the last of $TOT={tot} "
@@ -854,7 +881,7 @@ def _swap_width(meta: FCSMetadata) -> int:
     """Item width to byte-swap while reading (uniform non-native DATA), else 0."""
     chans = meta._chans
     c0 = chans[0]
-    if meta._perm is not None or c0.width not in (2, 4, 8):
+    if meta._perm is not None or c0.width not in (2, 4, 8) or c0.kind not in ("u", "f"):
         return 0
     if any((c.kind, c.width) != (c0.kind, c0.width) for c in chans):
         return 0
@@ -866,6 +893,9 @@ def _raw_rows(
 ) -> np.ndarray:
     row = meta.row_bytes
     start = meta.data_offsets[0]
+    if row == 0:  # delimited ASCII: the whole segment, split into values by the decoder
+        a, b = meta.data_offsets
+        return src.read_array(a, b - a + 1)
     if isinstance(rows, tuple):
         a, b = rows
         buf = src.read_array(start + a * row, (b - a) * row, swap)
@@ -875,7 +905,10 @@ def _raw_rows(
 
 def _widen(raw: np.ndarray, chans: list[_Channel], order: str) -> tuple[np.ndarray, list[_Channel]]:
     """Pad integer fields of 3, 5, 6 or 7 bytes to 4 or 8 (numpy has no such integers)."""
-    widths = [c.width if c.width in (1, 2, 4, 8) else (4 if c.width < 4 else 8) for c in chans]
+    widths = [
+        c.width if c.width in (1, 2, 4, 8) or c.kind != "u" else (4 if c.width < 4 else 8)
+        for c in chans
+    ]
     n = raw.shape[0]
     out = np.zeros((n, sum(widths)), dtype=np.uint8)
     src_pos = dst_pos = 0
@@ -896,6 +929,7 @@ def _decode_columns(
     scale: bool,
     time_step: float | None = None,
     swapped: bool = False,
+    rows: tuple[int, int] | np.ndarray = (0, 0),
 ) -> np.ndarray:
     """uint8 rows (n, row_bytes) -> float32 (n, len(cols)) following the channel specs.
 
@@ -904,9 +938,11 @@ def _decode_columns(
     chans = meta._chans
     n = raw.shape[0]
     order = meta.byte_order
-    if any(c.width not in (1, 2, 4, 8) for c in chans):
+    if chans[0].kind == "*":
+        return _decode_delimited(raw, meta, cols, scale, time_step, rows)
+    if any(c.width not in (1, 2, 4, 8) and c.kind == "u" for c in chans):
         raw, chans = _widen(raw, chans, order)
-    uniform = len({(c.kind, c.width) for c in chans}) == 1
+    uniform = len({(c.kind, c.width) for c in chans}) == 1 and chans[0].kind != "S"
     if meta._perm is not None and chans[0].width > 1:
         # odd byte orders (e.g. 3,4,1,2): move bytes into little-endian order first
         w = chans[0].width
@@ -937,7 +973,10 @@ def _decode_columns(
     # mixed widths or types: one structured view, then a column at a time
     fmt, offs, pos = [], [], 0
     for c in chans:
-        fmt.append(np.dtype(f"{order if c.width > 1 else '|'}{c.kind}{c.width}"))
+        if c.kind == "S":
+            fmt.append(np.dtype(f"S{c.width}"))
+        else:
+            fmt.append(np.dtype(f"{order if c.width > 1 else '|'}{c.kind}{c.width}"))
         offs.append(pos)
         pos += c.width
     sdt = np.dtype(
@@ -963,7 +1002,44 @@ def _decode_columns(
             col = blk[fname]
             if mask is not None:
                 col = np.bitwise_and(col, mask)
+            if col.dtype.kind == "S":
+                col = _ascii_numbers(col, meta.path, fname)
             dst[:, k] = col if p is None else p(col)
+    return out
+
+
+def _ascii_numbers(col: np.ndarray, path: str, what: str) -> np.ndarray:
+    try:
+        return col.astype(np.float64)
+    except ValueError as exc:
+        raise FCSDataTypeError(path, f"ASCII DATA value is not a number ({exc})") from None
+
+
+def _decode_delimited(
+    raw: np.ndarray,
+    meta: FCSMetadata,
+    cols: list[int],
+    scale: bool,
+    time_step: float | None,
+    rows: tuple[int, int] | np.ndarray,
+) -> np.ndarray:
+    """Delimited ASCII DATA (every $PnB is '*'): blank- or comma-separated numbers."""
+    text = raw.tobytes().decode("latin-1")
+    tokens = [t for t in re.split(r"[\s,]+", text) if t]
+    n, p = meta.n_events, meta.n_channels
+    if len(tokens) < n * p:
+        raise EventCountError(
+            meta.path,
+            f"$TOT={n} events of {p} values need {n * p} ASCII values, DATA holds {len(tokens)}",
+            keyword="$TOT",
+        )
+    values = _ascii_numbers(np.array(tokens[: n * p], dtype="S"), meta.path, "DATA")
+    table = values.reshape(n, p)
+    table = table[slice(*rows)] if isinstance(rows, tuple) else table[rows]
+    out = np.empty((table.shape[0], len(cols)), dtype=np.float32)
+    for k, j in enumerate(cols):
+        plan = _plan(meta._chans[j], time_step) if scale else None
+        out[:, k] = table[:, j] if plan is None else plan(table[:, j])
     return out
 
 
@@ -995,7 +1071,7 @@ def _plan(c: _Channel, time_step: float | None):
         if time_step is None or time_step == 1.0:
             return None
         return lambda x: x.astype(np.float64) * time_step
-    if c.log_decades > 0 and c.kind == "u":
+    if c.log_decades > 0 and c.kind in ("u", "S", "*"):
         if c.range <= 0:
             return None
         f1, r = c.log_decades, c.range
@@ -1018,7 +1094,7 @@ def _scaled_table(meta: FCSMetadata, cols: list[int], scale: bool) -> pd.DataFra
         if channel_kind(c.name) == "time":
             if ts:
                 rng[k] = c.range * ts
-        elif c.log_decades > 0 and c.kind == "u":
+        elif c.log_decades > 0 and c.kind in ("u", "S", "*"):
             rng[k] = (c.log_offset if c.log_offset > 0 else 1.0) * 10.0**c.log_decades
         elif c.gain not in (0.0, 1.0):
             rng[k] = c.range / c.gain
@@ -1073,7 +1149,7 @@ def read_fcs(
         raw = _raw_rows(src, meta, rows, swap)
         ts = _time_step(meta, warn=scale) if scale else None
         with np.errstate(over="ignore", invalid="ignore"):  # huge $PnE gives inf, as stated
-            data = _decode_columns(raw, meta, cols, scale, ts, swapped=swap > 0)
+            data = _decode_columns(raw, meta, cols, scale, ts, swapped=swap > 0, rows=rows)
         table = _scaled_table(meta, cols, scale)
         spath = src.path
     record: dict[str, Any] = {
