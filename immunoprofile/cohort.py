@@ -31,7 +31,7 @@ from immunoprofile.exceptions import IdentityError
 
 DEFAULT_PATIENT_KEYWORDS: tuple[str, ...] = ("PATIENT_ID", "PATIENT", "SUBJECT_ID", "SUBJECT")
 DEFAULT_VISIT_KEYWORDS: tuple[str, ...] = ("VISIT", "VISIT_ID", "TIMEPOINT", "TIME_POINT")
-DEFAULT_TUBE_KEYWORDS: tuple[str, ...] = ("TUBE", "TUBE_NAME")
+DEFAULT_TUBE_KEYWORDS: tuple[str, ...] = ("TUBE", "TUBE_NAME", "TUBE NAME")
 
 SAMPLESHEET_REQUIRED = ("file", "patient", "visit")
 SAMPLESHEET_OPTIONAL = ("tube", "lymphocytes_per_ul")

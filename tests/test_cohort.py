@@ -65,6 +65,9 @@ def test_configurable_keyword_names():
     assert identity_from_keywords(kw, "SUBJ", "TP")["patient"] == "S7"
     assert identity_from_keywords(kw, ["NOPE", "subj"], ["tp"])["visit"] == "d0"
     assert identity_from_keywords({"PATIENT_ID": "P1"}) is None  # no visit
+    # BD FACSDiva writes the tube as "TUBE NAME"
+    bd = identity_from_keywords({"PATIENT_ID": "P1", "VISIT": "v", "TUBE NAME": "Tube_002"})
+    assert bd == {"patient": "P1", "visit": "v", "tube": "Tube_002"}
 
 
 def test_pattern_needs_named_groups():
