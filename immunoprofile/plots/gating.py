@@ -137,13 +137,20 @@ def _gate_coords(g: Gate) -> tuple[list[float | None], list[float | None]]:
     return [], []
 
 
+def _rgb(colour: str) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(colour)
+
+
 def _draw_shape(
     ax: Any, g: Gate, xlim: tuple[float, float], ylim: tuple[float, float], colour: str
 ) -> None:
     from matplotlib.patches import Polygon as MplPolygon
     from matplotlib.patches import Rectangle as MplRectangle
 
-    kw = {"fill": False, "edgecolor": colour, "linewidth": 1.6}
+    # a light fill shows which side is inside (polygons may run far outside the view)
+    kw = {"facecolor": (*_rgb(colour), 0.08), "edgecolor": colour, "linewidth": 1.6}
     if isinstance(g, RectangleGate):
         x0 = g.min[0] if g.min[0] is not None else xlim[0]
         x1 = g.max[0] if g.max[0] is not None else xlim[1]
@@ -255,12 +262,15 @@ def plot_gating(
         list(populations) if populations is not None else [p.name for p in res.template.populations]
     )
     nrows = max(1, math.ceil(len(names) / ncols))
-    fig = new_figure(panel * ncols, panel * nrows + (0.4 if title else 0))
+    top = 0.45 if title else 0.0
+    height = panel * nrows + top
+    fig = new_figure(panel * ncols, height)
     for i, name in enumerate(names):
         draw_gate(fig.add_subplot(nrows, ncols, i + 1), res, name)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=11, y=1 - 0.12 / height)
+    # leave the title its own strip above the panels
+    fig.tight_layout(rect=(0, 0, 1, 1 - top / height))
     return fig
 
 
