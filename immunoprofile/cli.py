@@ -668,9 +668,29 @@ def compare_cmd(
 
 
 def _command_line() -> str:
+    """The running command as it could be typed again: its path and every parameter the
+    user gave (defaults left out), rebuilt from click's parsed values."""
     import shlex
 
-    return "immunoprofile " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    words = ["immunoprofile", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
+            continue
+        value = ctx.params.get(name)
+        values = list(value) if isinstance(value, (tuple, list)) else [value]
+        if isinstance(param, click.Argument):
+            words += [str(v) for v in values]
+        elif isinstance(value, bool) or param.is_flag:
+            flag = param.opts[0] if value else (param.secondary_opts or param.opts)[0]
+            words.append(flag)
+        else:
+            for v in values:
+                words += [param.opts[0], str(v)]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 @main.command("report")
@@ -819,7 +839,7 @@ def demo_cmd(
         _print_stats(result.comparison)
         click.echo(f"simulated files: {result.cohort_dir}")
         click.echo(f"took {result.seconds:.0f} s")
-    click.echo(str(result.report))
+    click.echo(str(result.report.resolve()))
 
 
 # === import-gates / export-gates / export ==================================

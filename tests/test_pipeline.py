@@ -1,0 +1,61 @@
+"""Tests of `immunoprofile run` (config loading, the whole pipeline on a tiny cohort)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from immunoprofile.cli import main
+from immunoprofile.exceptions import ConfigError
+from immunoprofile.pipeline import expand_files, load_config
+
+
+def test_load_config_yaml_json_relative_paths(tmp_path):
+    (tmp_path / "a.fcs").write_bytes(b"")
+    y = tmp_path / "run.yaml"
+    y.write_text("files: ['*.fcs']\nsamplesheet: sheet.csv\nfollowup: [week24]\njobs: 2\n")
+    cfg = load_config(y)
+    assert cfg["files"] == [str(tmp_path / "*.fcs")]
+    assert cfg["samplesheet"] == str(tmp_path / "sheet.csv")
+    assert cfg["followup"] == ["week24"] and cfg["jobs"] == 2
+    assert expand_files(cfg["files"]) == [str(tmp_path / "a.fcs")]
+    j = tmp_path / "run.json"
+    j.write_text(json.dumps({"files": "a.fcs", "out": "res"}))
+    assert load_config(j)["out"] == str(tmp_path / "res")
+    j.write_text(json.dumps({"fils": []}))
+    with pytest.raises(ConfigError, match="unknown setting.*fils"):
+        load_config(j)
+    j.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid"):
+        load_config(j)
+    with pytest.raises(ConfigError, match="no file matches"):
+        expand_files([str(tmp_path / "*.nothing")])
+
+
+def test_cli_run_from_config_tiny_cohort(tmp_path):
+    """gate + compare + report from a YAML config (clustering off to stay quick)."""
+    from immunoprofile.simulate import simulate_cohort
+
+    simulate_cohort(tmp_path / "c", patients=3, visits=("baseline", "week24"), events=3000)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "files: ['c/*.fcs']\nsamplesheet: c/samplesheet.csv\ntemplate: immune_profile\n"
+        "out: res\ncluster: false\n"
+    )
+    r = CliRunner().invoke(main, ["run", "--config", str(cfg), "--quiet"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "res"
+    assert r.output.strip().endswith(str(out / "report.html"))
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"].startswith("immunoprofile run --config")
+    assert run["settings"]["files"] == 6
+    st = pd.read_csv(out / "comparison" / "stats.csv")
+    assert set(st["followup_visit"]) == {"week24"} and (st["n_pairs"] <= 3).all()
+    assert "cells_per_ul" in set(st["measure"])  # the samplesheet gives lymphocytes_per_ul
+    html = (out / "report.html").read_text()
+    assert "2/8 = 0.2500" in html and "immune_profile" in html
+    bad = CliRunner().invoke(main, ["run", str(tmp_path / "missing.fcs"), "--out", str(out)])
+    assert bad.exit_code == 1 and "not found" in bad.output
