@@ -177,3 +177,14 @@ def test_fcsparser_files(realdata):
     for f in beads.glob("*.fcs"):
         s = read_fcs(f)  # form-feed delimiter
         assert s.events.shape == (5000, 11) and "SPILL" in s.keywords
+
+
+def test_subsets_agree_with_the_full_read(realdata):
+    f = realdata / FLOWIO / "data1.fcs"
+    pre = np.load(realdata / TRUTH / "data1_preprocessed.npy").astype(np.float32)
+    every3 = np.arange(0, 13367, 3)
+    s = read_fcs(f, channels=["FL1-H", "FSC-H", "Time"], events=every3)
+    np.testing.assert_array_equal(s.events, pre[every3][:, [2, 0, 7]])
+    s = read_fcs(f, channels=[6], events=slice(100, None))
+    np.testing.assert_array_equal(s.events, pre[100:, [6]])
+    assert s.channels.loc[0, "range"] == 10_000.0  # log 4 decades: top of the scale
