@@ -1211,7 +1211,7 @@ class HighLowGate(AdaptiveGate):
         join: bool = True,
         fallback: dict[str, Any] | None = None,
         n_init: int = 2,
-        max_events: int = 20_000,
+        max_events: int = 10_000,
         random_state: int | None = 0,
     ) -> None:
         self.dims = dims
