@@ -923,7 +923,12 @@ def import_gates_cmd(
             from immunoprofile.interop.flowjo import read_wsp
 
             ws = read_wsp(src)
-            tmpl = ws.to_template(group=group, sample=sample_name, name=name)
+            tmpl = ws.to_template(
+                group=group,
+                sample=sample_name,
+                name=name,
+                spillover_csv=dest.with_suffix(".spillover.csv"),
+            )
             per_sample = {s.name: ws.sample_gates(s.id) for s in ws.samples.values()}
             side = dest.with_suffix(".samples.json")
             _write_json_atomic(side, per_sample)

@@ -288,6 +288,17 @@ def test_synthetic_workspace_compensation_complement_and_display_space(tmp_path)
     assert t["transforms"]["channels"]["X"] == {"type": "flog", "t": 100.0, "m": 2.0}
     from immunoprofile.gating.template import validate_template
 
+    # a matrix made in FlowJo travels as a CSV the template points at
+    custom = tmp_path / "custom.wsp"
+    custom.write_text(SYNTHETIC_WSP.replace('name="Acquisition-defined"', 'name="my comp"'))
+    t2 = read_wsp(custom).to_template(spillover_csv=tmp_path / "m.csv")
+    assert t2["compensation"] == str(tmp_path / "m.csv")
+    from immunoprofile.compensation import Spillover
+
+    sp = Spillover.from_file(tmp_path / "m.csv")
+    assert list(sp.detectors) == ["A", "B"]
+    np.testing.assert_array_equal(sp.matrix, [[1.0, 0.5], [0.0, 1.0]])
+    assert "not carried" in read_wsp(custom).to_template()["description"]
     pops = {p.name: p for p in validate_template(t).populations}
     assert pops["notB4"].gate.op == "not" and pops["notB4"].gate.dims == ("notB4_inside",)
     assert pops["notB4_inside"].gate.dims == ("B",)

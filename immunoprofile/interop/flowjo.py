@@ -489,14 +489,20 @@ class FlowJoWorkspace:
     # --- templates ----------------------------------------------------------------------
 
     def to_template(
-        self, group: str | None = None, sample: str | None = None, name: str | None = None
+        self,
+        group: str | None = None,
+        sample: str | None = None,
+        name: str | None = None,
+        spillover_csv: str | os.PathLike | None = None,
     ) -> dict[str, Any]:
         """An immunoprofile template from a group's tree (or one sample's).
 
         Gates name channels (``$PnN``, without FlowJo's ``Comp-`` prefix) and their
         coordinates are on each channel's FlowJo display transform, which the template's
-        ``transforms`` section records; compensation is the file's own spillover when
-        FlowJo used the acquisition-defined matrix.
+        ``transforms`` section records. Compensation is the file's own spillover when
+        FlowJo used the acquisition-defined matrix; a matrix made in FlowJo is written to
+        ``spillover_csv`` (header of detectors, one row each) and the template points at
+        it (without ``spillover_csv`` it is left out, and the description says so).
         """
         smp, pops = self._tree(group, sample)
         strat = self.strategy(smp, pops)
@@ -505,12 +511,19 @@ class FlowJoWorkspace:
             r"[^A-Za-z0-9_.+-]+", "_", (self.path.stem if self.path else "flowjo")
         )
         comp = "none"
+        note = ""
         if smp.matrix is not None:
-            comp = "file" if smp.matrix_name.lower().startswith("acquisition") else "none"
+            if smp.matrix_name.lower().startswith("acquisition"):
+                comp = "file"
+            elif spillover_csv is not None:
+                comp = str(_write_spillover_csv(smp.matrix, Path(spillover_csv)))
+            else:
+                note = f"; FlowJo matrix {smp.matrix_name!r} not carried (no spillover_csv given)"
         tmpl: dict[str, Any] = {
             "name": tname,
             "description": f"imported from FlowJo workspace {self.path.name if self.path else ''}"
-            + (f" group {group!r}" if group else ""),
+            + (f" group {group!r}" if group else "")
+            + note,
             "version": 1,
             "compensation": comp,
             # every channel a gate uses gets its FlowJo axis transform; others stay as read
@@ -550,6 +563,20 @@ class FlowJoWorkspace:
             raise WorkspaceError(f"{self.path}: the workspace has no samples")
         smp = next(iter(self.samples.values()))
         return smp, smp.populations
+
+
+def _write_spillover_csv(m: SpectrumMatrix, path: Path) -> Path:
+    """A spillover matrix as CSV (header of detector names, one row per detector), the
+    form `immunoprofile.compensation.Spillover.from_file` reads; written atomically."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(m.detectors)] + [",".join(repr(float(v)) for v in row) for row in m.matrix]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def _template_populations(
