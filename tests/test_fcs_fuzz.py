@@ -84,6 +84,12 @@ def _read_all(blob: bytes) -> None:
             if fn is read_fcs:
                 assert isinstance(out, Sample)
                 assert out.events.dtype == np.float32
+                # the subset paths (index arrays, strided slices, channel picks) too
+                n = out.n_events
+                sub = read_fcs(blob, events=slice(None, None, 2), channels=[0])
+                assert sub.events.shape == ((n + 1) // 2, 1)
+                if n:
+                    assert read_fcs(blob, events=[n - 1, 0]).events.shape[0] == 2
 
 
 def _check(blob: bytes) -> None:
