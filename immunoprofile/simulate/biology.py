@@ -166,7 +166,7 @@ COMPONENTS: tuple[Component, ...] = (
         "B_transitional",
         1.0,
         "B",
-        "CD19+ CD20+ IgDhi CD24hi:0.45 CD38+*2.5:0.45 CD45RAhi",
+        "CD19+ CD20+ IgDhi CD24hi:0.4 CD38+*3:0.45 CD45RAhi",
     ),
     Component(
         "B_memory_switched", "B_memory", 0.6, "B", "CD19+ CD20+ CD27+:0.5 CD24hi CD38lo CD45RA+"
