@@ -205,6 +205,7 @@ def run_pipeline(
         seed=seed,
     )
     res.write(gdir)
+    _write_file_provenance(paths, res, gdir / "file_provenance.csv")
     table = res.table()
     if table.empty:
         raise ImmunoprofileError(
@@ -280,6 +281,44 @@ def run_pipeline(
         n_failed=n_failed,
         seconds=time.perf_counter() - t0,
     )
+
+
+def file_provenance(paths: Sequence[str], samples: Sequence[str]) -> pd.DataFrame:
+    """Per file, from its HEADER and TEXT (the events are not read): cytometer, date,
+    events, channels, and which spillover keyword compensation can use."""
+    from immunoprofile.io.fcs import read_fcs_header
+
+    rows = []
+    for path, sample in zip(paths, samples):
+        try:
+            meta = read_fcs_header(path)
+        except ImmunoprofileError as exc:
+            rows.append({"sample": sample, "file": str(path), "error": str(exc)})
+            continue
+        kw = meta.keywords
+        spill = next((k for k in ("$SPILLOVER", "SPILL", "$COMP", "SPILLOVER") if kw.get(k)), None)
+        n_spill = str(kw[spill]).split(",", 1)[0].strip() if spill else ""
+        rows.append(
+            {
+                "sample": sample,
+                "file": Path(path).name,
+                "fcs_version": meta.version,
+                "cytometer": kw.get("$CYT", ""),
+                "date": kw.get("$DATE", ""),
+                "events": meta.n_events,
+                "channels": meta.n_channels,
+                "spillover_keyword": spill or "none (no compensation from the file)",
+                "spillover_size": n_spill,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _write_file_provenance(paths: Sequence[str], res: Any, out: Path) -> None:
+    from immunoprofile.quantify import write_csv
+
+    names = [getattr(i, "sample", Path(p).stem) for i, p in zip(res.identities, paths)]
+    write_csv(file_provenance(paths, names), out)
 
 
 def _cluster_figures(

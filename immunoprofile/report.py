@@ -67,7 +67,7 @@ tr:nth-child(even) td{background:#fafafa}
 .ok{color:#1b7f3b}.bad{color:#b00020}.muted{color:#777;font-size:.9em}
 .up{color:#b2182b;font-weight:600}.down{color:#2166ac;font-weight:600}
 img{max-width:100%}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
-.thumbs{display:flex;flex-wrap:wrap;gap:8px}.thumbs figure{width:440px;margin:0}
+.thumbs{display:flex;flex-wrap:wrap;gap:8px}.thumbs figure{width:380px;margin:0}
 details{margin:.5em 0 1em}summary{cursor:pointer;color:#1f4e79}
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.8em}
 nav a{margin-right:.8em}
@@ -281,7 +281,7 @@ def _truth_section(truth: pd.DataFrame, endpoints: list[str], measure: str) -> s
     )
 
 
-def _thumbnail(png: bytes, width: int = 440) -> bytes:
+def _thumbnail(png: bytes, width: int = 380) -> bytes:
     """A smaller PNG (at most ``width`` pixels wide, 96 colours) so the report stays small
     enough to email; the original is returned when Pillow cannot read it."""
     try:
@@ -408,6 +408,10 @@ def _as_frame(obj: Any) -> pd.DataFrame | None:
         return None
     if isinstance(obj, pd.DataFrame):
         return obj
+    if isinstance(obj, Mapping) and not all(isinstance(v, Mapping) for v in obj.values()):
+        return pd.DataFrame(
+            [{"key": k, "value": _flat(v)} for k, v in obj.items()], columns=["key", "value"]
+        )
     if isinstance(obj, Mapping):
         rows = []
         for k, v in obj.items():
@@ -581,7 +585,10 @@ def build_report(
         cl += "".join(_img(png, name, name) for name, png in clustering_images.items())
     sec.append(("clustering", "Clustering agreement", cl or '<p class="muted">(no clustering)</p>'))
     # --- provenance
-    versions = pd.DataFrame(list(software_versions().items()), columns=["software", "version"])
+    recorded = prov.pop("versions", None)
+    versions = pd.DataFrame(
+        list((recorded or software_versions()).items()), columns=["software", "version"]
+    )
     pv = (
         f"<p>Report written {now}.</p>"
         + (f"<h3>Command</h3><pre>{_esc(command)}</pre>" if command else "")
@@ -648,6 +655,35 @@ def _images(folder: Path | None, limit: int = 60) -> dict[str, bytes]:
     return {p.stem: p.read_bytes() for p in files}
 
 
+def gate_summary(gate: Any, digits: int = 4) -> str:
+    """One line for a fitted gate: type, dimensions and its numbers (long vertex lists are
+    given as a count, so a polygon does not fill the page)."""
+    if not isinstance(gate, Mapping):
+        return str(gate)
+    parts = [str(gate.get("type", "gate"))]
+    dims = gate.get("dims") or gate.get("dimensions")
+    if dims:
+        parts.append("on " + " x ".join(map(str, dims)))
+    for k, v in gate.items():
+        if k in ("type", "dims", "dimensions"):
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            parts.append(f"{k}={v:.{digits}g}")
+        elif isinstance(v, (list, tuple)):
+            flat = np.asarray(v, dtype=object).ravel()
+            nums = all(isinstance(x, (int, float)) or x is None for x in flat)
+            if nums and len(flat) <= 6:
+                shown = ", ".join("-" if x is None else f"{x:.{digits}g}" for x in flat)
+                parts.append(f"{k}=[{shown}]")
+            else:
+                parts.append(f"{k}=<{len(v)} items>")
+        elif isinstance(v, Mapping):
+            parts.append(f"{k}=({gate_summary(v, digits)})")
+        elif v is not None:
+            parts.append(f"{k}={v}")
+    return ", ".join(parts)
+
+
 def fitted_gates_table(gates: Mapping[str, Any]) -> pd.DataFrame:
     """Flatten ``gates.json`` (``{template, samples: {sample: {file, patient, visit,
     events, gates: {population: fitted}}}}``) to one row per sample x fitted gate."""
@@ -665,9 +701,7 @@ def fitted_gates_table(gates: Mapping[str, Any]) -> pd.DataFrame:
                     "patient": info.get("patient", ""),
                     "visit": info.get("visit", ""),
                     "population": pop,
-                    "fitted": json.dumps(val, default=str)
-                    if isinstance(val, (Mapping, list))
-                    else val,
+                    "fitted": gate_summary(val),
                 }
             )
     return pd.DataFrame(rows, columns=["sample", "patient", "visit", "population", "fitted"])
@@ -745,7 +779,10 @@ def report_from_dir(
     agreement = _read_csv(_first(cldir, ["agreement*.csv"])) if cldir.is_dir() else None
     cl_imgs = _images(cldir / "plots" if (cldir / "plots").is_dir() else cldir, limit=6)
     truth = _read_csv(d / "truth_check.csv")
+    files_prov = _read_csv(gdir / "file_provenance.csv")
     prov = {k: v for k, v in run.items() if k not in ("baseline", "followup")}
+    if files_prov is not None:
+        prov["files: acquisition and compensation source"] = files_prov
     if not command:
         command = run.get("command")
     return build_report(
