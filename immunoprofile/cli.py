@@ -546,7 +546,10 @@ def cluster_cmd(
                 for c in ("metacluster", "name", "visit"):
                     figs[f"umap_{c}.png"] = cplots.umap_plot(res.embedding, c)
             if gating_table is not None and len(agree):
-                figs["agreement.png"] = cplots.agreement_plot(pairs, agree)
+                # the figure shows the study's endpoints (the CSV has every population)
+                key = ["T", "CD4", "CD8", "Treg", "Th17", "B", "NK"]
+                shown = agree[agree["population"].isin(key)]
+                figs["agreement.png"] = cplots.agreement_plot(pairs, shown if len(shown) else agree)
             for fname, fig in figs.items():
                 cplots.save(fig, out_dir / fname)
                 written.append(str(out_dir / fname))
