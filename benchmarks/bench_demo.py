@@ -10,11 +10,16 @@ Run: ``python benchmarks/bench_demo.py [--quick] [--events N] [--jobs J]``
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
