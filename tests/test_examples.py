@@ -9,7 +9,6 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -63,10 +62,3 @@ def test_notebook_code_runs_small_cohort(tmp_path, monkeypatch):
     st = cmp.endpoint_stats(measure="percent_of_parent", followup="week24")
     assert set(st["population"]) == {"Treg", "Th17", "B", "NK"}
     assert (st["n_pairs"] == 3).all()
-
-
-@pytest.fixture(autouse=True)
-def _needs_pipeline():
-    """The examples need the simulator and the gating engine."""
-    for mod in ("simulate", "gating.engine", "compensation", "transforms", "clustering.api"):
-        pytest.importorskip(f"immunoprofile.{mod}")
