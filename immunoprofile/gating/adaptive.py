@@ -592,7 +592,9 @@ class TailGate(_OneDimGate):
         return self._finish(float(grid[cut]), {"peak": float(grid[peak]), "bandwidth": bw})
 
 
-def _gaussian_mixture(X: np.ndarray, k: int, random_state: int | None, n_init: int = 1):
+def _gaussian_mixture(
+    X: np.ndarray, k: int, random_state: int | None, n_init: int = 1, means_init=None
+):
     """Fit a full-covariance Gaussian mixture (scikit-learn), raising `_NoFit` on failure.
 
     k-means++ seeding (no Lloyd iterations) and one BLAS thread: on a few thousand 1-D or
@@ -610,6 +612,7 @@ def _gaussian_mixture(X: np.ndarray, k: int, random_state: int | None, n_init: i
         random_state=random_state,
         n_init=n_init,
         init_params="k-means++",
+        means_init=means_init,
         reg_covar=1e-5,
         max_iter=200,
     )
@@ -725,7 +728,17 @@ class MixtureGate(AdaptiveGate):
 
     def _fit(self, cols):
         X = np.column_stack(cols)
-        gm = _gaussian_mixture(X, int(self.n_components), self.random_state, int(self.n_init))
+        k = int(self.n_components)
+        means_init = None
+        if len(self.dims) == 1:
+            # start from the density's main peaks: EM started elsewhere can split one
+            # skewed population in two instead of separating two populations
+            grid, dens, _ = binned_density(cols[0])
+            peaks = _peaks(dens, 0.01)
+            if len(peaks) >= k:
+                top = np.sort(peaks[np.argsort(dens[peaks])[::-1][:k]])
+                means_init = grid[top][:, None]
+        gm = _gaussian_mixture(X, k, self.random_state, int(self.n_init), means_init)
         means = gm.means_
         if len(self.dims) == 1:
             order = np.argsort(means[:, 0])
