@@ -95,7 +95,7 @@ class Spillover:
             raise CompensationError(f"{where}: empty spillover value")
         try:
             n = int(float(parts[0]))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise CompensationError(
                 f"{where}: first field must be the number of detectors, got {parts[0]!r}"
             ) from None

@@ -265,3 +265,28 @@ def test_gatingml_compensated_scale_ranges(realdata, dtype):
     for name, (tr, x, lo, hi) in cases.items():
         y = tr.apply(x, dtype=dtype)
         np.testing.assert_array_equal((y >= lo) & (y < hi), _truth(realdata, name), err_msg=name)
+
+
+def test_keyword_parser_never_fails_otherwise():
+    """Any text gives a Spillover or a CompensationError, never another exception."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    fields = st.one_of(
+        st.integers(-3, 5).map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.sampled_from(["FITC-A", "PE-A", "", " ", "x", "\n", "1e400", "nan"]),
+    )
+
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(st.lists(fields, max_size=12), st.booleans())
+    def check(parts, trailing):
+        text = ",".join(parts) + ("," if trailing else "")
+        try:
+            sp = Spillover.from_keyword(text)
+        except CompensationError:
+            return
+        assert sp.matrix.shape == (len(sp.detectors), len(sp.detectors))
+        assert np.all(np.isfinite(sp.matrix))
+
+    check()

@@ -177,3 +177,17 @@ def test_labels_seen_in_real_files():
     t2 = pd.DataFrame({"name": ["A-A", "B-A"], "marker": ["CD14 / CD19 / Viability", "CD19"]})
     assert Panel(t2).index("CD19") == 1
     assert Panel(t2).index("CD14") == 0
+
+
+def test_normalize_never_fails():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(st.text(max_size=40))
+    def check(text):
+        key = normalize_marker(text)
+        assert key == key.upper() and " " not in key
+        assert canonical_marker(text) == canonical_marker(text)  # deterministic
+
+    check()
