@@ -779,7 +779,7 @@ def report_from_dir(
     agreement = _read_csv(_first(cldir, ["agreement*.csv"])) if cldir.is_dir() else None
     cl_imgs = _images(cldir / "plots" if (cldir / "plots").is_dir() else cldir, limit=6)
     truth = _read_csv(d / "truth_check.csv")
-    files_prov = _read_csv(gdir / "file_provenance.csv")
+    files_prov = _read_csv(gdir / "file_provenance.csv", dtype={"fcs_version": str, "date": str})
     prov = {k: v for k, v in run.items() if k not in ("baseline", "followup")}
     if files_prov is not None:
         prov["files: acquisition and compensation source"] = files_prov
