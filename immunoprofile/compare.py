@@ -25,10 +25,8 @@ follow-up visit, and is the change consistent across patients?
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-import tempfile
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile import stats as _stats
+from immunoprofile._files import atomic_write_text
 from immunoprofile.exceptions import ComparisonError
 
 MEASURES = ("percent_of_parent", "percent_of_lymphocytes", "cells_per_ul")
@@ -172,9 +171,9 @@ class Comparison:
             "problems": out / "problems.csv",
             "comparison": out / "comparison.json",
         }
-        _atomic_write_text(paths["changes"], self.changes.to_csv(index=False))
-        _atomic_write_text(paths["stats"], self.stats.to_csv(index=False))
-        _atomic_write_text(paths["problems"], self.problems.to_csv(index=False))
+        atomic_write_text(paths["changes"], self.changes.to_csv(index=False))
+        atomic_write_text(paths["stats"], self.stats.to_csv(index=False))
+        atomic_write_text(paths["problems"], self.problems.to_csv(index=False))
         info = {
             "baseline": self.baseline,
             "followup": list(self.followup),
@@ -182,7 +181,7 @@ class Comparison:
             "conf": self.conf,
             **self.meta,
         }
-        _atomic_write_text(paths["comparison"], json.dumps(info, indent=2, default=str))
+        atomic_write_text(paths["comparison"], json.dumps(info, indent=2, default=str))
         return paths
 
     @classmethod
@@ -224,20 +223,6 @@ class Comparison:
             f"Comparison({self.baseline!r} -> {self.followup}, {pats} patients, "
             f"{pops} populations, measures={self.measures}, {len(self.problems)} problems)"
         )
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    """Write text to ``path`` through a temporary file and a rename (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _read_table(table: pd.DataFrame | str | PathLike) -> pd.DataFrame:

@@ -124,9 +124,9 @@ def expand_files(files: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from immunoprofile.compare import _atomic_write_text
+    from immunoprofile._files import atomic_write_text
 
-    _atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def _template_dict(template: Any) -> Any:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from immunoprofile._files import atomic_write
 
 TABLE_COLUMNS: tuple[str, ...] = (
     "sample",
@@ -180,25 +181,6 @@ def safe_name(text: str) -> str:
     """A visit label as a file-name fragment (letters, digits, ``-``, ``_``, ``.``)."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
     return s or UNASSIGNED_VISIT
-
-
-def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
-    """Call ``writer(tmp_path)`` and rename the temporary file onto ``path``.
-
-    The rename is atomic on one file system, so readers never see a half-written file and
-    a failure leaves the previous file (or nothing) in place.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> Path:

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from immunoprofile._files import atomic_write_text
 from immunoprofile.compare import (
     ENDPOINTS,
     MEASURE_UNITS,
     Comparison,
-    _atomic_write_text,
     compare,
     population_order,
     visit_sort_key,
@@ -625,7 +625,7 @@ def build_report(
     )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return _atomic_write_text(out, doc)
+    return atomic_write_text(out, doc)
 
 
 # --- from a results directory -----------------------------------------------------------

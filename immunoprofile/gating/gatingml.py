@@ -28,11 +28,11 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from immunoprofile._files import atomic_write_text
 from immunoprofile.exceptions import CompensationError, GatingError, GatingMLError
 from immunoprofile.gating.gates import (
     BooleanGate,
@@ -929,22 +929,6 @@ class _Writer:
         )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so no half-written file is left."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_gatingml(strategy: GatingMLStrategy, path: str | os.PathLike | None = None) -> str:
     """Serialise ``strategy`` as Gating-ML 2.0; write it to ``path`` if given.
 
@@ -959,7 +943,7 @@ def write_gatingml(strategy: GatingMLStrategy, path: str | os.PathLike | None = 
     text = ET.tostring(w.root, encoding="unicode", xml_declaration=False)
     text = '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n"
     if path is not None:
-        _atomic_write_text(Path(path), text)
+        atomic_write_text(path, text)
     return text
 
 

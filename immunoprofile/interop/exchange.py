@@ -472,21 +472,10 @@ def _cluster_lookup(clusters: Any):
 
 def write_h5ad(items: Sequence[Any] | Any, path: str | os.PathLike, **kw: Any) -> Path:
     """`to_anndata` and write it to ``path`` (.h5ad), through a temporary file."""
-    import tempfile
+    from immunoprofile._files import atomic_write
 
     adata = to_anndata(items, **kw)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".h5ad")
-    os.close(fd)
-    try:
-        adata.write_h5ad(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, adata.write_h5ad, suffix=".h5ad")
 
 
 # --------------------------------------------------------------------------------------

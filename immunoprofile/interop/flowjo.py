@@ -568,15 +568,10 @@ class FlowJoWorkspace:
 def _write_spillover_csv(m: SpectrumMatrix, path: Path) -> Path:
     """A spillover matrix as CSV (header of detector names, one row per detector), the
     form `immunoprofile.compensation.Spillover.from_file` reads; written atomically."""
-    import tempfile
+    from immunoprofile._files import atomic_write_text
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [",".join(m.detectors)] + [",".join(repr(float(v)) for v in row) for row in m.matrix]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _template_populations(

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from immunoprofile._files import atomic_write
 from immunoprofile.exceptions import FCSError, FCSWarning
 from immunoprofile.sample import Sample
 
@@ -218,18 +218,13 @@ def write_fcs(
         + f"{text_start:>8}{text_end:>8}{header_data[0]:>8}{header_data[1]:>8}"
         + f"{0:>8}{0:>8}"
     ).encode("ascii")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+
+    def _write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
             fh.write(header)
             fh.write(text_bytes)
             fh.write(b" " * pad)
             if events.nbytes:
                 events.tofile(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, _write)
