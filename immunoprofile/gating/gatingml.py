@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from immunoprofile._files import atomic_write_text
+from immunoprofile._xml import attr, child, children, local_name, number
 from immunoprofile.exceptions import CompensationError, GatingError, GatingMLError
 from immunoprofile.gating.gates import (
     BooleanGate,
@@ -491,34 +492,14 @@ class _Evaluator:
 # --------------------------------------------------------------------------------------
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _attr(el: ET.Element, name: str, default: str | None = None) -> str | None:
-    """An attribute by local name, whatever its namespace prefix."""
-    for k, v in el.attrib.items():
-        if _local(k) == name:
-            return v
-    return default
-
-
-def _children(el: ET.Element, name: str) -> list[ET.Element]:
-    return [c for c in el if _local(c.tag) == name]
-
-
-def _child(el: ET.Element, name: str) -> ET.Element | None:
-    for c in el:
-        if _local(c.tag) == name:
-            return c
-    return None
+_local = local_name
+_attr = attr
+_children = children
+_child = child
 
 
 def _float(text: str | None, where: str) -> float:
-    try:
-        return float(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise GatingMLError(f"{where}: expected a number, got {text!r}") from None
+    return number(text, where, GatingMLError)
 
 
 class _Reader:

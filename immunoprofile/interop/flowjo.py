@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from immunoprofile._xml import attr, child, children, local_name, number
 from immunoprofile.exceptions import WorkspaceError
 from immunoprofile.gating.gates import (
     BooleanGate,
@@ -131,33 +132,14 @@ class WspGroup:
 # --------------------------------------------------------------------------------------
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _attr(el: ET.Element, name: str, default: str | None = None) -> str | None:
-    for k, v in el.attrib.items():
-        if _local(k) == name:
-            return v
-    return default
-
-
-def _kids(el: ET.Element, name: str) -> list[ET.Element]:
-    return [c for c in el if _local(c.tag) == name]
-
-
-def _kid(el: ET.Element, name: str) -> ET.Element | None:
-    for c in el:
-        if _local(c.tag) == name:
-            return c
-    return None
+_local = local_name
+_attr = attr
+_kids = children
+_kid = child
 
 
 def _num(v: str | None, where: str) -> float:
-    try:
-        return float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise WorkspaceError(f"{where}: expected a number, got {v!r}") from None
+    return number(v, where, WorkspaceError)
 
 
 def _count(el: ET.Element) -> int | None:
