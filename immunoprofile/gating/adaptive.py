@@ -592,6 +592,19 @@ class TailGate(_OneDimGate):
         return self._finish(float(grid[cut]), {"peak": float(grid[peak]), "bandwidth": bw})
 
 
+_THREADPOOLS: list[Any] = []
+
+
+def _one_blas_thread():
+    """Context limiting BLAS/OpenMP to one thread. The thread-pool controller (which scans
+    the loaded libraries, ~4 ms) is made once per process, not once per fit."""
+    from threadpoolctl import ThreadpoolController
+
+    if not _THREADPOOLS:
+        _THREADPOOLS.append(ThreadpoolController())
+    return _THREADPOOLS[0].limit(limits=1)
+
+
 def _gaussian_mixture(
     X: np.ndarray, k: int, random_state: int | None, n_init: int = 1, means_init=None
 ):
@@ -602,7 +615,6 @@ def _gaussian_mixture(
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
-    from threadpoolctl import threadpool_limits
 
     if len(X) < 5 * k:
         raise _NoFit(f"too few events ({len(X)}) for a {k}-component mixture")
@@ -616,7 +628,7 @@ def _gaussian_mixture(
         reg_covar=1e-5,
         max_iter=200,
     )
-    with warnings.catch_warnings(), threadpool_limits(1):
+    with warnings.catch_warnings(), _one_blas_thread():
         warnings.simplefilter("error", ConvergenceWarning)
         try:
             gm.fit(X)

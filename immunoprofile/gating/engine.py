@@ -214,18 +214,23 @@ def apply_template(
     raw = sample
     sample = prepare_sample(sample, template)
     cols_of = resolve_dims(sample, template, template.markers())
-    events = sample.events
     n = sample.n_events
-    off_scale = _off_scale_columns(raw, cols_of)
+    # each used column copied contiguous once per file: a gate then gathers its parent's
+    # rows from a 4-byte-stride array instead of striding over the row-major matrix
+    column = _used_columns(sample.events, cols_of)
+    off_scale = _off_scale_columns(raw, cols_of, column if raw is sample else None)
 
     masks: dict[str, np.ndarray] = {}
     fitted: dict[str, dict[str, Any]] = {}
     qc: list[dict[str, Any]] = []
     rows_of: dict[str | None, np.ndarray] = {None: np.arange(n)}
     caches: dict[str | None, dict] = {}  # per parent: 1-D cuts shared by sibling gates
+    values: dict[tuple[str | None, int], np.ndarray] = {}  # parent's rows of a column
     label = sample.name or "<sample>"
+    # position of the last population gated on each parent: its gathered values go then
+    last_child = {pop.parent: i for i, pop in enumerate(template.populations)}
 
-    for pop in template.populations:
+    for i_pop, pop in enumerate(template.populations):
         parent = pop.parent
         rows = rows_of.get(parent)
         if rows is None:
@@ -238,7 +243,7 @@ def apply_template(
                 sub = gate.mask([masks[d][rows] for d in gate.dims])
                 record = {**gate.to_dict(), "fallback": False, "reason": None, "params": {}}
             else:
-                cols = [events[rows, cols_of[d]] for d in gate.dims]
+                cols = [_parent_values(values, column, parent, rows, cols_of[d]) for d in gate.dims]
                 if isinstance(gate, AdaptiveGate):
                     est = gate.clone(random_state=_population_seed(seed, parent))
                     if len(rows) < min_events:
@@ -265,6 +270,9 @@ def apply_template(
             raise GatingError(
                 f"{label}: population {pop.name!r} ({pop.gate_type} gate): {exc}"
             ) from exc
+        if last_child[parent] == i_pop:
+            for key in [k for k in values if k[0] == parent]:
+                del values[key]
         full = np.zeros(n, dtype=bool)
         full[rows[sub]] = True
         masks[pop.name] = full
@@ -281,14 +289,44 @@ def apply_template(
     return GatingResult(sample=sample, template=template, masks=masks, fitted=fitted, qc=qc)
 
 
-def _off_scale_columns(raw: Sample, cols_of: dict[str, int]) -> dict[int, np.ndarray]:
-    """Per used column: events at or above the channel's $PnR (saturated) in the raw data."""
+def _used_columns(events: np.ndarray, cols_of: dict[str, int]) -> dict[int, np.ndarray]:
+    """Contiguous copies of the columns the template uses (column index -> values)."""
+    used = sorted(set(cols_of.values()))
+    if not used:
+        return {}
+    block = np.ascontiguousarray(events[:, used].T)
+    return {j: block[i] for i, j in enumerate(used)}
+
+
+def _parent_values(
+    values: dict[tuple[str | None, int], np.ndarray],
+    column: dict[int, np.ndarray],
+    parent: str | None,
+    rows: np.ndarray,
+    j: int,
+) -> np.ndarray:
+    """Column ``j`` at the rows of ``parent``, gathered once and shared by sibling gates."""
+    key = (parent, j)
+    got = values.get(key)
+    if got is None:
+        got = column[j] if parent is None else column[j][rows]
+        values[key] = got
+    return got
+
+
+def _off_scale_columns(
+    raw: Sample, cols_of: dict[str, int], column: dict[int, np.ndarray] | None = None
+) -> dict[int, np.ndarray]:
+    """Per used column: events at or above the channel's $PnR (saturated) in the raw data.
+
+    ``column``: contiguous copies of ``raw``'s used columns, when already made."""
     out: dict[int, np.ndarray] = {}
     ranges = raw.channels["range"].to_numpy(dtype=np.float64)
     for j in set(cols_of.values()):
         r = ranges[j] if j < len(ranges) else 0.0
         if r > 0:
-            out[j] = raw.events[:, j] >= np.float32(r - 1.0)
+            values = column[j] if column is not None else raw.events[:, j]
+            out[j] = values >= np.float32(r - 1.0)
     return out
 
 

@@ -203,8 +203,17 @@ def _left_of_edge(xs, ys, x1: float, y1: float, x2: float, y2: float) -> np.ndar
 def _polygon_odd_sorted(v: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Even-odd crossing parity of each event, visiting per edge only the events whose y
     lies in the edge's half-open y-range (the same test and arithmetic as the plain loop:
-    edge (y1, y2) crosses the ray of an event at height y iff min <= y < max)."""
-    order = np.argsort(ys, kind="stable")
+    edge (y1, y2) crosses the ray of an event at height y iff min <= y < max).
+
+    Events are grouped by their slab between consecutive distinct vertex heights (slab
+    ``s`` = number of vertex heights <= y), a small-integer key that a stable radix sort
+    orders in linear time; an edge from height ``u[a]`` to ``u[b]`` then meets exactly the
+    events of slabs ``a + 1 .. b``, one contiguous run of the ordered events."""
+    u = np.unique(v[:, 1])
+    slab = np.searchsorted(u, ys, side="right")
+    slab = slab.astype(np.uint16 if len(u) < 65_535 else np.int64)
+    order = np.argsort(slab, kind="stable")
+    start = np.searchsorted(slab[order], np.arange(len(u) + 2), side="left")
     ys_s = ys[order]
     xs_s = xs[order]
     odd_s = np.zeros(len(order), dtype=bool)
@@ -215,8 +224,8 @@ def _polygon_odd_sorted(v: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.nda
         if y1 == y2:
             continue
         lo, hi = (y1, y2) if y1 < y2 else (y2, y1)
-        a = int(np.searchsorted(ys_s, lo, side="left"))
-        b = int(np.searchsorted(ys_s, hi, side="left"))
+        a = int(start[int(np.searchsorted(u, lo)) + 1])
+        b = int(start[int(np.searchsorted(u, hi)) + 1])
         if a < b:
             odd_s[a:b] ^= _left_of_edge(xs_s[a:b], ys_s[a:b], x1, y1, x2, y2)
     odd = np.empty_like(odd_s)
