@@ -120,3 +120,14 @@ def test_many_vertex_polygon_matches_the_plain_loop():
         got = PolygonGate(("a", "b"), tuple(map(tuple, verts))).mask([x, y])
         np.testing.assert_array_equal(got, _polygon_parity_reference(verts, x, y))
         assert 0 < got.sum() < len(x)
+
+
+def test_count_at_or_below_equals_searchsorted():
+    from immunoprofile.gating.gates import _count_at_or_below
+
+    rng = np.random.default_rng(3)
+    for decimals in (2, 12):
+        u = np.unique(np.round(np.r_[rng.normal(0, 1, 500), rng.normal(0, 1e-3, 50)], decimals))
+        y = np.r_[rng.normal(0, 2, 50_000), u, np.nextafter(u, -np.inf), np.nextafter(u, np.inf)]
+        np.testing.assert_array_equal(_count_at_or_below(u, y), np.searchsorted(u, y, side="right"))
+    assert _count_at_or_below(np.array([1.0]), np.array([0.0, 1.0, 2.0])).tolist() == [0, 1, 1]

