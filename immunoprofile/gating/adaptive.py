@@ -593,6 +593,38 @@ class TailGate(_OneDimGate):
 
 
 _THREADPOOLS: list[Any] = []
+_MIXTURE: list[type] = []
+
+
+def _mixture_class() -> type:
+    """scikit-learn's GaussianMixture with a leaner log-sum-exp in the E-step.
+
+    scikit-learn's array-API ``_logsumexp`` (copy, masks, ``log1p``) is about half of each
+    EM iteration on a few thousand 1-D/2-D points; the plain max-shifted form gives the
+    same responsibilities to rounding (masks of the test samples are unchanged) at about
+    twice the speed. Everything else (k-means++ seeding, ``n_init``, convergence) is
+    scikit-learn's own. Falls back to the stock class if the private hook is absent."""
+    if _MIXTURE:
+        return _MIXTURE[0]
+    from sklearn.mixture import GaussianMixture
+
+    if not hasattr(GaussianMixture, "_estimate_log_prob_resp") or not hasattr(
+        GaussianMixture, "_estimate_weighted_log_prob"
+    ):  # pragma: no cover - other scikit-learn versions
+        _MIXTURE.append(GaussianMixture)
+        return GaussianMixture
+
+    class _LeanGaussianMixture(GaussianMixture):
+        def _estimate_log_prob_resp(self, X, xp=None):
+            w = self._estimate_weighted_log_prob(X)
+            top = w.max(axis=1, keepdims=True)
+            top[~np.isfinite(top)] = 0.0
+            with np.errstate(divide="ignore", under="ignore", invalid="ignore"):
+                norm = np.log(np.exp(w - top).sum(axis=1)) + top[:, 0]
+                return norm, w - norm[:, None]
+
+    _MIXTURE.append(_LeanGaussianMixture)
+    return _LeanGaussianMixture
 
 
 def _one_blas_thread():
@@ -614,8 +646,8 @@ def _gaussian_mixture(
     2-D points BLAS threading only adds overhead, and parallel batches would oversubscribe.
     """
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import GaussianMixture
 
+    GaussianMixture = _mixture_class()
     if len(X) < 5 * k:
         raise _NoFit(f"too few events ({len(X)}) for a {k}-component mixture")
     gm = GaussianMixture(
