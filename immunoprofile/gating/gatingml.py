@@ -492,12 +492,6 @@ class _Evaluator:
 # --------------------------------------------------------------------------------------
 
 
-_local = local_name
-_attr = attr
-_children = children
-_child = child
-
-
 def _float(text: str | None, where: str) -> float:
     return number(text, where, GatingMLError)
 
@@ -509,25 +503,25 @@ class _Reader:
 
     # transforms and matrices
     def transformation(self, el: ET.Element) -> None:
-        tid = _attr(el, "id")
+        tid = attr(el, "id")
         if not tid:
             raise GatingMLError(f"{self.src}: a transformation has no id")
         if len(el) == 0:
             raise GatingMLError(f"{self.src}: transformation {tid!r} is empty")
-        body = next(c for c in el if _local(c.tag) != "custom_info")
-        kind = _local(body.tag)
+        body = next(c for c in el if local_name(c.tag) != "custom_info")
+        kind = local_name(body.tag)
         where = f"{self.src}: transformation {tid!r}"
         if kind == "fratio":
-            dims = [_attr(d, "name") for d in _children(body, "fcs-dimension")]
+            dims = [attr(d, "name") for d in children(body, "fcs-dimension")]
             if len(dims) != 2 or not all(dims):
                 raise GatingMLError(f"{where}: fratio needs two fcs-dimensions")
             self.s.ratios[tid] = RatioTransform(
                 tid,
                 dims[0],  # type: ignore[arg-type]
                 dims[1],  # type: ignore[arg-type]
-                _float(_attr(body, "A", "1"), where),
-                _float(_attr(body, "B", "0"), where),
-                _float(_attr(body, "C", "0"), where),
+                _float(attr(body, "A", "1"), where),
+                _float(attr(body, "B", "0"), where),
+                _float(attr(body, "C", "0"), where),
             )
             return
         names = _SCALE_TRANSFORMS.get(kind)
@@ -538,43 +532,41 @@ class _Reader:
             )
         params = []
         for p in names:
-            v = _attr(body, p)
+            v = attr(body, p)
             if v is None:
                 raise GatingMLError(f"{where}: <{kind}> lacks parameter {p}")
             params.append((p, _float(v, f"{where} parameter {p}")))
         self.s.transforms[tid] = ScaleTransform(tid, kind, tuple(params))
 
     def spectrum_matrix(self, el: ET.Element) -> None:
-        mid = _attr(el, "id")
+        mid = attr(el, "id")
         where = f"{self.src}: spectrumMatrix {mid!r}"
         if not mid:
             raise GatingMLError(f"{self.src}: a spectrumMatrix has no id")
-        fl_el, det_el = _child(el, "fluorochromes"), _child(el, "detectors")
+        fl_el, det_el = child(el, "fluorochromes"), child(el, "detectors")
         if fl_el is None or det_el is None:
             raise GatingMLError(f"{where}: needs <fluorochromes> and <detectors>")
-        fl = tuple(_attr(d, "name") or "" for d in fl_el if _local(d.tag) == "fcs-dimension")
-        det = tuple(_attr(d, "name") or "" for d in det_el if _local(d.tag) == "fcs-dimension")
+        fl = tuple(attr(d, "name") or "" for d in fl_el if local_name(d.tag) == "fcs-dimension")
+        det = tuple(attr(d, "name") or "" for d in det_el if local_name(d.tag) == "fcs-dimension")
         rows = []
-        for sp in _children(el, "spectrum"):
-            rows.append(
-                tuple(_float(_attr(c, "value"), where) for c in _children(sp, "coefficient"))
-            )
-        inv = (_attr(el, "matrix-inverted-already", "false") or "false").lower() == "true"
+        for sp in children(el, "spectrum"):
+            rows.append(tuple(_float(attr(c, "value"), where) for c in children(sp, "coefficient")))
+        inv = (attr(el, "matrix-inverted-already", "false") or "false").lower() == "true"
         self.s.matrices[mid] = SpectrumMatrix(mid, fl, det, tuple(rows), inv)
 
     # gates
     def dimension(self, el: ET.Element, where: str) -> Dimension:
-        comp = _attr(el, "compensation-ref") or UNCOMPENSATED
-        tref = _attr(el, "transformation-ref")
-        fcs = _child(el, "fcs-dimension")
+        comp = attr(el, "compensation-ref") or UNCOMPENSATED
+        tref = attr(el, "transformation-ref")
+        fcs = child(el, "fcs-dimension")
         if fcs is not None:
-            name = _attr(fcs, "name")
+            name = attr(fcs, "name")
             if not name:
                 raise GatingMLError(f"{where}: fcs-dimension without a name")
             return Dimension(name, comp, tref, False)
-        new = _child(el, "new-dimension")
+        new = child(el, "new-dimension")
         if new is not None:
-            ref = _attr(new, "transformation-ref")
+            ref = attr(new, "transformation-ref")
             if not ref:
                 raise GatingMLError(f"{where}: new-dimension without a transformation-ref")
             return Dimension(ref, comp, tref, True)
@@ -586,11 +578,11 @@ class _Reader:
         self.s.gates[entry.id] = entry
 
     def gate(self, el: ET.Element) -> None:
-        kind = _local(el.tag)
-        gid = _attr(el, "id")
+        kind = local_name(el.tag)
+        gid = attr(el, "id")
         if not gid:
             raise GatingMLError(f"{self.src}: a <{kind}> has no id")
-        parent = _attr(el, "parent_id")
+        parent = attr(el, "parent_id")
         where = f"{self.src}: gate {gid!r}"
         if kind == "QuadrantGate":
             self.quadrants(el, gid, parent, where)
@@ -598,7 +590,7 @@ class _Reader:
         if kind == "BooleanGate":
             self.add(GateEntry(gid, parent, self.boolean(el, where)))
             return
-        dims = tuple(self.dimension(d, where) for d in _children(el, "dimension"))
+        dims = tuple(self.dimension(d, where) for d in children(el, "dimension"))
         if not dims:
             raise GatingMLError(f"{where}: no dimensions")
         keys = tuple(d.key for d in dims)
@@ -606,8 +598,8 @@ class _Reader:
             raise GatingMLError(f"{where}: the same dimension is used twice")
         if kind == "RectangleGate":
             mins, maxs = [], []
-            for d in _children(el, "dimension"):
-                lo, hi = _attr(d, "min"), _attr(d, "max")
+            for d in children(el, "dimension"):
+                lo, hi = attr(d, "min"), attr(d, "max")
                 if lo is None and hi is None:
                     raise GatingMLError(f"{where}: a dimension has neither min nor max")
                 mins.append(None if lo is None else _float(lo, where))
@@ -618,44 +610,44 @@ class _Reader:
                 gate = RectangleGate(keys, min=tuple(mins), max=tuple(maxs))
         elif kind == "PolygonGate":
             verts = []
-            for v in _children(el, "vertex"):
-                c = [_float(_attr(x, "value"), where) for x in _children(v, "coordinate")]
+            for v in children(el, "vertex"):
+                c = [_float(attr(x, "value"), where) for x in children(v, "coordinate")]
                 if len(c) != 2:
                     raise GatingMLError(f"{where}: a vertex needs 2 coordinates")
                 verts.append((c[0], c[1]))
             gate = PolygonGate(keys, vertices=tuple(verts))
         elif kind == "EllipsoidGate":
-            mean_el, cov_el = _child(el, "mean"), _child(el, "covarianceMatrix")
-            ds_el = _child(el, "distanceSquare")
+            mean_el, cov_el = child(el, "mean"), child(el, "covarianceMatrix")
+            ds_el = child(el, "distanceSquare")
             if mean_el is None or cov_el is None or ds_el is None:
                 raise GatingMLError(f"{where}: needs mean, covarianceMatrix and distanceSquare")
-            mean = tuple(_float(_attr(c, "value"), where) for c in _children(mean_el, "coordinate"))
+            mean = tuple(_float(attr(c, "value"), where) for c in children(mean_el, "coordinate"))
             cov = tuple(
-                tuple(_float(_attr(e, "value"), where) for e in _children(r, "entry"))
-                for r in _children(cov_el, "row")
+                tuple(_float(attr(e, "value"), where) for e in children(r, "entry"))
+                for r in children(cov_el, "row")
             )
             gate = EllipseGate(
                 keys,
                 mean=mean,
                 covariance=cov,
-                distance_square=_float(_attr(ds_el, "value"), where),
+                distance_square=_float(attr(ds_el, "value"), where),
             )
         else:
             raise GatingMLError(f"{where}: unsupported gate type <{kind}>")
         self.add(GateEntry(gid, parent, gate, dims))
 
     def boolean(self, el: ET.Element, where: str) -> BooleanGate:
-        ops = [c for c in el if _local(c.tag) in ("and", "or", "not")]
+        ops = [c for c in el if local_name(c.tag) in ("and", "or", "not")]
         if len(ops) != 1:
             raise GatingMLError(f"{where}: a BooleanGate needs exactly one of and/or/not")
-        op = _local(ops[0].tag)
+        op = local_name(ops[0].tag)
         refs, comp = [], []
-        for r in _children(ops[0], "gateReference"):
-            ref = _attr(r, "ref")
+        for r in children(ops[0], "gateReference"):
+            ref = attr(r, "ref")
             if not ref:
                 raise GatingMLError(f"{where}: gateReference without ref")
             refs.append(ref)
-            comp.append((_attr(r, "use-as-complement", "false") or "").lower() == "true")
+            comp.append((attr(r, "use-as-complement", "false") or "").lower() == "true")
         if op == "not" and len(refs) != 1:
             raise GatingMLError(f"{where}: <not> takes exactly one gateReference")
         if op != "not" and len(refs) < 2:
@@ -664,27 +656,27 @@ class _Reader:
 
     def quadrants(self, el: ET.Element, gid: str, parent: str | None, where: str) -> None:
         dividers: dict[str, tuple[Dimension, tuple[float, ...]]] = {}
-        for dv in _children(el, "divider"):
-            did = _attr(dv, "id")
+        for dv in children(el, "divider"):
+            did = attr(dv, "id")
             if not did:
                 raise GatingMLError(f"{where}: a divider has no id")
             dim = self.dimension(dv, f"{where} divider {did!r}")
-            vals = tuple(sorted(_float(v.text, where) for v in _children(dv, "value")))
+            vals = tuple(sorted(_float(v.text, where) for v in children(dv, "value")))
             if not vals:
                 raise GatingMLError(f"{where}: divider {did!r} has no value")
             dividers[did] = (dim, vals)
         self.s.quadrant_dividers[gid] = [(k, d, v) for k, (d, v) in dividers.items()]
-        for q in _children(el, "Quadrant"):
-            qid = _attr(q, "id")
+        for q in children(el, "Quadrant"):
+            qid = attr(q, "id")
             if not qid:
                 raise GatingMLError(f"{where}: a Quadrant has no id")
             dims, mins, maxs = [], [], []
-            for pos in _children(q, "position"):
-                ref = _attr(pos, "divider_ref")
+            for pos in children(q, "position"):
+                ref = attr(pos, "divider_ref")
                 if ref not in dividers:
                     raise GatingMLError(f"{where} quadrant {qid!r}: unknown divider {ref!r}")
                 dim, vals = dividers[ref]  # type: ignore[index]
-                loc = _float(_attr(pos, "location"), where)
+                loc = _float(attr(pos, "location"), where)
                 k = int(np.searchsorted(np.asarray(vals), loc, side="right"))
                 dims.append(dim)
                 mins.append(vals[k - 1] if k > 0 else None)
@@ -693,7 +685,7 @@ class _Reader:
                 raise GatingMLError(f"{where} quadrant {qid!r}: no positions")
             keys = tuple(d.key for d in dims)
             single = all(
-                len(dividers[_attr(p, "divider_ref")][1]) == 1 for p in _children(q, "position")
+                len(dividers[attr(p, "divider_ref")][1]) == 1 for p in children(q, "position")
             )  # type: ignore[index]
             if len(dims) == 2 and single:
                 thr = tuple(lo if lo is not None else hi for lo, hi in zip(mins, maxs))
@@ -732,17 +724,17 @@ def read_gatingml(source: str | os.PathLike | bytes) -> GatingMLStrategy:
             raise GatingMLError(f"{name}: no such file") from None
         except ET.ParseError as exc:
             raise GatingMLError(f"{name}: not well-formed XML ({exc})") from None
-    if _local(root.tag) != "Gating-ML":
-        raise GatingMLError(f"{name}: root element is <{_local(root.tag)}>, not <Gating-ML>")
+    if local_name(root.tag) != "Gating-ML":
+        raise GatingMLError(f"{name}: root element is <{local_name(root.tag)}>, not <Gating-ML>")
     r = _Reader(name)
     for el in root:  # transforms first: gates refer to them by id
-        tag = _local(el.tag)
+        tag = local_name(el.tag)
         if tag == "transformation":
             r.transformation(el)
         elif tag == "spectrumMatrix":
             r.spectrum_matrix(el)
     for el in root:
-        tag = _local(el.tag)
+        tag = local_name(el.tag)
         if tag.endswith("Gate"):
             r.gate(el)
     s = r.s

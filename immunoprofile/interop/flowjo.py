@@ -132,18 +132,12 @@ class WspGroup:
 # --------------------------------------------------------------------------------------
 
 
-_local = local_name
-_attr = attr
-_kids = children
-_kid = child
-
-
 def _num(v: str | None, where: str) -> float:
     return number(v, where, WorkspaceError)
 
 
 def _count(el: ET.Element) -> int | None:
-    c = _attr(el, "count")
+    c = attr(el, "count")
     try:
         n = int(c) if c is not None else None
     except ValueError:
@@ -152,34 +146,34 @@ def _count(el: ET.Element) -> int | None:
 
 
 def _coords(vertex: ET.Element, where: str) -> tuple[float, ...]:
-    return tuple(_num(_attr(c, "value"), where) for c in _kids(vertex, "coordinate"))
+    return tuple(_num(attr(c, "value"), where) for c in children(vertex, "coordinate"))
 
 
 def _parse_gate(el: ET.Element, where: str) -> WspGate:
-    kind = _local(el.tag)
+    kind = local_name(el.tag)
     dims = []
     mins: list[float | None] = []
     maxs: list[float | None] = []
-    for d in _kids(el, "dimension"):
-        fcs = _kid(d, "fcs-dimension")
-        if fcs is None or not _attr(fcs, "name"):
+    for d in children(el, "dimension"):
+        fcs = child(d, "fcs-dimension")
+        if fcs is None or not attr(fcs, "name"):
             raise WorkspaceError(f"{where}: a gate dimension names no channel")
-        dims.append(_attr(fcs, "name") or "")
-        lo, hi = _attr(d, "min"), _attr(d, "max")
+        dims.append(attr(fcs, "name") or "")
+        lo, hi = attr(d, "min"), attr(d, "max")
         mins.append(None if lo is None else _num(lo, where))
         maxs.append(None if hi is None else _num(hi, where))
-    inside = (_attr(el, "eventsInside", "1") or "1") != "0"
+    inside = (attr(el, "eventsInside", "1") or "1") != "0"
     if kind == "RectangleGate":
         return WspGate("rectangle", tuple(dims), tuple(mins), tuple(maxs), inside=inside)
     if kind == "PolygonGate":
-        verts = tuple(_coords(v, where) for v in _kids(el, "vertex"))
+        verts = tuple(_coords(v, where) for v in children(el, "vertex"))
         return WspGate("polygon", tuple(dims), vertices=verts, inside=inside)
     if kind == "EllipsoidGate":
-        foci_el, edge_el = _kid(el, "foci"), _kid(el, "edge")
+        foci_el, edge_el = child(el, "foci"), child(el, "edge")
         if foci_el is None or edge_el is None:
             raise WorkspaceError(f"{where}: ellipse gate without foci/edge points")
-        foci = tuple(_coords(v, where) for v in _kids(foci_el, "vertex"))
-        edges = tuple(_coords(v, where) for v in _kids(edge_el, "vertex"))
+        foci = tuple(_coords(v, where) for v in children(foci_el, "vertex"))
+        edges = tuple(_coords(v, where) for v in children(edge_el, "vertex"))
         if len(foci) != 2 or len(edges) != 4:
             raise WorkspaceError(f"{where}: ellipse needs 2 foci and 4 edge points")
         return WspGate("ellipse", tuple(dims), foci=foci, edges=edges, inside=inside)
@@ -194,28 +188,28 @@ _BOOL_NODES = {"AndNode": "and", "OrNode": "or", "NotNode": "not"}
 
 def _parse_tree(node: ET.Element, prefix: tuple[str, ...], where: str) -> list[WspPopulation]:
     out: list[WspPopulation] = []
-    subs = _kid(node, "Subpopulations")
+    subs = child(node, "Subpopulations")
     if subs is None:
         return out
     for pop in subs:
-        tag = _local(pop.tag)
+        tag = local_name(pop.tag)
         if tag not in ("Population", *_BOOL_NODES):
             continue
-        name = _attr(pop, "name") or ""
+        name = attr(pop, "name") or ""
         path = (*prefix, name)
         here = f"{where} population {'/'.join(path)!r}"
         if tag in _BOOL_NODES:
-            deps = _kid(pop, "Dependents")
+            deps = child(pop, "Dependents")
             refs = tuple(
-                _attr(d, "name") or ""
+                attr(d, "name") or ""
                 for d in (deps if deps is not None else [])
-                if _local(d.tag) == "Dependent"
+                if local_name(d.tag) == "Dependent"
             )
             if not refs:
                 raise WorkspaceError(f"{here}: boolean node without dependents")
             gate = WspGate(_BOOL_NODES[tag], refs=refs)
         else:
-            gate_el = _kid(pop, "Gate")
+            gate_el = child(pop, "Gate")
             if gate_el is None or len(gate_el) == 0:
                 raise WorkspaceError(f"{here}: population without a gate")
             gate = _parse_gate(gate_el[0], here)
@@ -225,15 +219,15 @@ def _parse_tree(node: ET.Element, prefix: tuple[str, ...], where: str) -> list[W
 
 
 def _flowjo_transform(el: ET.Element, where: str) -> tuple[str, ScaleTransform] | None:
-    kind = _local(el.tag)
-    p = _kid(el, "parameter")
-    name = _attr(p, "name") if p is not None else None
+    kind = local_name(el.tag)
+    p = child(el, "parameter")
+    name = attr(p, "name") if p is not None else None
     if not name:
         raise WorkspaceError(f"{where}: a transform names no parameter")
     tid = f"{kind}:{name}"
 
     def a(key: str, default: str | None = None) -> float:
-        return _num(_attr(el, key, default), f"{where} {kind} {key}")
+        return _num(attr(el, key, default), f"{where} {kind} {key}")
 
     if kind == "linear":
         lo, hi = a("minRange", "0"), a("maxRange", "262144")
@@ -277,20 +271,20 @@ def _flowjo_transform(el: ET.Element, where: str) -> tuple[str, ScaleTransform] 
 
 
 def _flowjo_matrix(el: ET.Element, where: str) -> tuple[SpectrumMatrix, str, str, str]:
-    mid = _attr(el, "id") or _attr(el, "name") or "matrix"
-    name = _attr(el, "name") or mid
-    params_el = _kid(el, "parameters")
+    mid = attr(el, "id") or attr(el, "name") or "matrix"
+    name = attr(el, "name") or mid
+    params_el = child(el, "parameters")
     params = [
-        _attr(p, "name") or ""
+        attr(p, "name") or ""
         for p in (params_el if params_el is not None else [])
-        if _local(p.tag) == "parameter"
+        if local_name(p.tag) == "parameter"
     ]
     rows: dict[str, dict[str, float]] = {}
-    for sp in _kids(el, "spillover"):
-        src = _attr(sp, "parameter") or ""
+    for sp in children(el, "spillover"):
+        src = attr(sp, "parameter") or ""
         rows[src] = {
-            _attr(c, "parameter") or "": _num(_attr(c, "value"), where)
-            for c in _kids(sp, "coefficient")
+            attr(c, "parameter") or "": _num(attr(c, "value"), where)
+            for c in children(sp, "coefficient")
         }
     if not params:
         params = list(rows)
@@ -301,7 +295,7 @@ def _flowjo_matrix(el: ET.Element, where: str) -> tuple[SpectrumMatrix, str, str
             f"{where}: spillover matrix {name!r} lacks coefficient {exc}"
         ) from None
     sm = SpectrumMatrix(str(mid), tuple(params), tuple(params), m)
-    return sm, name, _attr(el, "prefix", "Comp-") or "", _attr(el, "suffix", "") or ""
+    return sm, name, attr(el, "prefix", "Comp-") or "", attr(el, "suffix", "") or ""
 
 
 def read_wsp(path: str | os.PathLike) -> FlowJoWorkspace:
@@ -319,39 +313,39 @@ def read_wsp(path: str | os.PathLike) -> FlowJoWorkspace:
         raise WorkspaceError(f"{path}: no such file") from None
     except ET.ParseError as exc:
         raise WorkspaceError(f"{path}: not well-formed XML ({exc})") from None
-    if _local(root.tag) != "Workspace":
+    if local_name(root.tag) != "Workspace":
         raise WorkspaceError(
-            f"{path}: root element is <{_local(root.tag)}>, not a FlowJo <Workspace>"
+            f"{path}: root element is <{local_name(root.tag)}>, not a FlowJo <Workspace>"
         )
-    ws = FlowJoWorkspace(path=path, version=_attr(root, "flowJoVersion", "") or "")
-    sl = _kid(root, "SampleList")
-    for s_el in _kids(sl, "Sample") if sl is not None else []:
-        ds = _kid(s_el, "DataSet")
-        node = _kid(s_el, "SampleNode")
+    ws = FlowJoWorkspace(path=path, version=attr(root, "flowJoVersion", "") or "")
+    sl = child(root, "SampleList")
+    for s_el in children(sl, "Sample") if sl is not None else []:
+        ds = child(s_el, "DataSet")
+        node = child(s_el, "SampleNode")
         if ds is None or node is None:
             raise WorkspaceError(f"{path}: a <Sample> lacks DataSet or SampleNode")
-        sid = _attr(ds, "sampleID") or _attr(node, "sampleID") or str(len(ws.samples) + 1)
-        where = f"{path} sample {_attr(node, 'name')!r}"
-        smp = WspSample(sid, _attr(node, "name") or "", _attr(ds, "uri") or "", _count(node))
-        kw_el = _kid(s_el, "Keywords")
-        for k in _kids(kw_el, "Keyword") if kw_el is not None else []:
-            smp.keywords[(_attr(k, "name") or "").upper()] = _attr(k, "value") or ""
-        tr_el = _kid(s_el, "Transformations")
+        sid = attr(ds, "sampleID") or attr(node, "sampleID") or str(len(ws.samples) + 1)
+        where = f"{path} sample {attr(node, 'name')!r}"
+        smp = WspSample(sid, attr(node, "name") or "", attr(ds, "uri") or "", _count(node))
+        kw_el = child(s_el, "Keywords")
+        for k in children(kw_el, "Keyword") if kw_el is not None else []:
+            smp.keywords[(attr(k, "name") or "").upper()] = attr(k, "value") or ""
+        tr_el = child(s_el, "Transformations")
         for t in tr_el if tr_el is not None else []:
             got = _flowjo_transform(t, where)
             if got is not None:
                 smp.transforms[got[0]] = got[1]
-        m_el = _kid(s_el, "spilloverMatrix")
+        m_el = child(s_el, "spilloverMatrix")
         if m_el is not None:
             smp.matrix, smp.matrix_name, smp.prefix, smp.suffix = _flowjo_matrix(m_el, where)
         smp.populations = _parse_tree(node, (), where)
         ws.samples[sid] = smp
-    groups_el = _kid(root, "Groups")
-    for gn in _kids(groups_el, "GroupNode") if groups_el is not None else []:
-        g_el = _kid(gn, "Group")
-        refs_el = _kid(g_el, "SampleRefs") if g_el is not None else None
-        ids = [_attr(r, "sampleID") or "" for r in (refs_el if refs_el is not None else [])]
-        name = _attr(gn, "name") or ""
+    groups_el = child(root, "Groups")
+    for gn in children(groups_el, "GroupNode") if groups_el is not None else []:
+        g_el = child(gn, "Group")
+        refs_el = child(g_el, "SampleRefs") if g_el is not None else None
+        ids = [attr(r, "sampleID") or "" for r in (refs_el if refs_el is not None else [])]
+        name = attr(gn, "name") or ""
         ws.groups[name] = WspGroup(name, ids, _parse_tree(gn, (), f"{path} group {name!r}"))
     return ws
 
