@@ -6,6 +6,7 @@ matched by their local name only.
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 
 
@@ -41,3 +42,23 @@ def number(text: str | None, where: str, error: type[Exception]) -> float:
         return float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise error(f"{where}: expected a number, got {text!r}") from None
+
+
+def parse(
+    source: str | bytes | os.PathLike, error: type[Exception], text_name: str = "<xml text>"
+) -> tuple[ET.Element, str]:
+    """The root element of an XML file (or of XML given as text/bytes) and its name for messages.
+
+    A missing file or malformed XML raises ``error`` naming the source and the cause.
+    """
+    from_text = isinstance(source, bytes) or (
+        isinstance(source, str) and source.lstrip().startswith("<")
+    )
+    name = text_name if from_text else str(source)
+    try:
+        root = ET.fromstring(source) if from_text else ET.parse(source).getroot()
+    except FileNotFoundError:
+        raise error(f"{name}: no such file") from None
+    except ET.ParseError as exc:
+        raise error(f"{name}: not well-formed XML ({exc})") from None
+    return root, name

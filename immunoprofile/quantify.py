@@ -23,18 +23,9 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile._files import atomic_write
+from immunoprofile.gating.engine import TABLE_COLUMNS as SAMPLE_TABLE_COLUMNS
 
-TABLE_COLUMNS: tuple[str, ...] = (
-    "sample",
-    "patient",
-    "visit",
-    "population",
-    "parent",
-    "count",
-    "parent_count",
-    "percent_of_parent",
-    "percent_of_lymphocytes",
-)
+TABLE_COLUMNS: tuple[str, ...] = ("sample", "patient", "visit", *SAMPLE_TABLE_COLUMNS)
 ROOT = "root"
 """The ``parent`` label of top-level populations (their parent count is all events)."""
 LYMPHOCYTES = "lymphocytes"

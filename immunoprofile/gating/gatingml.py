@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from immunoprofile._files import atomic_write_text
-from immunoprofile._xml import attr, child, children, local_name, number
+from immunoprofile._xml import attr, child, children, local_name, number, parse
 from immunoprofile.exceptions import CompensationError, GatingError, GatingMLError
 from immunoprofile.gating.gates import (
     BooleanGate,
@@ -710,20 +710,7 @@ def read_gatingml(source: str | os.PathLike | bytes) -> GatingMLStrategy:
     GatingMLError : the XML is malformed or uses an unsupported element; the message
         names the file and the gate or transformation.
     """
-    if isinstance(source, bytes) or (isinstance(source, str) and source.lstrip().startswith("<")):
-        name = "<gating-ml>"
-        try:
-            root = ET.fromstring(source)
-        except ET.ParseError as exc:
-            raise GatingMLError(f"{name}: not well-formed XML ({exc})") from None
-    else:
-        name = str(source)
-        try:
-            root = ET.parse(source).getroot()
-        except FileNotFoundError:
-            raise GatingMLError(f"{name}: no such file") from None
-        except ET.ParseError as exc:
-            raise GatingMLError(f"{name}: not well-formed XML ({exc})") from None
+    root, name = parse(source, GatingMLError, text_name="<gating-ml>")
     if local_name(root.tag) != "Gating-ML":
         raise GatingMLError(f"{name}: root element is <{local_name(root.tag)}>, not <Gating-ML>")
     r = _Reader(name)

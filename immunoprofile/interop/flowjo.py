@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from immunoprofile._xml import attr, child, children, local_name, number
+from immunoprofile._xml import attr, child, children, local_name, number, parse
 from immunoprofile.exceptions import WorkspaceError
 from immunoprofile.gating.gates import (
     BooleanGate,
@@ -307,12 +307,7 @@ def read_wsp(path: str | os.PathLike) -> FlowJoWorkspace:
         message names the file, the sample and the population.
     """
     path = Path(path)
-    try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise WorkspaceError(f"{path}: no such file") from None
-    except ET.ParseError as exc:
-        raise WorkspaceError(f"{path}: not well-formed XML ({exc})") from None
+    root, _ = parse(path, WorkspaceError)
     if local_name(root.tag) != "Workspace":
         raise WorkspaceError(
             f"{path}: root element is <{local_name(root.tag)}>, not a FlowJo <Workspace>"
