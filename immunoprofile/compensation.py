@@ -420,16 +420,7 @@ def compensate(sample, spillover: Spillover | str | PathLike | None = "file"):
         raise CompensationError(
             f"{_where(sample)}: already compensated; decompensate first to use another matrix"
         )
-    idx = sp.indices(sample)
-    new = compensate_array(sample.events, sp, idx)
-    names = sample.channel_names
-    step = {
-        "step": "compensate",
-        "source": sp.source,
-        "detectors": [names[i] for i in idx],
-        "matrix": sp.matrix.tolist(),
-    }
-    return sample.with_events(new, step=step)
+    return _apply(sample, sp, "compensate", compensate_array)
 
 
 def decompensate(sample, spillover: Spillover | str | PathLike | None = None):
@@ -441,16 +432,21 @@ def decompensate(sample, spillover: Spillover | str | PathLike | None = None):
         sp = Spillover(tuple(rec["detectors"]), np.array(rec["matrix"]), source=rec["source"])
     else:
         sp = _resolve(sample, spillover)
+    return _apply(sample, sp, "decompensate", decompensate_array)
+
+
+def _apply(sample, sp: Spillover, step: str, kernel):
+    """Run ``kernel`` (compensate_array or decompensate_array) on the sample's detectors and
+    record the matrix used, so the step can be audited and undone."""
     idx = sp.indices(sample)
-    new = decompensate_array(sample.events, sp, idx)
     names = sample.channel_names
-    step = {
-        "step": "decompensate",
+    record = {
+        "step": step,
         "source": sp.source,
         "detectors": [names[i] for i in idx],
         "matrix": sp.matrix.tolist(),
     }
-    return sample.with_events(new, step=step)
+    return sample.with_events(kernel(sample.events, sp, idx), step=record)
 
 
 __all__ = [
