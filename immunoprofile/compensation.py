@@ -420,7 +420,7 @@ def compensate(sample, spillover: Spillover | str | PathLike | None = "file"):
         raise CompensationError(
             f"{_where(sample)}: already compensated; decompensate first to use another matrix"
         )
-    return _apply(sample, sp, "compensate", compensate_array)
+    return _apply_to_sample(sample, sp, "compensate", compensate_array)
 
 
 def decompensate(sample, spillover: Spillover | str | PathLike | None = None):
@@ -432,10 +432,10 @@ def decompensate(sample, spillover: Spillover | str | PathLike | None = None):
         sp = Spillover(tuple(rec["detectors"]), np.array(rec["matrix"]), source=rec["source"])
     else:
         sp = _resolve(sample, spillover)
-    return _apply(sample, sp, "decompensate", decompensate_array)
+    return _apply_to_sample(sample, sp, "decompensate", decompensate_array)
 
 
-def _apply(sample, sp: Spillover, step: str, kernel):
+def _apply_to_sample(sample, sp: Spillover, step: str, kernel):
     """Run ``kernel`` (compensate_array or decompensate_array) on the sample's detectors and
     record the matrix used, so the step can be audited and undone."""
     idx = sp.indices(sample)
