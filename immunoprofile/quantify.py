@@ -1,13 +1,14 @@
 """Population tables: the tidy table (one row per sample x population), the wide per-visit
 table (patients x populations), and writers for CSV, Parquet and Excel.
 
-Percentages are computed here from counts and the gating hierarchy only, so gating and
-clustering results share one definition:
+Percentages come from counts and the gating hierarchy only, by the one definition in
+`immunoprofile.gating.table` (shared with `GatingResult.table` and the clustering table):
 
+* ``parent`` of a top-level population is ``"root"`` (all events of the file);
 * ``percent_of_parent = 100 * count / parent_count`` (NaN when the parent is empty);
-* ``percent_of_lymphocytes = 100 * count / count(lymphocytes)`` for the lymphocyte
-  population and its descendants (NaN above it, or when the template has no lymphocyte
-  population);
+* ``percent_of_lymphocytes = 100 * count / count(lymphocytes)`` for the reference
+  population (100) and its descendants; NaN for its ancestors and side branches (they
+  are not subsets of lymphocytes), or when the template has no reference population;
 * ``cells_per_ul = lymphocytes_per_ul * percent_of_lymphocytes / 100`` when an absolute
   lymphocyte count of the blood sample is known.
 """
@@ -23,22 +24,12 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile._files import atomic_write
-from immunoprofile.gating.engine import TABLE_COLUMNS as SAMPLE_TABLE_COLUMNS
+from immunoprofile.gating.table import ROOT, hierarchy_table
+from immunoprofile.gating.table import TABLE_COLUMNS as SAMPLE_TABLE_COLUMNS
 
 TABLE_COLUMNS: tuple[str, ...] = ("sample", "patient", "visit", *SAMPLE_TABLE_COLUMNS)
-ROOT = "root"
-"""The ``parent`` label of top-level populations (their parent count is all events)."""
 LYMPHOCYTES = "lymphocytes"
 UNASSIGNED_VISIT = "unassigned"
-
-
-def _pct(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = 100.0 * num / den
-    out[den <= 0] = np.nan
-    return out
 
 
 def population_table(
@@ -67,44 +58,13 @@ def population_table(
     -------
     DataFrame with the columns `TABLE_COLUMNS` (+ ``cells_per_ul``), one row per population.
     """
-    names = list(counts)
-    par = [parents.get(n) or ROOT for n in names]
-    count = np.array([int(counts[n]) for n in names], dtype=np.int64)
-    parent_count = np.array(
-        [int(total) if p == ROOT else int(counts.get(p, 0)) for p in par], dtype=np.int64
-    )
-    # descendants of the lymphocyte population (itself included)
-    below = np.zeros(len(names), dtype=bool)
-    if lymphocytes in counts:
-        for i, n in enumerate(names):
-            node, seen = n, set()
-            while node and node != ROOT and node not in seen:
-                if node == lymphocytes:
-                    below[i] = True
-                    break
-                seen.add(node)
-                node = parents.get(node)
-        lym = np.full(len(names), float(counts[lymphocytes]))
-        pol = _pct(count, lym)
-        pol[~below] = np.nan
-    else:
-        pol = np.full(len(names), np.nan)
+    cols = hierarchy_table(counts, parents, total, lymphocytes or None)
     table = pd.DataFrame(
-        {
-            "sample": sample,
-            "patient": patient or "",
-            "visit": visit or "",
-            "population": names,
-            "parent": par,
-            "count": count,
-            "parent_count": parent_count,
-            "percent_of_parent": _pct(count, parent_count),
-            "percent_of_lymphocytes": pol,
-        },
+        {"sample": sample, "patient": patient or "", "visit": visit or "", **cols},
         columns=list(TABLE_COLUMNS),
     )
     if lymphocytes_per_ul is not None:
-        table["cells_per_ul"] = float(lymphocytes_per_ul) * pol / 100.0
+        table["cells_per_ul"] = float(lymphocytes_per_ul) * table["percent_of_lymphocytes"] / 100.0
     return table
 
 

@@ -91,7 +91,7 @@ def test_fixed_gate_is_exact_and_counts_table():
     assert row["parent_count"] == res.counts["T"]
     assert row["percent_of_parent"] == pytest.approx(100 * res.counts["CD4"] / res.counts["T"])
     assert row["percent_of_lymphocytes"] == pytest.approx(row["percent_of_parent"])
-    assert tab.set_index("population").loc["T", "parent"] == ""
+    assert tab.set_index("population").loc["T", "parent"] == "root"
     assert tab.set_index("population").loc["T", "parent_count"] == N
     assert res.parent("CD4") == "T"
 

@@ -237,7 +237,7 @@ def test_percentages_are_computed_from_counts(cohort):
     np.testing.assert_allclose(f["percent_of_parent"], 100 * f["count"] / f["parent_count"])
     one = f[f["sample"] == "P01_baseline"].set_index("population")
     assert one.loc["Treg", "parent_count"] == one.loc["CD4", "count"]
-    assert pd.isna(one.loc["lymphocytes", "parent"]) or one.loc["lymphocytes", "parent"] == ""
+    assert one.loc["lymphocytes", "parent"] == "root"
     assert one.loc["lymphocytes", "parent_count"] == 20_000
     assert one.loc["lymphocytes", "percent_of_lymphocytes"] == 100.0
 

@@ -37,6 +37,7 @@ from immunoprofile.clustering.naming import (
 )
 from immunoprofile.clustering.som import SOM
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
+from immunoprofile.gating.table import ROOT, in_subtree
 from immunoprofile.sample import Sample
 
 __all__ = ["cluster", "ClusterResult", "default_markers"]
@@ -111,7 +112,9 @@ def _prepare(
         sample = res.sample
         rows = np.flatnonzero(res.masks[parent])
         ref = getattr(template, "reference_population", None)
-        if ref is not None and ref in res.masks:
+        tree = {p.name: p.parent for p in template.populations}
+        # percent of lymphocytes only when what is clustered is a subset of the reference
+        if ref is not None and ref in res.masks and in_subtree(parent, ref, tree):
             ref_count = int(np.count_nonzero(res.masks[ref]))
     elif template is not None:
         from immunoprofile.gating.engine import prepare_sample
@@ -149,7 +152,8 @@ class ClusterResult:
     rows : per file, the file rows that were clustered (None = every event).
     n_total : per file, events in the file.
     reference_counts : per file, events in the template's reference population
-        (lymphocytes), when pre-gated; used for ``percent_of_lymphocytes``.
+        (lymphocytes), when pre-gated on it or on one of its descendants; used for
+        ``percent_of_lymphocytes`` (NaN otherwise, as in the gating table).
     parent : the pre-gate population, or None.
     train_events, train_nodes, train_sample : the pooled training subsample.
     embedding : DataFrame (``umap1``, ``umap2``, ``sample``, ``node``, ...) when UMAP was
@@ -276,7 +280,7 @@ class ClusterResult:
         (``population`` = ``MC01``..., ``parent`` = the pre-gate population or ``root``)."""
         from immunoprofile.quantify import TABLE_COLUMNS
 
-        top = self.parent or "root"
+        top = self.parent or ROOT
         member = self.naming.membership
         pops = list(member.columns)
         rows = []

@@ -19,17 +19,9 @@ import numpy as np
 from immunoprofile.exceptions import GatingError, MarkerNotFoundError
 from immunoprofile.gating.adaptive import AdaptiveGate
 from immunoprofile.gating.gates import BooleanGate
+from immunoprofile.gating.table import TABLE_COLUMNS, hierarchy_table
 from immunoprofile.gating.template import Template, load_template
 from immunoprofile.sample import Sample
-
-TABLE_COLUMNS = (
-    "population",
-    "parent",
-    "count",
-    "parent_count",
-    "percent_of_parent",
-    "percent_of_lymphocytes",
-)
 
 #: a population's parent has more than this fraction of events at the top of a gate
 #: channel's range -> QC flag ``off_scale``
@@ -69,29 +61,21 @@ class GatingResult:
 
     def table(self) -> Any:
         """One row per population: ``population, parent, count, parent_count,
-        percent_of_parent, percent_of_lymphocytes`` (pandas DataFrame)."""
+        percent_of_parent, percent_of_lymphocytes`` (pandas DataFrame).
+
+        Top-level populations have parent ``"root"`` (all events); percent of lymphocytes
+        is relative to the template's reference population, NaN outside its subtree (see
+        `immunoprofile.gating.table`)."""
         import pandas as pd
 
         counts = self.counts
-        n_all = self.sample.n_events
-        ref = self.template.reference_population
-        ref_count = counts.get(ref) if ref is not None else None
-        rows = []
-        for p in self.template.populations:
-            c = counts[p.name]
-            pc = counts[p.parent] if p.parent is not None else n_all
-            rows.append(
-                {
-                    "population": p.name,
-                    "parent": p.parent if p.parent is not None else "",
-                    "count": c,
-                    "parent_count": pc,
-                    "percent_of_parent": 100.0 * c / pc if pc else np.nan,
-                    "percent_of_lymphocytes": (100.0 * c / ref_count if ref_count else np.nan),
-                }
-            )
-        df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-        return df.astype({"count": "int64", "parent_count": "int64"})
+        cols = hierarchy_table(
+            {p.name: counts[p.name] for p in self.template.populations},
+            {p.name: p.parent for p in self.template.populations},
+            self.sample.n_events,
+            self.template.reference_population,
+        )
+        return pd.DataFrame(cols, columns=list(TABLE_COLUMNS))
 
     def __repr__(self) -> str:
         return (

@@ -29,6 +29,7 @@ from typing import Any
 from immunoprofile.exceptions import TemplateError
 from immunoprofile.gating.adaptive import AdaptiveGate, adaptive_from_dict, is_adaptive
 from immunoprofile.gating.gates import GATE_TYPES, BooleanGate, Gate, gate_from_dict
+from immunoprofile.gating.table import ROOT
 
 _SOURCE_TEMPLATES = Path(__file__).resolve().parents[2] / "gating"
 
@@ -319,6 +320,11 @@ def _build(obj: Any, path: Path | None, builtin: str | None = None) -> Template:
         if name in seen:
             raise TemplateError(
                 f"{place}: duplicate population name {name!r} (first at populations[{seen[name]}])"
+            )
+        if name == ROOT:
+            raise TemplateError(
+                f"{place}: {ROOT!r} cannot name a population: population tables use it as "
+                "the parent of top-level populations (all events)"
             )
         seen[name] = i
         specs.append(

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile.exceptions import SimulationError
+from immunoprofile.gating.table import TABLE_COLUMNS, hierarchy_table
 from immunoprofile.sample import Sample, make_channel_table
 from immunoprofile.simulate import biology as bio
 from immunoprofile.simulate import panel
@@ -199,26 +200,11 @@ def truth_frequencies(
         p: int(sum(leaf_counts.get(x, 0) for x in leaves))
         for p, leaves in bio.POPULATION_LEAVES.items()
     }
-    total = int(len(cat))
-    lymph = counts["lymphocytes"]
-    rows = []
-    for pop, parent in bio.POPULATION_PARENTS.items():
-        parent_count = counts[parent] if parent else total
-        c = counts[pop]
-        rows.append(
-            {
-                "sample": sample,
-                "patient": patient,
-                "visit": visit,
-                "population": pop,
-                "parent": parent,
-                "count": c,
-                "parent_count": parent_count,
-                "percent_of_parent": 100.0 * c / parent_count if parent_count else np.nan,
-                "percent_of_lymphocytes": 100.0 * c / lymph if lymph else np.nan,
-            }
-        )
-    return pd.DataFrame(rows)
+    cols = hierarchy_table(counts, dict(bio.POPULATION_PARENTS), int(len(cat)), "lymphocytes")
+    return pd.DataFrame(
+        {"sample": sample, "patient": patient, "visit": visit, **cols},
+        columns=["sample", "patient", "visit", *TABLE_COLUMNS],
+    )
 
 
 def simulate_cohort(
