@@ -169,3 +169,13 @@ def test_table_is_dataframe_with_int_counts():
     tab = apply_template(s, TEMPLATE).table()
     assert isinstance(tab, pd.DataFrame)
     assert tab["count"].dtype == np.int64
+
+
+def test_missing_marker_names_the_template_population():
+    s, *_ = hand_sample()
+    bad = {
+        **TEMPLATE,
+        "populations": [{"name": "T", "gate": {"type": "range", "dims": ["CD33"], "min": 0.5}}],
+    }
+    with pytest.raises(MarkerNotFoundError, match=r"population T: marker 'CD33' not found"):
+        apply_template(s, bad)

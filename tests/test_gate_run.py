@@ -449,3 +449,45 @@ def test_cli_on_a_simulated_cohort(tmp_path):
     ]
     wide = pd.read_csv(out / "populations_week24.csv", index_col=0)
     assert list(wide.index) == ["P01", "P02"] and "Treg" in wide.columns
+
+
+def test_cli_mixed_batch_loses_nothing(fcs_cohort, tmp_path):
+    """Good files beside a truncated FCS, a non-FCS file and a file lacking a marker of the
+    template: the good ones are gated, each bad one is named in errors.csv with the place
+    and the cause, the summary counts the failures and the exit status is 1."""
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+    from immunoprofile.io.write import write_fcs
+
+    d, files, tpl, _ = fcs_cohort
+    trunc = tmp_path / "P05_baseline.fcs"
+    trunc.write_bytes(Path(files[0]).read_bytes()[:5000])
+    text = tmp_path / "P06_baseline.fcs"
+    text.write_text("file,patient\nthis is a CSV file,P06\n")
+    s = _fcs_sample(7, "P07", "baseline")
+    s.channels.loc[4, "marker"] = "CD99"  # CD8 is gone
+    no_cd8 = write_fcs(s, tmp_path / "P07_baseline.fcs")
+    bad = [str(trunc), str(text), str(no_cd8)]
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["gate", "-t", tpl, *files, *bad, "-o", str(out), "-q"])
+    assert r.exit_code == 1, r.output
+    assert f"3 of {len(files) + 3} file(s) failed" in r.output
+    err = pd.read_csv(out / "errors.csv").set_index("file")
+    assert list(err.index) == bad
+    assert err.loc[str(trunc), "error_type"] == "TruncatedFCSError"
+    assert "byte" in err.loc[str(trunc), "message"]
+    assert err.loc[str(text), "error_type"] == "NotFCSError"
+    assert err.loc[str(no_cd8), "error_type"] == "MarkerNotFoundError"
+    msg = err.loc[str(no_cd8), "message"]
+    assert "population CD4" in msg and "'CD8' not found" in msg and "CD99" in msg
+    for f, m in err["message"].items():
+        assert Path(f).name in m
+    pop = pd.read_csv(out / "populations.csv")
+    assert list(pop["sample"].unique()) == [Path(f).stem for f in files]
+    samples = pd.read_csv(out / "samples.csv", dtype={"events": "Int64"})
+    assert samples["status"].tolist() == ["ok"] * len(files) + [
+        "TruncatedFCSError", "NotFCSError", "MarkerNotFoundError",
+    ]  # fmt: skip
+    assert samples["events"].iloc[: len(files)].tolist() == [4000] * len(files)
+    assert "4000.0" not in (out / "samples.csv").read_text()

@@ -154,7 +154,14 @@ def resolve_dims(sample: Sample, template: Template, names: list[str]) -> dict[s
                     first_error = exc
         else:
             assert first_error is not None
-            raise first_error
+            users = [
+                p.name for p in template.populations if not p.is_boolean and name in p.gate.dims
+            ]
+            # the place in the template, after the file the panel names
+            where = f"template {template.name!r}, population {', '.join(users) or '?'}"
+            msg, head = str(first_error), f"{panel.source}: "
+            msg = head + where + ": " + msg.removeprefix(head)
+            raise type(first_error)(msg) from None
     return out
 
 

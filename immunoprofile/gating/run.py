@@ -275,7 +275,8 @@ class GateResults:
                     "file": ident.file,
                 }
             )
-        return pd.DataFrame(rows)
+        # events stay integers when some files failed (an empty cell, not 20000.0)
+        return pd.DataFrame(rows).astype({"events": "Int64"})
 
     def identity_table(self) -> pd.DataFrame:
         """Patient, visit, tube and lymphocyte count of each file, and where they came from."""
