@@ -465,6 +465,9 @@ def _parse_metaclusters(text: str) -> int | tuple[int, int]:
               help="Events per file in the pooled training set.")  # fmt: skip
 @click.option("--name-level", type=click.Choice(["metacluster", "node"]), default="node",
               show_default=True, help="Which clusters carry population names.")  # fmt: skip
+@click.option("--sample-gates/--no-sample-gates", default=True, show_default=True,
+              help="Decide cluster phenotypes from the template's gates fitted to each "
+              "sample (gates every file once); off: the rules' pooled cuts only.")  # fmt: skip
 @click.option("--umap", is_flag=True, help="Also compute and draw a UMAP (slow on first use).")
 @click.option("--gating", "gating_table", type=click.Path(dir_okay=False, exists=True),
               help="populations.csv from 'immunoprofile gate': writes agreement.csv/.png.")  # fmt: skip
@@ -483,6 +486,7 @@ def cluster_cmd(
     template: str,
     subsample: int,
     name_level: str,
+    sample_gates: bool,
     umap: bool,
     gating_table: str | None,
     samplesheet: str | None,
@@ -493,7 +497,8 @@ def cluster_cmd(
     phenotype and write the population table (method=clustering) into OUT.
 
     Writes populations.csv/.parquet, metaclusters.csv (name, size and median phenotype of
-    every metacluster), metacluster_counts.csv, thresholds.csv, unassigned.csv, and the
+    every metacluster), metacluster_counts.csv, thresholds.csv, unassigned.csv,
+    sample_gates.csv (the per-sample template gates used for naming), and the
     figures heatmap.png and som_grid.png (+ umap_*.png with --umap, agreement.csv and
     agreement.png with --gating). A file that cannot be read or gated is left out and
     listed in errors.csv; the exit status is then 1.
@@ -521,6 +526,7 @@ def cluster_cmd(
             samplesheet=samplesheet,
             pattern=pattern,
             on_error="skip",
+            sample_gates=sample_gates,
         )
         written = res.write(out_dir)
         if gating_table is not None:

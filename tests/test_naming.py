@@ -11,6 +11,7 @@ from immunoprofile.clustering.naming import (
     DEFAULT_RULES,
     UNASSIGNED,
     PhenotypeRule,
+    event_membership,
     name_clusters,
     parse_conditions,
     split_points,
@@ -109,3 +110,69 @@ def test_bad_inputs():
         name_clusters(med, X[:, :3], cl)
     with pytest.raises(ClusteringError, match="not defined before"):
         name_clusters(med, X, cl, rules=[PhenotypeRule("A", "nope", "CD3+")])
+
+
+def test_per_sample_gate_shares_decide_where_known():
+    med, X, cl = _clusters_from_truth()
+    n = len(med)
+    # the gates put only 20 % of the CD8 cluster's events in T: it is not T (nor CD8),
+    # whatever its median; NaN elsewhere: the rule decides
+    share = np.full(n, np.nan)
+    share[list(med.index).index("CD8")] = 0.2
+    nm = name_clusters(med, X, cl, shares={"T": share})
+    assert nm.names["CD8"] == "nonT" or nm.names["CD8"] == UNASSIGNED
+    assert not nm.membership.loc["CD8", "T"] and not nm.membership.loc["CD8", "CD8"]
+    assert nm.names["Th1"] == "Th1"  # decided by the rule, as without shares
+    share[list(med.index).index("CD8")] = 0.5
+    assert name_clusters(med, X, cl, shares={"T": share}).names["CD8"] == "CD8"
+    row = nm.thresholds[nm.thresholds["population"] == "T"].iloc[-1]
+    assert row["fitted_on"] == f"per-sample gates (1 of {n} clusters)"
+    with pytest.raises(ClusteringError, match="one value per cluster"):
+        name_clusters(med, X, cl, shares={"T": share[:3]})
+
+
+def test_event_membership_by_rule_and_by_gate():
+    # two clusters of T cells; rule Treg = CD25hi within T. Events named one by one.
+    med = pd.DataFrame({"CD3": [0.7, 0.1], "CD25": [0.3, 0.3]}, index=["a", "b"])
+    rng = np.random.default_rng(0)
+    X = np.c_[np.r_[rng.normal(0.7, 0.03, 900), rng.normal(0.1, 0.03, 300)],
+              np.r_[rng.normal(0.3, 0.04, 800), rng.normal(0.8, 0.04, 100),
+                    rng.normal(0.3, 0.04, 300)]].astype(np.float32)  # fmt: skip
+    cl = np.r_[np.zeros(900, int), np.ones(300, int)]
+    rules = [PhenotypeRule("T", None, "CD3+"), PhenotypeRule("Treg", "T", "CD25hi")]
+    nm = name_clusters(med, X, cl, rules=rules)
+    assert nm.names.to_dict() == {"a": "T", "b": UNASSIGNED}  # Treg is too small for a cluster
+    (cut,) = nm.conditions["Treg"][0][0][2][-1:]
+    assert 0.4 < cut < 0.7
+    ev = event_membership(nm, X, cl, ["Treg"])
+    assert ev["Treg"].sum() == 100 and ev["Treg"][800:900].all()
+    # a per-sample gate overrides the rule where it applies (its parent): there it says
+    # the first 10 events are Treg too
+    gate = np.zeros(1200, bool)
+    gate[:10] = True
+    known = np.zeros(1200, bool)
+    known[:50] = True
+    ev = event_membership(nm, X, cl, ["Treg"], gate_in={"Treg": gate},
+                          gate_known={"Treg": known})  # fmt: skip
+    assert ev["Treg"].sum() == 110 and ev["Treg"][:10].all() and not ev["Treg"][10:800].any()
+    with pytest.raises(ClusteringError, match="no named population"):
+        event_membership(nm, X, cl, ["B"])
+
+
+def test_hi_is_the_main_bright_mode_not_a_dim_shoulder():
+    # T cells: CD4 T (CD8-), CD8 T (CD8 bright) and 6 % CD8-dim double-negative T cells
+    rng = np.random.default_rng(1)
+    parts = [(6000, 0.25), (3000, 0.72), (600, 0.52)]
+    cd8 = np.concatenate([rng.normal(m, 0.04, n) for n, m in parts])
+    cd4 = np.concatenate([rng.normal(m, 0.04, n) for (n, _), m in zip(parts, (0.65, 0.2, 0.22))])
+    X = np.c_[np.full(cd8.size, 0.7), cd4, cd8].astype(np.float32)
+    cl = np.repeat([0, 1, 2], [n for n, _ in parts])
+    med = pd.DataFrame(
+        [np.median(X[cl == k], axis=0) for k in range(3)],
+        index=["CD4T", "CD8T", "DNT"],
+        columns=["CD3", "CD4", "CD8"],
+    )
+    nm = name_clusters(med, X, cl)
+    assert nm.names.to_dict() == {"CD4T": "CD4", "CD8T": "CD8", "DNT": "T"}
+    row = nm.thresholds.set_index(["population", "marker"]).loc[("CD8", "CD8")]
+    assert "main-mode edge" in row["fitted_on"] and 0.55 < row["cuts"][-1] < 0.66

@@ -11,9 +11,17 @@ The steps (Van Gassen et al., 2015, adapted to a longitudinal cohort):
 4. every event of every file is mapped to its node (and so to its metacluster);
 5. metaclusters (or nodes) are named by phenotype rules; populations are the events of
    the clusters carrying them, so the population table has the same shape as gating's.
+   With a template, every file is also gated by it, and each cluster's phenotype is
+   decided from the gates fitted to each sample (the share of the cluster's events each
+   sample's gate puts in the population), the rules' pooled cuts being the fallback;
+6. sub-populations of parents that only a few clusters make up (Treg, B and NK subsets
+   on a 10x10 map) are named per event: an event of the parent is in the subset when it
+   passes the subset's gate (its sample's fitted gate, or the rule's cuts), since whole
+   clusters cannot resolve what is smaller than a cluster.
 
 Memory: only the chosen marker columns of the (pre-gated) events are kept, one float32
-array per file, plus one int16 node label per event.
+array per file, plus one int16 node label per event and, with per-sample gates, one
+bit-field per event (the gates it passed and the populations it was named in per event).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from immunoprofile.clustering.naming import (
     UNASSIGNED,
     Naming,
     PhenotypeRule,
+    event_membership,
     name_clusters,
 )
 from immunoprofile.clustering.som import SOM
@@ -82,6 +91,31 @@ class _Prepared:
     n_total: int
     reference_count: int | None
     keywords: dict[str, str]
+    gate_bits: np.ndarray | None = None  # per clustered event, bit k: in gate_names[k]
+    gate_names: list[str] = field(default_factory=list)
+    fitted: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _bit_dtype(n: int) -> type:
+    """Smallest unsigned integer type with ``n`` bits."""
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if n <= np.iinfo(dt).bits:
+            return dt
+    raise ClusteringError(f"cannot pack {n} populations into one bit-field (at most 64)")
+
+
+def _pack(masks: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """Boolean masks (each (n,)) as one bit-field per event (bit k = mask k)."""
+    dt = _bit_dtype(max(len(masks), 1))
+    out = np.zeros(n, dtype=dt)
+    for k, m in enumerate(masks):
+        out |= m.astype(dt) << dt(k)
+    return out
+
+
+def _bit(bits: np.ndarray, k: int) -> np.ndarray:
+    """Bit ``k`` of a bit-field as a boolean mask."""
+    return ((bits >> bits.dtype.type(k)) & bits.dtype.type(1)).astype(bool)
 
 
 def _prepare(
@@ -91,6 +125,7 @@ def _prepare(
     template: Any,
     parent: str | None,
     seed: int,
+    gate_populations: Sequence[str] = (),
 ) -> tuple[_Prepared, list[str]]:
     if isinstance(item, Sample):
         sample = item
@@ -100,23 +135,26 @@ def _prepare(
         sample = read_fcs(item)
     rows = None
     ref_count = None
-    if parent is not None:
+    res = None
+    if parent is not None or (template is not None and gate_populations):
         from immunoprofile.gating.engine import apply_template
 
         res = apply_template(sample, template, seed=seed)
+        sample = res.sample
+    if parent is not None:
+        assert res is not None
         if parent not in res.masks:
             raise ClusteringError(
                 f"{name}: template {template.name!r} has no population {parent!r}; it has "
                 f"{list(res.masks)}"
             )
-        sample = res.sample
         rows = np.flatnonzero(res.masks[parent])
         ref = getattr(template, "reference_population", None)
         tree = {p.name: p.parent for p in template.populations}
         # percent of lymphocytes only when what is clustered is a subset of the reference
         if ref is not None and ref in res.masks and in_subtree(parent, ref, tree):
             ref_count = int(np.count_nonzero(res.masks[ref]))
-    elif template is not None:
+    elif res is None and template is not None:
         from immunoprofile.gating.engine import prepare_sample
 
         sample = prepare_sample(sample, template)
@@ -132,6 +170,13 @@ def _prepare(
         bad = int((~np.isfinite(X)).any(axis=1).sum())
         raise ClusteringError(f"{name}: {bad} events have NaN or infinite values in {chosen}")
     prep = _Prepared(name, X, rows, sample.n_events, ref_count, dict(sample.keywords))
+    if res is not None and gate_populations:
+        found = [p for p in gate_populations if p in res.masks]
+        prep.gate_names = found
+        prep.gate_bits = _pack(
+            [res.masks[p] if rows is None else res.masks[p][rows] for p in found], X.shape[0]
+        )
+        prep.fitted = {p: res.fitted[p] for p in found if p in res.fitted}
     return prep, chosen
 
 
@@ -159,6 +204,13 @@ class ClusterResult:
     embedding : DataFrame (``umap1``, ``umap2``, ``sample``, ``node``, ...) when UMAP was
         asked for.
     errors : files left out with ``on_error="skip"`` (``file, sample, error, message``).
+    event_level : populations named per event rather than per cluster (sub-populations
+        of parents made of few clusters), in rule order.
+    event_bits : per file, a bit-field per clustered event (bit k: in ``event_level[k]``),
+        or None when no population is named per event.
+    sample_gates : the per-sample template gates used for naming, one row per file and
+        population (``sample, population, parent, type, position, fallback``); empty
+        without a template.
     """
 
     markers: list[str]
@@ -178,6 +230,9 @@ class ClusterResult:
     train_sample: np.ndarray
     embedding: pd.DataFrame | None = None
     errors: pd.DataFrame = field(default_factory=pd.DataFrame)
+    event_level: list[str] = field(default_factory=list)
+    event_bits: list[np.ndarray | None] = field(default_factory=list)
+    sample_gates: pd.DataFrame = field(default_factory=pd.DataFrame)
     _cluster_of_node: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -220,14 +275,22 @@ class ClusterResult:
                 f"no named population {population!r}; named are "
                 f"{list(self.naming.membership.columns)}"
             )
-        member = self.naming.membership[population].to_numpy()
-        inside = member[self._cluster_of_node[self.nodes[i]]]
+        inside = self._inside(i, population)
         full = np.zeros(self.n_total[i], dtype=bool)
         if self.rows[i] is None:
             full[:] = inside
         else:
             full[self.rows[i][inside]] = True
         return full
+
+    def _inside(self, i: int, population: str) -> np.ndarray:
+        """Membership of every clustered event of file ``i`` (event-level or by cluster)."""
+        if population in self.event_level:
+            bits = self.event_bits[i]
+            assert bits is not None
+            return _bit(bits, self.event_level.index(population))
+        member = self.naming.membership[population].to_numpy()
+        return member[self._cluster_of_node[self.nodes[i]]]
 
     # --- tables -------------------------------------------------------------------------
 
@@ -290,7 +353,12 @@ class ClusterResult:
             per_cluster = np.bincount(clusters, minlength=n_clusters)
             n_in = int(self.nodes[i].size)
             ref = self.reference_counts[i]
-            counts = {p: int(per_cluster[member[p].to_numpy()].sum()) for p in pops}
+            counts = {
+                p: int(np.count_nonzero(self._inside(i, p)))
+                if p in self.event_level
+                else int(per_cluster[member[p].to_numpy()].sum())
+                for p in pops
+            }
             for p in pops:
                 par = self.naming.parents[p]
                 pc = n_in if par is None else counts[par]
@@ -307,8 +375,9 @@ class ClusterResult:
         return df.astype({"count": "int64", "parent_count": "int64"})
 
     def write(self, out_dir: str | os.PathLike) -> list[str]:
-        """Write ``populations.csv`` (+ Parquet), ``metaclusters.csv``, ``thresholds.csv``
-        and ``unassigned.csv`` into ``out_dir`` (atomically); returns the paths."""
+        """Write ``populations.csv`` (+ Parquet), ``metaclusters.csv``, ``thresholds.csv``,
+        ``unassigned.csv`` and (with per-sample gates) ``sample_gates.csv`` into
+        ``out_dir`` (atomically); returns the paths."""
         from pathlib import Path
 
         from immunoprofile.quantify import write_csv, write_parquet
@@ -325,6 +394,8 @@ class ClusterResult:
             write_csv(th, out / "thresholds.csv"),
             write_csv(self.unassigned(), out / "unassigned.csv", index=True),
         ]
+        if len(self.sample_gates):
+            paths.append(write_csv(self.sample_gates, out / "sample_gates.csv"))
         if self.embedding is not None:
             paths.append(write_csv(self.embedding, out / "umap.csv"))
         if len(self.errors):
@@ -385,6 +456,8 @@ def cluster(
     n_epochs: int = 10,
     n_resamples: int = 100,
     on_error: str = "raise",
+    sample_gates: bool = True,
+    event_level_below: float = 0.2,
 ) -> ClusterResult:
     """Cluster a cohort FlowSOM-style and name the clusters.
 
@@ -414,6 +487,13 @@ def cluster(
     n_epochs, n_resamples : SOM training passes and consensus resampling rounds.
     on_error : ``"raise"`` stops at the first file that cannot be read, gated or resolved;
         ``"skip"`` leaves it out, records it in ``ClusterResult.errors`` and goes on.
+    sample_gates : with a ``template``: gate every file with it and decide each cluster's
+        phenotype from the gates fitted to each sample (populations the template defines
+        under the rules' names); the rules' pooled cuts remain the fallback. Costs one
+        template gating per file when ``parent`` is not given.
+    event_level_below : the children of a population made of fewer than this share of
+        the clusters (e.g. Treg, B, NK on a 10x10 map: a few nodes each) are named per
+        event, by their gate, instead of per cluster. 0 names every population per cluster.
 
     Returns
     -------
@@ -448,6 +528,11 @@ def cluster(
         from immunoprofile.gating.template import load_template
 
         template = load_template(template)
+    if not 0.0 <= float(event_level_below) <= 1.0:
+        raise ClusteringError(f"event_level_below must be in [0, 1], got {event_level_below}")
+    # rule population -> the template population its per-sample share is taken among
+    base_of = _gate_bases(template, rules) if (template is not None and sample_gates) else {}
+    gate_pops = list(dict.fromkeys([*base_of, *(b for b in base_of.values() if b)]))
     files = [_describe(x) for x in items]
     given = [x.name if isinstance(x, Sample) and x.name else None for x in items]
     names = [g or d for g, d in zip(given, sample_names(files))]
@@ -460,7 +545,7 @@ def cluster(
     chosen: list[str] | None = list(markers) if markers is not None else None
     for i, (item, name) in enumerate(zip(items, names)):
         try:
-            prep, used = _prepare(item, name, chosen, template, parent, seed)
+            prep, used = _prepare(item, name, chosen, template, parent, seed, gate_pops)
         except ImmunoprofileError as exc:
             if on_error == "raise":
                 raise
@@ -529,7 +614,20 @@ def cluster(
     if med.isna().any().any():
         codes = som.cluster_centers_ if name_level == "node" else _mc_codes(som, meta)
         med = med.fillna(pd.DataFrame(codes, index=med.index, columns=med.columns))
-    naming = name_clusters(med, train, groups, rules=rules, thresholds=thresholds)
+    cluster_of_node = meta.labels_ if name_level == "metacluster" else np.arange(n_nodes)
+    shares = _gate_shares(prepared, nodes, cluster_of_node, n_groups, base_of)
+    naming = name_clusters(med, train, groups, rules=rules, thresholds=thresholds, shares=shares)
+    event_level = _event_level_populations(naming, event_level_below)
+    event_bits: list[np.ndarray | None] = []
+    for p, nd in zip(prepared, nodes):
+        if not event_level:
+            event_bits.append(None)
+            continue
+        gate_in, gate_known = _event_gates(p, base_of, event_level)
+        masks = event_membership(
+            naming, p.X, cluster_of_node[nd], event_level, gate_in=gate_in, gate_known=gate_known
+        )
+        event_bits.append(_pack([masks[q] for q in event_level], p.X.shape[0]))
 
     result = ClusterResult(
         markers=list(chosen),
@@ -548,6 +646,9 @@ def cluster(
         train_nodes=train_nodes,
         train_sample=train_sample,
         errors=pd.DataFrame(errors, columns=["file", "sample", "error", "message"]),
+        event_level=event_level,
+        event_bits=event_bits,
+        sample_gates=_sample_gates_table(prepared, identities, base_of),
     )
     if umap:
         from immunoprofile.clustering.embed import embed_result
@@ -563,3 +664,143 @@ def _mc_codes(som: SOM, meta: ConsensusMetaclustering) -> np.ndarray:
     for j in range(k):
         out[j] = som.cluster_centers_[meta.labels_ == j].mean(axis=0)
     return out
+
+
+#: a cluster's per-sample gate share is used when at least this many of its events lie
+#: in the gate's parent (fewer: the rule's pooled cuts decide)
+MIN_SHARE_EVENTS = 20
+
+
+def _gate_bases(template: Any, rules: Sequence[PhenotypeRule]) -> dict[str, str | None]:
+    """Rule population -> the population its per-sample share is measured within: the
+    rule's parent when the template defines it, else the template's own parent of the
+    population (None: all events). Only populations the template defines are listed."""
+    names = set(template.names)
+    out: dict[str, str | None] = {}
+    for r in rules:
+        if r.population not in names:
+            continue
+        if r.parent is not None and r.parent in names:
+            out[r.population] = r.parent
+        else:
+            out[r.population] = template.population(r.population).parent
+    return out
+
+
+def _gate_shares(
+    prepared: Sequence[_Prepared],
+    nodes: Sequence[np.ndarray],
+    cluster_of_node: np.ndarray,
+    n_clusters: int,
+    base_of: Mapping[str, str | None],
+) -> dict[str, np.ndarray]:
+    """Per population and cluster, the share of the cluster's events (over all files)
+    that their sample's fitted gate put in the population, among those it put in the
+    population's base (NaN where fewer than `MIN_SHARE_EVENTS` events are known)."""
+    if not base_of:
+        return {}
+    num = {p: np.zeros(n_clusters) for p in base_of}
+    den = {p: np.zeros(n_clusters) for p in base_of}
+    for prep, nd in zip(prepared, nodes):
+        if prep.gate_bits is None:
+            continue
+        idx = {n: k for k, n in enumerate(prep.gate_names)}
+        cl = cluster_of_node[nd]
+        for p, b in base_of.items():
+            if p not in idx or (b is not None and b not in idx):
+                continue
+            inp = _bit(prep.gate_bits, idx[p])
+            if b is None:
+                den[p] += np.bincount(cl, minlength=n_clusters)
+            else:
+                inb = _bit(prep.gate_bits, idx[b])
+                den[p] += np.bincount(cl[inb], minlength=n_clusters)
+                inp &= inb
+            num[p] += np.bincount(cl[inp], minlength=n_clusters)
+    out = {}
+    for p in base_of:
+        if den[p].sum() == 0:
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[p] = np.where(den[p] >= MIN_SHARE_EVENTS, num[p] / den[p], np.nan)
+    return out
+
+
+def _event_level_populations(naming: Naming, below: float) -> list[str]:
+    """Populations to name per event: the children of a population made of fewer than
+    ``below`` of the clusters, and their descendants (rule order)."""
+    n = naming.membership.shape[0]
+    sizes = naming.membership.sum(axis=0)
+    out: list[str] = []
+    for pop, par in naming.parents.items():
+        if par is None:
+            continue
+        if par in out or sizes[par] < below * n:
+            out.append(pop)
+    return out
+
+
+def _event_gates(
+    prep: _Prepared, base_of: Mapping[str, str | None], pops: Sequence[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-event gate of each population in ``pops`` from the sample's fitted gates: in
+    the gate (``gate_in``), and where the gate applies (``gate_known``: in its base)."""
+    gate_in: dict[str, np.ndarray] = {}
+    gate_known: dict[str, np.ndarray] = {}
+    if prep.gate_bits is None:
+        return gate_in, gate_known
+    idx = {n: k for k, n in enumerate(prep.gate_names)}
+    for p in pops:
+        if p not in base_of or p not in idx:
+            continue
+        b = base_of[p]
+        if b is not None and b not in idx:
+            continue
+        gate_in[p] = _bit(prep.gate_bits, idx[p])
+        gate_known[p] = _bit(prep.gate_bits, idx[b]) if b is not None else np.ones_like(gate_in[p])
+    return gate_in, gate_known
+
+
+def _gate_position(f: Mapping[str, Any]) -> str:
+    """A fitted gate's position in a few words (thresholds, ranges or discriminant)."""
+    dims = [str(d) for d in f.get("dims", [])]
+    params = f.get("params") or {}
+    if "direction" in params and "offset" in params:
+        a, b = params["direction"]
+        return f"{a:.3g}*{dims[0]} + {b:.3g}*{dims[1]} >= {params['offset']:.3g}"
+    if "thresholds" in f:
+        return ", ".join(
+            f"{d}{s} (cut {t:.3g})" for d, s, t in zip(dims, f.get("signs", []), f["thresholds"])
+        )
+    if "min" in f or "max" in f:
+        lo = "" if f.get("min") is None else f"{f['min']:.3g} <= "
+        hi = "" if f.get("max") is None else f" < {f['max']:.3g}"
+        return f"{lo}{dims[0] if dims else '?'}{hi}"
+    if f.get("type") == "boolean":
+        neg = f.get("complement") or [False] * len(dims)
+        return f" {f.get('op', 'and')} ".join(("not " if c else "") + d for d, c in zip(dims, neg))
+    return str(f.get("type", ""))
+
+
+def _sample_gates_table(
+    prepared: Sequence[_Prepared], identities: Sequence[Any], base_of: Mapping[str, str | None]
+) -> pd.DataFrame:
+    """One row per file and population whose per-sample gate was used for naming."""
+    rows = []
+    for prep, ident in zip(prepared, identities):
+        for p, b in base_of.items():
+            f = prep.fitted.get(p)
+            if f is None:
+                continue
+            rows.append(
+                {
+                    "sample": ident.sample,
+                    "population": p,
+                    "parent": b or "",
+                    "type": f.get("method") or f.get("type", ""),
+                    "position": _gate_position(f),
+                    "fallback": bool(f.get("fallback", False)),
+                }  # fmt: skip
+            )
+    return pd.DataFrame(rows, columns=["sample", "population", "parent", "type", "position",
+                                       "fallback"])  # fmt: skip

@@ -25,6 +25,24 @@ HIPC / ONE Study practice), and are evaluated top-down, the way a gating tree is
 A condition ``A|B`` is met when either is; a condition on a marker the panel lacks is
 skipped when it ends in ``?`` (``CD161+?``: "where stained") and otherwise makes the rule
 (and its children) unavailable.
+
+``hi``/``bright`` means "in the main mode above the top split": when the parent's events
+above that split still hold a dimmer shoulder (CD8-dim double-negative T cells beside
+CD8-bright T cells within T), the cut is raised to the lower edge of that mode (its peak
+minus `BRIGHT_EDGE_SD` of its upper half-width) when the edge lies above the split and
+at least `SHOULDER_SHARE` of the events above the split lie below the edge.
+
+Per-sample gates: when the clusters' events were also gated with a template, ``shares``
+gives, per population and cluster, the share of the cluster's events that each sample's
+own fitted gate put in the population (among those it put in the population's parent).
+A cluster then meets the population's conditions when that share is at least one half
+(the per-sample analogue of "its median is above the threshold"), and the rule's pooled
+cuts are used only where no share is known.
+
+`event_membership` names events rather than clusters, for sub-populations too small for
+the clusters to resolve: an event is in such a population when it is in the parent and
+its own values pass the population's gate (the sample's fitted gate where the event lies
+in the gate's parent, the rule's cuts elsewhere).
 """
 
 from __future__ import annotations
@@ -46,9 +64,16 @@ __all__ = [
     "split_points",
     "Naming",
     "name_clusters",
+    "event_membership",
 ]
 
 UNASSIGNED = "unassigned"
+#: ``hi``/``bright`` cut floor: peak of the main mode above the top split minus this many
+#: of its upper half-widths (a Gaussian mode keeps 99.4 % of its events above it)
+BRIGHT_EDGE_SD = 2.5
+#: ... and only when at least this share of the events above the split lie below that
+#: edge (a dimmer shoulder; a lone Gaussian mode leaves about 0.6 % there)
+SHOULDER_SHARE = 0.02
 LEVELS = ("+", "-", "hi", "lo", "dim", "bright")
 _COND = re.compile(r"^(?P<marker>.+?)(?P<level>\+|-|hi|lo|dim|bright)(?P<opt>\?)?$")
 
@@ -89,11 +114,13 @@ def parse_conditions(text: str, where: str = "rule") -> list[list[tuple[str, str
 #: The canonical populations (PROTOCOL / DESIGN definitions), parents before children.
 #: This table is the single place where clustering learns what a population looks like.
 #: ``CD8hi``: CD8 T cells are CD8 bright; CD8-dim T cells (gamma-delta / double-negative
-#: T, NK-like T) are not counted as CD8 (with a single CD8 threshold, hi equals +).
+#: T, NK-like T) are not counted as CD8 (``hi`` is the main mode above the top split).
+#: ``CD4lo``: below the CD4-bright mode (when the CD4- events of T split into two modes,
+#: as CD8 T and double-negative T cells can, both are still CD4-low).
 DEFAULT_RULES: tuple[PhenotypeRule, ...] = (
     PhenotypeRule("T", None, "CD3+"),
     PhenotypeRule("CD4", "T", "CD4+ CD8-"),
-    PhenotypeRule("CD8", "T", "CD8hi CD4-"),
+    PhenotypeRule("CD8", "T", "CD8hi CD4lo"),
     PhenotypeRule("Treg", "CD4", "CD25hi CD127lo"),
     PhenotypeRule("Treg_FOXP3", "Treg", "FOXP3+"),
     PhenotypeRule("Treg_naive", "Treg", "CD45RA+"),
@@ -180,18 +207,52 @@ def split_points(
     return [float(centres[a + np.argmin(dens[a : b + 1])]) for a, b in zip(peaks[:-1], peaks[1:])]
 
 
-def _meets(median: float, level: str, cuts: Sequence[float]) -> bool:
+def _meets(values: np.ndarray, level: str, cuts: Sequence[float]) -> np.ndarray:
+    """Which ``values`` (cluster medians or event values) meet ``level`` given ``cuts``."""
+    values = np.asarray(values)
     low, high = cuts[0], cuts[-1]
     if level == "+":
-        return median >= low
+        return values >= low
     if level == "-":
-        return median < low
+        return values < low
     if level in ("hi", "bright"):
-        return median >= high
+        return values >= high
     if level == "lo":
-        return median < high
+        return values < high
     # dim
-    return median < high and (len(cuts) < 2 or median >= low)
+    if len(cuts) < 2:
+        return values < high
+    return (values < high) & (values >= low)
+
+
+def _bright_edge(x: np.ndarray, cut: float, bins: int = 128, smooth: float = 2.0) -> float:
+    """Lower edge of the main mode of ``x`` above ``cut``: its peak minus `BRIGHT_EDGE_SD`
+    of its upper half-width (a dimmer shoulder below the peak does not widen it). NaN
+    with too few events."""
+    from scipy.ndimage import gaussian_filter1d
+
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x) & (x >= cut)]
+    if x.size < 50:
+        return float("nan")
+    lo, hi = np.quantile(x, [0.0, 0.998])
+    if hi <= lo:
+        return float("nan")
+    h, edges = np.histogram(x, bins=bins, range=(lo, hi))
+    dens = gaussian_filter1d(h.astype(np.float64), smooth, mode="nearest")
+    k = int(np.argmax(dens))
+    if k == 0:  # the density falls from the cut on: the tail of a dimmer mode, no mode
+        return float("nan")
+    peak = 0.5 * (edges[k] + edges[k + 1])
+    upper = x[x > peak] - peak
+    if upper.size < 20:
+        return float("nan")
+    edge = float(peak - BRIGHT_EDGE_SD * np.sqrt(np.mean(upper**2)))
+    # a single Gaussian mode leaves 0.6 % of its events below its edge; only a clearly
+    # larger share (a dimmer shoulder between the split and the mode) moves the cut
+    if np.mean(x < edge) < SHOULDER_SHARE:
+        return float("nan")
+    return edge
 
 
 # --- naming ----------------------------------------------------------------------------
@@ -208,8 +269,13 @@ class Naming:
         the population it is named after).
     parents : population -> parent population (None for top-level).
     thresholds : rows ``population, marker, cuts, fitted_on`` (the split points used for
-        each rule, and the population whose events they were found on).
+        each rule, and the population whose events they were found on;
+        ``per-sample gates`` when the samples' fitted gates decided).
     skipped : population -> why its rule could not be applied (missing markers).
+    conditions : population -> its clauses as ``[[(column, level, cuts), ...], ...]``
+        (the pooled cuts), for naming single events (`event_membership`).
+    shares : population -> per-cluster share of events the per-sample gates put in it
+        (NaN where unknown); empty without per-sample gates.
     """
 
     names: pd.Series
@@ -217,6 +283,8 @@ class Naming:
     parents: dict[str, str | None]
     thresholds: pd.DataFrame
     skipped: dict[str, str] = field(default_factory=dict)
+    conditions: dict[str, list[list[tuple[int, str, list[float]]]]] = field(default_factory=dict)
+    shares: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def name_clusters(
@@ -226,6 +294,7 @@ def name_clusters(
     rules: Sequence[PhenotypeRule] = DEFAULT_RULES,
     thresholds: Mapping[str, Sequence[float]] | None = None,
     min_events: int = 50,
+    shares: Mapping[str, np.ndarray] | None = None,
 ) -> Naming:
     """Name clusters from their median phenotype with phenotype ``rules``.
 
@@ -240,6 +309,10 @@ def name_clusters(
         everywhere (e.g. thresholds taken from a gating template).
     min_events : a rule whose parent has fewer events than this is not fitted (its
         populations stay empty).
+    shares : population -> float array (one per cluster): the share of the cluster's
+        events that the per-sample fitted gates put in the population, among those they
+        put in its parent; NaN where unknown. Where known it decides (share >= 0.5)
+        instead of the rule's conditions.
     """
     markers = list(medians.columns)
     events = np.asarray(events)
@@ -253,10 +326,20 @@ def name_clusters(
     lookup = {marker_key(m): j for j, m in enumerate(markers)}
     fixed = {marker_key(k): list(v) for k, v in (thresholds or {}).items()}
     n_clusters = len(medians)
+    given_shares = {}
+    for pop, sh in (shares or {}).items():
+        sh = np.asarray(sh, dtype=np.float64)
+        if sh.shape != (n_clusters,):
+            raise ClusteringError(
+                f"name_clusters: shares of {pop!r} must have one value per cluster "
+                f"({n_clusters}), got shape {sh.shape}"
+            )
+        given_shares[pop] = sh
     med = medians.to_numpy(dtype=np.float64)
     member: dict[str, np.ndarray] = {}
     parents: dict[str, str | None] = {}
     skipped: dict[str, str] = {}
+    conditions: dict[str, list[list[tuple[int, str, list[float]]]]] = {}
     rows = []
     for rule in rules:
         if rule.parent is not None and rule.parent not in member:
@@ -281,8 +364,11 @@ def name_clusters(
         inside = (
             np.ones(n_clusters, dtype=bool) if rule.parent is None else member[rule.parent].copy()
         )
+        by_rule = np.ones(n_clusters, dtype=bool)
+        fitted_clauses = []
         for alts in clauses:
             ok = np.zeros(n_clusters, dtype=bool)
+            fitted_alts = []
             for j, lvl in alts:
                 name = markers[j]
                 if marker_key(name) in fixed:
@@ -292,6 +378,10 @@ def name_clusters(
                         events, event_cluster, j, rule.parent, member, parents, min_events,
                         relative=lvl not in ("+", "-"),
                     )  # fmt: skip
+                    if lvl in ("hi", "bright"):
+                        cuts, fitted_on = _raise_to_bright_edge(
+                            events, event_cluster, j, rule.parent, member, cuts, fitted_on
+                        )
                 rows.append(
                     {
                         "population": rule.population,
@@ -300,10 +390,25 @@ def name_clusters(
                         "fitted_on": fitted_on,
                     }  # fmt: skip
                 )
-                ok |= np.array([_meets(v, lvl, cuts) for v in med[:, j]])
-            inside &= ok
-        member[rule.population] = inside
+                fitted_alts.append((j, lvl, list(cuts)))
+                ok |= _meets(med[:, j], lvl, cuts)
+            by_rule &= ok
+            fitted_clauses.append(fitted_alts)
+        share = given_shares.get(rule.population)
+        if share is not None:
+            known = np.isfinite(share)
+            by_rule = np.where(known, np.nan_to_num(share) >= 0.5, by_rule)
+            rows.append(
+                {
+                    "population": rule.population,
+                    "marker": "",
+                    "cuts": [],
+                    "fitted_on": f"per-sample gates ({int(known.sum())} of {n_clusters} clusters)",
+                }  # fmt: skip
+            )
+        member[rule.population] = inside & by_rule
         parents[rule.population] = rule.parent
+        conditions[rule.population] = fitted_clauses
     pops = list(member)
     membership = pd.DataFrame(
         {p: member[p] for p in pops}, index=medians.index, columns=pops, dtype=bool
@@ -326,7 +431,80 @@ def name_clusters(
         parents=parents,
         thresholds=pd.DataFrame(rows, columns=["population", "marker", "cuts", "fitted_on"]),
         skipped=skipped,
+        conditions=conditions,
+        shares={p: s for p, s in given_shares.items() if p in member},
     )
+
+
+def _raise_to_bright_edge(
+    events: np.ndarray,
+    event_cluster: np.ndarray,
+    j: int,
+    parent: str | None,
+    member: Mapping[str, np.ndarray],
+    cuts: list[float],
+    fitted_on: str,
+) -> tuple[list[float], str]:
+    """``hi``/``bright`` cuts: the top cut raised to the lower edge of the main mode
+    of the parent's events when that edge lies above it (see `_bright_edge`)."""
+    sel = slice(None) if parent is None else member[parent][event_cluster]
+    edge = _bright_edge(events[sel, j], cuts[-1])
+    if np.isfinite(edge) and edge > cuts[-1]:
+        return [*cuts, edge], f"{fitted_on}; main-mode edge"
+    return cuts, fitted_on
+
+
+def event_membership(
+    naming: Naming,
+    events: np.ndarray,
+    event_cluster: np.ndarray,
+    populations: Sequence[str],
+    gate_in: Mapping[str, np.ndarray] | None = None,
+    gate_known: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Event-level membership of ``populations`` (named per event, not per cluster).
+
+    An event is in population P when it is in P's parent (event-level when the parent is
+    itself in ``populations``, else through its cluster) and its own values pass P's gate:
+    ``gate_in[P]`` (the sample's fitted gate) where ``gate_known[P]`` (the event lies in
+    that gate's parent), otherwise P's rule with the pooled cuts (``naming.conditions``).
+
+    Parameters
+    ----------
+    naming : the cluster naming (its membership, parents and conditions).
+    events : float32 (n, n_markers), the same columns the naming was fitted on.
+    event_cluster : int (n,), cluster (row of ``naming.membership``) of every event.
+    populations : populations to name per event; ancestors before descendants.
+    gate_in, gate_known : population -> bool (n,) from the per-sample gates (optional).
+
+    Returns
+    -------
+    population -> bool (n,)
+    """
+    events = np.asarray(events)
+    event_cluster = np.asarray(event_cluster)
+    out: dict[str, np.ndarray] = {}
+    for pop in populations:
+        if pop not in naming.conditions:
+            raise ClusteringError(f"event_membership: no named population {pop!r}")
+        parent = naming.parents[pop]
+        if parent is None:
+            inside = np.ones(event_cluster.shape[0], dtype=bool)
+        elif parent in out:
+            inside = out[parent].copy()
+        else:
+            inside = naming.membership[parent].to_numpy()[event_cluster]
+        by_rule = np.ones(event_cluster.shape[0], dtype=bool)
+        for alts in naming.conditions[pop]:
+            ok = np.zeros(event_cluster.shape[0], dtype=bool)
+            for j, lvl, cuts in alts:
+                ok |= _meets(events[:, j], lvl, cuts)
+            by_rule &= ok
+        if gate_in is not None and pop in gate_in:
+            known = gate_known[pop] if gate_known is not None and pop in gate_known else True
+            by_rule = np.where(known, gate_in[pop], by_rule)
+        out[pop] = inside & by_rule
+    return out
 
 
 def _cuts(
