@@ -369,9 +369,11 @@ def gate_cmd(
 
     Writes populations.csv/.parquet (one row per sample x population),
     populations_<visit>.csv and populations.xlsx (patients x populations per visit),
-    gates.json (fitted gates per sample), qc.csv, errors.csv and samples.csv. A file that
-    fails is listed in errors.csv and the others are still gated; the exit status is 1 if
-    any file failed.
+    gates.json (fitted gates per sample), provenance.json (compensation and transforms
+    applied per sample, with their parameters), qc.csv, errors.csv and samples.csv. A file
+    that fails is listed in errors.csv and the others are still gated. Exit status: 0 when
+    every file was gated, 1 when any failed (or the run could not start), 2 for a usage
+    error.
     """
     from pathlib import Path
 
@@ -416,7 +418,8 @@ def gate_cmd(
         Console().print(t)
     click.echo(
         f"wrote {len(table)} population rows for {len(summary) - len(errors)} sample(s) to "
-        f"{out_dir}/ (populations.csv, per-visit tables, gates.json, qc.csv, errors.csv)"
+        f"{out_dir}/ (populations.csv, per-visit tables, gates.json, provenance.json, qc.csv, "
+        "errors.csv)"
     )
     if len(errors):
         for e in errors.itertuples():

@@ -451,6 +451,7 @@ def build_report(
     clustering_images: Mapping[str, bytes] | None = None,
     truth: pd.DataFrame | None = None,
     provenance: Mapping[str, Any] | None = None,
+    processing: Mapping[str, Any] | None = None,
     command: str | None = None,
     measure: str | None = None,
     endpoints: Sequence[str] = ENDPOINTS,
@@ -470,6 +471,9 @@ def build_report(
     agreement : gating-vs-clustering agreement table; clustering_images : name -> PNG.
     truth : for simulated cohorts, the known change per population beside the measured one.
     provenance : template, transforms, compensation, settings (rendered as given).
+    processing : per file, the compensation and transforms applied before gating, as
+        `GateResults.provenance()` or ``provenance.json`` gives them (a per-file table,
+        with the per-channel transform parameters below it).
     command : the command line that produced the results.
     measure : the measure the headline and figures use (default: the first compared).
     endpoints : populations the headline leads with (default Treg, Th17, B, NK).
@@ -606,6 +610,7 @@ def build_report(
             pv += f"<details><summary>{label}</summary>{_dict_block(v)}</details>"
         else:
             pv += f"<h3>{label}</h3>" + _table(frame)
+    pv += _processing_section(processing)
     fg = _as_frame(fitted_gates)
     if fg is not None and len(fg):
         pv += "<h3>Fitted gates per file</h3>" + (
@@ -626,6 +631,31 @@ def build_report(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out, doc)
+
+
+def _processing_section(processing: Mapping[str, Any] | None) -> str:
+    """Per file: compensation source and transforms with parameters (from provenance)."""
+    if not processing:
+        return ""
+    from immunoprofile.gating.run import provenance_table, transform_table
+
+    per_file = provenance_table(dict(processing))
+    if per_file.empty:
+        return ""
+    per_channel = transform_table(dict(processing))
+    html = (
+        "<h3>Per-file processing: compensation and transforms</h3>"
+        "<p>What each file went through before gating: the spillover matrix's source and "
+        "how many detectors it compensated, and the transforms applied (channels grouped by "
+        "identical parameters; Gating-ML 2.0 parameterisation).</p>"
+        + _table(per_file.drop(columns=["file"]))
+    )
+    if len(per_channel):
+        html += (
+            f"<details><summary>Transform parameters per channel ({len(per_channel)} rows)"
+            f"</summary>{_table(per_channel, max_rows=5000)}</details>"
+        )
+    return html
 
 
 # --- from a results directory -----------------------------------------------------------
@@ -719,8 +749,8 @@ def report_from_dir(
 
     Looks for (each optional except a population table or a comparison):
     ``run.json`` (provenance), ``gating/`` or the directory itself for
-    ``populations.csv``, ``qc*.csv``, ``errors*.csv``, ``fitted_gates*.csv|json`` and
-    ``plots/*.png``; ``comparison/`` (or the directory) for a saved `Comparison` (computed
+    ``populations.csv``, ``qc*.csv``, ``errors*.csv``, ``fitted_gates*.csv|json``,
+    ``provenance.json`` and ``plots/*.png``; ``comparison/`` (or the directory) for a saved `Comparison` (computed
     from the population table when absent); ``clustering/agreement*.csv`` and
     ``clustering/*.png``; ``truth_check.csv``. The report is written to ``out`` or
     ``DIR/report.html``.
@@ -780,6 +810,9 @@ def report_from_dir(
     cl_imgs = _images(cldir / "plots" if (cldir / "plots").is_dir() else cldir, limit=6)
     truth = _read_csv(d / "truth_check.csv")
     files_prov = _read_csv(gdir / "file_provenance.csv", dtype={"fcs_version": str, "date": str})
+    processing = None
+    if (gdir / "provenance.json").is_file():
+        processing = json.loads((gdir / "provenance.json").read_text(encoding="utf-8"))
     prov = {k: v for k, v in run.items() if k not in ("baseline", "followup")}
     if files_prov is not None:
         prov["files: acquisition and compensation source"] = files_prov
@@ -798,6 +831,7 @@ def report_from_dir(
         clustering_images=cl_imgs,
         truth=truth,
         provenance=prov,
+        processing=processing,
         command=command,
         measure=measure,
     )

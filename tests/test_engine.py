@@ -179,3 +179,31 @@ def test_missing_marker_names_the_template_population():
     }
     with pytest.raises(MarkerNotFoundError, match=r"population T: marker 'CD33' not found"):
         apply_template(s, bad)
+
+
+def test_provenance_lists_compensation_and_transforms_applied():
+    """The spillover of the file (parsed here from its keyword text, independently) and the
+    default transforms with their parameters, without touching events."""
+    from immunoprofile.simulate import simulate_sample
+
+    raw, _ = simulate_sample(events=3000, seed=4)
+    res = apply_template(raw, "tregs")
+    prov = res.provenance
+    text = raw.keywords["$SPILLOVER"].split(",")
+    k = int(text[0])
+    names, values = text[1 : k + 1], np.array(text[k + 1 :], dtype=float).reshape(k, k)
+    comp = prov["compensation"]
+    assert comp["detectors"] == [n.strip() for n in names]
+    np.testing.assert_allclose(comp["matrix"], values, rtol=1e-12)
+    assert "$SPILLOVER" in comp["source"]
+    tr = prov["transforms"]
+    # defaults: logicle(T=$PnR, W=0.5, M=4.5, A=0) for fluorescence, linear for scatter
+    assert tr["PE-A"] == {"type": "logicle", "t": 262144.0, "w": 0.5, "m": 4.5, "a": 0.0}
+    assert tr["FSC-A"]["type"] == "linear" and tr["FSC-A"]["t"] == 262144.0
+    assert "Time" not in tr
+    assert prov["markers"]["CD25"] == "PE-A" and prov["markers"]["CD3"] == "BUV395-A"
+    assert prov["steps"][-2:] == ["compensate", "transform"]
+    # already on the analysis scale and gated with transforms=None: nothing recorded
+    s, *_ = hand_sample()
+    p2 = apply_template(s, TEMPLATE).provenance
+    assert p2["compensation"] is None and p2["transforms"] is None and p2["read"] is None

@@ -491,3 +491,45 @@ def test_cli_mixed_batch_loses_nothing(fcs_cohort, tmp_path):
     ]  # fmt: skip
     assert samples["events"].iloc[: len(files)].tolist() == [4000] * len(files)
     assert "4000.0" not in (out / "samples.csv").read_text()
+
+
+def test_provenance_per_sample_written_and_tabulated(tmp_path):
+    """Compensation source and transforms per file: on the result, in provenance.json, in
+    the per-file and per-channel tables; identical from worker processes."""
+    from immunoprofile.simulate import simulate_sample
+
+    samples = []
+    for i, (p, v) in enumerate([("P01", "baseline"), ("P01", "week24")]):
+        s, _ = simulate_sample(events=3000, seed=10 + i)
+        s.name = f"{p}_{v}"
+        samples.append(s)
+    res = run.gate(samples, "tregs")
+    prov = res.provenance()
+    assert list(prov) == ["P01_baseline", "P01_week24"]
+    one = prov["P01_week24"]
+    assert one["transforms"]["FITC-A"]["type"] == "logicle"
+    assert len(one["compensation"]["matrix"]) == len(one["compensation"]["detectors"]) == 20
+    assert prov == run.gate(samples, "tregs", jobs=2).provenance()
+    res.write(tmp_path)
+    back = json.loads((tmp_path / "provenance.json").read_text())
+    assert back["template"] == "tregs" and back["samples"] == prov
+    table = res.provenance_table()
+    assert list(table.columns) == list(run.PROVENANCE_COLUMNS)
+    assert table["detectors"].tolist() == [20, 20]
+    assert table["transforms"].iloc[0] == (
+        "linear(t=262144, a=0) on FSC-A, FSC-H, SSC-A, SSC-H; "
+        "logicle(t=262144, w=0.5, m=4.5, a=0) on 20 channels"
+    )
+    per_channel = run.transform_table(back).set_index(["sample", "channel"])
+    assert len(per_channel) == 2 * 24
+    assert per_channel.loc[("P01_baseline", "PE-A"), "marker"] == "CD25"
+    assert per_channel.loc[("P01_baseline", "PE-A"), "parameters"] == "t=262144, w=0.5, m=4.5, a=0"
+
+
+def test_provenance_of_uncompensated_untransformed_files(fcs_cohort):
+    d, files, tpl, bad = fcs_cohort
+    res = run.gate([*files[:2], bad], tpl)
+    table = res.provenance_table()
+    assert table["sample"].tolist() == [Path(f).stem for f in files[:2]]
+    assert (table["compensation"] == "none").all() and (table["transforms"] == "none").all()
+    assert table["fcs_version"].tolist() == ["3.1", "3.1"]

@@ -218,3 +218,52 @@ def test_demo_recovers_known_effect(tmp_path):
     for row in ep.itertuples():
         assert f"{row.hl_ci_low:+.2f} to {row.hl_ci_high:+.2f}" in html
     assert "2/128 = 0.0156" in html
+
+
+def test_report_lists_per_file_compensation_and_transforms(tmp_path):
+    """provenance.json of a `gate` folder becomes the per-file processing table."""
+    d = tmp_path / "res"
+    d.mkdir()
+    population_table(3).to_csv(d / "populations.csv", index=False)
+    logicle = {"type": "logicle", "t": 262144.0, "w": 0.5, "m": 4.5, "a": 0.0}
+    samples = {
+        "P01_baseline": {
+            "file": "cohort/P01_baseline.fcs",
+            "patient": "P01",
+            "visit": "baseline",
+            "read": {"file": "cohort/P01_baseline.fcs", "version": "3.1"},
+            "compensation": {
+                "source": "$SPILLOVER of cohort/P01_baseline.fcs",
+                "detectors": ["PE-A", "APC-A"],
+                "matrix": [[1.0, 0.1], [0.0, 1.0]],
+            },
+            "transforms": {
+                "FSC-A": {"type": "linear", "t": 262144.0, "a": 0.0},
+                "PE-A": logicle,
+                "APC-A": dict(logicle, w=0.87),
+            },
+            "markers": {"CD25": "PE-A", "FSC-A": "FSC-A"},
+        },
+        "P01_week24": {
+            "file": "cohort/P01_week24.fcs",
+            "patient": "P01",
+            "visit": "week24",
+            "compensation": None,
+            "transforms": None,
+        },
+    }
+    (d / "provenance.json").write_text(json.dumps({"template": "t", "samples": samples}))
+    html = report_from_dir(d, baseline="baseline", followup=["week24"]).read_text()
+    text = _text(html)
+    assert "Per-file processing: compensation and transforms" in text
+    assert "$SPILLOVER of cohort/P01_baseline.fcs" in text
+    assert (
+        "linear(t=262144, a=0) on FSC-A; logicle(t=262144, w=0.5, m=4.5, a=0) on PE-A; "
+        "logicle(t=262144, w=0.87, m=4.5, a=0) on APC-A"
+    ) in text
+    assert "Transform parameters per channel (3 rows)" in text
+    section = text[text.index("Per-file processing") :]
+    assert re.search(r"P01_week24\s+P01\s+week24\s+none\s+0\s+none", section)
+    # without provenance.json, no such section
+    (d / "provenance.json").unlink()
+    assert "Per-file processing" not in report_from_dir(d, followup=["week24"]).read_text()

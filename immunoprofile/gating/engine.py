@@ -42,6 +42,7 @@ class GatingResult:
         ``channels`` (the columns the dims resolved to).
     qc : list of ``{"population", "flag", "detail"}``; flags are ``too_few_events``,
         ``fallback`` (an adaptive gate used its default position) and ``off_scale``.
+    provenance : (property) compensation and transforms applied, with their parameters.
     """
 
     sample: Sample
@@ -76,6 +77,49 @@ class GatingResult:
             self.template.reference_population,
         )
         return pd.DataFrame(cols, columns=list(TABLE_COLUMNS))
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What was done to the sample before gating, read from its history (no event work).
+
+        Returns a JSON-ready dict: ``read`` (file, dataset, FCS version, or None for an
+        in-memory sample), ``compensation`` (``source``, ``detectors`` and the spillover
+        ``matrix`` of the compensation in effect, or None), ``transforms`` (channel ->
+        transform ``type`` and parameters, or None), ``markers`` (each template marker ->
+        the channel it resolved to) and ``steps`` (the history's step names, in order).
+        """
+        read = comp = trans = None
+        steps = []
+        for h in self.sample.history:
+            if not isinstance(h, dict):
+                continue
+            step = h.get("step")
+            steps.append(step)
+            if step == "read":
+                read = {k: h.get(k) for k in ("file", "dataset", "version", "scale")}
+            elif step == "compensate":
+                comp = {
+                    "source": h.get("source"),
+                    "detectors": list(h.get("detectors") or []),
+                    "matrix": [list(map(float, row)) for row in h.get("matrix") or []],
+                }
+            elif step == "decompensate":
+                comp = None
+            elif step == "transform":
+                trans = {str(k): dict(v) for k, v in (h.get("channels") or {}).items()}
+            elif step == "inverse_transform":
+                trans = None
+        markers: dict[str, str] = {}
+        for rec in self.fitted.values():
+            for dim, ch in zip(rec.get("dims") or (), rec.get("channels") or ()):
+                markers.setdefault(str(dim), str(ch))
+        return {
+            "read": read,
+            "compensation": comp,
+            "transforms": trans,
+            "markers": markers,
+            "steps": steps,
+        }
 
     def __repr__(self) -> str:
         return (

@@ -81,6 +81,7 @@ class FileOutcome:
     reference: str | None = "lymphocytes"
     fitted: dict[str, Any] = field(default_factory=dict)
     qc: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
     keywords: dict[str, str] | None = None
     plot: str | None = None
     seconds: float = 0.0
@@ -115,6 +116,7 @@ def _outcome_from_result(out: FileOutcome, res: Any, template: Any) -> None:
     out.reference = getattr(template, "reference_population", "lymphocytes")
     out.fitted = jsonable(dict(res.fitted))
     out.qc = [jsonable(dict(q)) for q in res.qc]
+    out.provenance = jsonable(dict(getattr(res, "provenance", None) or {}))
 
 
 def _gate_one(
@@ -296,6 +298,26 @@ class GateResults:
                 }
         return out
 
+    def provenance(self) -> dict[str, Any]:
+        """Per sample, what was done before gating, JSON-ready: ``{sample: {file, patient,
+        visit, read, compensation, transforms, markers, steps}}`` (see
+        `GatingResult.provenance`; compensation carries the spillover matrix used)."""
+        out: dict[str, Any] = {}
+        for ident, o in zip(self.identities, self.outcomes):
+            if o.ok:
+                out[ident.sample] = {
+                    "file": ident.file,
+                    "patient": ident.patient,
+                    "visit": ident.visit,
+                    **o.provenance,
+                }
+        return out
+
+    def provenance_table(self) -> pd.DataFrame:
+        """One row per gated file: compensation source and the transforms applied, with
+        their parameters (see `provenance_table`)."""
+        return provenance_table(self.provenance())
+
     # --- one sample, again ---------------------------------------------------------------
 
     def result(self, sample: str) -> Any:
@@ -327,7 +349,8 @@ class GateResults:
         """Write every output into ``out_dir``, each file atomically.
 
         ``populations.csv``, ``populations.parquet``, ``populations_<visit>.csv``,
-        ``populations.xlsx``, ``gates.json``, ``qc.csv``, ``errors.csv``, ``samples.csv``.
+        ``populations.xlsx``, ``gates.json``, ``provenance.json``, ``qc.csv``,
+        ``errors.csv``, ``samples.csv``.
         """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -340,10 +363,104 @@ class GateResults:
         written.append(
             atomic_write(out_dir / "gates.json", lambda p: p.write_text(text, encoding="utf-8"))
         )
+        prov = json.dumps(
+            {"template": _template_name(self.template), "samples": self.provenance()},
+            indent=1,
+            allow_nan=False,
+        )
+        written.append(
+            atomic_write(
+                out_dir / "provenance.json", lambda p: p.write_text(prov, encoding="utf-8")
+            )
+        )
         written.append(write_csv(self.qc(), out_dir / "qc.csv"))
         written.append(write_csv(self.errors(), out_dir / "errors.csv"))
         written.append(write_csv(self.summary(), out_dir / "samples.csv"))
         return written
+
+
+# --- provenance tables ------------------------------------------------------------------
+
+PROVENANCE_COLUMNS = (
+    "sample", "patient", "visit", "file", "fcs_version", "compensation", "detectors",
+    "transforms",
+)  # fmt: skip
+TRANSFORM_COLUMNS = ("sample", "channel", "marker", "transform", "parameters")
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    """``t=262144, w=0.5, m=4.5, a=0`` (the parameters of a transform, type left out)."""
+    parts = []
+    for k, v in params.items():
+        if k == "type":
+            continue
+        parts.append(f"{k}={v:.6g}" if isinstance(v, int | float) else f"{k}={v}")
+    return ", ".join(parts)
+
+
+def _transform_summary(transforms: dict[str, Any] | None) -> str:
+    """Channels grouped by identical transform: ``logicle(t=..., w=...) on 20 channels;
+    linear(t=262144, a=0) on FSC-A, FSC-H``."""
+    if not transforms:
+        return "none"
+    groups: dict[str, list[str]] = {}
+    for ch, params in transforms.items():
+        params = params if isinstance(params, dict) else {"type": str(params)}
+        key = f"{params.get('type', '?')}({_params_text(params)})"
+        groups.setdefault(key, []).append(ch)
+    return "; ".join(
+        f"{k} on {', '.join(chs) if len(chs) <= 4 else f'{len(chs)} channels'}"
+        for k, chs in groups.items()
+    )
+
+
+def provenance_table(provenance: dict[str, Any]) -> pd.DataFrame:
+    """One row per file from `GateResults.provenance` (or ``provenance.json``, with or
+    without its ``{"template", "samples"}`` wrapper): FCS version, compensation source,
+    number of compensated detectors, and the transforms grouped by parameter set."""
+    samples = provenance.get("samples", provenance) if isinstance(provenance, dict) else {}
+    rows = []
+    for sample, info in samples.items():
+        if not isinstance(info, dict):
+            continue
+        comp = info.get("compensation") or {}
+        read = info.get("read") or {}
+        rows.append(
+            {
+                "sample": sample,
+                "patient": info.get("patient", ""),
+                "visit": info.get("visit", ""),
+                "file": info.get("file", ""),
+                "fcs_version": str(read.get("version") or ""),
+                "compensation": comp.get("source") or "none",
+                "detectors": len(comp.get("detectors") or []),
+                "transforms": _transform_summary(info.get("transforms")),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(PROVENANCE_COLUMNS))
+
+
+def transform_table(provenance: dict[str, Any]) -> pd.DataFrame:
+    """One row per file x transformed channel: the template marker gated on it (if any),
+    the transform type and its parameters."""
+    samples = provenance.get("samples", provenance) if isinstance(provenance, dict) else {}
+    rows = []
+    for sample, info in samples.items():
+        if not isinstance(info, dict):
+            continue
+        marker_of = {ch: m for m, ch in (info.get("markers") or {}).items() if m != ch}
+        for ch, params in (info.get("transforms") or {}).items():
+            params = params if isinstance(params, dict) else {"type": str(params)}
+            rows.append(
+                {
+                    "sample": sample,
+                    "channel": ch,
+                    "marker": marker_of.get(ch, ""),
+                    "transform": params.get("type", ""),
+                    "parameters": _params_text(params),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(TRANSFORM_COLUMNS))
 
 
 def _template_name(template: Any) -> str:
@@ -593,4 +710,11 @@ def gate(
     )
 
 
-__all__ = ["FileOutcome", "GateResults", "gate", "jsonable"]
+__all__ = [
+    "FileOutcome",
+    "GateResults",
+    "gate",
+    "jsonable",
+    "provenance_table",
+    "transform_table",
+]
