@@ -131,3 +131,40 @@ def test_count_at_or_below_equals_searchsorted():
         y = np.r_[rng.normal(0, 2, 50_000), u, np.nextafter(u, -np.inf), np.nextafter(u, np.inf)]
         np.testing.assert_array_equal(_count_at_or_below(u, y), np.searchsorted(u, y, side="right"))
     assert _count_at_or_below(np.array([1.0]), np.array([0.0, 1.0, 2.0])).tolist() == [0, 1, 1]
+
+
+def test_cell_grid_polygon_mask_is_exact():
+    """The cell-grid path (many vertices, many events) gives the definition's mask, also
+    for events on vertices and edges, in a narrow band along the edges, non-finite events,
+    and a polygon far from the origin (where float32 cell indices would be too coarse)."""
+    from immunoprofile.gating.gates import _polygon_mask_cells, _polygon_odd_pairs
+
+    rng = np.random.default_rng(11)
+    k = 300
+    t = np.sort(rng.uniform(0, 2 * np.pi, k))
+    r = 1 + 0.5 * rng.random(k)
+    verts = np.c_[r * np.cos(t), r * np.sin(t)]
+    verts[::7] = np.round(verts[::7] * 64) / 64  # some vertices exactly on float32 values
+    n = 60_000
+    x = rng.uniform(-1.7, 1.7, n).astype(np.float32)
+    y = rng.uniform(-1.7, 1.7, n).astype(np.float32)
+    # events on vertices, on edge midpoints and within a hair of the edges
+    m = len(verts)
+    mid = 0.5 * (verts + np.roll(verts, -1, axis=0))
+    x[:m], y[:m] = verts[:, 0], verts[:, 1]
+    x[m : 2 * m], y[m : 2 * m] = mid[:, 0], mid[:, 1]
+    jitter = rng.normal(0, 1e-6, (m, 2))
+    x[2 * m : 3 * m], y[2 * m : 3 * m] = (mid + jitter).T
+    x[3 * m : 3 * m + 4] = [np.nan, np.inf, -np.inf, 0.0]
+    y[3 * m : 3 * m + 4] = [0.0, 0.0, 0.0, np.nan]
+    for offset in (0.0, 3.0, 1e7):
+        vv = verts + offset
+        xx, yy = x + np.float32(offset), y + np.float32(offset)
+        want = _polygon_parity_reference(vv, xx, yy)
+        got = PolygonGate(("a", "b"), tuple(map(tuple, vv))).mask([xx, yy])
+        np.testing.assert_array_equal(got, want)
+        assert 0.2 * n < got.sum() < 0.8 * n
+        np.testing.assert_array_equal(
+            _polygon_odd_pairs(vv, xx[:5000].astype(float), yy[:5000].astype(float)), want[:5000]
+        )
+    assert _polygon_mask_cells(verts + 1e7, x + np.float32(1e7), y) is None  # too coarse

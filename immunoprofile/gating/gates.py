@@ -156,31 +156,143 @@ class PolygonGate(Gate):
     def mask(self, columns: Sequence[np.ndarray]) -> np.ndarray:
         x, y = columns
         v = np.asarray(self.vertices, dtype=np.float64)
-        # bounding box first: most events are far from a small gate
-        inside_box = (
-            (x >= v[:, 0].min())
-            & (x <= v[:, 0].max())
-            & (y >= v[:, 1].min())
-            & (y <= v[:, 1].max())
-        )
-        idx = np.flatnonzero(inside_box)
-        xs = x[idx].astype(np.float64)
-        ys = y[idx].astype(np.float64)
-        n = len(v)
-        if n > _SORTED_POLYGON_MIN_VERTICES:
-            odd = _polygon_odd_sorted(v, xs, ys)
-        else:
-            odd = np.zeros(len(idx), dtype=bool)
-            for i in range(n):
-                x1, y1 = v[i]
-                x2, y2 = v[(i + 1) % n]
-                if y1 == y2:
-                    continue
-                crosses = (y1 > ys) != (y2 > ys)
-                odd ^= crosses & _left_of_edge(xs, ys, x1, y1, x2, y2)
-        out = np.zeros(len(x), dtype=bool)
-        out[idx[odd]] = True
-        return out
+        if len(x) >= _CELL_MIN_EVENTS and len(v) > _SORTED_POLYGON_MIN_VERTICES:
+            out = _polygon_mask_cells(v, x, y)
+            if out is not None:
+                return out
+        return _polygon_mask_exact(v, x, y)
+
+
+def _polygon_mask_exact(v: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Even-odd test of every event (the definition, in float64)."""
+    # bounding box first: most events are far from a small gate
+    inside_box = (
+        (x >= v[:, 0].min()) & (x <= v[:, 0].max()) & (y >= v[:, 1].min()) & (y <= v[:, 1].max())
+    )
+    idx = np.flatnonzero(inside_box)
+    xs = x[idx].astype(np.float64)
+    ys = y[idx].astype(np.float64)
+    n = len(v)
+    if n > _SORTED_POLYGON_MIN_VERTICES:
+        odd = _polygon_odd_sorted(v, xs, ys)
+    else:
+        odd = np.zeros(len(idx), dtype=bool)
+        for i in range(n):
+            x1, y1 = v[i]
+            x2, y2 = v[(i + 1) % n]
+            if y1 == y2:
+                continue
+            crosses = (y1 > ys) != (y2 > ys)
+            odd ^= crosses & _left_of_edge(xs, ys, x1, y1, x2, y2)
+    out = np.zeros(len(x), dtype=bool)
+    out[idx[odd]] = True
+    return out
+
+
+# Large event sets are classified through a grid of cells over the polygon's bounding box
+# (a cell is inside, outside or near an edge); only events in cells near an edge get the
+# exact test. Exact: a cell is "pure" only when no edge passes within two cells of it.
+_CELL_MIN_EVENTS = 20_000
+_CELL_GRID = 256  # cells per axis across the bounding box
+
+
+def _polygon_mask_cells(v: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """The even-odd mask of ``_polygon_mask_exact``, computed through a cell grid.
+
+    The bounding box is cut into ``G x G`` cells (plus one margin cell on each side, which
+    holds everything beyond the box). Cells within two cells of an edge are "boundary";
+    every other cell lies in a connected region no edge crosses, whose class is the exact
+    test of one cell centre per region. An event costs a few float32 operations and one
+    table look-up; events of boundary cells get the exact test. The two-cell margin covers
+    both the edge rasterisation (samples every half cell) and float32 rounding of the cell
+    index (checked below to be under a quarter cell, else None: use the exact test)."""
+    from scipy import ndimage
+
+    g = _CELL_GRID
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    width = hi - lo
+    if not (np.all(width > 0) and np.all(np.isfinite(width))):
+        return None
+    scale = g / width
+    # rounding of (x - lo) * scale in float32, in cells, for events near the box
+    if float(np.max(2.0 * np.maximum(np.abs(lo), np.abs(hi)) * scale)) * 2.0**-22 > 0.25:
+        return None
+    # boundary cells: samples every half cell along each edge, dilated by two cells
+    a = (v - lo) * scale + 1.0
+    b = np.roll(a, -1, axis=0)
+    steps = np.ceil(2.0 * np.abs(b - a).max(axis=1)).astype(np.intp) + 2  # both ends
+    e = np.repeat(np.arange(len(a)), steps)
+    t = (np.arange(len(e)) - np.repeat(np.cumsum(steps) - steps, steps)) / (steps[e] - 1.0)
+    pts = a[e] + t[:, None] * (b[e] - a[e])
+    m = g + 2
+    cells = np.clip(pts.astype(np.intp), 0, m - 1)
+    near = np.zeros((m, m), dtype=bool)  # [row = y cell, column = x cell]
+    near[cells[:, 1], cells[:, 0]] = True
+    near = ndimage.binary_dilation(near, structure=np.ones((5, 5), dtype=bool))
+    # class of every pure region from one of its cells' centres
+    labels, n_regions = ndimage.label(~near)
+    code = np.full(m * m, 2, dtype=np.uint8)
+    if n_regions:
+        flat = labels.ravel()
+        label, first = np.unique(flat, return_index=True)  # one cell per region
+        first = first[label > 0]
+        cy, cx = np.divmod(first, m)
+        centre_x = lo[0] + (cx - 0.5) / scale[0]
+        centre_y = lo[1] + (cy - 0.5) / scale[1]
+        inside = _polygon_odd_pairs(v, centre_x, centre_y)
+        region_code = np.concatenate([[2], inside.astype(np.uint8)])
+        code = region_code[flat]
+    # cell of every event (float32 arithmetic; NaN -> margin cell 0)
+    ix = _cell_index(x, lo[0], scale[0], g)
+    iy = _cell_index(y, lo[1], scale[1], g)
+    iy *= m
+    iy += ix
+    ev_code = code[iy]
+    out = ev_code == 1
+    near_idx = np.flatnonzero(ev_code == 2)
+    if len(near_idx):
+        xs = x[near_idx].astype(np.float64)
+        ys = y[near_idx].astype(np.float64)
+        out[near_idx] = _polygon_odd_pairs(v, xs, ys)
+    return out
+
+
+def _polygon_odd_pairs(v: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Even-odd parity of each (float64) event, for a modest number of events: every
+    (edge, event) pair whose event lies in the edge's half-open y-range is listed at once
+    (events sorted by y, one ``searchsorted`` per edge end) and tested with
+    `_left_of_edge`'s arithmetic; the parity is the count of passing pairs per event, mod 2.
+    The same result as the plain loop, with no Python loop over the edges."""
+    m = len(xs)
+    if m == 0:
+        return np.zeros(0, dtype=bool)
+    x1, y1 = v[:, 0], v[:, 1]
+    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+    keep = y1 != y2
+    x1, y1, x2, y2 = x1[keep], y1[keep], x2[keep], y2[keep]
+    order = np.argsort(ys, kind="stable")
+    ys_s = ys[order]
+    lo = np.searchsorted(ys_s, np.minimum(y1, y2), side="left")
+    hi = np.searchsorted(ys_s, np.maximum(y1, y2), side="left")  # min <= y < max
+    counts = hi - lo
+    edge = np.repeat(np.arange(len(x1)), counts)
+    pos = np.arange(len(edge)) - np.repeat(np.cumsum(counts) - counts - lo, counts)
+    ev = order[pos]
+    ex1, ey1, ex2, ey2 = x1[edge], y1[edge], x2[edge], y2[edge]
+    cross = (ex2 - ex1) * (ys[ev] - ey1) - (xs[ev] - ex1) * (ey2 - ey1)
+    left = np.where(ey2 > ey1, cross > 0, cross < 0)
+    return (np.bincount(ev[left], minlength=m) & 1).astype(bool)
+
+
+def _cell_index(x: np.ndarray, lo: float, scale: float, g: int) -> np.ndarray:
+    """Cell index 0 .. g + 1 of each value (1 .. g inside [lo, lo + g / scale])."""
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+    t = np.subtract(x, dtype.type(lo), dtype=dtype)
+    t *= dtype.type(scale)
+    np.fmax(t, -1.0, out=t)  # NaN -> -1
+    np.fmin(t, float(g), out=t)
+    t += 1.0
+    return t.astype(np.intp)
 
 
 # Polygons with more vertices than this (density contours, e.g. a fitted lymphocyte gate
