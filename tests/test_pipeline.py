@@ -57,5 +57,11 @@ def test_cli_run_from_config_tiny_cohort(tmp_path):
     assert "cells_per_ul" in set(st["measure"])  # the samplesheet gives lymphocytes_per_ul
     html = (out / "report.html").read_text()
     assert "2/8 = 0.2500" in html and "immune_profile" in html
+    # per-file processing from gating/provenance.json, and parent "root" in every table
+    assert "Per-file processing: compensation and transforms" in html
+    assert html.count("$SPILLOVER of ") >= 6
+    pop = pd.read_csv(out / "gating" / "populations.csv")
+    assert set(pop.loc[pop["population"] == "lymphocytes", "parent"]) == {"root"}
+    assert pop["parent"].notna().all()
     bad = CliRunner().invoke(main, ["run", str(tmp_path / "missing.fcs"), "--out", str(out)])
     assert bad.exit_code == 1 and "not found" in bad.output

@@ -796,7 +796,7 @@ def _sample_gates_table(
                 {
                     "sample": ident.sample,
                     "population": p,
-                    "parent": b or "",
+                    "parent": b or ROOT,
                     "type": f.get("method") or f.get("type", ""),
                     "position": _gate_position(f),
                     "fallback": bool(f.get("fallback", False)),
