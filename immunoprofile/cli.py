@@ -804,7 +804,8 @@ def run_cmd(
     click.echo(f"report: {result.report}")
     if result.n_failed:
         click.secho(
-            f"{result.n_failed} file(s) failed; see {result.out}/gating/errors.csv",
+            f"{result.n_failed} of {result.n_files} file(s) failed; "
+            f"see {result.out}/gating/errors.csv",
             fg="red",
             err=True,
         )

@@ -320,7 +320,13 @@ def _cohort_matrix(
         for r in g.itertuples(index=False):
             name = getattr(r, "sample", "")
             ev = getattr(r, ev_col) if ev_col else None
-            parts.append(f"{name}" + (f" ({int(ev):,} events)" if ev is not None else ""))
+            status = getattr(r, "status", "ok")
+            if isinstance(status, str) and status not in ("", "ok"):
+                parts.append(f"{name} (failed: {status})")  # no events: not gated
+            elif ev is not None and pd.notna(ev):
+                parts.append(f"{name} ({int(ev):,} events)")
+            else:
+                parts.append(f"{name}")
         return "; ".join(parts)
 
     rows = {}

@@ -65,3 +65,26 @@ def test_cli_run_from_config_tiny_cohort(tmp_path):
     assert pop["parent"].notna().all()
     bad = CliRunner().invoke(main, ["run", str(tmp_path / "missing.fcs"), "--out", str(out)])
     assert bad.exit_code == 1 and "not found" in bad.output
+
+
+def test_cli_run_goes_on_past_a_bad_file(tmp_path):
+    """A non-FCS file among good ones: gated, compared and reported without it; the
+    report names it as failed; exit status 1 with the count of failures."""
+    from immunoprofile.simulate import simulate_cohort
+
+    simulate_cohort(tmp_path / "c", patients=2, visits=("baseline", "week24"), events=2000)
+    (tmp_path / "c" / "P03_baseline.fcs").write_text("not an FCS file\n")
+    files = sorted(str(p) for p in (tmp_path / "c").glob("*.fcs"))
+    out = tmp_path / "res"
+    r = CliRunner().invoke(
+        main,
+        ["run", *files, "--pattern", r"(?P<patient>P\d+)_(?P<visit>\w+)\.fcs",
+         "--template", "tregs", "--out", str(out), "--quiet", "--no-cluster"],
+    )  # fmt: skip
+    assert r.exit_code == 1, r.output
+    assert "1 of 5 file(s) failed" in r.output
+    err = pd.read_csv(out / "gating" / "errors.csv")
+    assert err["error_type"].tolist() == ["NotFCSError"]
+    html = (out / "report.html").read_text()
+    assert "P03_baseline (failed: NotFCSError)" in html
+    assert "P01_baseline (2,000 events)" in html
