@@ -5,8 +5,8 @@ baseline/week24): the default one (``drift=1``) and a drifted one (``drift=2``, 
 day-to-day instrument drift). Each is clustered twice with `immunoprofile.cluster`
 (10x10 SOM, 20 metaclusters, seed 0, default phenotype rules; each cluster's phenotype
 decided by the gates the ``immune_profile`` template fitted to each sample, the rules'
-pooled cuts where no gate applies; subsets of Treg, B and NK, which a 10x10 map gives
-only a few nodes, named per event):
+pooled cuts where no gate applies; sub-populations the nodes do not resolve, as
+transitional B cells and naive/memory Treg, named per event by their gates):
 
 * ``pipeline``: pre-gated on the ``live`` population of the built-in ``immune_profile``
   template (the way a user runs it), so pre-gating errors are included;
@@ -166,6 +166,7 @@ def run_cohort(label: str, drift: float, events: int, patients: int, folder: Pat
     out["agreement"] = agree[agree["population"].isin(REPORTED)].reset_index(drop=True)
     out["simulate_s"] = sim_s
     out["unassigned_nodes"] = int((res.naming.names == "unassigned").sum())
+    out["resolution"] = res.resolution
     return out
 
 
@@ -191,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         "events per file, 10x10 SOM, 20 metaclusters, seed 0. Populations are named by the "
         "default phenotype rules at node level, each node's phenotype decided by the gates "
         "the `immune_profile` template fitted to each sample (share of the node's events "
-        "inside each sample's gate; the rules' pooled cuts where no gate applies); the "
-        "children of populations made of fewer than 20 % of the nodes (Treg, B and NK "
-        "subsets) are named per event by their gate. Errors are clustering minus truth in "
+        "inside each sample's gate; the rules' pooled cuts where no gate applies); where "
+        "the nodes do not resolve a parent's children (F1 of node vs event naming below "
+        "0.95, see `resolution` below) they are named per event by their gates. Errors "
+        "are clustering minus truth in "
         "percentage points of the parent population, over all files. ARI: lineage from "
         "cluster names vs true lineage (CD4 T, CD8 T, other T, B, NK, other) over the "
         "clustered events.\n",
@@ -225,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         parts.append("\n### Gated vs clustered (pipeline), per population across files\n")
         parts.append(_md(r["agreement"]) + "\n")
         parts.append(f"\nUnassigned SOM nodes: {r['unassigned_nodes']} of 100.\n")
+        parts.append(
+            "\n### Resolution (pipeline): F1 of naming by node vs by the events' own gate, "
+            "within the parent; level used\n"
+        )
+        parts.append(_md(r["resolution"], ".3f") + "\n")
     parts.append(f"\nTargets missed: {failures}.\n")
     text = "\n".join(parts)
     print(text)

@@ -40,11 +40,16 @@ def _errors(res, truths, population):
 
 def test_small_subsets_named_per_event(gated):
     res, truths = gated
-    # Treg, B and NK are a few SOM nodes each: their subsets are named per event
-    for pop in ("Treg_naive", "Treg_memory", "B_transitional", "B_naive", "NK_CD56bright"):
-        assert pop in res.event_level
-    for pop in ("T", "CD4", "CD8", "Treg", "B", "NK"):
-        assert pop not in res.event_level
+    # the nodes do not resolve transitional B (no node of its own) nor naive/memory Treg
+    # (mixed in the few Treg nodes): those parents' children are named per event
+    rs = res.resolution.set_index("population")
+    assert rs.loc["B_transitional", "f1"] < 0.5 and rs.loc["Treg_naive", "f1"] < 0.95
+    for pop in ("Treg_naive", "Treg_memory", "Treg_FOXP3", "B_transitional", "B_naive"):
+        assert pop in res.event_level and rs.loc[pop, "level"] == "event"
+    # lineages are resolved by the nodes and named per node
+    for pop in ("CD4", "CD8", "Treg", "B", "NK"):
+        assert pop not in res.event_level and rs.loc[pop, "f1"] >= 0.95
+    assert set(res.event_level) == set(rs.index[rs["level"] == "event"])
     # transitional B cells (CD24hi CD38hi, ~5 % of B) get no node of their own; named per
     # event they are found (named per node they were 0 %)
     err = _errors(res, truths, "B_transitional")
@@ -98,7 +103,7 @@ def test_without_sample_gates_pooled_rules_still_name(gated):
     samples, _ = _cohort(1.0)
     plain = cluster(samples[:2], parent="live", template="immune_profile", seed=0,
                     n_resamples=10, subsample_per_sample=5000, sample_gates=False,
-                    event_level_below=0.0)  # fmt: skip
+                    min_cluster_f1=0.0)  # fmt: skip
     assert plain.sample_gates.empty and plain.event_level == []
     assert not plain.naming.shares
     names = set(plain.naming.names)

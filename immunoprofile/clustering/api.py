@@ -14,10 +14,11 @@ The steps (Van Gassen et al., 2015, adapted to a longitudinal cohort):
    With a template, every file is also gated by it, and each cluster's phenotype is
    decided from the gates fitted to each sample (the share of the cluster's events each
    sample's gate puts in the population), the rules' pooled cuts being the fallback;
-6. sub-populations of parents that only a few clusters make up (Treg, B and NK subsets
-   on a 10x10 map) are named per event: an event of the parent is in the subset when it
-   passes the subset's gate (its sample's fitted gate, or the rule's cuts), since whole
-   clusters cannot resolve what is smaller than a cluster.
+6. sub-populations the clusters do not resolve (transitional B cells get no node of
+   their own; naive and memory Treg share the few Treg nodes) are named per event: an
+   event of the parent is in the subset when it passes the subset's gate (its sample's
+   fitted gate, or the rule's cuts). Resolution is measured: the F1 agreement, within the
+   parent, of membership by cluster with the events' own gate.
 
 Memory: only the chosen marker columns of the (pre-gated) events are kept, one float32
 array per file, plus one int16 node label per event and, with per-sample gates, one
@@ -43,6 +44,7 @@ from immunoprofile.clustering.naming import (
     PhenotypeRule,
     event_membership,
     name_clusters,
+    own_gate,
 )
 from immunoprofile.clustering.som import SOM
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
@@ -204,13 +206,16 @@ class ClusterResult:
     embedding : DataFrame (``umap1``, ``umap2``, ``sample``, ``node``, ...) when UMAP was
         asked for.
     errors : files left out with ``on_error="skip"`` (``file, sample, error, message``).
-    event_level : populations named per event rather than per cluster (sub-populations
-        of parents made of few clusters), in rule order.
+    event_level : populations named per event rather than per cluster (the children of a
+        parent whose clusters do not resolve them), in rule order.
     event_bits : per file, a bit-field per clustered event (bit k: in ``event_level[k]``),
         or None when no population is named per event.
     sample_gates : the per-sample template gates used for naming, one row per file and
         population (``sample, population, parent, type, position, fallback``); empty
         without a template.
+    resolution : per population with a parent, how well the clusters resolve it (``f1``
+        of membership by cluster vs the events' own gate, within the parent) and whether
+        it was named per ``cluster`` or per ``event``.
     """
 
     markers: list[str]
@@ -232,6 +237,7 @@ class ClusterResult:
     errors: pd.DataFrame = field(default_factory=pd.DataFrame)
     event_level: list[str] = field(default_factory=list)
     event_bits: list[np.ndarray | None] = field(default_factory=list)
+    resolution: pd.DataFrame = field(default_factory=pd.DataFrame)
     sample_gates: pd.DataFrame = field(default_factory=pd.DataFrame)
     _cluster_of_node: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
@@ -376,8 +382,8 @@ class ClusterResult:
 
     def write(self, out_dir: str | os.PathLike) -> list[str]:
         """Write ``populations.csv`` (+ Parquet), ``metaclusters.csv``, ``thresholds.csv``,
-        ``unassigned.csv`` and (with per-sample gates) ``sample_gates.csv`` into
-        ``out_dir`` (atomically); returns the paths."""
+        ``unassigned.csv``, ``resolution.csv`` and (with per-sample gates)
+        ``sample_gates.csv`` into ``out_dir`` (atomically); returns the paths."""
         from pathlib import Path
 
         from immunoprofile.quantify import write_csv, write_parquet
@@ -396,6 +402,8 @@ class ClusterResult:
         ]
         if len(self.sample_gates):
             paths.append(write_csv(self.sample_gates, out / "sample_gates.csv"))
+        if len(self.resolution):
+            paths.append(write_csv(self.resolution, out / "resolution.csv"))
         if self.embedding is not None:
             paths.append(write_csv(self.embedding, out / "umap.csv"))
         if len(self.errors):
@@ -457,7 +465,7 @@ def cluster(
     n_resamples: int = 100,
     on_error: str = "raise",
     sample_gates: bool = True,
-    event_level_below: float = 0.2,
+    min_cluster_f1: float = 0.95,
 ) -> ClusterResult:
     """Cluster a cohort FlowSOM-style and name the clusters.
 
@@ -491,10 +499,11 @@ def cluster(
         phenotype from the gates fitted to each sample (populations the template defines
         under the rules' names); the rules' pooled cuts remain the fallback. Costs one
         template gating per file when ``parent`` is not given.
-    event_level_below : the children of a population made of fewer than this share of
-        the clusters (e.g. Treg, B, NK on a 10x10 map: a few nodes each) are named per
-        event, by their gate, instead of per cluster. 0 names every population per cluster.
-
+    min_cluster_f1 : a population is named per cluster when the clusters resolve it: the
+        F1 agreement, within its parent's clusters, between membership by cluster and the
+        events' own gate is at least this. Otherwise its parent's children are named per
+        event, by their gates (transitional B cells, which get no node of their own;
+        naive/memory Treg, mixed within the few Treg nodes). 0: always per cluster.
     Returns
     -------
     ClusterResult
@@ -528,8 +537,8 @@ def cluster(
         from immunoprofile.gating.template import load_template
 
         template = load_template(template)
-    if not 0.0 <= float(event_level_below) <= 1.0:
-        raise ClusteringError(f"event_level_below must be in [0, 1], got {event_level_below}")
+    if not 0.0 <= float(min_cluster_f1) <= 1.0:
+        raise ClusteringError(f"min_cluster_f1 must be in [0, 1], got {min_cluster_f1}")
     # rule population -> the template population its per-sample share is taken among
     base_of = _gate_bases(template, rules) if (template is not None and sample_gates) else {}
     gate_pops = list(dict.fromkeys([*base_of, *(b for b in base_of.values() if b)]))
@@ -617,7 +626,9 @@ def cluster(
     cluster_of_node = meta.labels_ if name_level == "metacluster" else np.arange(n_nodes)
     shares = _gate_shares(prepared, nodes, cluster_of_node, n_groups, base_of)
     naming = name_clusters(med, train, groups, rules=rules, thresholds=thresholds, shares=shares)
-    event_level = _event_level_populations(naming, event_level_below)
+    event_level, resolution = _resolution(
+        naming, prepared, nodes, cluster_of_node, base_of, float(min_cluster_f1)
+    )
     event_bits: list[np.ndarray | None] = []
     for p, nd in zip(prepared, nodes):
         if not event_level:
@@ -648,6 +659,7 @@ def cluster(
         errors=pd.DataFrame(errors, columns=["file", "sample", "error", "message"]),
         event_level=event_level,
         event_bits=event_bits,
+        resolution=resolution,
         sample_gates=_sample_gates_table(prepared, identities, base_of),
     )
     if umap:
@@ -726,18 +738,54 @@ def _gate_shares(
     return out
 
 
-def _event_level_populations(naming: Naming, below: float) -> list[str]:
-    """Populations to name per event: the children of a population made of fewer than
-    ``below`` of the clusters, and their descendants (rule order)."""
-    n = naming.membership.shape[0]
-    sizes = naming.membership.sum(axis=0)
+def _resolution(
+    naming: Naming,
+    prepared: Sequence[_Prepared],
+    nodes: Sequence[np.ndarray],
+    cluster_of_node: np.ndarray,
+    base_of: Mapping[str, str | None],
+    min_f1: float,
+) -> tuple[list[str], pd.DataFrame]:
+    """Which populations the clusters resolve, and which are named per event.
+
+    For every population with a parent: over all files, the F1 agreement, among the
+    events of the parent's clusters, between membership by cluster and the events' own
+    gate (`own_gate`: the sample's fitted gate, or the rule's cuts). A parent any of whose
+    children scores below ``min_f1`` has all its children (and their descendants) named
+    per event, so siblings stay a consistent split of their parent.
+
+    Returns the per-event populations (rule order) and a table ``population, parent,
+    f1, level``.
+    """
+    pops = [p for p, par in naming.parents.items() if par is not None]
+    tp = dict.fromkeys(pops, 0)
+    n_cl = dict.fromkeys(pops, 0)
+    n_ev = dict.fromkeys(pops, 0)
+    member = {p: naming.membership[p].to_numpy() for p in naming.parents}
+    for prep, nd in zip(prepared, nodes):
+        cl = cluster_of_node[nd]
+        gate_in, gate_known = _event_gates(prep, base_of, pops)
+        for pop in pops:
+            a = member[pop][cl]
+            b = own_gate(naming, prep.X, pop, gate_in, gate_known) & member[naming.parents[pop]][cl]  # type: ignore[index]
+            tp[pop] += int(np.count_nonzero(a & b))
+            n_cl[pop] += int(np.count_nonzero(a))
+            n_ev[pop] += int(np.count_nonzero(b))
+    f1 = {p: 2.0 * tp[p] / (n_cl[p] + n_ev[p]) if n_cl[p] + n_ev[p] else 1.0 for p in pops}
+    split = {naming.parents[p] for p in pops if f1[p] < min_f1}
     out: list[str] = []
-    for pop, par in naming.parents.items():
-        if par is None:
-            continue
-        if par in out or sizes[par] < below * n:
+    for pop in pops:
+        if naming.parents[pop] in split or naming.parents[pop] in out:
             out.append(pop)
-    return out
+    table = pd.DataFrame(
+        {
+            "population": pops,
+            "parent": [naming.parents[p] for p in pops],
+            "f1": [f1[p] for p in pops],
+            "level": ["event" if p in out else "cluster" for p in pops],
+        }
+    )
+    return out, table
 
 
 def _event_gates(

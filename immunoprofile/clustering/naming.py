@@ -65,6 +65,7 @@ __all__ = [
     "Naming",
     "name_clusters",
     "event_membership",
+    "own_gate",
 ]
 
 UNASSIGNED = "unassigned"
@@ -494,17 +495,31 @@ def event_membership(
             inside = out[parent].copy()
         else:
             inside = naming.membership[parent].to_numpy()[event_cluster]
-        by_rule = np.ones(event_cluster.shape[0], dtype=bool)
-        for alts in naming.conditions[pop]:
-            ok = np.zeros(event_cluster.shape[0], dtype=bool)
-            for j, lvl, cuts in alts:
-                ok |= _meets(events[:, j], lvl, cuts)
-            by_rule &= ok
-        if gate_in is not None and pop in gate_in:
-            known = gate_known[pop] if gate_known is not None and pop in gate_known else True
-            by_rule = np.where(known, gate_in[pop], by_rule)
-        out[pop] = inside & by_rule
+        out[pop] = inside & own_gate(naming, events, pop, gate_in, gate_known)
     return out
+
+
+def own_gate(
+    naming: Naming,
+    events: np.ndarray,
+    population: str,
+    gate_in: Mapping[str, np.ndarray] | None = None,
+    gate_known: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Whether each event passes ``population``'s own gate (parent not applied): the
+    sample's fitted gate ``gate_in`` where ``gate_known``, the rule's pooled cuts
+    elsewhere."""
+    n = events.shape[0]
+    by_rule = np.ones(n, dtype=bool)
+    for alts in naming.conditions[population]:
+        ok = np.zeros(n, dtype=bool)
+        for j, lvl, cuts in alts:
+            ok |= _meets(events[:, j], lvl, cuts)
+        by_rule &= ok
+    if gate_in is not None and population in gate_in:
+        known = gate_known.get(population, True) if gate_known is not None else True
+        by_rule = np.where(known, gate_in[population], by_rule)
+    return by_rule
 
 
 def _cuts(
