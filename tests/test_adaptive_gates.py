@@ -124,6 +124,73 @@ def test_mixture_1d_threshold_is_posterior_crossing():
     assert g.params_["weights"] == pytest.approx([0.5, 0.5], abs=0.02)
 
 
+def _bayes_point(m_lo, m_hi, sd, w_lo, w_hi, level=0.5):
+    """Where w_hi N(m_hi, sd) / (w_lo N(m_lo, sd) + w_hi N(m_hi, sd)) equals ``level``
+    (equal variances: the log posterior ratio is linear in x)."""
+    log_odds = np.log(w_lo / w_hi) + np.log(level / (1.0 - level))
+    return 0.5 * (m_lo + m_hi) + sd**2 * log_odds / (m_hi - m_lo)
+
+
+def test_mixture_1d_cut_is_the_bayes_boundary_of_unequal_groups():
+    # a large negative and a small positive group that overlap: the equal-posterior cut
+    # lies 0.5 + 0.06^2 ln(3) / 0.3 = 0.4632 (not at the valley, not at the midpoint);
+    # at posterior 0.4 the cut moves to where the odds are 2:3
+    rng = np.random.default_rng(70)
+    x = np.concatenate([rng.normal(0.35, 0.06, 150_000), rng.normal(0.65, 0.06, 50_000)])
+    rng.shuffle(x)
+    for level in (0.5, 0.4):
+        g = MixtureGate(("CD45RA",), side="-", posterior=level).fit(x)
+        assert not g.fallback_
+        assert g.threshold_ == pytest.approx(
+            _bayes_point(0.35, 0.65, 0.06, 0.75, 0.25, level), abs=0.004
+        )
+        assert g.to_dict()["posterior"] == level
+    assert _bayes_point(0.35, 0.65, 0.06, 0.75, 0.25, 0.4) > 0.4632 + 0.004
+    with pytest.raises(TemplateError, match="posterior"):
+        MixtureGate(("CD45RA",), posterior=1.0)
+
+
+def test_mixture_cut_is_unbiased_where_the_valley_is_not():
+    # a wide lower peak (memory, 55 %) and a narrow upper one (naive): the density
+    # minimum sits on the narrow peak's flank and keeps too few of the lower group; the
+    # equal-posterior cut misclassifies fewer events and its count is closer
+    rng = np.random.default_rng(71)
+    low, high = rng.normal(0.42, 0.07, 110_000), rng.normal(0.68, 0.037, 90_000)
+    x = rng.permutation(np.concatenate([low, high]))
+    truth = 100.0 * len(low) / len(x)
+    valley = DensityMinimumGate(("CD45RA",), side="-", search=(0.3, 0.75)).fit(x)
+    bayes = MixtureGate(("CD45RA",), side="-").fit(x)
+    err_valley = 100.0 * valley.mask([x]).mean() - truth
+    err_bayes = 100.0 * bayes.mask([x]).mean() - truth
+    assert err_valley < -0.6 and abs(err_bayes) < 0.5
+    assert abs(err_valley) > 1.5 * abs(err_bayes)
+
+    def wrong(t: float) -> int:
+        return int(np.count_nonzero(low >= t) + np.count_nonzero(high < t))
+
+    assert wrong(bayes.threshold_) < wrong(valley.threshold_)
+
+
+def test_hilo_projection_cut_is_the_bayes_point_along_the_discriminant():
+    # two isotropic groups: the discriminant is the line through the means, and along it
+    # the projections are N(z, sd) with the groups' weights, so the cut is analytic
+    rng = np.random.default_rng(72)
+    sd, mu_r, mu_t = 0.05, np.array([0.40, 0.60]), np.array([0.62, 0.38])
+    X = np.vstack([rng.normal(mu_r, sd, (92_000, 2)), rng.normal(mu_t, sd, (8_000, 2))])
+    fb = {"type": "rectangle", "min": [0.5, None], "max": [None, 0.45]}
+    for level in (0.5, 0.7):
+        g = HighLowGate(
+            ("CD25", "CD127"), fallback=fb, cut="projection", posterior=level, max_events=50_000
+        ).fit(X)
+        assert not g.fallback_ and g.params_["cut"] == "projection"
+        w = np.asarray(g.params_["direction"])
+        expected = _bayes_point(mu_r @ w, mu_t @ w, sd, 0.92, 0.08, level)
+        assert g.params_["offset"] == pytest.approx(expected, abs=0.004)
+    assert HighLowGate(("a", "b"), fallback=fb).fit(X).params_["cut"] == "groups"
+    with pytest.raises(TemplateError, match="cut"):
+        HighLowGate(("a", "b"), fallback=fb, cut="valley")
+
+
 def test_mixture_2d_ellipse_of_selected_component():
     rng = np.random.default_rng(8)
     a = rng.multivariate_normal([0, 0], [[1, 0], [0, 1]], 20_000)

@@ -84,3 +84,23 @@ def test_b_transitional_close_to_target(gated):
 def test_no_adaptive_gate_fell_back(gated):
     res, _ = gated
     assert [q for q in res.qc if q["flag"] == "fallback"] == []
+
+
+def _error(res, labels, pop: str) -> float:
+    parent = res.parent(pop)
+    return _percent(res.masks[pop], res.masks[parent]) - _percent(
+        simulate.truth_mask(labels, pop), simulate.truth_mask(labels, parent)
+    )
+
+
+def test_memory_cut_and_treg_subsets_match_truth(gated):
+    # CD4_memory: the density minimum between the wide CD45RA- and the narrow CD45RA+
+    # peak cut 0.4-0.7 pp of memory cells away on every file; the mixture's
+    # equal-posterior cut is unbiased. Treg_FOXP3: conventional cells let into the Treg
+    # gate are FOXP3- and used to pull the FOXP3+ share ~1 pp below truth.
+    res, labels = gated
+    assert res.fitted["CD4_memory"]["method"] == "gmm"
+    assert abs(_error(res, labels, "CD4_memory")) <= 0.3
+    assert abs(_error(res, labels, "Treg_FOXP3")) <= 0.6
+    assert res.fitted["Treg"]["params"]["cut"] == "projection"
+    assert abs(_error(res, labels, "Treg")) <= 0.3

@@ -29,7 +29,7 @@ Estimators (``type`` in templates):
 ``tail``            1-D    where the density of the main peak falls below ``tol`` times its
                            height, on one side (after openCyto's ``tailgate``)
 ``gmm``             1-D    Gaussian mixture; the cut where the posterior of the upper
-                           (or lower) components reaches 0.5
+                           components reaches ``posterior`` (0.5: the Bayes cut)
 ``gmm``             2-D    Gaussian mixture; ellipse of one chosen component
 ``thresholds``      n-D    one 1-D method per dimension combined by signs into a quadrant
                            (2-D) or rectangle, e.g. CXCR3- CCR6+
@@ -38,7 +38,8 @@ Estimators (``type`` in templates):
 ``blob``            2-D    the lymphocyte cloud on FSC/SSC: mixture component -> ellipse
 ``hilo``            2-D    "high/low" populations such as CD25hi CD127lo: a two-group
                            mixture, the discriminant line between the target group and
-                           the rest, as a polygon
+                           the rest, as a polygon (``cut="projection"``: placed at the
+                           Bayes point of a 1-D mixture on the projections)
 ==================  =====  ==============================================================
 """
 
@@ -638,18 +639,19 @@ def _gaussian_mixture(
     return gm
 
 
-def _crossing_1d(gm, upper: np.ndarray, lo: float, hi: float) -> float:
-    """Point in [lo, hi] where the posterior of the ``upper`` components crosses 0.5."""
+def _crossing_1d(gm, upper: np.ndarray, lo: float, hi: float, level: float = 0.5) -> float:
+    """Point in [lo, hi] where the posterior of the ``upper`` components crosses ``level``
+    (0.5: the equal-posterior, i.e. Bayes, boundary of the fitted mixture)."""
     grid = np.linspace(lo, hi, 2001)
     post = gm.predict_proba(grid[:, None])[:, upper].sum(axis=1)
-    above = post >= 0.5
+    above = post >= level
     change = np.flatnonzero(above[1:] != above[:-1])
     if not len(change):
-        raise _NoFit("mixture posterior never crosses 0.5 between the component means")
+        raise _NoFit(f"mixture posterior never crosses {level:g} between the component means")
     i = int(change[0])
     # linear interpolation between grid points
     p0, p1 = post[i], post[i + 1]
-    return float(grid[i] + (0.5 - p0) * (grid[i + 1] - grid[i]) / (p1 - p0))
+    return float(grid[i] + (level - p0) * (grid[i + 1] - grid[i]) / (p1 - p0))
 
 
 @register_adaptive("gmm")
@@ -657,8 +659,14 @@ class MixtureGate(AdaptiveGate):
     """Gaussian mixture gate on one or two markers (EM as scikit-learn's ``GaussianMixture``).
 
     One dimension: the components are sorted by mean; the ``n_upper`` highest form the
-    positive group, and the threshold is where the positive group's posterior crosses 0.5
-    between the groups (``side`` says which side is kept); with ``cut="weight"`` it is
+    positive group, and the threshold is where the positive group's posterior crosses
+    ``posterior`` between the groups (``side`` says which side is kept). At the default 0.5
+    this is the equal-posterior (Bayes) cut, which misclassifies the fewest events; it is
+    not biased towards the lower of two overlapping peaks as the density minimum is
+    (the valley between a wide and a narrow peak lies on the narrow one's flank). Another
+    level weighs the two errors unequally: 0.4 calls an event positive once the positive
+    group is 40 % likely, i.e. a false negative costs 1.5 times a false positive (with
+    ``side="-"``: the kept, lower group must be 60 % likely). With ``cut="weight"`` it is
     instead the quantile that leaves the positive group's mixture weight above it, so
     that the count matches the mixture's estimate of the population's size even where
     the groups overlap unevenly (the posterior cut misclassifies more events of the larger
@@ -685,6 +693,7 @@ class MixtureGate(AdaptiveGate):
         bounds: Sequence[float] | None = None,
         fallback: float | dict[str, Any] | None = None,
         cut: str = "posterior",
+        posterior: float = 0.5,
         n_init: int = 1,
         max_events: int = 20_000,
         random_state: int | None = 0,
@@ -698,11 +707,14 @@ class MixtureGate(AdaptiveGate):
         self.bounds = bounds
         self.fallback = fallback
         self.cut = cut
+        self.posterior = posterior
         self.n_init = n_init
         self.max_events = max_events
         self.random_state = random_state
         self._check_common()
         where = f"gmm gate on {list(self.dims)}"
+        if not 0.0 < float(posterior) < 1.0:
+            raise TemplateError(f"{where}: posterior must be in (0, 1), got {posterior}")
         if len(self.dims) not in (1, 2):
             raise TemplateError(f"{where}: takes one or two dimensions")
         if int(n_components) < 1 or (len(self.dims) == 1 and int(n_components) < 2):
@@ -756,7 +768,7 @@ class MixtureGate(AdaptiveGate):
             upper = order[-int(self.n_upper) :]
             lower = order[: -int(self.n_upper)]
             lo, hi = float(means[lower, 0].max()), float(means[upper, 0].min())
-            t = _crossing_1d(gm, upper, lo, hi)
+            t = _crossing_1d(gm, upper, lo, hi, float(self.posterior))
             w_upper = float(gm.weights_[upper].sum())
             if self.cut == "weight":
                 # the cut that keeps the upper components' share of events above it; a
@@ -1215,7 +1227,15 @@ class HighLowGate(AdaptiveGate):
     lies nearer the target's than the largest component's join it; the rest form the
     other group. The boundary is the line
     perpendicular to Fisher's discriminant direction (pooled covariance of the two
-    groups) where the target group's posterior, projected on that direction, reaches 0.5.
+    groups) where the target group's posterior, projected on that direction, reaches
+    ``posterior`` (0.5). With ``cut="projection"`` the position along that direction is
+    instead the equal-posterior (Bayes) point of a two-component Gaussian mixture fitted
+    to the events' projections (started at the two groups' projected means): a component
+    that mixes the target with the tail of the rest (e.g. CD25-intermediate naive Tregs
+    with CD25-bright conventional cells) then cannot drag the line into the rest, because
+    the cut depends only on how the projected values split, not on which components
+    joined the target. If that mixture gives no crossing between its means, the group
+    posterior's crossing is used (``params_["cut"]`` says which).
     The gate is that half-plane clipped to a generous box around the data, as a polygon,
     so it exports and draws like a hand-drawn gate. Optional ``min``/``max`` corners
     (per dimension, None to leave open) intersect it with a rectangle.
@@ -1233,6 +1253,7 @@ class HighLowGate(AdaptiveGate):
         min_weight: float = 0.002,
         posterior: float = 0.5,
         join: bool = True,
+        cut: str = "groups",
         fallback: dict[str, Any] | None = None,
         n_init: int = 2,
         max_events: int = 10_000,
@@ -1244,6 +1265,7 @@ class HighLowGate(AdaptiveGate):
         self.min_weight = min_weight
         self.posterior = posterior
         self.join = join
+        self.cut = cut
         self.fallback = fallback
         self.n_init = n_init
         self.max_events = max_events
@@ -1258,6 +1280,8 @@ class HighLowGate(AdaptiveGate):
             raise TemplateError(f"{where}: n_components must be >= 2")
         if not 0.0 < float(posterior) < 1.0:
             raise TemplateError(f"{where}: posterior must be in (0, 1)")
+        if cut not in ("groups", "projection"):
+            raise TemplateError(f"{where}: cut must be 'groups' or 'projection', got {cut!r}")
         if fallback is None or not isinstance(fallback, dict):
             raise TemplateError(f"{where}: a fallback gate (dict) is required")
 
@@ -1303,18 +1327,39 @@ class HighLowGate(AdaptiveGate):
         # the mixture's own per-event posteriors binned along the projection
         z = X @ w
         zt, zr = float(mu_t @ w), float(mu_r @ w)
-        c = _posterior_crossing(z, p_t, zr, zt, float(self.posterior))
+        how = "groups"
+        if self.cut == "projection":
+            try:
+                c = _projection_cut(z, zr, zt, float(self.posterior), self.random_state)
+                how = "projection"
+            except _NoFit:
+                c = _posterior_crossing(z, p_t, zr, zt, float(self.posterior))
+        else:
+            c = _posterior_crossing(z, p_t, zr, zt, float(self.posterior))
         verts = _halfplane_polygon(w, c, X)
         gate = PolygonGate(dims=tuple(self.dims), vertices=verts)
         return gate, {
             "direction": w,
             "offset": c,
+            "cut": how,
             "target_component": target,
             "target_group": group,
             "target_weight": float(w_t / len(X)),
             "target_mean": mu_t,
             "rest_mean": mu_r,
         }
+
+
+def _projection_cut(z: np.ndarray, z_rest: float, z_target: float, level: float, seed) -> float:
+    """Equal-posterior (``level``) point of a two-component 1-D mixture fitted to the
+    projections ``z``, started at the groups' projected means; `_NoFit` unless the
+    crossing lies between the fitted means, with the upper component on the target side."""
+    gm = _gaussian_mixture(z[:, None], 2, seed, 1, np.array([[z_rest], [z_target]]))
+    m = gm.means_[:, 0]
+    lower, upper = int(np.argmin(m)), int(np.argmax(m))
+    if lower == upper or (z_target > z_rest) != (m[upper] > m[lower]):
+        raise _NoFit("projected mixture components do not separate the groups")
+    return _crossing_1d(gm, np.array([upper]), float(m[lower]), float(m[upper]), level)
 
 
 def _posterior_crossing(z: np.ndarray, p: np.ndarray, z_rest: float, z_target: float, level):
