@@ -394,7 +394,8 @@ def _params_text(params: dict[str, Any]) -> str:
     for k, v in params.items():
         if k == "type":
             continue
-        parts.append(f"{k}={v:.6g}" if isinstance(v, int | float) else f"{k}={v}")
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        parts.append(f"{k}={v:.6g}" if number else f"{k}={v}")
     return ", ".join(parts)
 
 
