@@ -96,6 +96,11 @@ def test_sample_gates_recorded_and_used(gated):
     # Treg nodes are those where most events passed their own sample's Treg gate
     treg_nodes = res.naming.membership["Treg"].to_numpy()
     assert treg_nodes.any() and (sh[treg_nodes] >= 0.5).all()
+    # and per file, the file's own gates decide (one membership table per file)
+    assert len(res.sample_members) == len(res.samples)
+    for m in res.sample_members:
+        assert m.shape == res.naming.membership.shape
+        assert (m["Treg"] <= m["CD4"]).all() and (m["CD4"] <= m["T"]).all()
 
 
 def test_without_sample_gates_pooled_rules_still_name(gated):

@@ -14,6 +14,7 @@ from immunoprofile.clustering.naming import (
     event_membership,
     name_clusters,
     parse_conditions,
+    sample_membership,
     split_points,
 )
 from immunoprofile.exceptions import ClusteringError
@@ -176,3 +177,23 @@ def test_hi_is_the_main_bright_mode_not_a_dim_shoulder():
     assert nm.names.to_dict() == {"CD4T": "CD4", "CD8T": "CD8", "DNT": "T"}
     row = nm.thresholds.set_index(["population", "marker"]).loc[("CD8", "CD8")]
     assert "main-mode edge" in row["fitted_on"] and 0.55 < row["cuts"][-1] < 0.66
+
+
+def test_sample_membership_follows_each_samples_own_gates():
+    med, X, cl = _clusters_from_truth()
+    n = len(med)
+    k_th1 = list(med.index).index("Th1")
+    pooled = np.full(n, np.nan)
+    pooled[k_th1] = 0.9  # pooled over samples: the Th1 cluster is memory CD4
+    nm = name_clusters(med, X, cl, shares={"CD4_memory": pooled})
+    assert nm.membership.loc["Th1", "CD4_memory"] and nm.membership.loc["Th1", "Th1"]
+    # in one sample its own gate put only 30 % of the cluster's events in CD4_memory:
+    # there the cluster is CD4 but not memory (nor Th1, a child of memory)
+    mine = np.full(n, np.nan)
+    mine[k_th1] = 0.3
+    m = sample_membership(nm, {"CD4_memory": mine})
+    assert m.loc["Th1", "CD4"] and not m.loc["Th1", "CD4_memory"] and not m.loc["Th1", "Th1"]
+    # unknown in this sample (NaN) or no share at all: the pooled verdict stands
+    pd.testing.assert_frame_equal(sample_membership(nm, {"CD4_memory": np.full(n, np.nan)}),
+                                  nm.membership)  # fmt: skip
+    pd.testing.assert_frame_equal(sample_membership(nm, {}), nm.membership)

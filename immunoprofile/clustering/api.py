@@ -11,9 +11,10 @@ The steps (Van Gassen et al., 2015, adapted to a longitudinal cohort):
 4. every event of every file is mapped to its node (and so to its metacluster);
 5. metaclusters (or nodes) are named by phenotype rules; populations are the events of
    the clusters carrying them, so the population table has the same shape as gating's.
-   With a template, every file is also gated by it, and each cluster's phenotype is
-   decided from the gates fitted to each sample (the share of the cluster's events each
-   sample's gate puts in the population), the rules' pooled cuts being the fallback;
+   With a template, every file is also gated by it, and in each file a cluster's
+   phenotype is decided by the gates fitted to that file (the share of the file's events
+   in the cluster that its gate puts in the population), the pooled shares and the
+   rules' pooled cuts being the fallbacks;
 6. sub-populations the clusters do not resolve (transitional B cells get no node of
    their own; naive and memory Treg share the few Treg nodes) are named per event: an
    event of the parent is in the subset when it passes the subset's gate (its sample's
@@ -45,6 +46,7 @@ from immunoprofile.clustering.naming import (
     event_membership,
     name_clusters,
     own_gate,
+    sample_membership,
 )
 from immunoprofile.clustering.som import SOM
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
@@ -213,6 +215,9 @@ class ClusterResult:
     sample_gates : the per-sample template gates used for naming, one row per file and
         population (``sample, population, parent, type, position, fallback``); empty
         without a template.
+    sample_members : per file, cluster x population membership decided by that file's
+        own gates (each cluster's share of the file's events inside the file's gate);
+        empty: ``naming.membership`` for every file.
     resolution : per population with a parent, how well the clusters resolve it (``f1``
         of membership by cluster vs the events' own gate, within the parent) and whether
         it was named per ``cluster`` or per ``event``.
@@ -238,6 +243,7 @@ class ClusterResult:
     event_level: list[str] = field(default_factory=list)
     event_bits: list[np.ndarray | None] = field(default_factory=list)
     resolution: pd.DataFrame = field(default_factory=pd.DataFrame)
+    sample_members: list[pd.DataFrame] = field(default_factory=list)
     sample_gates: pd.DataFrame = field(default_factory=pd.DataFrame)
     _cluster_of_node: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
@@ -295,8 +301,12 @@ class ClusterResult:
             bits = self.event_bits[i]
             assert bits is not None
             return _bit(bits, self.event_level.index(population))
-        member = self.naming.membership[population].to_numpy()
+        member = self._membership(i)[population].to_numpy()
         return member[self._cluster_of_node[self.nodes[i]]]
+
+    def _membership(self, i: int) -> pd.DataFrame:
+        """Cluster membership used for file ``i`` (its own gates' verdicts, or pooled)."""
+        return self.sample_members[i] if self.sample_members else self.naming.membership
 
     # --- tables -------------------------------------------------------------------------
 
@@ -359,10 +369,11 @@ class ClusterResult:
             per_cluster = np.bincount(clusters, minlength=n_clusters)
             n_in = int(self.nodes[i].size)
             ref = self.reference_counts[i]
+            mine = self._membership(i)
             counts = {
                 p: int(np.count_nonzero(self._inside(i, p)))
                 if p in self.event_level
-                else int(per_cluster[member[p].to_numpy()].sum())
+                else int(per_cluster[mine[p].to_numpy()].sum())
                 for p in pops
             }
             for p in pops:
@@ -624,20 +635,22 @@ def cluster(
         codes = som.cluster_centers_ if name_level == "node" else _mc_codes(som, meta)
         med = med.fillna(pd.DataFrame(codes, index=med.index, columns=med.columns))
     cluster_of_node = meta.labels_ if name_level == "metacluster" else np.arange(n_nodes)
-    shares = _gate_shares(prepared, nodes, cluster_of_node, n_groups, base_of)
+    shares, file_shares = _gate_shares(prepared, nodes, cluster_of_node, n_groups, base_of)
     naming = name_clusters(med, train, groups, rules=rules, thresholds=thresholds, shares=shares)
+    members = [sample_membership(naming, fs) for fs in file_shares] if shares else []
     event_level, resolution = _resolution(
-        naming, prepared, nodes, cluster_of_node, base_of, float(min_cluster_f1)
+        naming, members, prepared, nodes, cluster_of_node, base_of, float(min_cluster_f1)
     )
     event_bits: list[np.ndarray | None] = []
-    for p, nd in zip(prepared, nodes):
+    for i, (p, nd) in enumerate(zip(prepared, nodes)):
         if not event_level:
             event_bits.append(None)
             continue
         gate_in, gate_known = _event_gates(p, base_of, event_level)
         masks = event_membership(
-            naming, p.X, cluster_of_node[nd], event_level, gate_in=gate_in, gate_known=gate_known
-        )
+            naming, p.X, cluster_of_node[nd], event_level, gate_in=gate_in,
+            gate_known=gate_known, membership=members[i] if members else None,
+        )  # fmt: skip
         event_bits.append(_pack([masks[q] for q in event_level], p.X.shape[0]))
 
     result = ClusterResult(
@@ -660,6 +673,7 @@ def cluster(
         event_level=event_level,
         event_bits=event_bits,
         resolution=resolution,
+        sample_members=members,
         sample_gates=_sample_gates_table(prepared, identities, base_of),
     )
     if umap:
@@ -705,15 +719,19 @@ def _gate_shares(
     cluster_of_node: np.ndarray,
     n_clusters: int,
     base_of: Mapping[str, str | None],
-) -> dict[str, np.ndarray]:
-    """Per population and cluster, the share of the cluster's events (over all files)
-    that their sample's fitted gate put in the population, among those it put in the
-    population's base (NaN where fewer than `MIN_SHARE_EVENTS` events are known)."""
+) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
+    """Per population and cluster, the share of the cluster's events that their sample's
+    fitted gate put in the population, among those it put in the population's base (NaN
+    where fewer than `MIN_SHARE_EVENTS` events are known): pooled over all files, and per
+    file (one dict per file)."""
     if not base_of:
-        return {}
+        return {}, [{} for _ in prepared]
     num = {p: np.zeros(n_clusters) for p in base_of}
     den = {p: np.zeros(n_clusters) for p in base_of}
+    per_file: list[dict[str, np.ndarray]] = []
     for prep, nd in zip(prepared, nodes):
+        mine: dict[str, np.ndarray] = {}
+        per_file.append(mine)
         if prep.gate_bits is None:
             continue
         idx = {n: k for k, n in enumerate(prep.gate_names)}
@@ -723,23 +741,28 @@ def _gate_shares(
                 continue
             inp = _bit(prep.gate_bits, idx[p])
             if b is None:
-                den[p] += np.bincount(cl, minlength=n_clusters)
+                d = np.bincount(cl, minlength=n_clusters)
             else:
                 inb = _bit(prep.gate_bits, idx[b])
-                den[p] += np.bincount(cl[inb], minlength=n_clusters)
+                d = np.bincount(cl[inb], minlength=n_clusters)
                 inp &= inb
-            num[p] += np.bincount(cl[inp], minlength=n_clusters)
-    out = {}
-    for p in base_of:
-        if den[p].sum() == 0:
-            continue
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[p] = np.where(den[p] >= MIN_SHARE_EVENTS, num[p] / den[p], np.nan)
-    return out
+            k = np.bincount(cl[inp], minlength=n_clusters)
+            num[p] += k
+            den[p] += d
+            mine[p] = _share(k, d)
+    out = {p: _share(num[p], den[p]) for p in base_of if den[p].sum() > 0}
+    return out, per_file
+
+
+def _share(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` where ``den`` has at least `MIN_SHARE_EVENTS`, NaN elsewhere."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den >= MIN_SHARE_EVENTS, num / np.maximum(den, 1), np.nan)
 
 
 def _resolution(
     naming: Naming,
+    members: Sequence[pd.DataFrame],
     prepared: Sequence[_Prepared],
     nodes: Sequence[np.ndarray],
     cluster_of_node: np.ndarray,
@@ -761,8 +784,9 @@ def _resolution(
     tp = dict.fromkeys(pops, 0)
     n_cl = dict.fromkeys(pops, 0)
     n_ev = dict.fromkeys(pops, 0)
-    member = {p: naming.membership[p].to_numpy() for p in naming.parents}
-    for prep, nd in zip(prepared, nodes):
+    for i, (prep, nd) in enumerate(zip(prepared, nodes)):
+        mine = members[i] if members else naming.membership
+        member = {p: mine[p].to_numpy() for p in naming.parents}
         cl = cluster_of_node[nd]
         gate_in, gate_known = _event_gates(prep, base_of, pops)
         for pop in pops:

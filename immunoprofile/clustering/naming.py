@@ -66,6 +66,7 @@ __all__ = [
     "name_clusters",
     "event_membership",
     "own_gate",
+    "sample_membership",
 ]
 
 UNASSIGNED = "unassigned"
@@ -277,6 +278,9 @@ class Naming:
         (the pooled cuts), for naming single events (`event_membership`).
     shares : population -> per-cluster share of events the per-sample gates put in it
         (NaN where unknown); empty without per-sample gates.
+    verdicts : population -> per-cluster verdict of its own conditions (the shares where
+        known, else the rule's pooled cuts), before the parent is applied; the fallback
+        of `sample_membership`.
     """
 
     names: pd.Series
@@ -286,6 +290,25 @@ class Naming:
     skipped: dict[str, str] = field(default_factory=dict)
     conditions: dict[str, list[list[tuple[int, str, list[float]]]]] = field(default_factory=dict)
     shares: dict[str, np.ndarray] = field(default_factory=dict)
+    verdicts: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def sample_membership(naming: Naming, shares: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Cluster membership for one sample, from that sample's own gate shares.
+
+    A cluster meets a population's conditions in this sample when at least half of the
+    sample's events in it (among those the gate's parent holds) passed the sample's gate;
+    where the sample has too few such events (share NaN) or no gate, the pooled verdict
+    (`Naming.verdicts`) stands. Parents are applied top-down as in `name_clusters`.
+    """
+    member: dict[str, np.ndarray] = {}
+    for pop, parent in naming.parents.items():
+        own = naming.verdicts[pop]
+        share = shares.get(pop)
+        if share is not None:
+            own = np.where(np.isfinite(share), np.nan_to_num(share) >= 0.5, own)
+        member[pop] = own if parent is None else member[parent] & own
+    return pd.DataFrame(member, index=naming.membership.index, columns=list(naming.parents))
 
 
 def name_clusters(
@@ -341,6 +364,7 @@ def name_clusters(
     parents: dict[str, str | None] = {}
     skipped: dict[str, str] = {}
     conditions: dict[str, list[list[tuple[int, str, list[float]]]]] = {}
+    verdicts: dict[str, np.ndarray] = {}
     rows = []
     for rule in rules:
         if rule.parent is not None and rule.parent not in member:
@@ -408,6 +432,7 @@ def name_clusters(
                 }  # fmt: skip
             )
         member[rule.population] = inside & by_rule
+        verdicts[rule.population] = by_rule
         parents[rule.population] = rule.parent
         conditions[rule.population] = fitted_clauses
     pops = list(member)
@@ -434,6 +459,7 @@ def name_clusters(
         skipped=skipped,
         conditions=conditions,
         shares={p: s for p, s in given_shares.items() if p in member},
+        verdicts=verdicts,
     )
 
 
@@ -462,6 +488,7 @@ def event_membership(
     populations: Sequence[str],
     gate_in: Mapping[str, np.ndarray] | None = None,
     gate_known: Mapping[str, np.ndarray] | None = None,
+    membership: pd.DataFrame | None = None,
 ) -> dict[str, np.ndarray]:
     """Event-level membership of ``populations`` (named per event, not per cluster).
 
@@ -477,6 +504,8 @@ def event_membership(
     event_cluster : int (n,), cluster (row of ``naming.membership``) of every event.
     populations : populations to name per event; ancestors before descendants.
     gate_in, gate_known : population -> bool (n,) from the per-sample gates (optional).
+    membership : cluster membership to use for parents named per cluster (e.g. this
+        sample's, `sample_membership`); default ``naming.membership``.
 
     Returns
     -------
@@ -494,7 +523,8 @@ def event_membership(
         elif parent in out:
             inside = out[parent].copy()
         else:
-            inside = naming.membership[parent].to_numpy()[event_cluster]
+            member = naming.membership if membership is None else membership
+            inside = member[parent].to_numpy()[event_cluster]
         out[pop] = inside & own_gate(naming, events, pop, gate_in, gate_known)
     return out
 
