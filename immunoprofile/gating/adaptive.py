@@ -219,15 +219,23 @@ class AdaptiveGate:
     def _fit_columns(self, X: Any) -> AdaptiveGate:
         cols = _as_columns(X, len(self.dims))
         n = len(cols[0])
-        finite = np.ones(n, dtype=bool)
+        finite: np.ndarray | None = None  # None: every value is finite (the usual case)
         for c in cols:
-            finite &= np.isfinite(c)
-        idx = np.flatnonzero(finite)
-        if len(idx) > self.max_events:
+            ok = np.isfinite(c)
+            if not ok.all():
+                finite = ok if finite is None else finite & ok
+        # Generator.choice(n) draws what choice(np.arange(n)) draws: one subsample either way
+        pool: np.ndarray | int = n if finite is None else np.flatnonzero(finite)
+        n_ok = pool if isinstance(pool, int) else len(pool)
+        idx: np.ndarray | None = None if finite is None else pool
+        if n_ok > self.max_events:
             rng = np.random.default_rng(self.random_state)
-            idx = np.sort(rng.choice(idx, size=int(self.max_events), replace=False))
-        sub = [np.asarray(c[idx], dtype=np.float64) for c in cols]
-        self.n_fit_ = len(idx)
+            idx = np.sort(rng.choice(pool, size=int(self.max_events), replace=False))
+        if idx is None:
+            sub = [np.asarray(c, dtype=np.float64) for c in cols]
+        else:
+            sub = [np.asarray(c[idx], dtype=np.float64) for c in cols]
+        self.n_fit_ = n_ok if idx is None else len(idx)
         if self.n_fit_ < max(_MIN_FIT_EVENTS, self._min_fit_events()):
             return self._use_fallback(f"too few events to fit ({self.n_fit_})")
         try:
