@@ -284,6 +284,40 @@ def test_blob_gate_finds_lymphocytes_under_scatter_drift():
         assert fractions[0][k] == pytest.approx(fractions[1][k], abs=0.002)
 
 
+def test_blob_gate_exclude_larger_leaves_out_the_monocyte_cloud():
+    parts = scatter_mix(seed=12)
+    X = np.vstack(list(parts.values()))
+    frac = {}
+    for ex in (None, 0.67):
+        g = BlobGate(("FSC-A", "SSC-A"), exclude_larger=ex).fit(X)
+        frac[ex] = {k: g.mask([v[:, 0], v[:, 1]]).mean() for k, v in parts.items()}
+    # the generous contour reaches into the monocyte cloud (about a tenth of it here)
+    assert frac[None]["mono"] > 0.08
+    assert frac[0.67]["mono"] < 0.03
+    # lymphocytes and most large (NK-like) cells stay; debris is not a larger cloud
+    assert frac[0.67]["lym"] > 0.999 and frac[0.67]["nk"] > 0.95
+    assert frac[0.67]["debris"] == pytest.approx(frac[None]["debris"], abs=0.002)
+    # the left-out components are the monocyte and granulocyte clouds, recorded
+    means = np.asarray(g.params_["means"])
+    out = means[g.params_["excluded"]]
+    assert len(out) == 2 and (out > means[g.params_["core"]]).all()
+    assert out[:, 0].min() > 0.33 and out[:, 1].min() > 0.15  # monocytes (0.38, 0.17), granulocytes
+    assert "excluded" not in BlobGate(("FSC-A", "SSC-A")).fit(X).params_
+
+
+def test_blob_gate_exclude_larger_spares_a_bridging_component():
+    # here the mixture puts a component between the lymphocytes and the monocytes (the
+    # large cells' tail): it is not a larger-cell cloud, and no lymphocyte is cut
+    parts = scatter_mix(seed=11)
+    X = np.vstack(list(parts.values()))
+    g = BlobGate(("FSC-A", "SSC-A"), exclude_larger=0.67).fit(X)
+    generous = BlobGate(("FSC-A", "SSC-A")).fit(X)
+    for v in parts.values():
+        assert g.mask([v[:, 0], v[:, 1]]).mean() >= generous.mask([v[:, 0], v[:, 1]]).mean() - 0.01
+    with pytest.raises(TemplateError, match="exclude_larger"):
+        BlobGate(("FSC-A", "SSC-A"), exclude_larger=1.0)
+
+
 def test_hilo_gate_treg_like():
     rng = np.random.default_rng(12)
     conv = rng.multivariate_normal([0.35, 0.65], [[0.004, 0.001], [0.001, 0.004]], 46_000)
