@@ -6,7 +6,9 @@ Only click is imported at start-up; each command imports what it needs when it r
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -371,9 +373,11 @@ def gate_cmd(
     populations_<visit>.csv and populations.xlsx (patients x populations per visit),
     gates.json (fitted gates per sample), provenance.json (compensation and transforms
     applied per sample, with their parameters), qc.csv, errors.csv and samples.csv. A file
-    that fails is listed in errors.csv and the others are still gated. Exit status: 0 when
-    every file was gated, 1 when any failed (or the run could not start), 2 for a usage
-    error.
+    that fails is listed in errors.csv and the others are still gated. Files that claim
+    the same patient and visit (and tube) are announced before gating, all gated and kept
+    in populations.csv, listed in errors.csv, and left out of the per-visit tables. Exit
+    status: 0 when every file was gated with its own identity, 1 when any failed or shared
+    an identity (or the run could not start), 2 for a usage error.
     """
     from pathlib import Path
 
@@ -381,28 +385,30 @@ def gate_cmd(
     from rich.table import Table
 
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.gating.run import gate
+    from immunoprofile.gating.run import CLASH_STATUS, gate
 
     out_dir = Path(out)
     try:
-        res = gate(
-            list(files),
-            template,
-            samplesheet=samplesheet,
-            pattern=pattern,
-            jobs=jobs,
-            scheduler=scheduler,
-            progress=not quiet,
-            plots_dir=out_dir / "plots" if plots else None,
-            patient_keyword=list(patient_keyword) or None,
-            visit_keyword=list(visit_keyword) or None,
-        )
+        with _clash_warnings_to_terminal():
+            res = gate(
+                list(files),
+                template,
+                samplesheet=samplesheet,
+                pattern=pattern,
+                jobs=jobs,
+                scheduler=scheduler,
+                progress=not quiet,
+                plots_dir=out_dir / "plots" if plots else None,
+                patient_keyword=list(patient_keyword) or None,
+                visit_keyword=list(visit_keyword) or None,
+            )
         res.write(out_dir)
     except ImmunoprofileError as exc:
         fail(str(exc))
     summary = res.summary()
     table = res.table()
     errors = res.errors()
+    failed = errors[errors["error_type"] != CLASH_STATUS]
     if not quiet:
         t = Table(
             title=f"{len(summary)} file(s) gated with {getattr(res.template, 'name', template)}"
@@ -411,20 +417,52 @@ def gate_cmd(
             t.add_column(col, justify="right" if col in ("events", "qc flags") else "left")
         for row in summary.itertuples():
             status = "[green]ok[/green]" if row.status == "ok" else f"[red]{row.status}[/red]"
-            events = f"{int(row.events):,}" if row.status == "ok" else "-"
+            events = f"{int(row.events):,}" if row.status in ("ok", CLASH_STATUS) else "-"
             t.add_row(
                 row.sample, row.patient or "-", row.visit or "-", events, status, str(row.qc_flags)
             )
         Console().print(t)
     click.echo(
-        f"wrote {len(table)} population rows for {len(summary) - len(errors)} sample(s) to "
+        f"wrote {len(table)} population rows for {len(summary) - res.n_failed} sample(s) to "
         f"{out_dir}/ (populations.csv, per-visit tables, gates.json, provenance.json, qc.csv, "
         "errors.csv)"
     )
-    if len(errors):
-        for e in errors.itertuples():
-            click.secho(f"failed: {e.message}", fg="red", err=True)
-        fail(f"{len(errors)} of {len(summary)} file(s) failed; see {out_dir / 'errors.csv'}")
+    for e in failed.itertuples():
+        click.secho(f"failed: {e.message}", fg="red", err=True)
+    problems = []
+    if len(failed):
+        problems.append(f"{len(failed)} of {len(summary)} file(s) failed")
+    if res.clashes:
+        from immunoprofile.cohort import clash_summary
+
+        problems.append(
+            clash_summary(res.clashes) + " (gated, in populations.csv, left out of the "
+            "per-visit tables)"
+        )
+    if problems:
+        fail(f"{'; '.join(problems)}; see {out_dir / 'errors.csv'}")
+
+
+@contextlib.contextmanager
+def _clash_warnings_to_terminal() -> Iterator[None]:
+    """Show an `IdentityClashWarning` at once, as a plain yellow line on stderr (before the
+    progress bar starts), instead of Python's warning format; other warnings unchanged."""
+    import warnings
+
+    from immunoprofile.exceptions import IdentityClashWarning
+
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            if issubclass(category, IdentityClashWarning):
+                click.secho(f"warning: {message}", fg="yellow", err=True)
+            else:
+                previous(message, category, filename, lineno, file, line)
+
+        warnings.simplefilter("always", IdentityClashWarning)
+        warnings.showwarning = show
+        yield
 
 
 # === cluster ===============================================================
@@ -796,7 +834,8 @@ def run_cmd(
             "seed": seed,
         }
         cfg.update({k: v for k, v in given.items() if v is not None})
-        result = run_pipeline(**cfg, command=_command_line(), progress=not quiet)
+        with _clash_warnings_to_terminal():
+            result = run_pipeline(**cfg, command=_command_line(), progress=not quiet)
     except ImmunoprofileError as exc:
         fail(str(exc))
     if not quiet:
@@ -809,6 +848,16 @@ def run_cmd(
             fg="red",
             err=True,
         )
+    if result.clashes:
+        from immunoprofile.cohort import clash_summary
+
+        click.secho(
+            f"{clash_summary(result.clashes)} (gated, left out of the per-visit tables, "
+            f"clustering and comparison); see {result.out}/gating/errors.csv",
+            fg="red",
+            err=True,
+        )
+    if result.n_failed or result.clashes:
         sys.exit(1)
 
 

@@ -10,10 +10,14 @@ comes from, in order of precedence:
    the patient and ``VISIT``/``VISIT_ID``/``TIMEPOINT`` for the visit).
 
 A file that none of these identifies is still gated: it is named by its file stem and its
-patient and visit stay empty. Contradictions (a file listed twice in the samplesheet with
-different identities) and duplicates (two files claiming the same patient, visit and
-tube) raise `IdentityError` naming the files, because a silently dropped or merged file
-would corrupt the per-visit tables.
+patient and visit stay empty. A contradiction inside a samplesheet (one file listed twice
+with different identities) raises `IdentityError`: the samplesheet itself is wrong. Two
+files claiming the same patient, visit and tube (a copied file, or identical keywords) is
+an *identity clash*: `find_clashes` lists them, `check_unique` raises
+`IdentityClashError` naming the files, and `resolve_identities(..., clashes="keep")`
+returns the identities so that a batch can gate every file and keep the clashing ones out
+of the per-visit tables instead of stopping (a silently dropped or merged file would
+corrupt those tables).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from immunoprofile.exceptions import IdentityError
+from immunoprofile.exceptions import FCSError, IdentityClashError, IdentityError
 
 DEFAULT_PATIENT_KEYWORDS: tuple[str, ...] = ("PATIENT_ID", "PATIENT", "SUBJECT_ID", "SUBJECT")
 DEFAULT_VISIT_KEYWORDS: tuple[str, ...] = ("VISIT", "VISIT_ID", "TIMEPOINT", "TIME_POINT")
@@ -67,6 +71,45 @@ class Identity:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class IdentityClash:
+    """Several files that claim one identity (patient, visit and tube).
+
+    Attributes
+    ----------
+    patient, visit, tube : the identity claimed (``tube`` empty when none).
+    files : the files claiming it, in input order.
+    samples : their sample names, in the same order.
+    sources : where each file's identity came from (``samplesheet``, ``pattern``,
+        ``keywords``).
+    """
+
+    patient: str
+    visit: str
+    tube: str
+    files: tuple[str, ...]
+    samples: tuple[str, ...]
+    sources: tuple[str, ...]
+
+    @property
+    def identity(self) -> str:
+        """``patient 'P01' visit 'week24'`` (with ``tube '2'`` when there is one)."""
+        text = f"patient {self.patient!r} visit {self.visit!r}"
+        return text + (f" tube {self.tube!r}" if self.tube else "")
+
+    def others(self, file: str) -> list[str]:
+        """The other files claiming the same identity as ``file``."""
+        return [f for f in self.files if f != file]
+
+    def describe(self) -> str:
+        """One line: the identity, the files and where their identity came from."""
+        how = sorted(set(self.sources))
+        return (
+            f"{self.identity} claimed by {len(self.files)} files {list(self.files)} "
+            f"(identity from {', '.join(how)})"
+        )
 
 
 def _clean(value: object) -> str:
@@ -246,6 +289,23 @@ def sample_names(files: Sequence[str]) -> list[str]:
     return final
 
 
+def make_unique(names: Sequence[str]) -> list[str]:
+    """Names with repeats numbered in input order (``a#1``, ``a#2``), others unchanged:
+    every sample keeps its own rows in the population table."""
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    used: dict[str, int] = {}
+    out = []
+    for n in names:
+        if counts[n] == 1:
+            out.append(n)
+            continue
+        used[n] = used.get(n, 0) + 1
+        out.append(f"{n}#{used[n]}")
+    return out
+
+
 def _sheet_lookup(sheet: pd.DataFrame) -> tuple[dict[str, int], dict[str, list[int]]]:
     """Index samplesheet rows by resolved path and by base name."""
     base = Path(sheet.attrs.get("path", ".")).parent
@@ -267,6 +327,7 @@ def resolve_identities(
     patient_keyword: str | Sequence[str] | None = None,
     visit_keyword: str | Sequence[str] | None = None,
     names: Sequence[str] | None = None,
+    clashes: str = "raise",
 ) -> list[Identity]:
     """The identity of each file, by samplesheet, then filename pattern, then keywords.
 
@@ -279,6 +340,9 @@ def resolve_identities(
     keywords : per file, its FCS TEXT keywords (None where unknown).
     patient_keyword, visit_keyword : keyword name(s) to look for, overriding the defaults.
     names : sample names to use instead of the ones derived from ``files``.
+    clashes : ``"raise"`` (default): two files with the same patient, visit and tube
+        raise `IdentityClashError`; ``"keep"``: they are returned as they are, for the
+        caller to find with `find_clashes` and report.
 
     Returns
     -------
@@ -287,9 +351,13 @@ def resolve_identities(
     Raises
     ------
     IdentityError
-        A bad samplesheet or pattern, a base name listed ambiguously in the samplesheet,
-        or two files with the same patient, visit and tube (the message names both files).
+        A bad samplesheet or pattern, or a base name listed ambiguously in the samplesheet.
+    IdentityClashError
+        Two files with the same patient, visit and tube (the message names both files),
+        unless ``clashes="keep"``.
     """
+    if clashes not in ("raise", "keep"):
+        raise ValueError(f"clashes must be 'raise' or 'keep', got {clashes!r}")
     files = [str(f) for f in files]
     if keywords is not None and len(keywords) != len(files):
         raise IdentityError(f"got keywords for {len(keywords)} files but {len(files)} files")
@@ -343,26 +411,82 @@ def resolve_identities(
             out.append(Identity(f, names[i], source="keywords", **found))
             continue
         out.append(Identity(f, names[i]))
-    check_unique(out)
+    if clashes == "raise":
+        check_unique(out)
     return out
 
 
-def check_unique(identities: Sequence[Identity]) -> None:
-    """Raise `IdentityError` if two files claim the same patient, visit and tube."""
-    seen: dict[tuple[str, str, str], list[str]] = {}
+def find_clashes(identities: Sequence[Identity]) -> list[IdentityClash]:
+    """Groups of files that claim the same patient, visit and tube, in input order.
+
+    Files without a known patient and visit never clash (they are named by sample).
+    """
+    seen: dict[tuple[str, str, str], list[Identity]] = {}
     for ident in identities:
         if ident.known:
-            seen.setdefault((ident.patient, ident.visit, ident.tube), []).append(ident.file)
-    dups = {k: v for k, v in seen.items() if len(v) > 1}
-    if dups:
-        parts = [
-            f"patient {p!r} visit {v!r}" + (f" tube {t!r}" if t else "") + f": {files}"
-            for (p, v, t), files in dups.items()
-        ]
-        raise IdentityError(
+            seen.setdefault((ident.patient, ident.visit, ident.tube), []).append(ident)
+    return [
+        IdentityClash(
+            p,
+            v,
+            t,
+            tuple(i.file for i in group),
+            tuple(i.sample for i in group),
+            tuple(i.source for i in group),
+        )  # fmt: skip
+        for (p, v, t), group in seen.items()
+        if len(group) > 1
+    ]
+
+
+CLASH_ADVICE = (
+    "give each file its own identity (fix the samplesheet, the file names or the FCS "
+    "keywords; add a 'tube' column to the samplesheet if they are different tubes of one "
+    "visit)"
+)
+
+
+def clash_summary(clashes: Sequence[IdentityClash]) -> str:
+    """One line for a terminal: ``2 files share an identity: patient 'P01' visit 'week24'
+    (a.fcs, b.fcs)``; several clashes are separated by ``;``."""
+    n = sum(len(c.files) for c in clashes)
+    parts = [f"{c.identity} ({', '.join(c.files)})" for c in clashes]
+    verb = "share an identity" if len(clashes) == 1 else "share identities"
+    return f"{n} files {verb}: " + "; ".join(parts)
+
+
+def check_unique(identities: Sequence[Identity]) -> None:
+    """Raise `IdentityClashError` if two files claim the same patient, visit and tube."""
+    found = find_clashes(identities)
+    if found:
+        parts = [f"{c.identity}: {list(c.files)}" for c in found]
+        raise IdentityClashError(
             "several files claim the same identity (add a 'tube' column to the samplesheet "
             "if they are different tubes): " + "; ".join(parts)
         )
+
+
+def header_keywords(files: Sequence[object]) -> list[dict[str, str] | None]:
+    """The TEXT keywords of each FCS path, read from HEADER and TEXT only (no events).
+
+    Cheap enough to learn every file's keyword identity before gating. Entries that are not
+    paths (in-memory samples) and files whose HEADER or TEXT cannot be read are None: the
+    gating itself reports those files' errors.
+    """
+    from immunoprofile.io.fcs import read_fcs_header
+
+    out: list[dict[str, str] | None] = []
+    for f in files:
+        if not isinstance(f, str | os.PathLike):
+            out.append(None)
+            continue
+        try:
+            out.append(dict(read_fcs_header(f).keywords))
+        except (FCSError, OSError):
+            out.append(None)
+        except Exception:  # noqa: BLE001 - a look-ahead only; gating reports the file's fault
+            out.append(None)
+    return out
 
 
 def identity_table(identities: Sequence[Identity]) -> pd.DataFrame:
@@ -374,12 +498,18 @@ def identity_table(identities: Sequence[Identity]) -> pd.DataFrame:
 __all__ = [
     "DEFAULT_PATIENT_KEYWORDS",
     "DEFAULT_VISIT_KEYWORDS",
+    "CLASH_ADVICE",
     "Identity",
+    "IdentityClash",
     "check_unique",
+    "clash_summary",
     "compile_pattern",
+    "find_clashes",
+    "header_keywords",
     "identity_from_keywords",
     "identity_from_pattern",
     "identity_table",
+    "make_unique",
     "read_samplesheet",
     "resolve_identities",
     "sample_names",

@@ -18,8 +18,10 @@ follow-up visit, and is the change consistent across patients?
   secondary, and Benjamini–Hochberg q-values across populations (within each
   measure × follow-up visit × method).
 * ``Comparison.problems``: rows without a patient or visit (named by sample, never
-  guessed), patients without a baseline, missed follow-up visits, duplicated
-  measurements (averaged), and values where a ratio is undefined.
+  guessed), rows of files whose identity another file also claims (``identity_clash``
+  True in the table from `immunoprofile.gate`: left out), patients without a baseline,
+  missed follow-up visits, duplicated measurements (averaged), and values where a ratio
+  is undefined.
 """
 
 from __future__ import annotations
@@ -307,6 +309,32 @@ def compare(
     if has_method:
         df["method"] = df["method"].fillna("gating").astype(str)
     problems: list[dict] = []
+
+    # --- identity claimed by several files (gate's ``identity_clash``): ambiguous -------
+    if "identity_clash" in df.columns:
+        clash = df["identity_clash"]
+        if clash.dtype != bool:  # read back from CSV with blanks, or as text
+            clash = clash.astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
+        if clash.any():
+            for sample, rows in df[clash].groupby("sample", sort=False):
+                p, v = str(rows["patient"].iloc[0]), str(rows["visit"].iloc[0])
+                same = df[clash & (df["patient"].astype(str) == p) & (df["visit"].astype(str) == v)]
+                others = [str(x) for x in same["sample"].unique() if x != sample]
+                problems.append(
+                    {
+                        "kind": "identity_clash",
+                        "patient": p,
+                        "visit": v,
+                        "sample": str(sample),
+                        "population": "",
+                        "message": f"sample {sample} claims patient {p} visit {v} like "
+                        f"{', '.join(others) or 'another file'}: its {len(rows)} row(s) are "
+                        "left out, since which file is that patient's visit is ambiguous "
+                        "(see the gating errors.csv)",
+                    }
+                )
+            df = df[~clash].copy()
+        df = df.drop(columns="identity_clash")
 
     # --- identity: never guessed ----------------------------------------------------
     no_id = _blank(df["patient"]) | _blank(df["visit"])

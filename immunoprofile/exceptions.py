@@ -143,6 +143,15 @@ class IdentityError(ImmunoprofileError, ValueError):
     """Which patient and visit a file belongs to could not be determined or is contradictory."""
 
 
+class IdentityClashError(IdentityError):
+    """Several files claim the same patient, visit (and tube); the message names them all."""
+
+
+class IdentityClashWarning(UserWarning):
+    """Several files claim the same patient, visit (and tube): they are gated, but kept out
+    of the per-visit tables and the comparison (the message names the files)."""
+
+
 class ComparisonError(ImmunoprofileError, ValueError):
     """A population table cannot be compared (missing columns, visits, or identities)."""
 

@@ -21,7 +21,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class RunResult:
     n_failed: int
     seconds: float
     cohort_dir: Path | None = None
+    clashes: list = field(default_factory=list)  # cohort.IdentityClash: files sharing an identity
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -212,15 +213,22 @@ def run_pipeline(
             f"run: every file failed to gate; see {gdir / 'errors.csv'}:\n"
             + "\n".join(res.errors()["message"].astype(str).head(5))
         )
-    n_failed = len(res.errors())
+    n_failed = res.n_failed
 
     cluster_info: dict[str, Any] = {}
-    if cluster:
+    # files sharing an identity stay out of clustering, as of the comparison (they are in
+    # gating/populations.csv and gating/errors.csv)
+    clashing = set(res.clashing_samples)
+    ok = [
+        p
+        for p, o, i in zip(paths, res.outcomes, res.identities)
+        if o.ok and i.sample not in clashing
+    ]
+    if cluster and ok:
         from immunoprofile.clustering.agreement import agreement_table
         from immunoprofile.clustering.api import cluster as run_cluster
 
         kdir.mkdir(parents=True, exist_ok=True)
-        ok = [p for p, o in zip(paths, res.outcomes) if o.ok]
         cl = run_cluster(
             ok,
             markers=markers,
@@ -280,6 +288,7 @@ def run_pipeline(
         n_files=len(paths),
         n_failed=n_failed,
         seconds=time.perf_counter() - t0,
+        clashes=list(res.clashes),
     )
 
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import pytest
 
 from immunoprofile.cohort import (
+    clash_summary,
     compile_pattern,
+    find_clashes,
+    header_keywords,
     identity_from_keywords,
     identity_table,
+    make_unique,
     read_samplesheet,
     resolve_identities,
     sample_names,
 )
-from immunoprofile.exceptions import IdentityError
+from immunoprofile.exceptions import IdentityClashError, IdentityError
 
 PATTERN = r"(?P<patient>P\d+)_(?P<visit>\w+)\.fcs"
 
@@ -128,3 +132,65 @@ def test_ambiguous_base_name_in_samplesheet(tmp_path):
 def test_sample_names_unique():
     assert sample_names(["a/x.fcs", "b/x.fcs", "c/y.fcs"]) == ["a/x", "b/x", "y"]
     assert sample_names(["a/x.fcs", "a/x.fcs"]) == ["a/x#1", "a/x#2"]
+
+
+def test_clashes_kept_and_described():
+    """clashes="keep" returns every identity; find_clashes groups the files per identity,
+    in input order, with where each identity came from; unknown identities never clash."""
+    files = ["a/P01_wk4.fcs", "x.fcs", "b/P01_wk4.fcs", "y.fcs", "z.fcs", "n1.fcs", "n2.fcs"]
+    kws = [None, {"PATIENT_ID": "P01", "VISIT": "wk4"}, None, {"PATIENT": "P2", "VISIT": "b"},
+           {"SUBJECT": "P2", "TIMEPOINT": "b"}, {}, {}]  # fmt: skip
+    with pytest.raises(IdentityClashError, match=r"P01.*wk4.*a/P01_wk4\.fcs.*x\.fcs"):
+        resolve_identities(files, pattern=PATTERN, keywords=kws)
+    ids = resolve_identities(files, pattern=PATTERN, keywords=kws, clashes="keep")
+    assert len(ids) == 7
+    found = find_clashes(ids)
+    assert [(c.patient, c.visit, c.tube) for c in found] == [("P01", "wk4", ""), ("P2", "b", "")]
+    assert found[0].files == ("a/P01_wk4.fcs", "x.fcs", "b/P01_wk4.fcs")
+    assert found[0].samples == ("a/P01_wk4", "x", "b/P01_wk4")
+    assert found[0].sources == ("pattern", "keywords", "pattern")
+    assert found[0].others("x.fcs") == ["a/P01_wk4.fcs", "b/P01_wk4.fcs"]
+    assert found[1].files == ("y.fcs", "z.fcs")
+    assert (
+        clash_summary(found[1:])
+        == "2 files share an identity: patient 'P2' visit 'b' (y.fcs, z.fcs)"
+    )
+    assert clash_summary(found).startswith("5 files share identities: patient 'P01' visit 'wk4' (")
+    # an IdentityClashError is an IdentityError (callers catching the old class still do)
+    assert issubclass(IdentityClashError, IdentityError)
+    with pytest.raises(ValueError, match="clashes must be"):
+        resolve_identities(files, clashes="ignore")
+
+
+def test_tube_separates_identities(tmp_path):
+    sheet = _sheet(
+        tmp_path, "file,patient,visit,tube\na.fcs,P1,v1,1\nb.fcs,P1,v1,2\nc.fcs,P1,v1,2\n"
+    )
+    ids = resolve_identities(["a.fcs", "b.fcs", "c.fcs"], samplesheet=sheet, clashes="keep")
+    (clash,) = find_clashes(ids)
+    assert (
+        clash.files == ("b.fcs", "c.fcs") and clash.identity == "patient 'P1' visit 'v1' tube '2'"
+    )
+
+
+def test_header_keywords_without_reading_events(tmp_path):
+    from immunoprofile.io.write import write_fcs
+    from immunoprofile.simulate import simulate_sample
+
+    s, _ = simulate_sample(events=500, seed=1)
+    s.keywords["PATIENT_ID"] = "P7"
+    s.keywords["VISIT"] = "week24"
+    good = write_fcs(s, tmp_path / "good.fcs")
+    cut = tmp_path / "cut.fcs"
+    cut.write_bytes(good.read_bytes()[:4000])  # TEXT intact, DATA cut short
+    junk = tmp_path / "junk.fcs"
+    junk.write_text("not an FCS file")
+    kws = header_keywords([good, str(cut), junk, s, tmp_path / "missing.fcs"])
+    assert identity_from_keywords(kws[0]) == {"patient": "P7", "visit": "week24", "tube": ""}
+    assert identity_from_keywords(kws[1])["patient"] == "P7"
+    assert kws[2:] == [None, None, None]
+
+
+def test_make_unique():
+    assert make_unique(["a", "b", "a", "c", "a"]) == ["a#1", "b", "a#2", "c", "a#3"]
+    assert make_unique(["x", "y"]) == ["x", "y"]

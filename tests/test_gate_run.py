@@ -98,7 +98,9 @@ def test_batch_with_a_bad_file(stand_in, tmp_path):
     ]
     res = run.gate(items, stand_in)
     err = res.errors()
-    assert list(err.columns) == ["file", "sample", "error_type", "message"]
+    assert list(err.columns) == [
+        "file", "sample", "error_type", "message", "patient", "visit", "tube", "other_files",
+    ]  # fmt: skip
     assert len(err) == 1 and err.at[0, "file"] == str(bad)
     assert "P03_baseline.fcs" in err.at[0, "message"]
     t = res.table()
@@ -462,7 +464,8 @@ def test_cli_mixed_batch_loses_nothing(fcs_cohort, tmp_path):
 
     d, files, tpl, _ = fcs_cohort
     trunc = tmp_path / "P05_baseline.fcs"
-    trunc.write_bytes(Path(files[0]).read_bytes()[:5000])
+    whole = write_fcs(_fcs_sample(5, "P05", "baseline"), tmp_path / "whole.fcs")
+    trunc.write_bytes(Path(whole).read_bytes()[:5000])
     text = tmp_path / "P06_baseline.fcs"
     text.write_text("file,patient\nthis is a CSV file,P06\n")
     s = _fcs_sample(7, "P07", "baseline")

@@ -5,6 +5,14 @@ once per file), and collects counts, fitted gates and QC flags. Files run one af
 other, in parallel processes (``jobs=N``) or on a Dask cluster (``scheduler=...``); the
 results are identical and ordered as the input in every case. A file that cannot be read
 or gated does not stop the batch: it is recorded in `GateResults.errors`.
+
+Two files that claim the same patient, visit and tube (a copied file, identical FCS
+keywords) do not stop the batch either. The clash is found before gating (samplesheet,
+filename pattern, or the keywords read from each file's HEADER and TEXT) and announced with
+an `IdentityClashWarning`; every file is still gated and keeps its rows in the tidy table
+(with ``identity_clash`` True), while the clashing files are listed in `errors`, flagged in
+`qc`, and left out of the per-visit tables and of `compare`, where two values for one
+patient and visit would be ambiguous.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import math
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -24,24 +33,41 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile.cohort import (
+    CLASH_ADVICE,
     Identity,
+    IdentityClash,
+    clash_summary,
+    find_clashes,
+    header_keywords,
     identity_table,
+    make_unique,
     read_samplesheet,
     resolve_identities,
     sample_names,
 )
-from immunoprofile.exceptions import GatingError, ImmunoprofileError
+from immunoprofile.exceptions import (
+    GatingError,
+    IdentityClashError,
+    IdentityClashWarning,
+    ImmunoprofileError,
+)
 from immunoprofile.quantify import (
     atomic_write,
     concat_tables,
     per_visit,
     population_table,
+    safe_name,
     write_csv,
-    write_population_tables,
+    write_parquet,
+    write_xlsx,
 )
 from immunoprofile.sample import Sample
 
-ERROR_COLUMNS = ("file", "sample", "error_type", "message")
+ERROR_COLUMNS = (
+    "file", "sample", "error_type", "message", "patient", "visit", "tube", "other_files",
+)  # fmt: skip
+CLASH_COLUMN = "identity_clash"
+CLASH_STATUS = IdentityClashError.__name__
 QC_COLUMNS = ("sample", "file", "population", "flag", "detail")
 
 
@@ -188,6 +214,7 @@ class GateResults:
     outcomes: list[FileOutcome]
     items: list[Any] = field(repr=False, default_factory=list)
     seed: int = 0
+    clashes: list[IdentityClash] = field(default_factory=list)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # --- lookup ------------------------------------------------------------------------
@@ -196,6 +223,23 @@ class GateResults:
     def samples(self) -> list[str]:
         """Sample names, in input order (including failed files)."""
         return [i.sample for i in self.identities]
+
+    @property
+    def clashing_samples(self) -> list[str]:
+        """Samples whose identity another file also claims, in input order."""
+        names = {n for c in self.clashes for n in c.samples}
+        return [i.sample for i in self.identities if i.sample in names]
+
+    @property
+    def n_failed(self) -> int:
+        """Number of files that could not be read or gated."""
+        return sum(not o.ok for o in self.outcomes)
+
+    def _clash_of(self, ident: Identity) -> IdentityClash | None:
+        for c in self.clashes:
+            if ident.sample in c.samples:
+                return c
+        return None
 
     def _index(self, sample: str) -> int:
         for i, ident in enumerate(self.identities):
@@ -224,40 +268,99 @@ class GateResults:
                         lymphocytes=out.reference or "",
                     )
                 )
-            self._cache["table"] = concat_tables(parts)
+            table = concat_tables(parts)
+            if self.clashes:
+                # every gated file keeps its rows; the flag says which ones are ambiguous
+                table[CLASH_COLUMN] = table["sample"].isin(self.clashing_samples)
+            self._cache["table"] = table
         return self._cache["table"].copy()
 
+    def unambiguous_table(self) -> pd.DataFrame:
+        """The tidy table without the files whose identity another file also claims (the
+        rows the per-visit tables and `compare` use)."""
+        t = self.table()
+        if CLASH_COLUMN not in t.columns:
+            return t
+        return t[~t[CLASH_COLUMN]].drop(columns=CLASH_COLUMN).reset_index(drop=True)
+
     def per_visit(self, value: str = "percent_of_parent") -> dict[str, pd.DataFrame]:
-        """Wide tables (patients x populations), one per visit; see `quantify.per_visit`."""
-        return per_visit(self.table(), value)
+        """Wide tables (patients x populations), one per visit; see `quantify.per_visit`.
+
+        Files whose identity another file also claims are left out (a wide table has one
+        cell per patient, visit and population), with an `IdentityClashWarning` naming them.
+        """
+        if self.clashes:
+            warnings.warn(
+                f"per-visit tables leave out {len(self.clashing_samples)} file(s) whose "
+                f"identity is claimed twice: {clash_summary(self.clashes)}",
+                IdentityClashWarning,
+                stacklevel=2,
+            )
+        return per_visit(self.unambiguous_table(), value)
 
     def qc(self) -> pd.DataFrame:
         """QC flags of every file: ``sample, file, population, flag, detail``."""
-        rows = [
-            {
-                "sample": ident.sample,
-                "file": ident.file,
-                "population": q.get("population"),
-                "flag": q.get("flag"),
-                "detail": q.get("detail"),
-            }
-            for ident, out in zip(self.identities, self.outcomes)
-            for q in out.qc
-        ]
+        rows = []
+        for ident, out in zip(self.identities, self.outcomes):
+            clash = self._clash_of(ident)
+            if clash is not None:
+                rows.append(
+                    {
+                        "sample": ident.sample,
+                        "file": ident.file,
+                        "population": None,
+                        "flag": "identity_clash",
+                        "detail": f"{clash.identity} also claimed by {clash.others(ident.file)}"
+                        "; left out of the per-visit tables and the comparison",
+                    }
+                )
+            rows.extend(
+                {
+                    "sample": ident.sample,
+                    "file": ident.file,
+                    "population": q.get("population"),
+                    "flag": q.get("flag"),
+                    "detail": q.get("detail"),
+                }
+                for q in out.qc
+            )
         return pd.DataFrame(rows, columns=list(QC_COLUMNS))
 
     def errors(self) -> pd.DataFrame:
-        """Files that failed: ``file, sample, error_type, message`` (empty when none did)."""
-        rows = [
-            {
+        """Files that failed or whose identity another file also claims, in input order:
+        ``file, sample, error_type, message, patient, visit, tube, other_files`` (empty
+        when there are none).
+
+        A clash is one row per file with ``error_type`` ``IdentityClashError`` and the other
+        files claiming the same identity in ``other_files`` (separated by ``;``); those
+        files are gated and in `table`, but not in the per-visit tables or `compare`.
+        """
+        rows = []
+        for ident, out in zip(self.identities, self.outcomes):
+            base = {
                 "file": out.file,
                 "sample": out.sample,
-                "error_type": out.error_type,
-                "message": out.message,
+                "patient": ident.patient,
+                "visit": ident.visit,
+                "tube": ident.tube,
+                "other_files": "",
             }
-            for out in self.outcomes
-            if not out.ok
-        ]
+            if not out.ok:
+                rows.append({**base, "error_type": out.error_type, "message": out.message})
+            clash = self._clash_of(ident)
+            if clash is not None:
+                others = clash.others(ident.file)
+                kept = "gated, in populations.csv" if out.ok else "not gated (see above)"
+                rows.append(
+                    {
+                        **base,
+                        "other_files": ";".join(others),
+                        "error_type": CLASH_STATUS,
+                        "message": f"{ident.file}: {clash.identity} (from its "
+                        f"{ident.source}) is also claimed by {', '.join(others)}; {kept}, "
+                        "left out of the per-visit tables and the comparison; " + CLASH_ADVICE,
+                    }
+                )
         return pd.DataFrame(rows, columns=list(ERROR_COLUMNS))
 
     def summary(self) -> pd.DataFrame:
@@ -271,7 +374,13 @@ class GateResults:
                     "visit": ident.visit,
                     "identity_from": ident.source,
                     "events": out.total if out.ok else None,
-                    "status": "ok" if out.ok else out.error_type,
+                    "status": (
+                        out.error_type
+                        if not out.ok
+                        else CLASH_STATUS
+                        if self._clash_of(ident) is not None
+                        else "ok"
+                    ),
                     "qc_flags": len(out.qc),
                     "seconds": round(out.seconds, 3),
                     "file": ident.file,
@@ -348,13 +457,25 @@ class GateResults:
     def write(self, out_dir: str | os.PathLike, value: str = "percent_of_parent") -> list[Path]:
         """Write every output into ``out_dir``, each file atomically.
 
-        ``populations.csv``, ``populations.parquet``, ``populations_<visit>.csv``,
-        ``populations.xlsx``, ``gates.json``, ``provenance.json``, ``qc.csv``,
-        ``errors.csv``, ``samples.csv``.
+        ``populations.csv``, ``populations.parquet`` (every gated file),
+        ``populations_<visit>.csv`` and ``populations.xlsx`` (without files whose identity
+        is claimed twice), ``gates.json``, ``provenance.json``, ``qc.csv``, ``errors.csv``,
+        ``samples.csv``.
         """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        written = write_population_tables(self.table(), out_dir, value=value)
+        table = self.table()
+        written = [
+            write_csv(table, out_dir / "populations.csv"),
+            write_parquet(table, out_dir / "populations.parquet"),
+        ]
+        clean = self.unambiguous_table()
+        wide = per_visit(clean, value) if len(clean) else {}
+        for visit, df in wide.items():
+            written.append(
+                write_csv(df, out_dir / f"populations_{safe_name(visit)}.csv", index=True)
+            )
+        written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
         text = json.dumps(
             {"template": _template_name(self.template), "samples": self.fitted_gates()},
             indent=1,
@@ -612,7 +733,15 @@ def gate(
     TemplateError
         The template cannot be loaded.
     IdentityError
-        The samplesheet or pattern is invalid, or two files claim the same identity.
+        The samplesheet or pattern is invalid (e.g. one file listed twice with different
+        identities): raised before any file is gated.
+
+    Warns
+    -----
+    IdentityClashWarning
+        Before gating, when several files claim the same patient, visit and tube. They are
+        all gated; ``.errors()`` lists them, ``.table()`` flags them (``identity_clash``)
+        and ``.per_visit()`` leaves them out.
 
     Examples
     --------
@@ -631,23 +760,40 @@ def gate(
     files = [_describe(x) for x in items]
     given_names = [x.name if isinstance(x, Sample) and x.name else None for x in items]
     derived = sample_names(files)
-    names = [g or d for g, d in zip(given_names, derived)]
+    # unique per file even when in-memory samples share a name: rows are keyed by sample
+    names = make_unique([g or d for g, d in zip(given_names, derived)])
     sheet = None
     if samplesheet is not None:
         sheet = (
             samplesheet if isinstance(samplesheet, pd.DataFrame) else read_samplesheet(samplesheet)
         )
-    # check the samplesheet/pattern identities before spending time on gating
-    known_kw = [dict(x.keywords) if isinstance(x, Sample) else None for x in items]
-    resolve_identities(
-        files,
-        samplesheet=sheet,
-        pattern=pattern,
-        keywords=known_kw,
-        patient_keyword=patient_keyword,
-        visit_keyword=visit_keyword,
-        names=names,
-    )
+
+    def identify(keywords: list[dict[str, str] | None]) -> list[Identity]:
+        return resolve_identities(
+            files,
+            samplesheet=sheet,
+            pattern=pattern,
+            keywords=keywords,
+            patient_keyword=patient_keyword,
+            visit_keyword=visit_keyword,
+            names=names,
+            clashes="keep",
+        )
+
+    # identities before spending time on gating: samplesheet and pattern, then the
+    # keywords of in-memory samples and of the HEADER+TEXT of files not yet identified
+    early_kw: list[dict[str, str] | None] = [
+        dict(x.keywords) if isinstance(x, Sample) else None for x in items
+    ]
+    early = identify(early_kw)
+    unknown = [i for i, ident in enumerate(early) if ident.source == "none" and early_kw[i] is None]
+    if unknown:
+        for i, kw in zip(unknown, header_keywords([items[i] for i in unknown])):
+            early_kw[i] = kw
+        early = identify(early_kw)
+    early_clashes = find_clashes(early)
+    if early_clashes:
+        _warn_clashes(early_clashes)
 
     pdir = None
     if plots_dir is not None:
@@ -697,17 +843,30 @@ def gate(
         if bar is not None:
             bar.stop()
 
-    identities = resolve_identities(
-        files,
-        samplesheet=sheet,
-        pattern=pattern,
-        keywords=[o.keywords for o in outcomes],
-        patient_keyword=patient_keyword,
-        visit_keyword=visit_keyword,
-        names=names,
+    # the keywords as gating read them; the HEADER look-ahead where a file failed to read
+    identities = identify(
+        [o.keywords if o.keywords is not None else kw for o, kw in zip(outcomes, early_kw)]
     )
+    clashes = find_clashes(identities)
+    if clashes and clashes != early_clashes:
+        _warn_clashes(clashes)
     return GateResults(
-        template=template, identities=identities, outcomes=outcomes, items=items, seed=int(seed)
+        template=template,
+        identities=identities,
+        outcomes=outcomes,
+        items=items,
+        seed=int(seed),
+        clashes=clashes,
+    )
+
+
+def _warn_clashes(clashes: list[IdentityClash]) -> None:
+    warnings.warn(
+        clash_summary(clashes) + ". Every file is still gated and keeps its rows in the "
+        "population table; these are left out of the per-visit tables and the comparison; "
+        + CLASH_ADVICE,
+        IdentityClashWarning,
+        stacklevel=3,
     )
 
 
