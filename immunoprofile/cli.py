@@ -417,6 +417,8 @@ def gate_cmd(
             t.add_column(col, justify="right" if col in ("events", "qc flags") else "left")
         for row in summary.itertuples():
             status = "[green]ok[/green]" if row.status == "ok" else f"[red]{row.status}[/red]"
+            if row.status == CLASH_STATUS:
+                status = "[red]identity clash[/red]"
             events = f"{int(row.events):,}" if row.status in ("ok", CLASH_STATUS) else "-"
             t.add_row(
                 row.sample, row.patient or "-", row.visit or "-", events, status, str(row.qc_flags)

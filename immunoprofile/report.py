@@ -321,7 +321,9 @@ def _cohort_matrix(
             name = getattr(r, "sample", "")
             ev = getattr(r, ev_col) if ev_col else None
             status = getattr(r, "status", "ok")
-            if isinstance(status, str) and status not in ("", "ok"):
+            if status == "IdentityClashError":  # gated, but another file claims this cell
+                parts.append(f"{name} (identity also claimed by another file: left out)")
+            elif isinstance(status, str) and status not in ("", "ok"):
                 parts.append(f"{name} (failed: {status})")  # no events: not gated
             elif ev is not None and pd.notna(ev):
                 parts.append(f"{name} ({int(ev):,} events)")
@@ -514,7 +516,13 @@ def build_report(
     if cohort is not None and len(cohort):
         coh += "<details><summary>Files</summary>" + _table(cohort) + "</details>"
     if errors is not None and len(errors):
-        coh += f"<h3 class='bad'>Files that failed ({len(errors)})</h3>" + _table(errors)
+        clash = (
+            errors["error_type"].eq("IdentityClashError").any()
+            if "error_type" in errors.columns
+            else False
+        )
+        what = "Files that failed or share an identity" if clash else "Files that failed"
+        coh += f"<h3 class='bad'>{what} ({len(errors)})</h3>" + _table(errors)
     prob = cmp.problems
     coh += (
         f"<h3>Problems found by the comparison ({len(prob)})</h3>" + _table(prob)

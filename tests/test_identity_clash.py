@@ -206,14 +206,17 @@ def test_cli_keyword_clash_then_compare_and_jobs(cohort, tmp_path):
 def test_cli_run_clash_finishes_with_status_1(cohort, tmp_path):
     paths, a, b = _copy(cohort, tmp_path)
     out = tmp_path / "run"
-    r = CliRunner().invoke(
-        main, ["run", *paths, "-t", "tregs", "-o", str(out), "-q", "--no-cluster"]
-    )
+    r = CliRunner().invoke(main, ["run", *paths, "-t", "tregs", "-o", str(out), "-q"])
     assert r.exit_code == 1, r.output
     assert "2 files share an identity: patient 'P02' visit 'week24'" in r.output
     assert (out / "report.html").is_file()
     pop = pd.read_csv(out / "gating" / "populations.csv")
     assert len(pop["sample"].unique()) == len(paths)
+    # clustering runs on the other files only
+    clustered = pd.read_csv(out / "clustering" / "populations.csv")
+    assert set(clustered["sample"]) == {Path(p).stem for p in paths} - {Path(a).stem, Path(b).stem}
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Files that failed or share an identity (2)" in html
     problems = pd.read_csv(out / "comparison" / "problems.csv")
     assert set(problems.loc[problems["kind"] == "identity_clash", "sample"]) == {
         Path(a).stem, Path(b).stem,
