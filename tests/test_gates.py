@@ -133,6 +133,24 @@ def test_count_at_or_below_equals_searchsorted():
     assert _count_at_or_below(np.array([1.0]), np.array([0.0, 1.0, 2.0])).tolist() == [0, 1, 1]
 
 
+def test_polygon_pairs_in_chunks_and_degenerate(monkeypatch):
+    from immunoprofile.gating import gates
+
+    rng = np.random.default_rng(5)
+    t = np.sort(rng.uniform(0, 2 * np.pi, 200))
+    verts = np.c_[np.cos(t), np.sin(t)] * (1 + 0.3 * rng.random(200))[:, None]
+    x, y = rng.uniform(-1.5, 1.5, (2, 1500))
+    want = _polygon_parity_reference(verts, x, y)
+    np.testing.assert_array_equal(gates._polygon_odd_pairs(verts, x, y), want)
+    monkeypatch.setattr(gates, "_PAIRS_PER_CHUNK", 997)
+    np.testing.assert_array_equal(gates._polygon_odd_pairs(verts, x, y), want)
+    # a few events against many edges (the exact path lists pairs), and a flat polygon
+    got = PolygonGate(("a", "b"), tuple(map(tuple, verts))).mask([x[:20], y[:20]])
+    np.testing.assert_array_equal(got, want[:20])
+    flat = np.c_[np.linspace(0, 1, 30), np.zeros(30)]
+    assert not gates._polygon_odd_pairs(flat, np.array([0.5]), np.array([0.0])).any()
+
+
 def test_cell_grid_polygon_mask_is_exact():
     """The cell-grid path (many vertices, many events) gives the definition's mask, also
     for events on vertices and edges, in a narrow band along the edges, non-finite events,

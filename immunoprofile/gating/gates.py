@@ -173,7 +173,9 @@ def _polygon_mask_exact(v: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarr
     xs = x[idx].astype(np.float64)
     ys = y[idx].astype(np.float64)
     n = len(v)
-    if n > _SORTED_POLYGON_MIN_VERTICES:
+    if n > _SORTED_POLYGON_MIN_VERTICES and len(xs) <= _PAIRS_MAX_EVENTS:
+        odd = _polygon_odd_pairs(v, xs, ys)  # e.g. one seed point against a contour
+    elif n > _SORTED_POLYGON_MIN_VERTICES:
         odd = _polygon_odd_sorted(v, xs, ys)
     else:
         odd = np.zeros(len(idx), dtype=bool)
@@ -193,6 +195,9 @@ def _polygon_mask_exact(v: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarr
 # (a cell is inside, outside or near an edge); only events in cells near an edge get the
 # exact test. Exact: a cell is "pure" only when no edge passes within two cells of it.
 _CELL_MIN_EVENTS = 20_000
+# few events against many edges: list the crossing (edge, event) pairs at once
+_PAIRS_MAX_EVENTS = 2_000
+_PAIRS_PER_CHUNK = 1 << 20  # bounds the pairs' temporary arrays (tens of MB)
 _CELL_GRID = 256  # cells per axis across the bounding box
 
 
@@ -275,13 +280,22 @@ def _polygon_odd_pairs(v: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndar
     lo = np.searchsorted(ys_s, np.minimum(y1, y2), side="left")
     hi = np.searchsorted(ys_s, np.maximum(y1, y2), side="left")  # min <= y < max
     counts = hi - lo
-    edge = np.repeat(np.arange(len(x1)), counts)
-    pos = np.arange(len(edge)) - np.repeat(np.cumsum(counts) - counts - lo, counts)
-    ev = order[pos]
-    ex1, ey1, ex2, ey2 = x1[edge], y1[edge], x2[edge], y2[edge]
-    cross = (ex2 - ex1) * (ys[ev] - ey1) - (xs[ev] - ex1) * (ey2 - ey1)
-    left = np.where(ey2 > ey1, cross > 0, cross < 0)
-    return (np.bincount(ev[left], minlength=m) & 1).astype(bool)
+    total = np.cumsum(counts)
+    hits = np.zeros(m, dtype=np.intp)
+    if not len(total) or total[-1] == 0:
+        return hits.astype(bool)
+    # edges in chunks of about _PAIRS_PER_CHUNK pairs each
+    cuts = np.searchsorted(total, np.arange(_PAIRS_PER_CHUNK, int(total[-1]), _PAIRS_PER_CHUNK))
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(counts)]):
+        c = counts[a:b]
+        edge = np.repeat(np.arange(a, b), c)
+        pos = np.arange(len(edge)) - np.repeat(np.cumsum(c) - c - lo[a:b], c)
+        ev = order[pos]
+        ex1, ey1, ex2, ey2 = x1[edge], y1[edge], x2[edge], y2[edge]
+        cross = (ex2 - ex1) * (ys[ev] - ey1) - (xs[ev] - ex1) * (ey2 - ey1)
+        left = np.where(ey2 > ey1, cross > 0, cross < 0)
+        hits += np.bincount(ev[left], minlength=m)
+    return (hits & 1).astype(bool)
 
 
 def _cell_index(x: np.ndarray, lo: float, scale: float, g: int) -> np.ndarray:
