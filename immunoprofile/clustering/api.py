@@ -510,11 +510,13 @@ def cluster(
         phenotype from the gates fitted to each sample (populations the template defines
         under the rules' names); the rules' pooled cuts remain the fallback. Costs one
         template gating per file when ``parent`` is not given.
-    min_cluster_f1 : a population is named per cluster when the clusters resolve it: the
-        F1 agreement, within its parent's clusters, between membership by cluster and the
-        events' own gate is at least this. Otherwise its parent's children are named per
-        event, by their gates (transitional B cells, which get no node of their own;
-        naive/memory Treg, mixed within the few Treg nodes). 0: always per cluster.
+    min_cluster_f1 : a population with a per-sample gate is named per cluster when the
+        clusters resolve it: the F1 agreement, within its parent's clusters, between
+        membership by cluster and the events' own gates is at least this. Otherwise its
+        parent's children are named per event, by their gates (naive/memory Treg, mixed
+        within the few Treg nodes; transitional B cells, which get no node of their own).
+        Without gates, only a population no cluster carries is named per event (by its
+        rule). 0: gated populations always per cluster.
     Returns
     -------
     ClusterResult
@@ -773,22 +775,30 @@ def _resolution(
 
     For every population with a parent: over all files, the F1 agreement, among the
     events of the parent's clusters, between membership by cluster and the events' own
-    gate (`own_gate`: the sample's fitted gate, or the rule's cuts). A parent any of whose
-    children scores below ``min_f1`` has all its children (and their descendants) named
-    per event, so siblings stay a consistent split of their parent.
+    gate (`own_gate`). Event-level naming needs a verdict per event that can be trusted
+    more than the clusters:
+
+    * a population with a per-sample fitted gate in every file scoring below ``min_f1``
+      has its parent's children (and their descendants) named per event, so siblings
+      stay a consistent split of their parent (naive + memory Treg = Treg);
+    * a population with only the rule's pooled cuts (a phenotype rule written for
+      cluster medians, not single events) is named per event only when no cluster carries
+      it although events pass its rule (transitional B cells without a template).
 
     Returns the per-event populations (rule order) and a table ``population, parent,
-    f1, level``.
+    gate, f1, level``.
     """
     pops = [p for p, par in naming.parents.items() if par is not None]
     tp = dict.fromkeys(pops, 0)
     n_cl = dict.fromkeys(pops, 0)
     n_ev = dict.fromkeys(pops, 0)
+    gated = set(pops)
     for i, (prep, nd) in enumerate(zip(prepared, nodes)):
         mine = members[i] if members else naming.membership
         member = {p: mine[p].to_numpy() for p in naming.parents}
         cl = cluster_of_node[nd]
         gate_in, gate_known = _event_gates(prep, base_of, pops)
+        gated &= set(gate_in)
         for pop in pops:
             a = member[pop][cl]
             b = own_gate(naming, prep.X, pop, gate_in, gate_known) & member[naming.parents[pop]][cl]  # type: ignore[index]
@@ -796,15 +806,17 @@ def _resolution(
             n_cl[pop] += int(np.count_nonzero(a))
             n_ev[pop] += int(np.count_nonzero(b))
     f1 = {p: 2.0 * tp[p] / (n_cl[p] + n_ev[p]) if n_cl[p] + n_ev[p] else 1.0 for p in pops}
-    split = {naming.parents[p] for p in pops if f1[p] < min_f1}
+    split = {naming.parents[p] for p in pops if p in gated and f1[p] < min_f1}
+    alone = {p for p in pops if p not in gated and n_cl[p] == 0 and n_ev[p] >= MIN_SHARE_EVENTS}
     out: list[str] = []
     for pop in pops:
-        if naming.parents[pop] in split or naming.parents[pop] in out:
+        if pop in alone or naming.parents[pop] in split or naming.parents[pop] in out:
             out.append(pop)
     table = pd.DataFrame(
         {
             "population": pops,
             "parent": [naming.parents[p] for p in pops],
+            "gate": ["per-sample" if p in gated else "rule" for p in pops],
             "f1": [f1[p] for p in pops],
             "level": ["event" if p in out else "cluster" for p in pops],
         }
