@@ -207,6 +207,101 @@ def test_mixture_2d_ellipse_of_selected_component():
     assert g2.gate_.mean == pytest.approx((0, 0), abs=0.05)
 
 
+def _lda_side(X, mu0, mu1, cov, w0, w1):
+    """Analytic Bayes assignment of two Gaussians with a shared covariance: the side of
+    the line w.x = c with w = C^-1 (mu1 - mu0), c = w.(mu0 + mu1)/2 + ln(w0/w1); returns
+    (w.x - c) / |w| (signed distance; > 0: component 1), w and c."""
+    w = np.linalg.solve(cov, mu1 - mu0)
+    c = float(w @ (mu0 + mu1) / 2 + np.log(w0 / w1))
+    return (X @ w - c) / np.linalg.norm(w), w, c
+
+
+def test_mixture_2d_posterior_region_is_the_bayes_boundary():
+    # two populations with one shared, correlated covariance and unequal weights: the
+    # equal-posterior boundary is the analytic line w.x = c; the fitted polygon keeps the
+    # side of the CD45RA-high component, and where it crosses the segment between the
+    # means is known too
+    rng = np.random.default_rng(73)
+    cov = np.array([[0.0025, -0.0008], [-0.0008, 0.0020]])
+    mu_mem, mu_naive = np.array([0.42, 0.70]), np.array([0.62, 0.57])
+    X = np.vstack(
+        [
+            rng.multivariate_normal(mu_mem, cov, 14_000),
+            rng.multivariate_normal(mu_naive, cov, 6_000),
+        ]
+    )
+    fb = {"type": "rectangle", "min": [0.55, None], "max": [None, None]}
+    g = MixtureGate(
+        ("CD45RA", "CD25"), select="max:0", region="posterior", fallback=fb, max_events=20_000
+    ).fit(X)
+    assert not g.fallback_ and isinstance(g.gate_, PolygonGate)
+    dist, w, c = _lda_side(X, mu_mem, mu_naive, cov, 0.7, 0.3)
+    inside = g.mask([X[:, 0], X[:, 1]])
+    # the fitted boundary sits a little off the true line (sampling noise of the fitted
+    # covariances, ~0.005 along the means' segment at 20,000 events)
+    clear = np.abs(dist) > 0.015
+    assert np.array_equal(inside[clear], dist[clear] > 0)
+    assert np.mean(inside != (dist > 0)) < 0.01
+    s = (c - w @ mu_mem) / (w @ (mu_naive - mu_mem))
+    cross = mu_mem + s * (mu_naive - mu_mem)
+    assert g.threshold_ == pytest.approx(cross[0], abs=0.01)
+    assert g.params_["crossing"] == pytest.approx(cross.tolist(), abs=0.01)
+    assert g.params_["level"] == 0.5 and g.params_["init"] == "kmeans++"
+
+
+def test_mixture_2d_posterior_polygon_matches_the_fitted_posterior_on_every_event():
+    # unequal covariances (a curved boundary): the polygon reproduces the fitted
+    # mixture's own equal-posterior assignment, evaluated on all events, to rounding
+    rng = np.random.default_rng(74)
+    X = np.vstack(
+        [
+            rng.multivariate_normal([0.45, 0.70], [[0.004, 0.0], [0.0, 0.002]], 7_000),
+            rng.multivariate_normal([0.63, 0.56], [[0.0016, -0.0006], [-0.0006, 0.0022]], 3_000),
+        ]
+    )
+    fb = {"type": "rectangle", "min": [0.55, None], "max": [None, None]}
+    g = MixtureGate(
+        ("CD45RA", "CD25"), select="max:0", region="posterior", init="marginal", fallback=fb
+    ).fit(X)
+    assert not g.fallback_ and g.params_["init"] == "marginal"
+    from immunoprofile.gating.mixture import GaussianMixtureEM
+
+    gm = GaussianMixtureEM(2)
+    gm.weights_ = np.asarray(g.params_["weights"])
+    gm.means_ = np.asarray(g.params_["means"])
+    gm.precisions_cholesky_ = np.linalg.inv(
+        np.linalg.cholesky(np.asarray(g.params_["covariances"]))
+    ).transpose(0, 2, 1)
+    exact = gm.predict_proba(X)[:, g.params_["component"]] >= 0.5
+    inside = g.mask([X[:, 0], X[:, 1]])
+    assert np.count_nonzero(inside != exact) <= 3
+    assert inside.mean() == pytest.approx(g.params_["share"], abs=1e-3)
+    # the naive-like component holds ~30 %; the equal-posterior region about as much
+    assert g.params_["weight"] == pytest.approx(0.3, abs=0.02)
+    assert inside.mean() == pytest.approx(0.3, abs=0.02)
+
+
+def test_mixture_2d_marginal_start_and_bounds_fall_back():
+    rng = np.random.default_rng(75)
+    X = np.vstack(
+        [
+            rng.multivariate_normal([0.42, 0.70], np.diag([0.003, 0.002]), 4_000),
+            rng.multivariate_normal([0.64, 0.56], np.diag([0.0016, 0.002]), 2_000),
+        ]
+    )
+    fb = {"type": "rectangle", "min": [0.55, None], "max": [None, None]}
+    spec = dict(select="max:0", region="posterior", fallback=fb)
+    a = MixtureGate(("CD45RA", "CD25"), init="marginal", **spec).fit(X)
+    b = MixtureGate(("CD45RA", "CD25"), n_init=5, **spec).fit(X)
+    # the 1-D start lands where five k-means++ starts do, in a few EM iterations
+    assert a.threshold_ == pytest.approx(b.threshold_, abs=0.002)
+    assert a.params_["n_iter"] <= 10
+    assert 0.5 < a.threshold_ < 0.56
+    out = MixtureGate(("CD45RA", "CD25"), bounds=(0.6, 0.8), **spec).fit(X)
+    assert out.fallback_ and "outside bounds" in out.reason_
+    assert out.gate_.to_dict()["min"] == [0.55, None]
+
+
 def test_singlet_gate_separates_doublets():
     rng = np.random.default_rng(9)
     h = rng.lognormal(np.log(60_000), 0.15, 40_000)
@@ -370,6 +465,7 @@ def test_to_dict_roundtrip_and_clone_for_every_type():
         TailGate(("a",), tol=0.05),
         MixtureGate(("a",), n_components=3, n_upper=2),
         MixtureGate(("a", "b"), fallback=fb),
+        MixtureGate(("a", "b"), select="max:0", region="posterior", init="marginal", fallback=fb),
         ThresholdsGate(("a", "b"), signs=("+", "-")),
         SingletGate(),
         BlobGate(),
@@ -398,6 +494,12 @@ def test_to_dict_roundtrip_and_clone_for_every_type():
             "method for a",
         ),
         ({"type": "wobble", "dims": ["a"]}, "unknown adaptive gate type"),
+        (
+            {"type": "gmm", "dims": ["a", "b"], "region": "box", "fallback": {"type": "range"}},
+            "region must be",
+        ),
+        ({"type": "gmm", "dims": ["a"], "region": "posterior"}, "two dimensions only"),
+        ({"type": "gmm", "dims": ["a"], "init": "marginal"}, "two dimensions only"),
     ],
 )
 def test_bad_specs_raise_template_error(spec, msg):

@@ -681,10 +681,23 @@ class MixtureGate(AdaptiveGate):
     group than of the smaller one). ``bounds`` limit it, the fallback is ``fallback``
     (default: middle of ``bounds``, or 0.5).
 
-    Two dimensions: the component chosen by ``select`` gives an ellipse,
-    ``(x - mean)^T C^-1 (x - mean) <= chi2_2(quantile)``. ``select`` is ``"max:<dim
-    index>"``/``"min:<dim index>"`` (the component with the highest/lowest mean on that
-    dimension), ``"heaviest"``, or a target point ``[x, y]`` (the nearest component).
+    Two dimensions: ``select`` chooses a component: ``"max:<dim index>"``/``"min:<dim
+    index>"`` (the component with the highest/lowest mean on that dimension),
+    ``"heaviest"``, or a target point ``[x, y]`` (the nearest component). With
+    ``region="ellipse"`` (default) the gate is that component's ellipse,
+    ``(x - mean)^T C^-1 (x - mean) <= chi2_2(quantile)``. With ``region="posterior"`` it
+    is the set of points whose posterior for that component reaches ``posterior`` (0.5:
+    the equal-posterior, Bayes, assignment, e.g. naive vs memory Tregs on CD45RA x CD25),
+    traced as a polygon on a fine grid of the fitted mixture's posterior around the data
+    (so it exports and draws like a hand-drawn gate), the connected part holding the
+    component's mean. Its one-number summary ``threshold_`` is the coordinate, on the
+    dimension ``select`` names (the first for ``"heaviest"`` or a point), where the
+    boundary crosses the segment from the nearest other component's mean to the chosen
+    one; ``bounds`` limit it. ``init="marginal"`` starts EM from a 1-D mixture on that
+    dimension (started at its density peaks): the events are split by their most likely
+    1-D component and the groups' 2-D means are the starting means, so that the fit
+    separates the populations that dimension already tells apart instead of splitting
+    one skewed cloud (``"kmeans++"``: scikit-learn's seeding, ``n_init`` starts).
     The fallback is the static gate ``fallback`` (a gate dict), required for 2-D.
     """
 
@@ -702,6 +715,8 @@ class MixtureGate(AdaptiveGate):
         fallback: float | dict[str, Any] | None = None,
         cut: str = "posterior",
         posterior: float = 0.5,
+        region: str = "ellipse",
+        init: str = "kmeans++",
         n_init: int = 1,
         max_events: int = 20_000,
         random_state: int | None = 0,
@@ -716,6 +731,8 @@ class MixtureGate(AdaptiveGate):
         self.fallback = fallback
         self.cut = cut
         self.posterior = posterior
+        self.region = region
+        self.init = init
         self.n_init = n_init
         self.max_events = max_events
         self.random_state = random_state
@@ -729,6 +746,18 @@ class MixtureGate(AdaptiveGate):
             raise TemplateError(f"{where}: n_components must be >= 2 in 1-D, >= 1 in 2-D")
         if cut not in ("posterior", "weight"):
             raise TemplateError(f"{where}: cut must be 'posterior' or 'weight', got {cut!r}")
+        if region not in ("ellipse", "posterior"):
+            raise TemplateError(
+                f"{where}: region must be 'ellipse' or 'posterior', got {region!r}"
+            )
+        if init not in ("kmeans++", "marginal"):
+            raise TemplateError(f"{where}: init must be 'kmeans++' or 'marginal', got {init!r}")
+        if bounds is not None and (len(bounds) != 2 or not float(bounds[0]) < float(bounds[1])):
+            raise TemplateError(f"{where}: bounds must be [low, high] with low < high")
+        if len(self.dims) == 1 and (region != "ellipse" or init != "kmeans++"):
+            raise TemplateError(f"{where}: region and init apply to two dimensions only")
+        if len(self.dims) == 2 and region == "posterior" and int(n_components) < 2:
+            raise TemplateError(f"{where}: a posterior region needs n_components >= 2")
         if len(self.dims) == 1:
             _sign_ok(side, where)
             if not 1 <= int(n_upper) < int(n_components):
@@ -769,6 +798,10 @@ class MixtureGate(AdaptiveGate):
             if len(peaks) >= k:
                 top = np.sort(peaks[np.argsort(dens[peaks])[::-1][:k]])
                 means_init = grid[top][:, None]
+        init = "peaks" if means_init is not None else "kmeans++"
+        if len(self.dims) == 2 and self.init == "marginal":
+            means_init = _marginal_means(X, k, _select_dim(self.select), self.random_state)
+            init = "kmeans++" if means_init is None else "marginal"
         gm = _gaussian_mixture(X, k, self.random_state, int(self.n_init), means_init)
         means = gm.means_
         if len(self.dims) == 1:
@@ -796,13 +829,108 @@ class MixtureGate(AdaptiveGate):
                 "weights": gm.weights_,
             }
         comp = _choose_component(gm.means_, gm.weights_, self.select)
-        return _ellipse_from_component(gm, comp, self.dims, float(self.quantile))
+        if self.region == "ellipse":
+            return _ellipse_from_component(gm, comp, self.dims, float(self.quantile))
+        gate, params = _posterior_region(
+            gm, comp, X, self.dims, float(self.posterior), _select_dim(self.select)
+        )
+        t = float(params["threshold"])
+        if self.bounds is not None and not (float(self.bounds[0]) <= t <= float(self.bounds[1])):
+            raise _NoFit(
+                f"boundary crosses {self.dims[_select_dim(self.select)]} at {t:.4g}, outside "
+                f"bounds {list(self.bounds)}"
+            )
+        self.threshold_ = t
+        return gate, {**params, "init": init, "n_iter": int(gm.n_iter_)}
 
     def _use_fallback(self, reason: str) -> AdaptiveGate:
         super()._use_fallback(reason)
         if len(self.dims) == 1:
             self.threshold_ = self._fallback_threshold()
         return self
+
+
+def _select_dim(select: Any) -> int:
+    """The dimension a ``select`` of the form ``"max:<i>"``/``"min:<i>"`` names (else 0)."""
+    if isinstance(select, str) and ":" in select:
+        return int(select.partition(":")[2])
+    return 0
+
+
+def _marginal_means(X: np.ndarray, k: int, dim: int, seed) -> np.ndarray | None:
+    """Starting means for a k-component 2-D mixture from a 1-D mixture on column ``dim``.
+
+    The 1-D mixture starts at the ``k`` highest peaks of the column's density (at its
+    quantiles when there are fewer peaks); each event joins its most likely 1-D component
+    and the groups' means over both columns are returned, (k, 2). None when the 1-D fit
+    fails or a group holds fewer than five events (the caller then seeds with k-means++).
+    """
+    x = X[:, dim]
+    grid, dens, _ = binned_density(x)
+    peaks = _peaks(dens, 0.01)
+    if len(peaks) >= k:
+        start = np.sort(grid[np.sort(peaks[np.argsort(dens[peaks])[::-1][:k]])])
+    else:
+        start = np.quantile(x, (np.arange(k) + 0.5) / k)
+    try:
+        g1 = _gaussian_mixture(x[:, None], k, seed, 1, start[:, None])
+    except _NoFit:
+        return None
+    label = g1.predict(x[:, None])
+    counts = np.bincount(label, minlength=k)
+    if counts.min() < 5:
+        return None
+    sums = np.stack([np.bincount(label, weights=X[:, j], minlength=k) for j in range(2)], 1)
+    return sums / counts[:, None]
+
+
+def _posterior_region(gm, comp: int, X: np.ndarray, dims, level: float, dim: int):
+    """Polygon of the points where component ``comp``'s posterior reaches ``level``.
+
+    The posterior is evaluated on a 241 x 241 grid over the data's box widened by half its
+    range on every side, and the ``level`` contour (linear interpolation between grid
+    points) holding ``comp``'s mean is the polygon; points beyond the widened box are
+    outside. Also returns where the boundary crosses the segment from the nearest other
+    component's mean to ``comp``'s (``crossing``; ``threshold`` is its coordinate on
+    ``dim``). `_NoFit` when the component's own mean lies below the level or the segment
+    has no crossing.
+    """
+    means = gm.means_
+    mu = means[comp]
+    if float(gm.predict_proba(mu[None, :])[0, comp]) < level:
+        raise _NoFit(f"the selected component's posterior at its own mean is below {level:g}")
+    others = [j for j in range(len(means)) if j != comp]
+    near = others[int(np.argmin(((means[others] - mu) ** 2).sum(axis=1)))]
+    s = np.linspace(0.0, 1.0, 2001)[:, None]
+    seg = means[near] + s * (mu - means[near])
+    post = gm.predict_proba(seg)[:, comp]
+    above = post >= level
+    change = np.flatnonzero(above[1:] != above[:-1])
+    if not len(change):
+        raise _NoFit(f"posterior never crosses {level:g} between the components' means")
+    i = int(change[-1])  # the last crossing before the chosen mean
+    f = (level - post[i]) / (post[i + 1] - post[i])
+    crossing = seg[i] + f * (seg[i + 1] - seg[i])
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    pad = 0.5 * (hi - lo) + 1e-6
+    gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], 241)
+    gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], 241)
+    G = np.column_stack([np.repeat(gx, len(gy)), np.tile(gy, len(gx))])
+    z = gm.predict_proba(G)[:, comp].reshape(len(gx), len(gy)).T  # rows: y
+    poly = _region_polygon(gx, gy, z, mu, level=level, what="posterior region")
+    gate = PolygonGate(dims=tuple(dims), vertices=tuple(map(tuple, poly)))
+    share = float(np.mean(gm.predict_proba(X)[:, comp] >= level))
+    return gate, {
+        "threshold": float(crossing[dim]),
+        "crossing": crossing,
+        "component": int(comp),
+        "level": level,
+        "weight": float(gm.weights_[comp]),
+        "share": share,
+        "means": means,
+        "covariances": gm.covariances_,
+        "weights": gm.weights_,
+    }
 
 
 def _parse_select(select: Any, n_dims: int, where: str) -> None:
@@ -1214,9 +1342,17 @@ def _mahalanobis(X: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray
     return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, inv, d), 0.0))
 
 
-def _region_polygon(gx, gy, inside: np.ndarray, seed_point: np.ndarray) -> np.ndarray:
-    """Outline (polygon vertices) of the connected region of the boolean grid ``inside``
-    (rows: y, columns: x) that holds ``seed_point``."""
+def _region_polygon(
+    gx,
+    gy,
+    inside: np.ndarray,
+    seed_point: np.ndarray,
+    level: float = 0.5,
+    what: str = "lymphocyte region around the core component",
+) -> np.ndarray:
+    """Outline (polygon vertices) of the connected region of the grid ``inside`` (rows: y,
+    columns: x; boolean, or values in [0, 1] contoured at ``level``) that holds
+    ``seed_point``. The grid is ringed with zeros, so regions reaching its edge close."""
     import contourpy
 
     z = np.zeros((len(gy) + 2, len(gx) + 2))
@@ -1224,7 +1360,7 @@ def _region_polygon(gx, gy, inside: np.ndarray, seed_point: np.ndarray) -> np.nd
     dx, dy = gx[1] - gx[0], gy[1] - gy[0]
     ex = np.concatenate([[gx[0] - dx], gx, [gx[-1] + dx]])
     ey = np.concatenate([[gy[0] - dy], gy, [gy[-1] + dy]])
-    lines = contourpy.contour_generator(x=ex, y=ey, z=z, name="serial").lines(0.5)
+    lines = contourpy.contour_generator(x=ex, y=ey, z=z, name="serial").lines(level)
     best, best_area = None, 0.0
     for line in lines:
         if len(line) < 4:
@@ -1237,7 +1373,7 @@ def _region_polygon(gx, gy, inside: np.ndarray, seed_point: np.ndarray) -> np.nd
         if area > best_area:
             best, best_area = line, area
     if best is None:
-        raise _NoFit("no lymphocyte region around the core component")
+        raise _NoFit(f"no {what}")
     if np.allclose(best[0], best[-1]):
         best = best[:-1]
     return best
