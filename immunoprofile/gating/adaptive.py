@@ -747,9 +747,7 @@ class MixtureGate(AdaptiveGate):
         if cut not in ("posterior", "weight"):
             raise TemplateError(f"{where}: cut must be 'posterior' or 'weight', got {cut!r}")
         if region not in ("ellipse", "posterior"):
-            raise TemplateError(
-                f"{where}: region must be 'ellipse' or 'posterior', got {region!r}"
-            )
+            raise TemplateError(f"{where}: region must be 'ellipse' or 'posterior', got {region!r}")
         if init not in ("kmeans++", "marginal"):
             raise TemplateError(f"{where}: init must be 'kmeans++' or 'marginal', got {init!r}")
         if bounds is not None and (len(bounds) != 2 or not float(bounds[0]) < float(bounds[1])):
