@@ -186,3 +186,17 @@ def test_bad_file_is_skipped_or_raised(cohort, tmp_path):
     assert list(res.errors["file"]) == [str(junk)] and "junk.fcs" in res.errors["message"][0]
     paths = res.write(tmp_path / "o")
     assert any(p.endswith("errors.csv") for p in paths)
+
+
+def test_gate_position_of_rectangles_and_mixture_regions():
+    # a fitted 2-D gate that fell back to its rectangle, and a 2-D mixture's posterior
+    # region, are described per dimension instead of failing the sample_gates table
+    from immunoprofile.clustering.api import _gate_position
+
+    rect = {"type": "rectangle", "dims": ["CD45RA", "CD25"], "min": [0.55, None],
+            "max": [None, 0.9], "params": {}}  # fmt: skip
+    assert _gate_position(rect) == "0.55 <= CD45RA, CD25 < 0.9"
+    assert _gate_position({"type": "range", "dims": ["CD3"], "min": 0.45}) == "0.45 <= CD3"
+    region = {"type": "polygon", "dims": ["CD45RA", "CD25"],
+              "params": {"crossing": [0.52, 0.61], "threshold": 0.52}}  # fmt: skip
+    assert "(0.52, 0.61)" in _gate_position(region)

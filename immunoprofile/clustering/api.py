@@ -852,14 +852,30 @@ def _gate_position(f: Mapping[str, Any]) -> str:
     if "direction" in params and "offset" in params:
         a, b = params["direction"]
         return f"{a:.3g}*{dims[0]} + {b:.3g}*{dims[1]} >= {params['offset']:.3g}"
+    if "crossing" in params and len(dims) == 2:
+        x, y = params["crossing"]
+        return (
+            f"{dims[0]} x {dims[1]} mixture posterior region, boundary through ({x:.3g}, {y:.3g})"
+        )
     if "thresholds" in f:
         return ", ".join(
             f"{d}{s} (cut {t:.3g})" for d, s, t in zip(dims, f.get("signs", []), f["thresholds"])
         )
     if "min" in f or "max" in f:
-        lo = "" if f.get("min") is None else f"{f['min']:.3g} <= "
-        hi = "" if f.get("max") is None else f" < {f['max']:.3g}"
-        return f"{lo}{dims[0] if dims else '?'}{hi}"
+        # a range (numbers) or a rectangle (one bound per dimension, None = open)
+        los, his = f.get("min"), f.get("max")
+        los = los if isinstance(los, list | tuple) else [los]
+        his = his if isinstance(his, list | tuple) else [his]
+        parts = []
+        for i, d in enumerate(dims or ["?"]):
+            lo = los[i] if i < len(los) else None
+            hi = his[i] if i < len(his) else None
+            if lo is None and hi is None:
+                continue
+            parts.append(
+                ("" if lo is None else f"{lo:.3g} <= ") + d + ("" if hi is None else f" < {hi:.3g}")
+            )
+        return ", ".join(parts) or "everything"
     if f.get("type") == "boolean":
         neg = f.get("complement") or [False] * len(dims)
         return f" {f.get('op', 'and')} ".join(("not " if c else "") + d for d, c in zip(dims, neg))
