@@ -121,8 +121,14 @@ def test_without_sample_gates_pooled_rules_still_name():
     assert np.all(np.abs(err) < 1.5), err
 
 
-def test_deterministic(gated):
-    res, _ = gated
-    assert isinstance(res.sample_gates, pd.DataFrame)
-    b0 = res.event_bits[0]
-    assert b0 is not None and b0.dtype.kind == "u" and b0.shape == res.nodes[0].shape
+def test_deterministic_with_sample_gates():
+    samples, _ = _cohort(2.0)
+    kw = dict(parent="live", template="immune_profile", seed=3, n_resamples=10,
+              subsample_per_sample=4000)  # fmt: skip
+    a = cluster(samples[:2], **kw)
+    b = cluster(samples[:2], **kw)
+    pd.testing.assert_frame_equal(a.table(), b.table())
+    pd.testing.assert_frame_equal(a.sample_gates, b.sample_gates)
+    assert a.event_level == b.event_level and a.event_level
+    for x, y in zip(a.event_bits, b.event_bits):
+        assert x is not None and x.dtype.kind == "u" and np.array_equal(x, y)
