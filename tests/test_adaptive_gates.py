@@ -521,13 +521,19 @@ def test_fit_cache_shares_one_dimensional_cuts_between_sides():
     cache: dict = {}
     pos = DensityMinimumGate(("CD3",), side="+").fit(x, cache=cache)
     neg = DensityMinimumGate(("CD3",), side="-").fit(x[:10], cache=cache)  # data not reused
-    assert len(cache) == 1
+
+    def n_fits(c: dict) -> int:  # shared fits have string keys; subsamples tuple keys
+        return sum(isinstance(k, str) for k in c)
+
+    assert n_fits(cache) == 1
+    # the seeded subsample of the 100,000 events (max_events 50,000) was drawn once
+    assert [k for k in cache if isinstance(k, tuple)] == [("subsample", len(x), 50_000, 0)]
     assert neg.threshold_ == pos.threshold_
     assert neg.gate_.max == pos.gate_.min and neg.gate_.min is None
     # other hyperparameters give another fit
     DensityMinimumGate(("CD3",), side="+", adjust=2.0).fit(x, cache=cache)
-    assert len(cache) == 2
+    assert n_fits(cache) == 2
     # a thresholds gate shares its per-dimension cuts through the same cache
     th = ThresholdsGate(("CD3", "CD3"), signs=("+", "-")).fit([x, x], cache=cache)
     assert th.thresholds_ == [pos.threshold_, pos.threshold_]
-    assert len(cache) == 2
+    assert n_fits(cache) == 2 and len(cache) == 3

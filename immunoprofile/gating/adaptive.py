@@ -66,6 +66,7 @@ from immunoprofile.gating.gates import (
 )
 
 ADAPTIVE_TYPES: dict[str, type[AdaptiveGate]] = {}
+_PARAM_NAMES: dict[type, tuple[str, ...]] = {}  # class -> its __init__ parameter names
 
 _MIN_FIT_EVENTS = 10  # below this no estimator tries to learn anything
 
@@ -130,8 +131,13 @@ class AdaptiveGate:
 
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
+        # inspect.signature costs tens of microseconds and every clone, to_dict and shared
+        # fit key asks for it: read it once per class
+        names = _PARAM_NAMES.get(cls)
+        if names is None:
+            sig = inspect.signature(cls.__init__)
+            names = _PARAM_NAMES[cls] = tuple(p for p in sig.parameters if p != "self")
+        return list(names)
 
     def get_params(self) -> dict[str, Any]:
         """Hyperparameters as given to ``__init__``."""
@@ -187,7 +193,7 @@ class AdaptiveGate:
         key = self._shared_key() if cache is not None else None
         if key is not None and key in cache:
             return self._restore(cache[key])
-        self._fit_columns(X)
+        self._fit_columns(X, cache)
         if key is not None:
             cache[key] = {
                 "threshold": self.threshold_,
@@ -216,7 +222,7 @@ class AdaptiveGate:
         self.gate_ = _range_gate(self.dims[0], self.threshold_, self.side)
         return self
 
-    def _fit_columns(self, X: Any) -> AdaptiveGate:
+    def _fit_columns(self, X: Any, cache: dict | None = None) -> AdaptiveGate:
         cols = _as_columns(X, len(self.dims))
         n = len(cols[0])
         finite: np.ndarray | None = None  # None: every value is finite (the usual case)
@@ -229,8 +235,15 @@ class AdaptiveGate:
         n_ok = pool if isinstance(pool, int) else len(pool)
         idx: np.ndarray | None = None if finite is None else pool
         if n_ok > self.max_events:
-            rng = np.random.default_rng(self.random_state)
-            idx = np.sort(rng.choice(pool, size=int(self.max_events), replace=False))
+            # with every value finite the subsample depends only on (n, size, seed): gates
+            # on the same parent (the parts of a thresholds gate, siblings) draw it once
+            key = ("subsample", n, int(self.max_events), self.random_state)
+            idx = cache.get(key) if cache is not None and finite is None else None
+            if idx is None:
+                rng = np.random.default_rng(self.random_state)
+                idx = np.sort(rng.choice(pool, size=int(self.max_events), replace=False))
+                if cache is not None and finite is None:
+                    cache[key] = idx
         if idx is None:
             sub = [np.asarray(c, dtype=np.float64) for c in cols]
         else:
