@@ -81,3 +81,34 @@ def test_row_path_declines_many_tables():
     per_channel = T.TransformSpec.from_dict(spec).resolve(s)
     assert len({id(tr._table()) for tr in per_channel.values() if hasattr(tr, "_table")}) > 4
     assert not T._transform_rows(s.events, per_channel, np.empty_like(s.events))
+
+
+@pytest.mark.parametrize("spec", [*SPECS, {"default": "arcsinh"}])
+def test_overwrite_gives_the_same_values_in_the_input_array(spec):
+    s = _sample(2)
+    want = T.transform(s, spec).events
+    own = s.with_events(s.events.copy())
+    got = T.transform(own, spec, overwrite=True)
+    assert got.events is own.events  # written in place
+    np.testing.assert_array_equal(got.events.view(np.uint32), want.view(np.uint32))
+
+
+def test_prepare_sample_transforms_its_own_compensated_array_in_place_only():
+    from immunoprofile.compensation import compensate
+    from immunoprofile.gating.engine import prepare_sample
+    from immunoprofile.gating.template import load_template
+    from immunoprofile.simulate import simulate_sample
+
+    raw, _ = simulate_sample(events=3_000, seed=1)
+    before = raw.events.copy()
+    tpl = load_template("tregs")
+    got = prepare_sample(raw, tpl)
+    np.testing.assert_array_equal(raw.events, before)  # the caller's events untouched
+    want = T.transform(compensate(raw, "file"), tpl.transforms).events
+    np.testing.assert_array_equal(got.events, want)
+    # an already compensated sample is transformed into a new array
+    comp = compensate(raw, "file")
+    comp_before = comp.events.copy()
+    again = prepare_sample(comp, tpl)
+    np.testing.assert_array_equal(comp.events, comp_before)
+    np.testing.assert_array_equal(again.events, want)

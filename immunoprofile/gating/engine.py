@@ -153,11 +153,17 @@ def prepare_sample(sample: Sample, template: Template) -> Sample:
             path = Path(how)
             if not path.is_absolute():
                 how = str(template.source.parent / path)
-        sample = compensate(sample, how)
+        compensated = compensate(sample, how)
+        # events this call made itself can take the transform in place (one events-sized
+        # array less: memory and the time to allocate it)
+        own = not np.may_share_memory(compensated.events, sample.events)
+        sample = compensated
+    else:
+        own = False
     if template.transforms is not None and not transformed:
         from immunoprofile.transforms import transform
 
-        sample = transform(sample, template.transforms)
+        sample = transform(sample, template.transforms, overwrite=own)
     return sample
 
 
