@@ -963,8 +963,13 @@ def _decode_columns(
         plans = [_plan(chans[j], time_step) if scale else None for j in cols]
         if arr.dtype == np.float32 and all(p is None for p in plans):
             return np.ascontiguousarray(arr)
-        out = arr.astype(np.float32) if any(p is None for p in plans) else None
-        if out is None:
+        if arr.dtype == np.float32 and arr.flags.c_contiguous and arr.flags.writeable:
+            # ``arr`` views the fresh buffer read for this call (or is a copy of it), so
+            # float32 data are scaled in place rather than copied first
+            out = arr
+        elif any(p is None for p in plans):
+            out = arr.astype(np.float32)
+        else:
             out = np.empty((n, len(cols)), dtype=np.float32)
         for k, p in enumerate(plans):
             if p is not None:
