@@ -80,14 +80,16 @@ for visit, wide in res.per_visit("percent_of_parent").items():
 # %% 6. Unsupervised clustering as a cross-check of the gates
 # A self-organising map with consensus metaclustering, on live cells, with clusters
 # named by marker rules; the agreement table compares the clustered frequency of each
-# population with the gated one (Lin's concordance, Bland-Altman bias).
+# population with the gated one (Lin's concordance, Bland-Altman bias). Its `naming`
+# column says which populations the SOM nodes carry (an independent check) and which were
+# named per event by each sample's own template gate (agreement by construction).
 from immunoprofile.clustering.agreement import agreement_table
 
 cl = ip.cluster(
     files, template=template, parent="live", samplesheet=samplesheet, seed=SEED,
     n_metaclusters=20,
 )  # fmt: skip
-agreement = agreement_table(table, cl.table(include_metaclusters=False))
+agreement = agreement_table(table, cl.table(include_metaclusters=False), naming=cl.naming_table())
 print(agreement.round(3).to_string(index=False))
 
 # %% 7. Change from baseline, per patient

@@ -580,7 +580,7 @@ def cluster_cmd(
 
             gated = pd.read_csv(gating_table)
             ctab = res.table(include_metaclusters=False)
-            agree = agreement_table(gated, ctab)
+            agree = agreement_table(gated, ctab, naming=res.naming_table())
             written.append(str(write_csv(agree, out_dir / "agreement.csv")))
             pairs = agreement_pairs(gated, ctab)
             written.append(str(write_csv(pairs, out_dir / "agreement_pairs.csv")))

@@ -242,7 +242,7 @@ def run_pipeline(
         )
         cl.write(kdir)
         ctab = cl.table(include_metaclusters=False)
-        agree = agreement_table(table, ctab)
+        agree = agreement_table(table, ctab, naming=cl.naming_table())
         from immunoprofile.quantify import write_csv
 
         write_csv(agree, kdir / "agreement.csv")

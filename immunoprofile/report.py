@@ -445,6 +445,36 @@ def _flat(v: Any) -> Any:
     return v
 
 
+def _naming_note(agreement: pd.DataFrame) -> str:
+    """The sentence saying which agreement rows are an independent check and which agree
+    with gating by construction (named per event by the samples' own template gates)."""
+    from immunoprofile.clustering.agreement import by_construction
+
+    if "naming" not in agreement.columns:
+        return ""
+    known = agreement["naming"].fillna("").astype(str).str.strip().ne("")
+    if not known.any():
+        return ""
+    event = agreement.loc[by_construction(agreement), "population"].astype(str).tolist()
+    if not event:
+        return (
+            '<p class="note">No population here was named per event by the samples\' own '
+            "template gates (column <i>naming</i>), so each row is an independent check of "
+            "the gating.</p>"
+        )
+    names = ", ".join(f"<b>{_esc(p)}</b>" for p in event)
+    one = len(event) == 1
+    return (
+        f'<p class="note">{names} {"is" if one else "are"} named per event by each '
+        "sample's own fitted template gate, because the SOM nodes do not resolve "
+        f"{'it' if one else 'them'} or a sibling (column <i>naming</i>: <i>event (template "
+        "gate)</i>; <i>naming_f1</i> is the node-vs-event F1 within the parent): "
+        f"{'its' if one else 'their'} agreement with gating is by construction, not an "
+        "independent check. The populations named per node are the "
+        "independent check.</p>"
+    )
+
+
 def build_report(
     path: str | PathLike,
     comparison: Comparison,
@@ -598,6 +628,7 @@ def build_report(
     cl = ""
     if agreement is not None and len(agreement):
         cl += "<p>Agreement between template gating and unsupervised clustering.</p>"
+        cl += _naming_note(agreement)
         cl += _table(agreement)
     if clustering_images:
         cl += "".join(_img(png, name, name) for name, png in clustering_images.items())

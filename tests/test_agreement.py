@@ -9,15 +9,19 @@ import pandas as pd
 import pytest
 
 from immunoprofile.clustering.agreement import (
+    EVENT_TEMPLATE,
     adjusted_rand,
     agreement_table,
     bland_altman,
+    by_construction,
     frequency_error,
     lins_ccc,
+    naming_levels,
     pearson_r,
 )
 from immunoprofile.clustering.metacluster import ConsensusMetaclustering
 from immunoprofile.clustering.som import SOM
+from immunoprofile.exceptions import ClusteringError
 
 X5 = [1, 2, 3, 4, 5]
 Y5 = [2, 3, 4, 5, 7]
@@ -73,6 +77,35 @@ def test_agreement_table_pairs_by_sample_and_population():
     assert tab.loc["B", "lins_ccc"] == pytest.approx(1.0)
     assert tab.loc["B", "bias"] == pytest.approx(0.0)
     assert tab.loc["B", "n"] == 5
+    # without a naming table the naming columns are there but unknown
+    assert (tab["naming"] == "").all() and tab["naming_f1"].isna().all()
+
+
+def test_naming_levels_and_agreement_naming_columns():
+    resolution = pd.DataFrame(
+        {
+            "population": ["Treg", "Treg_naive", "B_transitional"],
+            "parent": ["CD4", "Treg", "B"],
+            "gate": ["per-sample", "per-sample", "rule"],
+            "f1": [0.99, 0.62, 0.1],
+            "level": ["cluster", "event", "event"],
+        }
+    )
+    how = naming_levels(resolution, ["T", "Treg"], name_level="metacluster")
+    assert how["population"].tolist() == ["Treg", "Treg_naive", "B_transitional", "T"]
+    assert how["naming"].tolist() == ["metacluster", EVENT_TEMPLATE, "event (rule)",
+                                      "metacluster"]  # fmt: skip
+    assert how["naming_f1"].tolist()[:3] == [0.99, 0.62, 0.1] and math.isnan(how.at[3, "naming_f1"])
+    gated = pd.DataFrame({"sample": ["a", "b"] * 2, "population": ["Treg"] * 2 + ["Treg_naive"] * 2,
+                          "percent_of_parent": [5.0, 6.0, 30.0, 40.0]})  # fmt: skip
+    tab = agreement_table(gated, gated, naming=how)
+    assert tab["naming"].tolist() == ["metacluster", EVENT_TEMPLATE]
+    assert tab["naming_f1"].tolist() == [0.99, 0.62]
+    assert by_construction(tab).tolist() == [False, True]
+    with pytest.raises(ClusteringError, match="naming"):
+        agreement_table(gated, gated, naming=how.drop(columns="naming_f1"))
+    with pytest.raises(ClusteringError, match="level"):
+        naming_levels(resolution.drop(columns="level"))
 
 
 def test_frequency_error():

@@ -117,6 +117,8 @@ def test_without_sample_gates_pooled_rules_still_name():
     assert np.all(np.abs(err) < 1.0), err
     # ... and only a population no node carries is named per event, by its rule
     assert plain.event_level == ["B_transitional"]
+    how = plain.naming_table().set_index("population")["naming"]
+    assert how["B_transitional"] == "event (rule)" and (how.drop("B_transitional") == "node").all()
     err = _errors(plain, truths, "B_transitional")
     assert np.all(np.abs(err) < 1.5), err
 
@@ -132,3 +134,59 @@ def test_deterministic_with_sample_gates():
     assert a.event_level == b.event_level and a.event_level
     for x, y in zip(a.event_bits, b.event_bits):
         assert x is not None and x.dtype.kind == "u" and np.array_equal(x, y)
+
+
+def test_agreement_says_how_each_population_was_named(gated, tmp_path):
+    """The agreement table's ``naming``/``naming_f1`` are `resolution`'s level and F1;
+    event-named populations are flagged in the table, the report and the plot."""
+    from immunoprofile.clustering.agreement import (
+        EVENT_TEMPLATE,
+        agreement_pairs,
+        agreement_table,
+        by_construction,
+    )
+    from immunoprofile.plots.clustering import agreement_plot
+    from immunoprofile.report import _naming_note
+
+    res, _ = gated
+    ctab = res.table(include_metaclusters=False)
+    gtab = ctab.copy()
+    gtab["percent_of_parent"] += 0.5  # a stand-in for the gated table (pairs by sample)
+    agree = agreement_table(gtab, ctab, naming=res.naming_table()).set_index("population")
+    rs = res.resolution.set_index("population")
+    assert set(rs.index) <= set(agree.index)
+    for pop, r in rs.iterrows():
+        want = (
+            EVENT_TEMPLATE
+            if r["level"] == "event" and r["gate"] == "per-sample"
+            else "event (rule)"
+            if r["level"] == "event"
+            else "node"
+        )
+        assert agree.loc[pop, "naming"] == want, pop
+        assert agree.loc[pop, "naming_f1"] == pytest.approx(r["f1"], abs=1e-12)
+    # top-level populations have no resolution row: named per node, no F1
+    top = [p for p, par in res.naming.parents.items() if par is None and p in agree.index]
+    assert top and (agree.loc[top, "naming"] == "node").all()
+    assert agree.loc[top, "naming_f1"].isna().all()
+    # the per-event Treg subsets here are named by their samples' template gates
+    flagged = set(agree.index[by_construction(agree.reset_index()).to_numpy()])
+    assert {"Treg_naive", "Treg_memory", "B_transitional"} <= flagged
+    assert flagged == set(res.event_level) & set(rs.index[rs["gate"] == "per-sample"])
+    assert not flagged & {"T", "CD4", "CD8", "Treg", "B", "NK"}
+    # the bias is the +0.5 put on the stand-in, whatever the naming
+    assert agree["bias"].to_numpy() == pytest.approx(-0.5)
+
+    # the report names them and says their agreement is by construction
+    note = _naming_note(agree.reset_index())
+    assert "by construction" in note and "<b>Treg_naive</b>" in note
+    assert "<b>Treg</b>" not in note and "named per node are the independent check" in note
+    # the plot marks them (and only them)
+    pairs = agreement_pairs(gtab, ctab)
+    shown = agree.reset_index()
+    shown = shown[shown["population"].isin(["Treg", "Treg_naive"])]
+    fig = agreement_plot(pairs, shown)
+    titles = [ax.get_title() for ax in fig.axes if "CCC" in ax.get_title()]
+    assert len(titles) == 2
+    assert "by construction" not in titles[0] and titles[0].startswith("Treg:")
+    assert "by construction" in titles[1] and titles[1].startswith("Treg_naive:")

@@ -10,6 +10,13 @@ paired across samples and summarised by:
 - Bland-Altman bias and 95 % limits of agreement (Bland & Altman, 1986, Lancet
   i:307): ``d = y - x``, bias ``mean(d)``, limits ``bias -+ 1.96 sd(d)`` (sd with n-1).
 
+How a population was named matters for reading its agreement. A population the SOM nodes
+resolve is counted by whole clusters, and its agreement with gating is an independent
+check. A sub-population the nodes do not resolve is named per event by each sample's own
+fitted template gate (``resolution.csv``): its clustered frequency then comes from the
+same gate as the gated one, so its agreement is largely by construction. The ``naming``
+and ``naming_f1`` columns of `agreement_table` say which is which.
+
 Against per-event truth labels: the adjusted Rand index (Hubert & Arabie, 1985) through
 scikit-learn, and the per-sample frequency error in percentage points.
 """
@@ -29,9 +36,72 @@ __all__ = [
     "pearson_r",
     "agreement_table",
     "agreement_pairs",
+    "naming_levels",
+    "by_construction",
+    "EVENT_TEMPLATE",
+    "EVENT_RULE",
     "adjusted_rand",
     "frequency_error",
 ]
+
+
+#: ``naming`` of a population named per event by each sample's fitted template gate
+EVENT_TEMPLATE = "event (template gate)"
+#: ``naming`` of a population named per event by the phenotype rule's pooled cuts
+EVENT_RULE = "event (rule)"
+NAMING_COLUMNS = ("naming", "naming_f1")
+
+
+def naming_levels(
+    resolution: pd.DataFrame,
+    populations: Sequence[str] = (),
+    name_level: str = "node",
+) -> pd.DataFrame:
+    """How each named population of a clustering was named: ``population, naming,
+    naming_f1``.
+
+    Parameters
+    ----------
+    resolution : `ClusterResult.resolution` (or ``resolution.csv``): per population with a
+        parent, ``gate`` (``per-sample``/``rule``), ``f1`` (membership by cluster vs by
+        the events' own gate, within the parent) and ``level`` (``cluster``/``event``).
+    populations : further named populations (top-level ones have no resolution row);
+        they are named per cluster.
+    name_level : what the clusters are (``node`` or ``metacluster``).
+
+    Returns
+    -------
+    DataFrame: ``naming`` is ``name_level`` for populations named per cluster,
+    `EVENT_TEMPLATE` for those named per event by the sample's fitted gate, `EVENT_RULE`
+    for those named per event by the rule's cuts; ``naming_f1`` is the resolution F1 (NaN
+    for top-level populations).
+    """
+    missing = {"population", "gate", "f1", "level"} - set(resolution.columns)
+    if len(resolution.columns) and missing:
+        raise ClusteringError(f"naming_levels: resolution table lacks columns {sorted(missing)}")
+    rows = []
+    for r in resolution.itertuples(index=False):
+        if r.level == "event":
+            how = EVENT_TEMPLATE if r.gate == "per-sample" else EVENT_RULE
+        else:
+            how = name_level
+        rows.append({"population": r.population, "naming": how, "naming_f1": float(r.f1)})
+    seen = {r["population"] for r in rows}
+    rows.extend(
+        {"population": p, "naming": name_level, "naming_f1": float("nan")}
+        for p in populations
+        if p not in seen
+    )
+    return pd.DataFrame(rows, columns=["population", *NAMING_COLUMNS])
+
+
+def by_construction(table: pd.DataFrame) -> pd.Series:
+    """Rows of an agreement table whose clustered frequency came from the same per-sample
+    template gate as the gated one (``naming`` == `EVENT_TEMPLATE`): agreement there is
+    not an independent check. False everywhere when the table has no ``naming``."""
+    if "naming" not in table.columns:
+        return pd.Series(False, index=table.index)
+    return table["naming"].astype(str).eq(EVENT_TEMPLATE)
 
 
 def _pair(x: Sequence[float], y: Sequence[float], what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +179,7 @@ def agreement_table(
     clustered: pd.DataFrame,
     value: str = "percent_of_parent",
     populations: Sequence[str] | None = None,
+    naming: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Gated vs clustered frequency of every population found in both tables.
 
@@ -118,12 +189,15 @@ def agreement_table(
         ``value``); rows are paired on (sample, population).
     value : the frequency column to compare.
     populations : restrict to these populations (default: all in both).
+    naming : how the clusters named each population (`ClusterResult.naming_table` or
+        `naming_levels`); fills ``naming`` and ``naming_f1`` (empty/NaN without it).
 
     Returns
     -------
     DataFrame, one row per population: ``population, n, mean_gated, mean_clustered,
-    pearson_r, lins_ccc, bias, sd, loa_low, loa_high`` (bias = clustered - gated, in the
-    units of ``value``).
+    pearson_r, lins_ccc, bias, sd, loa_low, loa_high, naming, naming_f1`` (bias =
+    clustered - gated, in the units of ``value``). Rows with ``naming`` ==
+    `EVENT_TEMPLATE` agree with gating largely by construction (see `by_construction`).
     """
     both = agreement_pairs(gated, clustered, value, populations)
     rows = []
@@ -141,7 +215,18 @@ def agreement_table(
             }
         )
     cols = ["population", "n", "mean_gated", "mean_clustered", "pearson_r", "lins_ccc"]
-    return pd.DataFrame(rows, columns=[*cols, "bias", "sd", "loa_low", "loa_high"])
+    out = pd.DataFrame(rows, columns=[*cols, "bias", "sd", "loa_low", "loa_high"])
+    if naming is None:
+        out["naming"] = pd.Series([""] * len(out), index=out.index, dtype=object)
+        out["naming_f1"] = np.nan
+        return out
+    missing = {"population", *NAMING_COLUMNS} - set(naming.columns)
+    if missing:
+        raise ClusteringError(f"agreement: naming table lacks columns {sorted(missing)}")
+    how = naming.drop_duplicates("population").set_index("population")
+    out["naming"] = out["population"].map(how["naming"]).fillna("").astype(object)
+    out["naming_f1"] = out["population"].map(how["naming_f1"]).astype(float)
+    return out
 
 
 def adjusted_rand(labels_true: Sequence, labels_pred: Sequence) -> float:

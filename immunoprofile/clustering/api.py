@@ -345,6 +345,19 @@ class ClusterResult:
         )
         return pd.concat([out, med.reset_index(drop=True)], axis=1)
 
+    def naming_table(self) -> pd.DataFrame:
+        """How each named population was named: ``population, naming, naming_f1``.
+
+        ``naming`` is the cluster level (``node`` or ``metacluster``) for populations the
+        clusters carry, ``event (template gate)`` for sub-populations named per event by
+        each sample's own fitted gate (their agreement with gating is largely by
+        construction), ``event (rule)`` for those named per event by the rule's cuts;
+        ``naming_f1`` is ``resolution``'s F1. Pass it to `agreement_table`.
+        """
+        from immunoprofile.clustering.agreement import naming_levels
+
+        return naming_levels(self.resolution, list(self.naming.parents), self.name_level)
+
     def unassigned(self) -> pd.DataFrame:
         """Metaclusters (or nodes) no rule named, with their median phenotype."""
         level = self.name_level

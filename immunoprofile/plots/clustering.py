@@ -6,7 +6,9 @@
 * `som_grid_plot`: the SOM nodes on their grid, sized by event count and coloured by
   metacluster;
 * `agreement_plot`: gated vs clustered frequency per population, with the identity line
-  and Lin's concordance from the agreement table, beside a Bland-Altman panel.
+  and Lin's concordance from the agreement table, beside a Bland-Altman panel; populations
+  named per event by the samples' own template gates are drawn in grey and marked "by
+  construction" (their agreement with gating is not an independent check).
 
 matplotlib is imported inside each function (Agg canvas, no pyplot state).
 """
@@ -127,28 +129,39 @@ def agreement_plot(pairs: pd.DataFrame, table: pd.DataFrame, value_label: str = 
     Bland-Altman panel (difference vs mean, bias and 95 % limits from ``table``).
 
     ``pairs`` has ``sample, population, gated, clustered`` (`agreement_pairs`), ``table``
-    is `agreement_table`'s output.
+    is `agreement_table`'s output. A population whose ``naming`` is ``event (template
+    gate)`` (named per event by each sample's fitted gate, so it agrees with gating by
+    construction) is drawn in grey with "by construction" in its title.
     """
+    from immunoprofile.clustering.agreement import by_construction
+
     pops = [p for p in table["population"] if p in set(pairs["population"])]
     if not pops:
         raise ValueError("no population is in both the pairs and the agreement table")
     fig = new_figure(6.5, 2.8 * len(pops))
     stats = table.set_index("population")
+    constructed = set(table.loc[by_construction(table), "population"])
     for i, pop in enumerate(pops):
         sub = pairs[pairs["population"] == pop]
         x, y = sub["gated"].to_numpy(float), sub["clustered"].to_numpy(float)
         st = stats.loc[pop]
+        mark = pop in constructed
+        tag = "\n(named per event by its template gate: by construction)" if mark else ""
         ax = fig.add_subplot(len(pops), 2, 2 * i + 1)
         lo = float(np.nanmin([x.min(), y.min()]))
         hi = float(np.nanmax([x.max(), y.max()]))
         pad = 0.05 * (hi - lo + 1e-9)
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", lw=0.8, ls="--")
-        ax.scatter(x, y, s=14, color="#1f77b4")
+        ax.scatter(x, y, s=14, color="#9e9e9e" if mark else "#1f77b4")
         ax.set_xlabel(f"gated ({value_label})", fontsize=8)
         ax.set_ylabel(f"clustered ({value_label})", fontsize=8)
-        ax.set_title(f"{pop}: CCC {st['lins_ccc']:.2f}, r {st['pearson_r']:.2f}", fontsize=9)
+        ax.set_title(
+            f"{pop}: CCC {st['lins_ccc']:.2f}, r {st['pearson_r']:.2f}{tag}",
+            fontsize=9,
+            color="#616161" if mark else "black",
+        )
         ax2 = fig.add_subplot(len(pops), 2, 2 * i + 2)
-        ax2.scatter((x + y) / 2, y - x, s=14, color="#d62728")
+        ax2.scatter((x + y) / 2, y - x, s=14, color="#9e9e9e" if mark else "#d62728")
         for v, ls in ((st["bias"], "-"), (st["loa_low"], ":"), (st["loa_high"], ":")):
             if np.isfinite(v):
                 ax2.axhline(v, color="k", lw=0.8, ls=ls)
