@@ -544,7 +544,10 @@ def cluster_cmd(
     sample_gates.csv (the per-sample template gates used for naming), and the
     figures heatmap.png and som_grid.png (+ umap_*.png with --umap, agreement.csv and
     agreement.png with --gating). A file that cannot be read or gated is left out and
-    listed in errors.csv; the exit status is then 1.
+    listed in errors.csv. Files that claim the same patient and visit (and tube) are all
+    clustered and kept in populations.csv (identity_clash True), announced, and listed in
+    errors.csv. Exit status: 0 when every file was clustered with its own identity, 1 when
+    any failed or shared an identity (or the run could not start), 2 for a usage error.
     """
     from pathlib import Path
 
@@ -555,22 +558,23 @@ def cluster_cmd(
     try:
         from immunoprofile.clustering.api import cluster
 
-        res = cluster(
-            list(files),
-            markers=mk,
-            n_metaclusters=_parse_metaclusters(metaclusters),
-            grid=_parse_grid(grid),
-            seed=seed,
-            parent=parent,
-            template=None if template.lower() == "none" else template,
-            subsample_per_sample=subsample,
-            umap=umap,
-            name_level=name_level,
-            samplesheet=samplesheet,
-            pattern=pattern,
-            on_error="skip",
-            sample_gates=sample_gates,
-        )
+        with _clash_warnings_to_terminal():
+            res = cluster(
+                list(files),
+                markers=mk,
+                n_metaclusters=_parse_metaclusters(metaclusters),
+                grid=_parse_grid(grid),
+                seed=seed,
+                parent=parent,
+                template=None if template.lower() == "none" else template,
+                subsample_per_sample=subsample,
+                umap=umap,
+                name_level=name_level,
+                samplesheet=samplesheet,
+                pattern=pattern,
+                on_error="skip",
+                sample_gates=sample_gates,
+            )
         written = res.write(out_dir)
         if gating_table is not None:
             import pandas as pd
@@ -611,10 +615,22 @@ def cluster_cmd(
         f"{res.n_metaclusters} metaclusters ({len(named)} named, "
         f"{len(summ) - len(named)} unassigned); wrote {len(written)} files to {out_dir}/"
     )
-    if len(res.errors):
-        for e in res.errors.itertuples():
-            click.secho(f"failed: {e.message}", fg="red", err=True)
-        sys.exit(1)
+    from immunoprofile.clustering.api import CLASH_ERROR
+
+    failed = res.errors[res.errors["error"] != CLASH_ERROR] if len(res.errors) else res.errors
+    for e in failed.itertuples():
+        click.secho(f"failed: {e.message}", fg="red", err=True)
+    problems = []
+    if len(failed):
+        problems.append(f"{len(failed)} of {len(files)} file(s) failed")
+    if res.clashes:
+        from immunoprofile.cohort import clash_summary
+
+        problems.append(
+            clash_summary(res.clashes) + " (clustered, in populations.csv with identity_clash)"
+        )
+    if problems:
+        fail(f"{'; '.join(problems)}; see {out_dir / 'errors.csv'}")
 
 
 # === compare / report / run / demo =========================================

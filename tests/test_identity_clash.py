@@ -273,3 +273,68 @@ def test_in_memory_samples_with_one_name_stay_apart():
     assert list(t["sample"].unique()) == ["same#1", "same#2"]
     a, b = (t[t["sample"] == n]["count"].to_numpy() for n in ("same#1", "same#2"))
     assert len(a) == len(b) and (a != b).any()
+
+
+# --- clustering: the same behaviour as gating ---------------------------------------------
+
+
+def test_api_cluster_clash_clusters_everything(cohort, tmp_path):
+    from immunoprofile.clustering.api import cluster
+
+    d, files = cohort
+    sheet = _mislabelled_sheet(d, tmp_path)
+    with pytest.warns(IdentityClashWarning, match=r"2 files share an identity: patient 'P02'"):
+        res = cluster(files, template="tregs", samplesheet=sheet, seed=0, n_resamples=10)
+    assert res.samples == [Path(f).stem for f in files] and res.n_failed == 0
+    assert res.clashing_samples == ["P01_week24", "P02_week24"]
+    t = res.table(include_metaclusters=False)
+    flagged = t.groupby("sample", sort=False)["identity_clash"].all()
+    assert flagged[flagged].index.tolist() == ["P01_week24", "P02_week24"]
+    assert len(flagged) == 6
+    err = res.errors
+    assert err["file"].tolist() == [files[1], files[3]]
+    assert err["error"].tolist() == ["IdentityClashError"] * 2
+    assert err["other_files"].tolist() == [files[3], files[1]]
+    assert (err["patient"] == "P02").all() and (err["visit"] == "week24").all()
+    assert "patient 'P02' visit 'week24' (from its samplesheet)" in err.at[0, "message"]
+    # written: populations.csv keeps every file, errors.csv names the clash
+    res.write(tmp_path / "out")
+    pop = pd.read_csv(tmp_path / "out" / "populations.csv")
+    assert pop.groupby("sample")["identity_clash"].all().sum() == 2
+    written = pd.read_csv(tmp_path / "out" / "errors.csv", dtype=str, keep_default_na=False)
+    assert written["other_files"].tolist() == [files[3], files[1]]
+    # without a clash: no flag column, no errors (the table is unchanged)
+    clean = cluster(files[:2], template="tregs", seed=0, n_resamples=10)
+    assert "identity_clash" not in clean.table().columns and clean.errors.empty
+
+
+def test_cli_cluster_clash_finishes_with_status_1(cohort, tmp_path):
+    paths, a, b = _copy(cohort, tmp_path)
+    out = tmp_path / "clusters"
+    r = CliRunner().invoke(main, ["cluster", *paths, "-t", "tregs", "-o", str(out), "--no-plots"])
+    assert r.exit_code == 1, r.output
+    line = f"2 files share an identity: patient 'P02' visit 'week24' tube 'T B NK 20c' ({a}, {b})"
+    assert f"warning: {line}" in r.output  # announced
+    assert f"error: {line} (clustered, in populations.csv with identity_clash)" in r.output
+    assert "failed" not in r.output
+    pop = pd.read_csv(out / "populations.csv")
+    assert list(pop["sample"].unique()) == [Path(p).stem for p in paths]
+    flagged = pop.groupby("sample", sort=False)["identity_clash"].all()
+    assert flagged[flagged].index.tolist() == [Path(a).stem, Path(b).stem]
+    # a byte-identical copy is clustered exactly as its original: nothing lost or invented
+    one = pop[pop["sample"] == Path(a).stem]["count"].tolist()
+    assert one == pop[pop["sample"] == Path(b).stem]["count"].tolist()
+    err = pd.read_csv(out / "errors.csv", dtype=str, keep_default_na=False)
+    assert err["file"].tolist() == [a, b] and (err["error"] == "IdentityClashError").all()
+    for name in ("metaclusters.csv", "thresholds.csv", "resolution.csv"):
+        assert (out / name).is_file(), name
+    # a failed file and a clash: both counted in the last line
+    junk = tmp_path / "junk.fcs"
+    junk.write_bytes(b"not an FCS file" * 20)
+    r = CliRunner().invoke(
+        main, ["cluster", *paths, str(junk), "-t", "tregs", "-o", str(out), "--no-plots"]
+    )
+    assert r.exit_code == 1, r.output
+    assert f"error: 1 of {len(paths) + 1} file(s) failed; {line}" in r.output
+    err = pd.read_csv(out / "errors.csv", dtype=str, keep_default_na=False)
+    assert err["file"].tolist() == [a, b, str(junk)]

@@ -21,6 +21,11 @@ The steps (Van Gassen et al., 2015, adapted to a longitudinal cohort):
    fitted gate, or the rule's cuts). Resolution is measured: the F1 agreement, within the
    parent, of membership by cluster with the events' own gate.
 
+Files that claim the same patient and visit (and tube) do not stop clustering, as they do
+not stop gating: every file is clustered and keeps its rows in the population table (with
+``identity_clash`` True), the clash is announced with an `IdentityClashWarning` and listed
+in ``errors`` (``error`` = ``IdentityClashError``, one row per file).
+
 Memory: only the chosen marker columns of the (pre-gated) events are kept, one float32
 array per file, plus one int16 node label per event and, with per-sample gates, one
 bit-field per event (the gates it passed and the populations it was named in per event).
@@ -207,7 +212,11 @@ class ClusterResult:
     train_events, train_nodes, train_sample : the pooled training subsample.
     embedding : DataFrame (``umap1``, ``umap2``, ``sample``, ``node``, ...) when UMAP was
         asked for.
-    errors : files left out with ``on_error="skip"`` (``file, sample, error, message``).
+    errors : files left out with ``on_error="skip"``, and files whose identity another
+        file also claims (``error`` = ``IdentityClashError``; clustered and kept in the
+        table): ``file, sample, error, message, patient, visit, tube, other_files``.
+    clashes : groups of files claiming one patient, visit and tube
+        (`immunoprofile.cohort.IdentityClash`); their rows carry ``identity_clash``.
     event_level : populations named per event rather than per cluster (the children of a
         parent whose clusters do not resolve them), in rule order.
     event_bits : per file, a bit-field per clustered event (bit k: in ``event_level[k]``),
@@ -245,6 +254,7 @@ class ClusterResult:
     resolution: pd.DataFrame = field(default_factory=pd.DataFrame)
     sample_members: list[pd.DataFrame] = field(default_factory=list)
     sample_gates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    clashes: list[Any] = field(default_factory=list)
     _cluster_of_node: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -259,6 +269,19 @@ class ClusterResult:
     @property
     def samples(self) -> list[str]:
         return [i.sample for i in self.identities]
+
+    @property
+    def clashing_samples(self) -> list[str]:
+        """Samples whose identity another file also claims, in input order."""
+        names = {n for c in self.clashes for n in c.samples}
+        return [i.sample for i in self.identities if i.sample in names]
+
+    @property
+    def n_failed(self) -> int:
+        """Number of files left out because they could not be read, gated or resolved."""
+        if not len(self.errors):
+            return 0
+        return int((self.errors["error"] != CLASH_ERROR).sum())
 
     @property
     def n_metaclusters(self) -> int:
@@ -369,7 +392,8 @@ class ClusterResult:
     def table(self, include_metaclusters: bool = True) -> pd.DataFrame:
         """The tidy population table (``method="clustering"``): per file, one row per named
         population (rule hierarchy for ``parent``) and, optionally, one per metacluster
-        (``population`` = ``MC01``..., ``parent`` = the pre-gate population or ``root``)."""
+        (``population`` = ``MC01``..., ``parent`` = the pre-gate population or ``root``).
+        With identity clashes, ``identity_clash`` says which files share an identity."""
         from immunoprofile.quantify import TABLE_COLUMNS
 
         top = self.parent or ROOT
@@ -402,6 +426,9 @@ class ClusterResult:
             lym = df["sample"].map({i.sample: i.lymphocytes_per_ul for i in self.identities})
             df["cells_per_ul"] = lym.astype(float) * df["percent_of_lymphocytes"] / 100.0
             df = df[[*TABLE_COLUMNS, "cells_per_ul", "method"]]
+        if self.clashes:
+            # every clustered file keeps its rows; the flag says which ones are ambiguous
+            df[CLASH_COLUMN] = df["sample"].isin(self.clashing_samples)
         return df.astype({"count": "int64", "parent_count": "int64"})
 
     def write(self, out_dir: str | os.PathLike) -> list[str]:
@@ -433,6 +460,40 @@ class ClusterResult:
         if len(self.errors):
             paths.append(write_csv(self.errors, out / "errors.csv"))
         return [str(p) for p in paths]
+
+
+#: ``error`` of an errors row for a file whose identity another file also claims
+CLASH_ERROR = "IdentityClashError"
+#: population-table column flagging those files (as in gating)
+CLASH_COLUMN = "identity_clash"
+ERROR_COLUMNS = ["file", "sample", "error", "message", "patient", "visit", "tube", "other_files"]
+
+
+def _clash_rows(identities: Sequence[Any], clashes: Sequence[Any]) -> list[dict[str, str]]:
+    """One errors row per file whose identity another file also claims (input order)."""
+    from immunoprofile.cohort import CLASH_ADVICE
+
+    rows = []
+    for ident in identities:
+        clash = next((c for c in clashes if ident.sample in c.samples), None)
+        if clash is None:
+            continue
+        others = clash.others(ident.file)
+        rows.append(
+            {
+                "file": ident.file,
+                "sample": ident.sample,
+                "error": CLASH_ERROR,
+                "message": f"{ident.file}: {clash.identity} (from its {ident.source}) is also "
+                f"claimed by {', '.join(others)}; clustered, in populations.csv with "
+                f"{CLASH_COLUMN} True; " + CLASH_ADVICE,
+                "patient": ident.patient,
+                "visit": ident.visit,
+                "tube": ident.tube,
+                "other_files": ";".join(others),
+            }
+        )
+    return rows
 
 
 def _row(ident: Any, pop: str, parent: str, count: int, pc: int, ref: int | None) -> dict:
@@ -537,13 +598,21 @@ def cluster(
     Raises
     ------
     ClusteringError, MarkerNotFoundError, TemplateError, FCSError
+    IdentityError
+        The samplesheet or pattern is invalid.
+
+    Warns
+    -----
+    IdentityClashWarning
+        When several files claim the same patient, visit and tube. They are all clustered;
+        ``.errors`` lists them, ``.table()`` flags them (``identity_clash``).
 
     Examples
     --------
     >>> res = cluster(["P01_baseline.fcs"], parent="live", template="immune_profile")  # doctest: +SKIP
     >>> res.table().query("population == 'Treg'")  # doctest: +SKIP
     """
-    from immunoprofile.cohort import resolve_identities, sample_names
+    from immunoprofile.cohort import find_clashes, make_unique, resolve_identities, sample_names
 
     if isinstance(paths_or_samples, str | os.PathLike | Sample):
         items = [paths_or_samples]
@@ -570,7 +639,8 @@ def cluster(
     gate_pops = list(dict.fromkeys([*base_of, *(b for b in base_of.values() if b)]))
     files = [_describe(x) for x in items]
     given = [x.name if isinstance(x, Sample) and x.name else None for x in items]
-    names = [g or d for g, d in zip(given, sample_names(files))]
+    # unique per file even when in-memory samples share a name: rows are keyed by sample
+    names = make_unique([g or d for g, d in zip(given, sample_names(files))])
 
     if on_error not in ("raise", "skip"):
         raise ClusteringError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -588,7 +658,8 @@ def cluster(
             if files[i] not in msg and name not in msg:
                 msg = f"{files[i]}: {msg}"
             errors.append({"file": files[i], "sample": name, "error": type(exc).__name__,
-                           "message": msg})  # fmt: skip
+                           "message": msg, "patient": "", "visit": "", "tube": "",
+                           "other_files": ""})  # fmt: skip
             continue
         if chosen is None:
             chosen = used
@@ -599,6 +670,7 @@ def cluster(
             "cluster: no file could be used; " + "; ".join(e["message"] for e in errors)
         )
     assert chosen is not None
+    all_files = files
     files = [files[i] for i in kept]
     names = [names[i] for i in kept]
     identities = resolve_identities(
@@ -607,7 +679,15 @@ def cluster(
         pattern=pattern,
         keywords=[p.keywords for p in prepared],
         names=names,
+        clashes="keep",
     )
+    clashes = find_clashes(identities)
+    if clashes:
+        _warn_clashes(clashes)
+        order = {f: k for k, f in enumerate(all_files)}
+        errors = sorted(
+            [*errors, *_clash_rows(identities, clashes)], key=lambda e: order[e["file"]]
+        )
 
     # balanced pooled subsample
     rng = np.random.default_rng(seed)
@@ -684,18 +764,33 @@ def cluster(
         train_events=train,
         train_nodes=train_nodes,
         train_sample=train_sample,
-        errors=pd.DataFrame(errors, columns=["file", "sample", "error", "message"]),
+        errors=pd.DataFrame(errors, columns=ERROR_COLUMNS),
         event_level=event_level,
         event_bits=event_bits,
         resolution=resolution,
         sample_members=members,
         sample_gates=_sample_gates_table(prepared, identities, base_of),
+        clashes=clashes,
     )
     if umap:
         from immunoprofile.clustering.embed import embed_result
 
         result.embedding = embed_result(result, n_events=umap_events, seed=seed)
     return result
+
+
+def _warn_clashes(clashes: Sequence[Any]) -> None:
+    import warnings
+
+    from immunoprofile.cohort import CLASH_ADVICE, clash_summary
+    from immunoprofile.exceptions import IdentityClashWarning
+
+    warnings.warn(
+        clash_summary(clashes) + ". Every file is still clustered and keeps its rows in the "
+        f"population table ({CLASH_COLUMN} True); " + CLASH_ADVICE,
+        IdentityClashWarning,
+        stacklevel=3,
+    )
 
 
 def _mc_codes(som: SOM, meta: ConsensusMetaclustering) -> np.ndarray:
