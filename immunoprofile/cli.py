@@ -372,7 +372,9 @@ def gate_cmd(
     Writes populations.csv/.parquet (one row per sample x population),
     populations_<visit>.csv and populations.xlsx (patients x populations per visit),
     gates.json (fitted gates per sample), provenance.json (compensation and transforms
-    applied per sample, with their parameters), qc.csv, errors.csv and samples.csv. A file
+    applied per sample, with their parameters), qc.csv, errors.csv, samples.csv and
+    outputs.json (what this run wrote; a populations_<visit>.csv an earlier run into OUT
+    wrote and this one does not is removed). A file
     that fails is listed in errors.csv and the others are still gated. Files that claim
     the same patient and visit (and tube) are announced before gating, all gated and kept
     in populations.csv, listed in errors.csv, and left out of the per-visit tables. Exit

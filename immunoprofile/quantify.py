@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from immunoprofile._files import atomic_write
+from immunoprofile._files import atomic_write, write_owned
 from immunoprofile.gating.table import ROOT, hierarchy_table
 from immunoprofile.gating.table import TABLE_COLUMNS as SAMPLE_TABLE_COLUMNS
 
@@ -169,24 +169,42 @@ def write_xlsx(wide: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Pat
     return atomic_write(path, _write)
 
 
+#: per-visit wide tables written beside ``populations.csv`` (a glob over their names)
+VISIT_FILES = "populations_*.csv"
+
+
 def write_population_tables(
     table: pd.DataFrame, out_dir: str | os.PathLike, value: str = "percent_of_parent"
 ) -> list[Path]:
     """Write ``populations.csv``, ``populations.parquet``, ``populations_<visit>.csv`` (one
-    wide table per visit) and ``populations.xlsx`` (a sheet per visit) into ``out_dir``."""
+    wide table per visit) and ``populations.xlsx`` (a sheet per visit) into ``out_dir``.
+
+    ``outputs.json`` records what was written; a ``populations_<visit>.csv`` that an
+    earlier write recorded there and this one does not produce is removed afterwards
+    (see `immunoprofile._files.write_owned`)."""
     out_dir = Path(out_dir)
-    written = [
-        write_csv(table, out_dir / "populations.csv"),
-        write_parquet(table, out_dir / "populations.parquet"),
-    ]
     wide = per_visit(table, value) if len(table) else {}
-    for visit, df in wide.items():
-        written.append(write_csv(df, out_dir / f"populations_{safe_name(visit)}.csv", index=True))
-    written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
+    names = {v: f"populations_{safe_name(v)}.csv" for v in wide}
+
+    def _write() -> list[Path]:
+        written = [
+            write_csv(table, out_dir / "populations.csv"),
+            write_parquet(table, out_dir / "populations.parquet"),
+        ]
+        for visit, df in wide.items():
+            written.append(write_csv(df, out_dir / names[visit], index=True))
+        written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
+        return written
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, _ = write_owned(
+        out_dir, names.values(), _write, writer="immunoprofile population tables", stale=VISIT_FILES
+    )
     return written
 
 
 __all__ = [
+    "VISIT_FILES",
     "LYMPHOCYTES",
     "ROOT",
     "TABLE_COLUMNS",

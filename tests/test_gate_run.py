@@ -536,3 +536,37 @@ def test_provenance_of_uncompensated_untransformed_files(fcs_cohort):
     assert table["sample"].tolist() == [Path(f).stem for f in files[:2]]
     assert (table["compensation"] == "none").all() and (table["transforms"] == "none").all()
     assert table["fcs_version"].tolist() == ["3.1", "3.1"]
+
+
+def test_cli_gate_twice_into_one_folder_leaves_no_stale_visit_table(fcs_cohort, tmp_path):
+    """A second `gate --out DIR` with other files: the per-visit table the first run wrote
+    for a visit the second run has no rows for is removed; a user's file is not."""
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+
+    d, files, tpl, _ = fcs_cohort
+    out = tmp_path / "results"
+    r = CliRunner().invoke(main, ["gate", "-t", tpl, *files, "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in out.glob("populations_*.csv")} == {
+        "populations_baseline.csv", "populations_week24.csv",
+    }  # fmt: skip
+    (out / "populations_my_notes.csv").write_text("patient,comment\nP01,kept\n")
+    baseline = [f for f in files if "baseline" in f]
+    r = CliRunner().invoke(main, ["gate", "-t", tpl, *baseline, "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in out.glob("populations_*.csv")} == {
+        "populations_baseline.csv", "populations_my_notes.csv",
+    }  # fmt: skip
+    assert (out / "populations_my_notes.csv").read_text() == "patient,comment\nP01,kept\n"
+    pop = pd.read_csv(out / "populations.csv")
+    assert set(pop["visit"]) == {"baseline"}
+    wide = pd.read_csv(out / "populations_baseline.csv", index_col=0)
+    assert sorted(wide.index) == ["P01", "P02"]
+    sheets = pd.read_excel(out / "populations.xlsx", sheet_name=None)
+    assert list(sheets) == ["baseline"]
+    manifest = json.loads((out / "outputs.json").read_text())
+    assert "populations_baseline.csv" in manifest["files"]
+    assert "populations_week24.csv" not in manifest["files"]
+    assert "populations_my_notes.csv" not in manifest["files"]

@@ -338,3 +338,26 @@ def test_cli_cluster_clash_finishes_with_status_1(cohort, tmp_path):
     assert f"error: 1 of {len(paths) + 1} file(s) failed; {line}" in r.output
     err = pd.read_csv(out / "errors.csv", dtype=str, keep_default_na=False)
     assert err["file"].tolist() == [a, b, str(junk)]
+
+
+def test_gate_again_when_every_file_of_a_visit_clashes(cohort, tmp_path):
+    """The second run into the same folder has no unambiguous week-24 file: the week-24
+    table of the first run is removed, not left to be read as this run's."""
+    d, files = cohort
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["gate", "-t", "tregs", *files, "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert (out / "populations_week24.csv").is_file()
+    sheet = pd.read_csv(d / "samplesheet.csv")
+    sheet.loc[sheet["visit"] == "week24", "patient"] = "P01"  # 3 files claim P01 week24
+    sheet["file"] = [str(d / f) for f in sheet["file"]]
+    sheet.to_csv(tmp_path / "sheet.csv", index=False)
+    r = CliRunner().invoke(
+        main, ["gate", "-t", "tregs", *files, "--samplesheet", str(tmp_path / "sheet.csv"),
+               "-o", str(out), "-q"],
+    )  # fmt: skip
+    assert r.exit_code == 1 and "3 files share an identity" in r.output
+    assert not (out / "populations_week24.csv").exists()
+    assert (out / "populations_baseline.csv").is_file()
+    pop = pd.read_csv(out / "populations.csv")
+    assert pop.loc[pop["visit"] == "week24", "identity_clash"].all()

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from immunoprofile._files import write_owned
 from immunoprofile.cohort import (
     CLASH_ADVICE,
     Identity,
@@ -52,6 +53,7 @@ from immunoprofile.exceptions import (
     ImmunoprofileError,
 )
 from immunoprofile.quantify import (
+    VISIT_FILES,
     atomic_write,
     concat_tables,
     per_visit,
@@ -460,43 +462,54 @@ class GateResults:
         ``populations.csv``, ``populations.parquet`` (every gated file),
         ``populations_<visit>.csv`` and ``populations.xlsx`` (without files whose identity
         is claimed twice), ``gates.json``, ``provenance.json``, ``qc.csv``, ``errors.csv``,
-        ``samples.csv``.
+        ``samples.csv``, and ``outputs.json`` (the manifest: what this write produced).
+
+        A ``populations_<visit>.csv`` that an earlier write into the same folder produced
+        (it is in that write's manifest) and this one does not (no rows for that visit
+        now) is removed once everything else is written, so the folder never mixes two
+        runs; files the manifest does not list are never touched.
         """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         table = self.table()
-        written = [
-            write_csv(table, out_dir / "populations.csv"),
-            write_parquet(table, out_dir / "populations.parquet"),
-        ]
         clean = self.unambiguous_table()
         wide = per_visit(clean, value) if len(clean) else {}
-        for visit, df in wide.items():
+        visit_files = {v: f"populations_{safe_name(v)}.csv" for v in wide}
+
+        def _write() -> list[Path]:
+            written = [
+                write_csv(table, out_dir / "populations.csv"),
+                write_parquet(table, out_dir / "populations.parquet"),
+            ]
+            for visit, df in wide.items():
+                written.append(write_csv(df, out_dir / visit_files[visit], index=True))
+            written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
+            text = json.dumps(
+                {"template": _template_name(self.template), "samples": self.fitted_gates()},
+                indent=1,
+                allow_nan=False,
+            )
             written.append(
-                write_csv(df, out_dir / f"populations_{safe_name(visit)}.csv", index=True)
+                atomic_write(out_dir / "gates.json", lambda p: p.write_text(text, encoding="utf-8"))
             )
-        written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
-        text = json.dumps(
-            {"template": _template_name(self.template), "samples": self.fitted_gates()},
-            indent=1,
-            allow_nan=False,
-        )
-        written.append(
-            atomic_write(out_dir / "gates.json", lambda p: p.write_text(text, encoding="utf-8"))
-        )
-        prov = json.dumps(
-            {"template": _template_name(self.template), "samples": self.provenance()},
-            indent=1,
-            allow_nan=False,
-        )
-        written.append(
-            atomic_write(
-                out_dir / "provenance.json", lambda p: p.write_text(prov, encoding="utf-8")
+            prov = json.dumps(
+                {"template": _template_name(self.template), "samples": self.provenance()},
+                indent=1,
+                allow_nan=False,
             )
+            written.append(
+                atomic_write(
+                    out_dir / "provenance.json", lambda p: p.write_text(prov, encoding="utf-8")
+                )
+            )
+            written.append(write_csv(self.qc(), out_dir / "qc.csv"))
+            written.append(write_csv(self.errors(), out_dir / "errors.csv"))
+            written.append(write_csv(self.summary(), out_dir / "samples.csv"))
+            return written
+
+        written, _ = write_owned(
+            out_dir, visit_files.values(), _write, writer="immunoprofile gate", stale=VISIT_FILES
         )
-        written.append(write_csv(self.qc(), out_dir / "qc.csv"))
-        written.append(write_csv(self.errors(), out_dir / "errors.csv"))
-        written.append(write_csv(self.summary(), out_dir / "samples.csv"))
         return written
 
 
