@@ -176,3 +176,14 @@ def test_two_data_sets_mutated(data):
             read_fcs(bytes(blob), dataset=k)
         except FCSError:
             pass
+
+
+def test_damaged_data_offset_of_delimited_data_is_an_fcs_error():
+    # found by test_bytes_overwritten: HEADER bytes 24-30 overwritten put DATA past the end
+    # of an in-memory file (np.frombuffer raised a bare ValueError)
+    kw, payload, opts = BASES[4]
+    blob = bytearray(build_fcs(kw, payload, **opts))
+    blob[24:31] = b"0000001"
+    _check(bytes(blob))
+    with pytest.raises(FCSError):
+        read_fcs(bytes(blob))

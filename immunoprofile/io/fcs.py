@@ -139,7 +139,16 @@ class _Source:
         With ``swap`` = w > 1, every w-byte item is byte-swapped as it arrives, chunk by
         chunk while the chunk is still in cache (big-endian DATA costs no extra pass).
         """
+        if n <= 0:  # an empty or inverted segment (a damaged HEADER) holds no bytes
+            return np.zeros(0, dtype=np.uint8)
         if self._mem is not None:
+            if offset < 0 or offset + n > len(self._mem):
+                got = min(max(len(self._mem) - max(offset, 0), 0), n)
+                raise TruncatedFCSError(
+                    self.name,
+                    f"file ended after {got} of {n} DATA bytes",
+                    offset=max(offset, 0) + got,
+                )
             buf = np.frombuffer(self._mem, dtype=np.uint8, count=n, offset=offset).copy()
             if swap > 1:
                 buf.view(f"u{swap}").byteswap(inplace=True)
