@@ -67,16 +67,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 MANIFEST = "outputs.json"
 
 
-def owned_files(out_dir: str | os.PathLike) -> set[str]:
-    """File names the manifest in ``out_dir`` records (empty when there is none or it cannot
-    be read: then nothing is known to be owned, and nothing will be removed)."""
+def owned_files(out_dir: str | os.PathLike, writer: str | None = None) -> set[str]:
+    """File names the manifest in ``out_dir`` records (empty when there is none, it cannot
+    be read, or, with ``writer``, another writer made it: then nothing is known to be
+    owned, and nothing will be removed)."""
     path = Path(out_dir) / MANIFEST
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return set()
     files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, list):
+    if not isinstance(files, list) or (writer is not None and data.get("writer") != writer):
         return set()
     return {f for f in files if isinstance(f, str) and _plain_name(f)}
 
@@ -105,13 +106,15 @@ def write_owned(
     planned: Iterable[str],
     write: Callable[[], Sequence[str | os.PathLike]],
     writer: str,
-    stale: str,
+    stale: str | Sequence[str],
 ) -> tuple[list[Path], list[Path]]:
     """Run ``write()`` (which writes into ``out_dir`` and returns the paths it wrote), then
     remove the files an earlier write recorded that this one did not produce.
 
     Only files that are (1) listed in the manifest ``out_dir/outputs.json`` of an earlier
-    write, (2) bare names matching the glob ``stale`` (e.g. ``populations_*.csv``), (3)
+    write by the same ``writer`` (`immunoprofile gate` never removes what
+    `immunoprofile cluster` wrote into a shared folder, nor the reverse), (2) bare names matching the glob ``stale`` (e.g. ``populations_*.csv``; or
+    any of several globs), (3)
     regular files in ``out_dir`` itself, and (4) not written now are removed, and only
     after ``write()`` returned: a write that fails removes nothing. Before writing, the
     manifest is extended by ``planned`` (the names about to be written), so a file created
@@ -120,7 +123,8 @@ def write_owned(
     Returns the paths written and the paths removed.
     """
     out = Path(out_dir)
-    previous = owned_files(out)
+    globs = [stale] if isinstance(stale, str) else list(stale)
+    previous = owned_files(out, writer)
     record_outputs(out, previous | {n for n in planned if _plain_name(n)}, writer)
     written = [Path(p) for p in write()]
     here = out.resolve()
@@ -128,7 +132,8 @@ def write_owned(
     removed = []
     for name in sorted(previous - names):
         path = out / name
-        if fnmatch.fnmatchcase(name, stale) and path.is_file() and not path.is_symlink():
+        ours = any(fnmatch.fnmatchcase(name, g) for g in globs)
+        if ours and path.is_file() and not path.is_symlink():
             path.unlink()
             removed.append(path)
     record_outputs(out, names, writer)

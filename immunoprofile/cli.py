@@ -577,37 +577,51 @@ def cluster_cmd(
                 on_error="skip",
                 sample_gates=sample_gates,
             )
-        written = res.write(out_dir)
-        if gating_table is not None:
-            import pandas as pd
+        from immunoprofile._files import write_owned
+        from immunoprofile.clustering.api import CLUSTER_OPTIONAL_OUTPUTS
 
-            from immunoprofile.clustering.agreement import agreement_pairs, agreement_table
-            from immunoprofile.quantify import write_csv
+        def outputs() -> list[str]:
+            written = res.write(out_dir, manifest=False)
+            if gating_table is not None:
+                import pandas as pd
 
-            gated = pd.read_csv(gating_table)
-            ctab = res.table(include_metaclusters=False)
-            agree = agreement_table(gated, ctab, naming=res.naming_table())
-            written.append(str(write_csv(agree, out_dir / "agreement.csv")))
-            pairs = agreement_pairs(gated, ctab)
-            written.append(str(write_csv(pairs, out_dir / "agreement_pairs.csv")))
-        if not no_plots:
-            from immunoprofile.plots import clustering as cplots
+                from immunoprofile.clustering.agreement import agreement_pairs, agreement_table
+                from immunoprofile.quantify import write_csv
 
-            figs = {
-                "heatmap.png": cplots.median_heatmap(res.metaclusters(), res.markers),
-                "som_grid.png": cplots.som_grid_plot(res),
-            }
-            if res.embedding is not None:
-                for c in ("metacluster", "name", "visit"):
-                    figs[f"umap_{c}.png"] = cplots.umap_plot(res.embedding, c)
-            if gating_table is not None and len(agree):
-                # the figure shows the study's endpoints (the CSV has every population)
-                key = ["T", "CD4", "CD8", "Treg", "Th17", "B", "NK"]
-                shown = agree[agree["population"].isin(key)]
-                figs["agreement.png"] = cplots.agreement_plot(pairs, shown if len(shown) else agree)
-            for fname, fig in figs.items():
-                cplots.save(fig, out_dir / fname)
-                written.append(str(out_dir / fname))
+                gated = pd.read_csv(gating_table)
+                ctab = res.table(include_metaclusters=False)
+                agree = agreement_table(gated, ctab, naming=res.naming_table())
+                written.append(str(write_csv(agree, out_dir / "agreement.csv")))
+                pairs = agreement_pairs(gated, ctab)
+                written.append(str(write_csv(pairs, out_dir / "agreement_pairs.csv")))
+            if not no_plots:
+                from immunoprofile.plots import clustering as cplots
+
+                figs = {
+                    "heatmap.png": cplots.median_heatmap(res.metaclusters(), res.markers),
+                    "som_grid.png": cplots.som_grid_plot(res),
+                }
+                if res.embedding is not None:
+                    for c in ("metacluster", "name", "visit"):
+                        figs[f"umap_{c}.png"] = cplots.umap_plot(res.embedding, c)
+                if gating_table is not None and len(agree):
+                    # the figure shows the study's endpoints (the CSV has every population)
+                    key = ["T", "CD4", "CD8", "Treg", "Th17", "B", "NK"]
+                    shown = agree[agree["population"].isin(key)]
+                    figs["agreement.png"] = cplots.agreement_plot(
+                        pairs, shown if len(shown) else agree
+                    )
+                for fname, fig in figs.items():
+                    cplots.save(fig, out_dir / fname)
+                    written.append(str(out_dir / fname))
+            return written
+
+        # outputs.json records what this run wrote; an optional output of an earlier run
+        # into OUT that this run does not produce (errors.csv, agreement.*, umap_*) goes
+        paths, _ = write_owned(
+            out_dir, [], outputs, writer="immunoprofile cluster", stale=CLUSTER_OPTIONAL_OUTPUTS
+        )
+        written = [str(p) for p in paths]
     except ImmunoprofileError as exc:
         fail(str(exc))
     summ = res.metaclusters()

@@ -198,7 +198,7 @@ def write_population_tables(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written, _ = write_owned(
-        out_dir, names.values(), _write, writer="immunoprofile population tables", stale=VISIT_FILES
+        out_dir, names.values(), _write, writer="immunoprofile gate", stale=VISIT_FILES
     )
     return written
 

@@ -200,3 +200,36 @@ def test_gate_position_of_rectangles_and_mixture_regions():
     region = {"type": "polygon", "dims": ["CD45RA", "CD25"],
               "params": {"crossing": [0.52, 0.61], "threshold": 0.52}}  # fmt: skip
     assert "(0.52, 0.61)" in _gate_position(region)
+
+
+def test_cli_cluster_again_into_one_folder_removes_its_stale_optional_outputs(cohort, tmp_path):
+    """errors.csv, agreement.* and figures of an earlier run into the same folder go when
+    the new run does not write them; files the run never wrote stay."""
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+    from immunoprofile.io.write import write_fcs
+
+    samples, _, res = cohort
+    files = [str(write_fcs(s, tmp_path / f"{s.name}.fcs")) for s in samples]
+    gpath = tmp_path / "gated.csv"
+    res.table(include_metaclusters=False).to_csv(gpath, index=False)
+    junk = tmp_path / "junk.fcs"
+    junk.write_bytes(b"not an FCS file" * 20)
+    out = tmp_path / "out"
+    base = ["cluster", "--out", str(out), "--template", "none", "--seed", "0"]
+    r = CliRunner().invoke(main, [*base, *files, str(junk), "--gating", str(gpath)])
+    assert r.exit_code == 1, r.output
+    first = {"errors.csv", "agreement.csv", "agreement_pairs.csv", "agreement.png",
+             "heatmap.png", "som_grid.png", "populations.csv", "outputs.json"}  # fmt: skip
+    assert first <= {p.name for p in out.iterdir()}
+    (out / "agreement_mine.csv").write_text("kept\n")
+    r = CliRunner().invoke(main, [*base, *files, "--no-plots"])
+    assert r.exit_code == 0, r.output
+    names = {p.name for p in out.iterdir()}
+    gone = {"errors.csv", "agreement.csv", "agreement_pairs.csv", "agreement.png",
+            "heatmap.png", "som_grid.png"}  # fmt: skip
+    assert not names & gone, names & gone
+    assert {"populations.csv", "metaclusters.csv", "outputs.json", "agreement_mine.csv"} <= names
+    assert (out / "agreement_mine.csv").read_text() == "kept\n"
+    assert set(pd.read_csv(out / "populations.csv")["sample"]) == {s.name for s in samples}

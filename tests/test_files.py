@@ -116,3 +116,15 @@ def test_write_owned_failure_removes_nothing_but_remembers_what_it_planned(tmp_p
     assert owned_files(d) == set()
     _, removed = write_owned(d, [], _writes(d, "populations.csv"), "t", "populations_*.csv")
     assert removed == [] and (d / "populations_a.csv").is_file()
+
+
+def test_write_owned_never_removes_another_writers_files(tmp_path):
+    from immunoprofile._files import owned_files, write_owned
+
+    d = tmp_path / "shared"
+    d.mkdir()
+    write_owned(d, [], _writes(d, "errors.csv", "populations_a.csv"), "gate", "*.csv")
+    assert owned_files(d, "gate") == {"errors.csv", "populations_a.csv"}
+    assert owned_files(d, "cluster") == set()
+    _, removed = write_owned(d, [], _writes(d, "populations.csv"), "cluster", "*.csv")
+    assert removed == [] and (d / "errors.csv").is_file() and (d / "populations_a.csv").is_file()

@@ -431,35 +431,61 @@ class ClusterResult:
             df[CLASH_COLUMN] = df["sample"].isin(self.clashing_samples)
         return df.astype({"count": "int64", "parent_count": "int64"})
 
-    def write(self, out_dir: str | os.PathLike) -> list[str]:
+    def write(self, out_dir: str | os.PathLike, manifest: bool = True) -> list[str]:
         """Write ``populations.csv`` (+ Parquet), ``metaclusters.csv``, ``thresholds.csv``,
-        ``unassigned.csv``, ``resolution.csv`` and (with per-sample gates)
-        ``sample_gates.csv`` into ``out_dir`` (atomically); returns the paths."""
+        ``unassigned.csv``, ``resolution.csv``, (with per-sample gates)
+        ``sample_gates.csv``, (with UMAP) ``umap.csv`` and (with failed or clashing files)
+        ``errors.csv`` into ``out_dir`` (atomically); returns the paths.
+
+        With ``manifest``, ``outputs.json`` records what was written, and an optional
+        output an earlier write into ``out_dir`` recorded but this one does not produce
+        (an ``errors.csv`` from a run that had errors) is removed afterwards
+        (`CLUSTER_OPTIONAL_OUTPUTS`; `immunoprofile._files.write_owned`)."""
         from pathlib import Path
 
+        from immunoprofile._files import write_owned
         from immunoprofile.quantify import write_csv, write_parquet
 
         out = Path(out_dir)
         tab = self.table()
         th = self.naming.thresholds.copy()
         th["cuts"] = th["cuts"].map(lambda c: ";".join(f"{v:.4g}" for v in c))
-        paths = [
-            write_csv(tab, out / "populations.csv"),
-            write_parquet(tab, out / "populations.parquet"),
-            write_csv(self.metaclusters(), out / "metaclusters.csv"),
-            write_csv(self.counts(), out / "metacluster_counts.csv", index=True),
-            write_csv(th, out / "thresholds.csv"),
-            write_csv(self.unassigned(), out / "unassigned.csv", index=True),
-        ]
-        if len(self.sample_gates):
-            paths.append(write_csv(self.sample_gates, out / "sample_gates.csv"))
-        if len(self.resolution):
-            paths.append(write_csv(self.resolution, out / "resolution.csv"))
-        if self.embedding is not None:
-            paths.append(write_csv(self.embedding, out / "umap.csv"))
-        if len(self.errors):
-            paths.append(write_csv(self.errors, out / "errors.csv"))
-        return [str(p) for p in paths]
+
+        def _write() -> list[Path]:
+            paths = [
+                write_csv(tab, out / "populations.csv"),
+                write_parquet(tab, out / "populations.parquet"),
+                write_csv(self.metaclusters(), out / "metaclusters.csv"),
+                write_csv(self.counts(), out / "metacluster_counts.csv", index=True),
+                write_csv(th, out / "thresholds.csv"),
+                write_csv(self.unassigned(), out / "unassigned.csv", index=True),
+            ]
+            if len(self.sample_gates):
+                paths.append(write_csv(self.sample_gates, out / "sample_gates.csv"))
+            if len(self.resolution):
+                paths.append(write_csv(self.resolution, out / "resolution.csv"))
+            if self.embedding is not None:
+                paths.append(write_csv(self.embedding, out / "umap.csv"))
+            if len(self.errors):
+                paths.append(write_csv(self.errors, out / "errors.csv"))
+            return paths
+
+        if not manifest:
+            return [str(p) for p in _write()]
+        out.mkdir(parents=True, exist_ok=True)
+        written, _ = write_owned(
+            out, [], _write, writer="immunoprofile cluster", stale=CLUSTER_OPTIONAL_OUTPUTS
+        )
+        return [str(p) for p in written]
+
+
+#: outputs of `ClusterResult.write` and `immunoprofile cluster` that a run may or may not
+#: produce; one recorded by an earlier run into the same folder and not produced now is
+#: removed (the others are always rewritten)
+CLUSTER_OPTIONAL_OUTPUTS = (
+    "sample_gates.csv", "resolution.csv", "umap.csv", "errors.csv", "agreement.csv",
+    "agreement_pairs.csv", "agreement.png", "heatmap.png", "som_grid.png", "umap_*.png",
+)  # fmt: skip
 
 
 #: ``error`` of an errors row for a file whose identity another file also claims
