@@ -76,6 +76,32 @@ def test_density_minimum_falls_back_on_one_peak_and_few_events():
     assert g.fitted_dict()["fallback"] is True
 
 
+def test_density_minimum_ignores_a_ripple_on_one_peak():
+    # one tight, large population whose kernel estimate dips by ~3 % between two humps
+    # (two normals 2.2 sd apart), plus a small bright one: the cut belongs between the
+    # large and the small population, not in the ripple (issue-4 CD38 on B cells, seed 20)
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [rng.normal(0.43, 0.018, 45_000), rng.normal(0.47, 0.018, 45_000)]
+        + [rng.normal(0.72, 0.03, 5_000)]
+    ).astype(np.float32)
+    kw = dict(search=(0.2, 0.75), min_prominence=0.005, valley="first", max_events=200_000)
+    ripple = DensityMinimumGate(("CD38",), min_depth=0.0, **kw).fit(x)
+    assert len(ripple.params_["peaks"]) == 3 and ripple.threshold_ < 0.47
+    assert ripple.params_["valley_density"] > 0.9  # the cut lies on top of the main peak
+    g = DensityMinimumGate(("CD38",), **kw).fit(x)
+    assert not g.fallback_ and len(g.params_["peaks"]) == 2
+    assert 0.53 < g.threshold_ < 0.63
+    assert g.params_["valley_density"] < 0.01
+    assert abs(int(g.mask([x]).sum()) - 5_000) < 50
+    # a real, shallow valley (a small population on a large one's flank) is kept
+    y = np.concatenate([rng.normal(0.3, 0.05, 20_000), rng.normal(0.5, 0.05, 4_000)])
+    h = DensityMinimumGate(("FOXP3",), search=(0.3, 0.6), min_prominence=0.005).fit(y)
+    assert not h.fallback_ and 0.4 < h.threshold_ < 0.5
+    with pytest.raises(TemplateError, match="min_depth"):
+        DensityMinimumGate(("CD38",), min_depth=1.0)
+
+
 def test_subsampling_is_seeded_and_bounded():
     x = bimodal(n_neg=60_000, n_pos=140_000)
     a = DensityMinimumGate(("CD3",), max_events=5_000, random_state=3).fit(x)

@@ -378,6 +378,32 @@ def _peaks(dens: np.ndarray, min_prominence: float) -> np.ndarray:
     return idx - 1
 
 
+def _merge_shallow(dens: np.ndarray, peaks: np.ndarray, min_depth: float) -> np.ndarray:
+    """Drop peaks separated from a neighbour by a valley shallower than ``min_depth``.
+
+    A valley between two populations dips well below the lower of its two flanking peaks;
+    one at, say, 97 % of it is a ripple of the kernel estimate on top of a single
+    population (a narrow bandwidth on a large, tight peak makes them). Such a ripple passes
+    a prominence test scaled to the highest peak when that test is set low enough to keep a
+    small population's peak. While some valley has ``dens[valley] > (1 - min_depth) x``
+    the lower flanking peak, the lower peak of the shallowest such pair is dropped.
+    """
+    peaks = [int(p) for p in peaks]
+    if min_depth <= 0:
+        return np.asarray(peaks, dtype=np.intp)
+    while len(peaks) > 1:
+        ratios = []
+        for a, b in zip(peaks[:-1], peaks[1:]):
+            low = float(dens[a : b + 1].min())
+            ratios.append(low / max(min(float(dens[a]), float(dens[b])), 1e-300))
+        worst = int(np.argmax(ratios))
+        if ratios[worst] <= 1.0 - min_depth:
+            break
+        a, b = peaks[worst], peaks[worst + 1]
+        peaks.remove(a if dens[a] < dens[b] else b)
+    return np.asarray(peaks, dtype=np.intp)
+
+
 # --- 1-D estimators ----------------------------------------------------------------------
 
 
@@ -430,7 +456,10 @@ class DensityMinimumGate(_OneDimGate):
     ignored; among the valleys between consecutive peaks that lie inside ``search``, the
     lowest wins (``valley="lowest"``), or the first or last along the axis (``"first"``:
     the cut right above the lowest population, e.g. negatives against dim and bright
-    positives). With fewer than two peaks, or no valley inside ``search``, the gate
+    positives). Peaks whose valley to a neighbour is shallower than ``min_depth`` (the
+    valley density above ``1 - min_depth`` of the lower flanking peak) are merged into the
+    higher one first, so a ripple on top of one population is never taken for a valley
+    between two. With fewer than two peaks, or no valley inside ``search``, the gate
     falls back to ``fallback`` (default: the middle of ``search``, or 0.5).
 
     Parameters
@@ -440,6 +469,9 @@ class DensityMinimumGate(_OneDimGate):
     search : ``(low, high)`` range the threshold must lie in (None: anywhere).
     adjust : bandwidth multiplier (larger smooths more).
     min_prominence : peaks lower than this fraction of the highest peak are ignored.
+    valley : which valley inside ``search`` wins: ``"lowest"``, ``"first"`` or ``"last"``.
+    min_depth : a valley must lie at least this fraction below the lower of its two
+        flanking peaks (0 turns the check off).
     fallback : default threshold.
     max_events, random_state : subsampling for the fit.
 
@@ -460,6 +492,7 @@ class DensityMinimumGate(_OneDimGate):
         adjust: float = 1.0,
         min_prominence: float = 0.03,
         valley: str = "lowest",
+        min_depth: float = 0.1,
         fallback: float | None = None,
         max_events: int = 50_000,
         random_state: int | None = 0,
@@ -470,6 +503,7 @@ class DensityMinimumGate(_OneDimGate):
         self.adjust = adjust
         self.min_prominence = min_prominence
         self.valley = valley
+        self.min_depth = min_depth
         self.fallback = fallback
         self.max_events = max_events
         self.random_state = random_state
@@ -479,10 +513,14 @@ class DensityMinimumGate(_OneDimGate):
                 f"density_min gate on {self.dims[0]}: valley must be 'lowest', 'first' or "
                 f"'last', got {valley!r}"
             )
+        if not 0.0 <= float(min_depth) < 1.0:
+            raise TemplateError(
+                f"density_min gate on {self.dims[0]}: min_depth must be in [0, 1), got {min_depth!r}"
+            )
 
     def _fit(self, cols):
         grid, dens, bw = binned_density(cols[0], adjust=self.adjust)
-        peaks = _peaks(dens, self.min_prominence)
+        peaks = _merge_shallow(dens, _peaks(dens, self.min_prominence), float(self.min_depth))
         if len(peaks) < 2:
             raise _NoFit(f"{len(peaks)} density peak(s) on {self.dims[0]}, need 2")
         lo, hi = (-np.inf, np.inf) if self.search is None else map(float, self.search)
