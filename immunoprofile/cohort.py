@@ -439,6 +439,17 @@ def find_clashes(identities: Sequence[Identity]) -> list[IdentityClash]:
     ]
 
 
+def clash_of(sample: str, clashes: Sequence[IdentityClash]) -> IdentityClash | None:
+    """The clash that names ``sample`` among its files, or None."""
+    return next((c for c in clashes if sample in c.samples), None)
+
+
+def clashing_samples(identities: Sequence[Identity], clashes: Sequence[IdentityClash]) -> list[str]:
+    """Samples whose identity another file also claims, in the order of ``identities``."""
+    names = {n for c in clashes for n in c.samples}
+    return [i.sample for i in identities if i.sample in names]
+
+
 CLASH_ADVICE = (
     "give each file its own identity (fix the samplesheet, the file names or the FCS "
     "keywords; add a 'tube' column to the samplesheet if they are different tubes of one "
@@ -502,7 +513,9 @@ __all__ = [
     "Identity",
     "IdentityClash",
     "check_unique",
+    "clash_of",
     "clash_summary",
+    "clashing_samples",
     "compile_pattern",
     "find_clashes",
     "header_keywords",

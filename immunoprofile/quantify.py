@@ -173,6 +173,32 @@ def write_xlsx(wide: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Pat
 VISIT_FILES = "populations_*.csv"
 
 
+def visit_file_name(visit: str) -> str:
+    """File name of a visit's wide table: ``populations_<visit>.csv``."""
+    return f"populations_{safe_name(visit)}.csv"
+
+
+def write_population_files(
+    table: pd.DataFrame, wide: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike
+) -> list[Path]:
+    """Write ``populations.csv`` and ``populations.parquet`` (the tidy ``table``), one
+    ``populations_<visit>.csv`` per wide table and ``populations.xlsx`` (a sheet per
+    visit) into ``out_dir``; returns the paths written, in that order.
+
+    No manifest: the callers (`write_population_tables`, `GateResults.write`) run this
+    inside `immunoprofile._files.write_owned`, planning `visit_file_name` of each visit.
+    """
+    out_dir = Path(out_dir)
+    written = [
+        write_csv(table, out_dir / "populations.csv"),
+        write_parquet(table, out_dir / "populations.parquet"),
+    ]
+    for visit, df in wide.items():
+        written.append(write_csv(df, out_dir / visit_file_name(visit), index=True))
+    written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
+    return written
+
+
 def write_population_tables(
     table: pd.DataFrame, out_dir: str | os.PathLike, value: str = "percent_of_parent"
 ) -> list[Path]:
@@ -184,21 +210,13 @@ def write_population_tables(
     (see `immunoprofile._files.write_owned`)."""
     out_dir = Path(out_dir)
     wide = per_visit(table, value) if len(table) else {}
-    names = {v: f"populations_{safe_name(v)}.csv" for v in wide}
-
-    def _write() -> list[Path]:
-        written = [
-            write_csv(table, out_dir / "populations.csv"),
-            write_parquet(table, out_dir / "populations.parquet"),
-        ]
-        for visit, df in wide.items():
-            written.append(write_csv(df, out_dir / names[visit], index=True))
-        written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
-        return written
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written, _ = write_owned(
-        out_dir, names.values(), _write, writer="immunoprofile gate", stale=VISIT_FILES
+        out_dir,
+        [visit_file_name(v) for v in wide],
+        lambda: write_population_files(table, wide, out_dir),
+        writer="immunoprofile gate",
+        stale=VISIT_FILES,
     )
     return written
 
@@ -213,8 +231,10 @@ __all__ = [
     "per_visit",
     "population_table",
     "safe_name",
+    "visit_file_name",
     "write_csv",
     "write_parquet",
+    "write_population_files",
     "write_population_tables",
     "write_xlsx",
 ]

@@ -268,13 +268,15 @@ class ClusterResult:
 
     @property
     def samples(self) -> list[str]:
+        """Sample names of the clustered files, in input order."""
         return [i.sample for i in self.identities]
 
     @property
     def clashing_samples(self) -> list[str]:
         """Samples whose identity another file also claims, in input order."""
-        names = {n for c in self.clashes for n in c.samples}
-        return [i.sample for i in self.identities if i.sample in names]
+        from immunoprofile.cohort import clashing_samples
+
+        return clashing_samples(self.identities, self.clashes)
 
     @property
     def n_failed(self) -> int:
@@ -497,11 +499,11 @@ ERROR_COLUMNS = ["file", "sample", "error", "message", "patient", "visit", "tube
 
 def _clash_rows(identities: Sequence[Any], clashes: Sequence[Any]) -> list[dict[str, str]]:
     """One errors row per file whose identity another file also claims (input order)."""
-    from immunoprofile.cohort import CLASH_ADVICE
+    from immunoprofile.cohort import CLASH_ADVICE, clash_of
 
     rows = []
     for ident in identities:
-        clash = next((c for c in clashes if ident.sample in c.samples), None)
+        clash = clash_of(ident.sample, clashes)
         if clash is None:
             continue
         others = clash.others(ident.file)

@@ -37,7 +37,9 @@ from immunoprofile.cohort import (
     CLASH_ADVICE,
     Identity,
     IdentityClash,
+    clash_of,
     clash_summary,
+    clashing_samples,
     find_clashes,
     header_keywords,
     identity_table,
@@ -58,10 +60,9 @@ from immunoprofile.quantify import (
     concat_tables,
     per_visit,
     population_table,
-    safe_name,
+    visit_file_name,
     write_csv,
-    write_parquet,
-    write_xlsx,
+    write_population_files,
 )
 from immunoprofile.sample import Sample
 
@@ -229,8 +230,7 @@ class GateResults:
     @property
     def clashing_samples(self) -> list[str]:
         """Samples whose identity another file also claims, in input order."""
-        names = {n for c in self.clashes for n in c.samples}
-        return [i.sample for i in self.identities if i.sample in names]
+        return clashing_samples(self.identities, self.clashes)
 
     @property
     def n_failed(self) -> int:
@@ -238,10 +238,7 @@ class GateResults:
         return sum(not o.ok for o in self.outcomes)
 
     def _clash_of(self, ident: Identity) -> IdentityClash | None:
-        for c in self.clashes:
-            if ident.sample in c.samples:
-                return c
-        return None
+        return clash_of(ident.sample, self.clashes)
 
     def _index(self, sample: str) -> int:
         for i, ident in enumerate(self.identities):
@@ -396,33 +393,28 @@ class GateResults:
         return identity_table(self.identities)
 
     def fitted_gates(self) -> dict[str, Any]:
-        """Fitted gates per sample, JSON-ready: ``{sample: {file, patient, visit, gates}}``."""
-        out: dict[str, Any] = {}
-        for ident, o in zip(self.identities, self.outcomes):
-            if o.ok:
-                out[ident.sample] = {
-                    "file": ident.file,
-                    "patient": ident.patient,
-                    "visit": ident.visit,
-                    "events": o.total,
-                    "gates": o.fitted,
-                }
-        return out
+        """Fitted gates per sample, JSON-ready: ``{sample: {file, patient, visit, events, gates}}``."""
+        return self._per_gated_file(lambda o: {"events": o.total, "gates": o.fitted})
 
     def provenance(self) -> dict[str, Any]:
         """Per sample, what was done before gating, JSON-ready: ``{sample: {file, patient,
         visit, read, compensation, transforms, markers, steps}}`` (see
         `GatingResult.provenance`; compensation carries the spillover matrix used)."""
-        out: dict[str, Any] = {}
-        for ident, o in zip(self.identities, self.outcomes):
-            if o.ok:
-                out[ident.sample] = {
-                    "file": ident.file,
-                    "patient": ident.patient,
-                    "visit": ident.visit,
-                    **o.provenance,
-                }
-        return out
+        return self._per_gated_file(lambda o: o.provenance)
+
+    def _per_gated_file(self, part: Callable[[FileOutcome], dict[str, Any]]) -> dict[str, Any]:
+        """``{sample: {file, patient, visit, **part(outcome)}}`` of every gated file, in
+        input order (the JSON layout of gates.json and provenance.json)."""
+        return {
+            ident.sample: {
+                "file": ident.file,
+                "patient": ident.patient,
+                "visit": ident.visit,
+                **part(o),
+            }
+            for ident, o in zip(self.identities, self.outcomes)
+            if o.ok
+        }
 
     def provenance_table(self) -> pd.DataFrame:
         """One row per gated file: compensation source and the transforms applied, with
@@ -474,16 +466,9 @@ class GateResults:
         table = self.table()
         clean = self.unambiguous_table()
         wide = per_visit(clean, value) if len(clean) else {}
-        visit_files = {v: f"populations_{safe_name(v)}.csv" for v in wide}
 
         def _write() -> list[Path]:
-            written = [
-                write_csv(table, out_dir / "populations.csv"),
-                write_parquet(table, out_dir / "populations.parquet"),
-            ]
-            for visit, df in wide.items():
-                written.append(write_csv(df, out_dir / visit_files[visit], index=True))
-            written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
+            written = write_population_files(table, wide, out_dir)
             text = json.dumps(
                 {"template": _template_name(self.template), "samples": self.fitted_gates()},
                 indent=1,
@@ -508,7 +493,11 @@ class GateResults:
             return written
 
         written, _ = write_owned(
-            out_dir, visit_files.values(), _write, writer="immunoprofile gate", stale=VISIT_FILES
+            out_dir,
+            [visit_file_name(v) for v in wide],
+            _write,
+            writer="immunoprofile gate",
+            stale=VISIT_FILES,
         )
         return written
 
