@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -26,6 +28,25 @@ def fail(message: str, code: int = 1) -> None:
     """Print an error to stderr and exit with ``code``."""
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(code)
+
+
+def _fail_on_problems(
+    failed: Sequence[str], n_files: int, clashes: Sequence[Any], kept: str, out_dir: Path
+) -> None:
+    """End a batch command (gate, cluster): print each failed file's message, then exit 1
+    with one line saying how many files failed and which ones share an identity (``kept``
+    says what became of those), pointing at ``out_dir/errors.csv``; return when neither."""
+    for message in failed:
+        click.secho(f"failed: {message}", fg="red", err=True)
+    problems = []
+    if failed:
+        problems.append(f"{len(failed)} of {n_files} file(s) failed")
+    if clashes:
+        from immunoprofile.cohort import clash_summary
+
+        problems.append(f"{clash_summary(clashes)} ({kept})")
+    if problems:
+        fail(f"{'; '.join(problems)}; see {out_dir / 'errors.csv'}")
 
 
 # === inspect (FCS reading) =================================================
@@ -431,20 +452,13 @@ def gate_cmd(
         f"{out_dir}/ (populations.csv, per-visit tables, gates.json, provenance.json, qc.csv, "
         "errors.csv)"
     )
-    for e in failed.itertuples():
-        click.secho(f"failed: {e.message}", fg="red", err=True)
-    problems = []
-    if len(failed):
-        problems.append(f"{len(failed)} of {len(summary)} file(s) failed")
-    if res.clashes:
-        from immunoprofile.cohort import clash_summary
-
-        problems.append(
-            clash_summary(res.clashes) + " (gated, in populations.csv, left out of the "
-            "per-visit tables)"
-        )
-    if problems:
-        fail(f"{'; '.join(problems)}; see {out_dir / 'errors.csv'}")
+    _fail_on_problems(
+        list(failed["message"]),
+        len(summary),
+        res.clashes,
+        "gated, in populations.csv, left out of the per-visit tables",
+        out_dir,
+    )
 
 
 @contextlib.contextmanager
@@ -634,19 +648,13 @@ def cluster_cmd(
     from immunoprofile.clustering.api import CLASH_ERROR
 
     failed = res.errors[res.errors["error"] != CLASH_ERROR] if len(res.errors) else res.errors
-    for e in failed.itertuples():
-        click.secho(f"failed: {e.message}", fg="red", err=True)
-    problems = []
-    if len(failed):
-        problems.append(f"{len(failed)} of {len(files)} file(s) failed")
-    if res.clashes:
-        from immunoprofile.cohort import clash_summary
-
-        problems.append(
-            clash_summary(res.clashes) + " (clustered, in populations.csv with identity_clash)"
-        )
-    if problems:
-        fail(f"{'; '.join(problems)}; see {out_dir / 'errors.csv'}")
+    _fail_on_problems(
+        list(failed["message"]) if len(failed) else [],
+        len(files),
+        res.clashes,
+        "clustered, in populations.csv with identity_clash",
+        out_dir,
+    )
 
 
 # === compare / report / run / demo =========================================
