@@ -221,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "gating_robustness.md")
     args = ap.parse_args(argv)
     seeds = sorted(set(args.seeds))
+    commit = _commit()  # before the run: the code that is about to be measured
     per_file = per_file_rows(seeds, args.patients, args.events, args.strong_drift, args.jobs)
-    out = report(per_file, seeds, args.patients, args.events, _commit())
+    out = report(per_file, seeds, args.patients, args.events, commit)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(out)
     print(out)
