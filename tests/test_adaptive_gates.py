@@ -563,3 +563,24 @@ def test_fit_cache_shares_one_dimensional_cuts_between_sides():
     th = ThresholdsGate(("CD3", "CD3"), signs=("+", "-")).fit([x, x], cache=cache)
     assert th.thresholds_ == [pos.threshold_, pos.threshold_]
     assert n_fits(cache) == 2 and len(cache) == 3
+
+
+def test_density_minimum_valley_at_the_edge_of_the_mode():
+    # a minor dim peak (0.2), the majority (0.45) and a minor bright peak (0.75): 'first'
+    # cuts below the majority, 'above_mode' at its upper edge, 'below_mode' at its lower
+    rng = np.random.default_rng(3)
+    x = np.concatenate(
+        [rng.normal(0.2, 0.03, 1500), rng.normal(0.45, 0.04, 12000), rng.normal(0.75, 0.04, 1500)]
+    ).astype(np.float32)
+    kw = dict(search=(0.1, 0.9), min_prominence=0.01)
+    first = DensityMinimumGate(("CD38",), valley="first", **kw).fit(x).threshold_
+    above = DensityMinimumGate(("CD38",), valley="above_mode", **kw).fit(x).threshold_
+    below = DensityMinimumGate(("CD38",), valley="below_mode", **kw).fit(x).threshold_
+    assert 0.27 < first < 0.36 and 0.27 < below < 0.36
+    assert 0.56 < above < 0.66
+    # no valley above the mode inside the search range: fall back, flagged
+    g = DensityMinimumGate(("CD38",), valley="above_mode", search=(0.1, 0.5), fallback=0.4)
+    g.fit(x)
+    assert g.fallback_ and g.threshold_ == 0.4
+    with pytest.raises(TemplateError, match="above_mode"):
+        DensityMinimumGate(("CD38",), valley="middle")

@@ -233,3 +233,25 @@ def test_split_monocyte_cloud_stays_out_of_the_scatter_gate(tmp_path):
         assert abs(_nonT_error(res, labels, pop)) <= 1.0, pop
     blob = res.fitted["lymphocytes"]["params"]
     assert len(blob["excluded"]) >= 2  # both parts of the monocyte cloud
+
+
+def test_b_subsets_cd38_cut_at_the_edge_of_the_cd38lo_majority(tmp_path):
+    # `immunoprofile demo`'s cohort (seed 0, 20,000 events): on P07 baseline and P01 week 48
+    # a minor CD38-dim peak sits below the CD38lo majority of B cells, so the first valley
+    # along CD38 fell between those two (cut ~0.23-0.29) and B_transitional read 98 % with no
+    # fallback. The cut now takes the first valley above the highest peak ('above_mode').
+    from immunoprofile.io.fcs import read_fcs
+
+    info = simulate.simulate_cohort(
+        tmp_path, patients=7, visits=("baseline", "week24", "week48"), events=20_000, seed=0
+    )
+    by_name = {p.name: (p, t) for p, t in zip(info.fcs, info.truth)}
+    template = load_template("b_cells")
+    for name in ("P07_baseline.fcs", "P01_week48.fcs"):
+        fcs, truth = by_name[name]
+        labels = simulate.read_truth(truth)
+        res = apply_template(read_fcs(fcs), template)
+        cd38 = res.fitted["B_transitional"]["params"]["CD38"]
+        assert not cd38["fallback"] and cd38["threshold"] > 0.5, (name, cd38)
+        for pop in ("B_memory", "B_transitional", "plasmablasts"):
+            assert abs(_error(res, labels, pop)) <= 1.5, (name, pop, _error(res, labels, pop))

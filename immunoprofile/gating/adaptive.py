@@ -447,6 +447,10 @@ class _OneDimGate(AdaptiveGate):
         return self
 
 
+#: The ways `DensityMinimumGate` picks one valley among several.
+_VALLEYS = ("lowest", "first", "last", "above_mode", "below_mode")
+
+
 @register_adaptive("density_min")
 class DensityMinimumGate(_OneDimGate):
     """Threshold at the lowest density between the two main peaks of one marker.
@@ -456,7 +460,9 @@ class DensityMinimumGate(_OneDimGate):
     ignored; among the valleys between consecutive peaks that lie inside ``search``, the
     lowest wins (``valley="lowest"``), or the first or last along the axis (``"first"``:
     the cut right above the lowest population, e.g. negatives against dim and bright
-    positives). Peaks whose valley to a neighbour is shallower than ``min_depth`` (the
+    positives), or the first valley above / last below the highest peak (``"above_mode"``
+    / ``"below_mode"``: the edge of the dominant population, e.g. CD38hi B cells against the
+    CD38lo majority, whatever minor peaks sit on the mode's other side). Peaks whose valley to a neighbour is shallower than ``min_depth`` (the
     valley density above ``1 - min_depth`` of the lower flanking peak) are merged into the
     higher one first, so a ripple on top of one population is never taken for a valley
     between two. With fewer than two peaks, or no valley inside ``search``, the gate
@@ -469,7 +475,8 @@ class DensityMinimumGate(_OneDimGate):
     search : ``(low, high)`` range the threshold must lie in (None: anywhere).
     adjust : bandwidth multiplier (larger smooths more).
     min_prominence : peaks lower than this fraction of the highest peak are ignored.
-    valley : which valley inside ``search`` wins: ``"lowest"``, ``"first"`` or ``"last"``.
+    valley : which valley inside ``search`` wins: ``"lowest"``, ``"first"``, ``"last"``,
+        ``"above_mode"`` or ``"below_mode"``.
     min_depth : a valley must lie at least this fraction below the lower of its two
         flanking peaks (0 turns the check off).
     fallback : default threshold.
@@ -508,10 +515,10 @@ class DensityMinimumGate(_OneDimGate):
         self.max_events = max_events
         self.random_state = random_state
         self._check_1d()
-        if valley not in ("lowest", "first", "last"):
+        if valley not in _VALLEYS:
             raise TemplateError(
-                f"density_min gate on {self.dims[0]}: valley must be 'lowest', 'first' or "
-                f"'last', got {valley!r}"
+                f"density_min gate on {self.dims[0]}: valley must be one of "
+                f"{', '.join(repr(v) for v in _VALLEYS)}, got {valley!r}"
             )
         if not 0.0 <= float(min_depth) < 1.0:
             raise TemplateError(
@@ -525,6 +532,11 @@ class DensityMinimumGate(_OneDimGate):
             raise _NoFit(f"{len(peaks)} density peak(s) on {self.dims[0]}, need 2")
         lo, hi = (-np.inf, np.inf) if self.search is None else map(float, self.search)
         valleys = [a + int(np.argmin(dens[a : b + 1])) for a, b in zip(peaks[:-1], peaks[1:])]
+        mode = peaks[int(np.argmax(dens[peaks]))]
+        if self.valley == "above_mode":
+            valleys = [v for v in valleys if v > mode][:1]
+        elif self.valley == "below_mode":
+            valleys = [v for v in valleys if v < mode][-1:]
         valleys = [v for v in valleys if lo <= grid[v] <= hi]
         best = None
         if valleys:
@@ -532,6 +544,8 @@ class DensityMinimumGate(_OneDimGate):
                 best = valleys[0]
             elif self.valley == "last":
                 best = valleys[-1]
+            elif self.valley in ("above_mode", "below_mode"):
+                best = valleys[0]
             else:
                 best = min(valleys, key=lambda v: dens[v])
         if best is None:
