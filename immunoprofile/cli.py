@@ -647,7 +647,7 @@ def cluster_cmd(
     )
     from immunoprofile.clustering.api import CLASH_ERROR
 
-    failed = res.errors[res.errors["error"] != CLASH_ERROR] if len(res.errors) else res.errors
+    failed = res.errors[res.errors["error_type"] != CLASH_ERROR] if len(res.errors) else res.errors
     _fail_on_problems(
         list(failed["message"]) if len(failed) else [],
         len(files),

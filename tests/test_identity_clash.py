@@ -293,7 +293,7 @@ def test_api_cluster_clash_clusters_everything(cohort, tmp_path):
     assert len(flagged) == 6
     err = res.errors
     assert err["file"].tolist() == [files[1], files[3]]
-    assert err["error"].tolist() == ["IdentityClashError"] * 2
+    assert err["error_type"].tolist() == ["IdentityClashError"] * 2
     assert err["other_files"].tolist() == [files[3], files[1]]
     assert (err["patient"] == "P02").all() and (err["visit"] == "week24").all()
     assert "patient 'P02' visit 'week24' (from its samplesheet)" in err.at[0, "message"]
@@ -325,7 +325,7 @@ def test_cli_cluster_clash_finishes_with_status_1(cohort, tmp_path):
     one = pop[pop["sample"] == Path(a).stem]["count"].tolist()
     assert one == pop[pop["sample"] == Path(b).stem]["count"].tolist()
     err = pd.read_csv(out / "errors.csv", dtype=str, keep_default_na=False)
-    assert err["file"].tolist() == [a, b] and (err["error"] == "IdentityClashError").all()
+    assert err["file"].tolist() == [a, b] and (err["error_type"] == "IdentityClashError").all()
     for name in ("metaclusters.csv", "thresholds.csv", "resolution.csv"):
         assert (out / name).is_file(), name
     # a failed file and a clash: both counted in the last line

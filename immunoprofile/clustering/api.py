@@ -283,7 +283,7 @@ class ClusterResult:
         """Number of files left out because they could not be read, gated or resolved."""
         if not len(self.errors):
             return 0
-        return int((self.errors["error"] != CLASH_ERROR).sum())
+        return int((self.errors["error_type"] != CLASH_ERROR).sum())
 
     @property
     def n_metaclusters(self) -> int:
@@ -494,7 +494,16 @@ CLUSTER_OPTIONAL_OUTPUTS = (
 CLASH_ERROR = "IdentityClashError"
 #: population-table column flagging those files (as in gating)
 CLASH_COLUMN = "identity_clash"
-ERROR_COLUMNS = ["file", "sample", "error", "message", "patient", "visit", "tube", "other_files"]
+ERROR_COLUMNS = [
+    "file",
+    "sample",
+    "error_type",
+    "message",
+    "patient",
+    "visit",
+    "tube",
+    "other_files",
+]
 
 
 def _clash_rows(identities: Sequence[Any], clashes: Sequence[Any]) -> list[dict[str, str]]:
@@ -511,7 +520,7 @@ def _clash_rows(identities: Sequence[Any], clashes: Sequence[Any]) -> list[dict[
             {
                 "file": ident.file,
                 "sample": ident.sample,
-                "error": CLASH_ERROR,
+                "error_type": CLASH_ERROR,
                 "message": f"{ident.file}: {clash.identity} (from its {ident.source}) is also "
                 f"claimed by {', '.join(others)}; clustered, in populations.csv with "
                 f"{CLASH_COLUMN} True; " + CLASH_ADVICE,
@@ -685,7 +694,7 @@ def cluster(
             msg = str(exc)
             if files[i] not in msg and name not in msg:
                 msg = f"{files[i]}: {msg}"
-            errors.append({"file": files[i], "sample": name, "error": type(exc).__name__,
+            errors.append({"file": files[i], "sample": name, "error_type": type(exc).__name__,
                            "message": msg, "patient": "", "visit": "", "tube": "",
                            "other_files": ""})  # fmt: skip
             continue
