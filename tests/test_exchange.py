@@ -261,39 +261,16 @@ def test_cli_export_h5ad_and_fcs(tmp_path):
     assert r.exit_code == 0, r.output
     a = anndata.read_h5ad(out)
     assert a.n_obs == 8000 and set(a.obs["visit"]) == {"baseline", "week24"}
-    r = CliRunner().invoke(
-        main,
-        [
-            "export",
-            "--format",
-            "fcs",
-            "--template",
-            "tregs",
-            files[0],
-            "--population",
-            "CD4",
-            "--out",
-            str(tmp_path / "fcs"),
-        ],
-    )
+
+    def export_fcs(population: str, out):
+        args = ["export", "--format", "fcs", "--template", "tregs", files[0]]
+        return CliRunner().invoke(main, [*args, "--population", population, "--out", str(out)])
+
+    r = export_fcs("CD4", tmp_path / "fcs")
     assert r.exit_code == 0, r.output
     back = read_fcs(tmp_path / "fcs" / "P01_baseline.CD4.fcs")
     assert back.channel_names[-1] == "population"
     n_cd4 = int(a.obs.loc[a.obs["sample"] == "P01_baseline", "pop_CD4"].sum())
     assert back.n_events == n_cd4
-    r = CliRunner().invoke(
-        main,
-        [
-            "export",
-            "--format",
-            "fcs",
-            "--template",
-            "tregs",
-            files[0],
-            "--population",
-            "nope",
-            "--out",
-            str(tmp_path / "x"),
-        ],
-    )
+    r = export_fcs("nope", tmp_path / "x")
     assert r.exit_code == 1 and "no population 'nope'" in r.output
