@@ -856,11 +856,9 @@ class MixtureGate(AdaptiveGate):
         if len(self.dims) == 1:
             # start from the density's main peaks: EM started elsewhere can split one
             # skewed population in two instead of separating two populations
-            grid, dens, _ = binned_density(cols[0])
-            peaks = _peaks(dens, 0.01)
-            if len(peaks) >= k:
-                top = np.sort(peaks[np.argsort(dens[peaks])[::-1][:k]])
-                means_init = grid[top][:, None]
+            start = _peak_starts(cols[0], k)
+            if start is not None:
+                means_init = start[:, None]
         init = "peaks" if means_init is not None else "kmeans++"
         if len(self.dims) == 2 and self.init == "marginal":
             means_init = _marginal_means(X, k, _select_dim(self.select), self.random_state)
@@ -920,6 +918,16 @@ def _select_dim(select: Any) -> int:
     return 0
 
 
+def _peak_starts(x: np.ndarray, k: int) -> np.ndarray | None:
+    """Positions of the ``k`` highest peaks of ``x``'s density, in increasing order (the
+    starting means of a k-component 1-D mixture), or None when it has fewer peaks."""
+    grid, dens, _ = binned_density(x)
+    peaks = _peaks(dens, 0.01)
+    if len(peaks) < k:
+        return None
+    return grid[np.sort(peaks[np.argsort(dens[peaks])[::-1][:k]])]
+
+
 def _marginal_means(X: np.ndarray, k: int, dim: int, seed) -> np.ndarray | None:
     """Starting means for a k-component 2-D mixture from a 1-D mixture on column ``dim``.
 
@@ -929,11 +937,8 @@ def _marginal_means(X: np.ndarray, k: int, dim: int, seed) -> np.ndarray | None:
     fails or a group holds fewer than five events (the caller then seeds with k-means++).
     """
     x = X[:, dim]
-    grid, dens, _ = binned_density(x)
-    peaks = _peaks(dens, 0.01)
-    if len(peaks) >= k:
-        start = np.sort(grid[np.sort(peaks[np.argsort(dens[peaks])[::-1][:k]])])
-    else:
+    start = _peak_starts(x, k)
+    if start is None:
         start = np.quantile(x, (np.arange(k) + 0.5) / k)
     try:
         g1 = _gaussian_mixture(x[:, None], k, seed, 1, start[:, None])
