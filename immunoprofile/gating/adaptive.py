@@ -538,20 +538,16 @@ class DensityMinimumGate(_OneDimGate):
         elif self.valley == "below_mode":
             valleys = [v for v in valleys if v < mode][-1:]
         valleys = [v for v in valleys if lo <= grid[v] <= hi]
-        best = None
-        if valleys:
-            if self.valley == "first":
-                best = valleys[0]
-            elif self.valley == "last":
-                best = valleys[-1]
-            elif self.valley in ("above_mode", "below_mode"):
-                best = valleys[0]
-            else:
-                best = min(valleys, key=lambda v: dens[v])
-        if best is None:
+        if not valleys:
             raise _NoFit(
                 f"no valley between peaks inside search range {list(self.search)} on {self.dims[0]}"
             )
+        if self.valley == "lowest":
+            best = min(valleys, key=lambda v: dens[v])
+        elif self.valley == "last":
+            best = valleys[-1]
+        else:  # "first"; "above_mode"/"below_mode" kept at most one valley above
+            best = valleys[0]
         return self._finish(
             float(grid[best]),
             {
