@@ -1348,7 +1348,7 @@ class BlobGate(AdaptiveGate):
         radius = self._radius()
         r2 = radius**2
         # grid covering the core's ellipse with a margin
-        pts = _ellipse_points(gm.means_[core], gm.covariances_[core], radius=radius)
+        pts = _ellipse_points(gm.means_[core], gm.covariances_[core], radius)
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         pad = 0.05 * (hi - lo)
         gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], 256)
@@ -1478,12 +1478,9 @@ def _region_polygon(
     return best
 
 
-def _ellipse_points(mean, cov, quantile: float = 0.95, n: int = 72, radius: float | None = None):
-    """Boundary of the ``quantile`` ellipse (or the ``radius`` Mahalanobis ellipse) of a
-    2-D Gaussian, ``n`` points."""
-    from scipy.stats import chi2
-
-    r = float(radius) if radius is not None else math.sqrt(float(chi2.ppf(quantile, df=2)))
+def _ellipse_points(mean, cov, radius: float, n: int = 72):
+    """Boundary of the ``radius`` Mahalanobis ellipse of a 2-D Gaussian, ``n`` points."""
+    r = float(radius)
     vals, vecs = np.linalg.eigh(cov)
     t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
     circle = np.column_stack([np.cos(t), np.sin(t)]) * (r * np.sqrt(np.maximum(vals, 0.0)))
