@@ -230,24 +230,24 @@ class AdaptiveGate:
             ok = np.isfinite(c)
             if not ok.all():
                 finite = ok if finite is None else finite & ok
-        # Generator.choice(n) draws what choice(np.arange(n)) draws: one subsample either way
-        pool: np.ndarray | int = n if finite is None else np.flatnonzero(finite)
-        n_ok = pool if isinstance(pool, int) else len(pool)
-        idx: np.ndarray | None = None if finite is None else pool
+        # rows to fit on: None for all of them
+        idx: np.ndarray | None = None if finite is None else np.flatnonzero(finite)
+        n_ok = n if idx is None else len(idx)
         if n_ok > self.max_events:
             # with every value finite the subsample depends only on (n, size, seed): gates
             # on the same parent (the parts of a thresholds gate, siblings) draw it once
+            shared = cache is not None and finite is None
             key = ("subsample", n, int(self.max_events), self.random_state)
-            idx = cache.get(key) if cache is not None and finite is None else None
-            if idx is None:
+            sample = cache.get(key) if shared else None
+            if sample is None:
+                # Generator.choice(n) draws what choice(np.arange(n)) draws
                 rng = np.random.default_rng(self.random_state)
-                idx = np.sort(rng.choice(pool, size=int(self.max_events), replace=False))
-                if cache is not None and finite is None:
-                    cache[key] = idx
-        if idx is None:
-            sub = [np.asarray(c, dtype=np.float64) for c in cols]
-        else:
-            sub = [np.asarray(c[idx], dtype=np.float64) for c in cols]
+                pool = n if idx is None else idx
+                sample = np.sort(rng.choice(pool, size=int(self.max_events), replace=False))
+                if shared:
+                    cache[key] = sample
+            idx = sample
+        sub = [np.asarray(c if idx is None else c[idx], dtype=np.float64) for c in cols]
         self.n_fit_ = n_ok if idx is None else len(idx)
         if self.n_fit_ < max(_MIN_FIT_EVENTS, self._min_fit_events()):
             return self._use_fallback(f"too few events to fit ({self.n_fit_})")
