@@ -282,11 +282,7 @@ def sample_names(files: Sequence[str]) -> list[str]:
             s = f"{parent}/{s}" if parent else s
         names.append(s)
     # still colliding (same folder name and stem): number them in input order
-    final, used = [], {}
-    for n in names:
-        used[n] = used.get(n, 0) + 1
-        final.append(n if names.count(n) == 1 else f"{n}#{used[n]}")
-    return final
+    return make_unique(names)
 
 
 def make_unique(names: Sequence[str]) -> list[str]:
