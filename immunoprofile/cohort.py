@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from immunoprofile.exceptions import FCSError, IdentityClashError, IdentityError
+from immunoprofile.exceptions import IdentityClashError, IdentityError
 
 DEFAULT_PATIENT_KEYWORDS: tuple[str, ...] = ("PATIENT_ID", "PATIENT", "SUBJECT_ID", "SUBJECT")
 DEFAULT_VISIT_KEYWORDS: tuple[str, ...] = ("VISIT", "VISIT_ID", "TIMEPOINT", "TIME_POINT")
@@ -489,8 +489,6 @@ def header_keywords(files: Sequence[object]) -> list[dict[str, str] | None]:
             continue
         try:
             out.append(dict(read_fcs_header(f).keywords))
-        except (FCSError, OSError):
-            out.append(None)
         except Exception:  # noqa: BLE001 - a look-ahead only; gating reports the file's fault
             out.append(None)
     return out
