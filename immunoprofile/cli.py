@@ -407,8 +407,9 @@ def gate_cmd(
     from rich.console import Console
     from rich.table import Table
 
+    from immunoprofile.cohort import CLASH_ERROR
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.gating.run import CLASH_STATUS, gate
+    from immunoprofile.gating.run import gate
 
     out_dir = Path(out)
     try:
@@ -431,7 +432,7 @@ def gate_cmd(
     summary = res.summary()
     table = res.table()
     errors = res.errors()
-    failed = errors[errors["error_type"] != CLASH_STATUS]
+    failed = errors[errors["error_type"] != CLASH_ERROR]
     if not quiet:
         t = Table(
             title=f"{len(summary)} file(s) gated with {getattr(res.template, 'name', template)}"
@@ -440,9 +441,9 @@ def gate_cmd(
             t.add_column(col, justify="right" if col in ("events", "qc flags") else "left")
         for row in summary.itertuples():
             status = "[green]ok[/green]" if row.status == "ok" else f"[red]{row.status}[/red]"
-            if row.status == CLASH_STATUS:
+            if row.status == CLASH_ERROR:
                 status = "[red]identity clash[/red]"
-            events = f"{int(row.events):,}" if row.status in ("ok", CLASH_STATUS) else "-"
+            events = f"{int(row.events):,}" if row.status in ("ok", CLASH_ERROR) else "-"
             t.add_row(
                 row.sample, row.patient or "-", row.visit or "-", events, status, str(row.qc_flags)
             )
@@ -645,7 +646,7 @@ def cluster_cmd(
         f"{res.n_metaclusters} metaclusters ({len(named)} named, "
         f"{len(summ) - len(named)} unassigned); wrote {len(written)} files to {out_dir}/"
     )
-    from immunoprofile.clustering.api import CLASH_ERROR
+    from immunoprofile.cohort import CLASH_ERROR
 
     failed = res.errors[res.errors["error_type"] != CLASH_ERROR] if len(res.errors) else res.errors
     _fail_on_problems(

@@ -446,6 +446,11 @@ def clashing_samples(identities: Sequence[Identity], clashes: Sequence[IdentityC
     return [i.sample for i in identities if i.sample in names]
 
 
+#: ``error_type`` of the errors row of a file whose identity another file also claims
+CLASH_ERROR = IdentityClashError.__name__
+#: population-table column flagging those files (gating and clustering alike)
+CLASH_COLUMN = "identity_clash"
+
 CLASH_ADVICE = (
     "give each file its own identity (fix the samplesheet, the file names or the FCS "
     "keywords; add a 'tube' column to the samplesheet if they are different tubes of one "
@@ -504,6 +509,8 @@ __all__ = [
     "DEFAULT_PATIENT_KEYWORDS",
     "DEFAULT_VISIT_KEYWORDS",
     "CLASH_ADVICE",
+    "CLASH_COLUMN",
+    "CLASH_ERROR",
     "Identity",
     "IdentityClash",
     "check_unique",

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile._files import atomic_write_text
+from immunoprofile.cohort import CLASH_ERROR
 from immunoprofile.compare import (
     ENDPOINTS,
     MEASURE_UNITS,
@@ -321,7 +322,7 @@ def _cohort_matrix(
             name = getattr(r, "sample", "")
             ev = getattr(r, ev_col) if ev_col else None
             status = getattr(r, "status", "ok")
-            if status == "IdentityClashError":  # gated, but another file claims this cell
+            if status == CLASH_ERROR:  # gated, but another file claims this cell
                 parts.append(f"{name} (identity also claimed by another file: left out)")
             elif isinstance(status, str) and status not in ("", "ok"):
                 parts.append(f"{name} (failed: {status})")  # no events: not gated
@@ -547,9 +548,7 @@ def build_report(
         coh += "<details><summary>Files</summary>" + _table(cohort) + "</details>"
     if errors is not None and len(errors):
         clash = (
-            errors["error_type"].eq("IdentityClashError").any()
-            if "error_type" in errors.columns
-            else False
+            errors["error_type"].eq(CLASH_ERROR).any() if "error_type" in errors.columns else False
         )
         what = "Files that failed or share an identity" if clash else "Files that failed"
         coh += f"<h3 class='bad'>{what} ({len(errors)})</h3>" + _table(errors)

@@ -54,6 +54,7 @@ from immunoprofile.clustering.naming import (
     sample_membership,
 )
 from immunoprofile.clustering.som import SOM
+from immunoprofile.cohort import CLASH_COLUMN, CLASH_ERROR
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
 from immunoprofile.gating.table import ROOT, in_subtree
 from immunoprofile.sample import Sample
@@ -490,22 +491,6 @@ CLUSTER_OPTIONAL_OUTPUTS = (
 )  # fmt: skip
 
 
-#: ``error`` of an errors row for a file whose identity another file also claims
-CLASH_ERROR = "IdentityClashError"
-#: population-table column flagging those files (as in gating)
-CLASH_COLUMN = "identity_clash"
-ERROR_COLUMNS = [
-    "file",
-    "sample",
-    "error_type",
-    "message",
-    "patient",
-    "visit",
-    "tube",
-    "other_files",
-]
-
-
 def _clash_rows(identities: Sequence[Any], clashes: Sequence[Any]) -> list[dict[str, str]]:
     """One errors row per file whose identity another file also claims (input order)."""
     from immunoprofile.cohort import CLASH_ADVICE, clash_of
@@ -650,6 +635,7 @@ def cluster(
     >>> res.table().query("population == 'Treg'")  # doctest: +SKIP
     """
     from immunoprofile.cohort import find_clashes, make_unique, resolve_identities, sample_names
+    from immunoprofile.gating.run import ERROR_COLUMNS  # the errors.csv columns of gating
 
     if isinstance(paths_or_samples, str | os.PathLike | Sample):
         items = [paths_or_samples]
@@ -801,7 +787,7 @@ def cluster(
         train_events=train,
         train_nodes=train_nodes,
         train_sample=train_sample,
-        errors=pd.DataFrame(errors, columns=ERROR_COLUMNS),
+        errors=pd.DataFrame(errors, columns=list(ERROR_COLUMNS)),
         event_level=event_level,
         event_bits=event_bits,
         resolution=resolution,

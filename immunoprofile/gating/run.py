@@ -35,6 +35,8 @@ import pandas as pd
 from immunoprofile._files import write_owned
 from immunoprofile.cohort import (
     CLASH_ADVICE,
+    CLASH_COLUMN,
+    CLASH_ERROR,
     Identity,
     IdentityClash,
     clash_of,
@@ -50,7 +52,6 @@ from immunoprofile.cohort import (
 )
 from immunoprofile.exceptions import (
     GatingError,
-    IdentityClashError,
     IdentityClashWarning,
     ImmunoprofileError,
 )
@@ -69,8 +70,6 @@ from immunoprofile.sample import Sample
 ERROR_COLUMNS = (
     "file", "sample", "error_type", "message", "patient", "visit", "tube", "other_files",
 )  # fmt: skip
-CLASH_COLUMN = "identity_clash"
-CLASH_STATUS = IdentityClashError.__name__
 QC_COLUMNS = ("sample", "file", "population", "flag", "detail")
 
 
@@ -354,7 +353,7 @@ class GateResults:
                     {
                         **base,
                         "other_files": ";".join(others),
-                        "error_type": CLASH_STATUS,
+                        "error_type": CLASH_ERROR,
                         "message": f"{ident.file}: {clash.identity} (from its "
                         f"{ident.source}) is also claimed by {', '.join(others)}; {kept}, "
                         "left out of the per-visit tables and the comparison; " + CLASH_ADVICE,
@@ -376,7 +375,7 @@ class GateResults:
                     "status": (
                         out.error_type
                         if not out.ok
-                        else CLASH_STATUS
+                        else CLASH_ERROR
                         if self._clash_of(ident) is not None
                         else "ok"
                     ),
