@@ -466,26 +466,18 @@ class GateResults:
         clean = self.unambiguous_table()
         wide = per_visit(clean, value) if len(clean) else {}
 
+        def _json(name: str, samples: dict[str, Any]) -> Path:
+            text = json.dumps(
+                {"template": _template_name(self.template), "samples": samples},
+                indent=1,
+                allow_nan=False,
+            )
+            return atomic_write(out_dir / name, lambda p: p.write_text(text, encoding="utf-8"))
+
         def _write() -> list[Path]:
             written = write_population_files(table, wide, out_dir)
-            text = json.dumps(
-                {"template": _template_name(self.template), "samples": self.fitted_gates()},
-                indent=1,
-                allow_nan=False,
-            )
-            written.append(
-                atomic_write(out_dir / "gates.json", lambda p: p.write_text(text, encoding="utf-8"))
-            )
-            prov = json.dumps(
-                {"template": _template_name(self.template), "samples": self.provenance()},
-                indent=1,
-                allow_nan=False,
-            )
-            written.append(
-                atomic_write(
-                    out_dir / "provenance.json", lambda p: p.write_text(prov, encoding="utf-8")
-                )
-            )
+            written.append(_json("gates.json", self.fitted_gates()))
+            written.append(_json("provenance.json", self.provenance()))
             written.append(write_csv(self.qc(), out_dir / "qc.csv"))
             written.append(write_csv(self.errors(), out_dir / "errors.csv"))
             written.append(write_csv(self.summary(), out_dir / "samples.csv"))
