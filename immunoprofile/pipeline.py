@@ -326,8 +326,7 @@ def file_provenance(paths: Sequence[str], samples: Sequence[str]) -> pd.DataFram
 def _write_file_provenance(paths: Sequence[str], res: Any, out: Path) -> None:
     from immunoprofile.quantify import write_csv
 
-    names = [getattr(i, "sample", Path(p).stem) for i, p in zip(res.identities, paths)]
-    write_csv(file_provenance(paths, names), out)
+    write_csv(file_provenance(paths, res.samples), out)
 
 
 def _cluster_figures(
