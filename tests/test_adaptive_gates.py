@@ -584,3 +584,15 @@ def test_density_minimum_valley_at_the_edge_of_the_mode():
     assert g.fallback_ and g.threshold_ == 0.4
     with pytest.raises(TemplateError, match="above_mode"):
         DensityMinimumGate(("CD38",), valley="middle")
+
+
+def test_density_minimum_no_valley_beyond_the_mode_without_search_falls_back():
+    # the larger peak is the upper one: there is no valley above it; with no search range
+    # the gate must fall back (and say why), not fail while describing the range
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0.2, 0.04, 2000), rng.normal(0.7, 0.04, 8000)])
+    g = DensityMinimumGate(("CD38",), valley="above_mode", fallback=0.45).fit(x.astype(np.float32))
+    assert g.fallback_ and g.threshold_ == 0.45
+    assert "no valley above the highest peak on CD38" in g.reason_
+    below = DensityMinimumGate(("CD38",), valley="below_mode").fit(x.astype(np.float32))
+    assert not below.fallback_ and 0.3 < below.threshold_ < 0.6

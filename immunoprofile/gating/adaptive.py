@@ -539,8 +539,11 @@ class DensityMinimumGate(_OneDimGate):
             valleys = [v for v in valleys if v < mode][-1:]
         valleys = [v for v in valleys if lo <= grid[v] <= hi]
         if not valleys:
+            where = "" if self.search is None else f" inside search range {list(self.search)}"
+            side = {"above_mode": " above", "below_mode": " below"}.get(self.valley, "")
             raise _NoFit(
-                f"no valley between peaks inside search range {list(self.search)} on {self.dims[0]}"
+                f"no valley{side} {'the highest peak' if side else 'between peaks'}{where} "
+                f"on {self.dims[0]}"
             )
         if self.valley == "lowest":
             best = min(valleys, key=lambda v: dens[v])
