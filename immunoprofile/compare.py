@@ -41,6 +41,7 @@ import pandas as pd
 
 from immunoprofile import stats as _stats
 from immunoprofile._files import atomic_write_text
+from immunoprofile.cohort import CLASH_COLUMN
 from immunoprofile.exceptions import ComparisonError
 
 MEASURES = ("percent_of_parent", "percent_of_lymphocytes", "cells_per_ul")
@@ -311,8 +312,8 @@ def compare(
     problems: list[dict] = []
 
     # --- identity claimed by several files (gate's ``identity_clash``): ambiguous -------
-    if "identity_clash" in df.columns:
-        clash = df["identity_clash"]
+    if CLASH_COLUMN in df.columns:
+        clash = df[CLASH_COLUMN]
         if clash.dtype != bool:  # read back from CSV with blanks, or as text
             clash = clash.astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
         if clash.any():
@@ -334,7 +335,7 @@ def compare(
                     }
                 )
             df = df[~clash].copy()
-        df = df.drop(columns="identity_clash")
+        df = df.drop(columns=CLASH_COLUMN)
 
     # --- identity: never guessed ----------------------------------------------------
     no_id = _blank(df["patient"]) | _blank(df["visit"])
