@@ -207,6 +207,18 @@ class Transform:
         return self.apply(x, dtype=dtype)
 
 
+def _transform_type(name: Any) -> tuple[str, type[Transform]]:
+    """Canonical type name (aliases resolved) and class of a transform ``type`` value."""
+    kind = str(name).strip().lower()
+    kind = _TYPE_ALIASES.get(kind, kind)
+    cls = TRANSFORM_TYPES.get(kind)
+    if cls is None:
+        raise TransformError(
+            f"unknown transform type {name!r}; known types: {sorted(TRANSFORM_TYPES)}"
+        )
+    return kind, cls
+
+
 def transform_from_dict(d: Mapping[str, Any] | Transform) -> Transform:
     """Build a transform from ``{"type": "logicle", "t": 262144, "w": 0.5, ...}``.
 
@@ -217,13 +229,7 @@ def transform_from_dict(d: Mapping[str, Any] | Transform) -> Transform:
         return d
     if not isinstance(d, Mapping) or "type" not in d:
         raise TransformError(f"a transform must be a mapping with a 'type' key, got {d!r}")
-    kind = str(d["type"]).strip().lower()
-    kind = _TYPE_ALIASES.get(kind, kind)
-    cls = TRANSFORM_TYPES.get(kind)
-    if cls is None:
-        raise TransformError(
-            f"unknown transform type {d['type']!r}; known types: {sorted(TRANSFORM_TYPES)}"
-        )
+    kind, cls = _transform_type(d["type"])
     names = {f.name for f in fields(cls)}
     kwargs = {}
     for key, value in d.items():
@@ -747,12 +753,7 @@ def _resolve_params(d: Mapping[str, Any] | Transform, top: float, sample, col) -
     if isinstance(d, Transform):
         return d
     if isinstance(d, str):  # shorthand: "logicle" = that type with T from the channel
-        kind = _TYPE_ALIASES.get(d.strip().lower(), d.strip().lower())
-        cls = TRANSFORM_TYPES.get(kind)
-        if cls is None:
-            raise TransformError(
-                f"unknown transform type {d!r}; known types: {sorted(TRANSFORM_TYPES)}"
-            )
+        kind, cls = _transform_type(d)
         d = {"type": kind, **({"t": "range"} if "t" in {f.name for f in fields(cls)} else {})}
     if not isinstance(d, Mapping):
         raise TransformError(f"a transform must be a mapping, a type name or None, got {d!r}")
@@ -808,7 +809,6 @@ def transform(
     spec = TransformSpec.from_dict(spec)
     per_channel = spec.resolve(sample)
     ev = sample.events
-    n, n_ch = ev.shape
     new = ev if overwrite and ev.dtype == np.float32 else np.empty_like(ev)
     if not _transform_rows(ev, per_channel, new):
         _transform_columns(ev, per_channel, new)
