@@ -847,8 +847,10 @@ def _transform_rows(ev: np.ndarray, per_channel: dict[int, Transform], new: np.n
             column_table[i] = slot[id(table)]
     if not tables or len(tables) > _ROW_TABLES_MAX or n == 0 or not ev.flags.c_contiguous:
         return False
-    table = tables[0] if len(tables) == 1 else np.concatenate(tables)
-    offset = (column_table * len(tables[0])).astype(np.intp)
+    if len(tables) == 1:
+        table, offset = tables[0], None
+    else:  # each column's bins offset into its own table of the concatenation
+        table, offset = np.concatenate(tables), column_table * len(tables[0])
     # columns without a table: kept aside before the table pass (which may overwrite them
     # when ``new`` is ``ev``), then transformed or copied back from there
     rest = [i for i in range(n_ch) if not isinstance(per_channel.get(i), _Biexponential)]
@@ -861,10 +863,7 @@ def _transform_rows(ev: np.ndarray, per_channel: dict[int, Transform], new: np.n
         block_in, block_out = ev[start:stop], new[start:stop]
         if rest:
             np.copyto(kept[:, :m], block_in[:, rest].T)
-        if len(tables) == 1:
-            _table_block(table, block_in.reshape(-1), block_out.reshape(-1), scratch)
-        else:
-            _table_block(table, block_in.reshape(-1), block_out.reshape(-1), scratch, offset)
+        _table_block(table, block_in.reshape(-1), block_out.reshape(-1), scratch, offset)
         for j, i in enumerate(rest):
             tr = per_channel.get(i)
             if tr is None:
