@@ -1017,12 +1017,12 @@ def _decode_columns(
             if mask is not None:
                 col = np.bitwise_and(col, mask)
             if col.dtype.kind == "S":
-                col = _ascii_numbers(col, meta.path, fname)
+                col = _ascii_numbers(col, meta.path)
             dst[:, k] = col if p is None else p(col)
     return out
 
 
-def _ascii_numbers(col: np.ndarray, path: str, what: str) -> np.ndarray:
+def _ascii_numbers(col: np.ndarray, path: str) -> np.ndarray:
     try:
         return col.astype(np.float64)
     except ValueError as exc:
@@ -1047,7 +1047,7 @@ def _decode_delimited(
             f"$TOT={n} events of {p} values need {n * p} ASCII values, DATA holds {len(tokens)}",
             keyword="$TOT",
         )
-    values = _ascii_numbers(np.array(tokens[: n * p], dtype="S"), meta.path, "DATA")
+    values = _ascii_numbers(np.array(tokens[: n * p], dtype="S"), meta.path)
     table = values.reshape(n, p)
     table = table[slice(*rows)] if isinstance(rows, tuple) else table[rows]
     out = np.empty((table.shape[0], len(cols)), dtype=np.float32)
