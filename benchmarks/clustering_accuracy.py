@@ -77,7 +77,7 @@ def lineage_of_name(name: str, parents: dict[str, str | None]) -> str:
     return "other"
 
 
-def evaluate(res, truth_labels: list[pd.Categorical], rows_override=None) -> dict[str, float]:
+def evaluate(res, truth_labels: list[pd.Categorical]) -> dict[str, float]:
     """ARIs of one `ClusterResult` against per-event truth of the clustered events."""
     from immunoprofile.clustering.agreement import adjusted_rand
 
@@ -87,7 +87,7 @@ def evaluate(res, truth_labels: list[pd.Categorical], rows_override=None) -> dic
     leaf_lineage = {leaf: lineage_of_leaf(leaf) for leaf in truth_labels[0].categories}
     name_lineage = {n: lineage_of_name(n, parents) for n in set(names)}
     for i, labels in enumerate(truth_labels):
-        rows = res.rows[i] if rows_override is None else rows_override[i]
+        rows = res.rows[i]
         leaves = np.asarray(labels)[rows] if rows is not None else np.asarray(labels)
         cl = res.nodes[i] if res.name_level == "node" else res.metacluster_labels(i)
         lin_pred.append(np.vectorize(name_lineage.get)(names[cl]))
@@ -155,10 +155,9 @@ def run_cohort(label: str, drift: float, events: int, patients: int, folder: Pat
     res2 = cluster(samples, template="immune_profile", samplesheet=info.samplesheet)
     out["truelive_s"] = time.perf_counter() - t0
     ctab2 = res2.table(include_metaclusters=False)
-    truth_live = info.frequencies.copy()
     out["truelive"] = evaluate(res2, [pd.Categorical(np.asarray(t)[m], categories=t.categories)
                                        for t, m in zip(truths, live)])  # fmt: skip
-    out["truelive_errors"] = errors_table(ctab2, truth_live)
+    out["truelive_errors"] = errors_table(ctab2, info.frequencies)
 
     t0 = time.perf_counter()
     gres = gate(files, "immune_profile", samplesheet=info.samplesheet)
