@@ -101,6 +101,20 @@ def test_garbled_text_odd_fields(tmp_path):
     _raises(broken, FCSTextError, "does not split into keyword/value pairs", tmp_path)
 
 
+def test_garbled_text_names_byte_offset_and_previous_keyword():
+    # a control byte in place of a keyword: the error gives its byte and the keyword before
+    keys = _kw()
+    blob = bytearray(build_fcs({**keys, "NOTE": "ok", "LAST": "1"}, EV.tobytes()))
+    t0 = int(blob[10:18])
+    at = blob.index(b"LAST", t0)
+    blob[at : at + 4] = b"\x01\x02ST"
+    with pytest.raises(FCSTextError) as info:
+        read_fcs(bytes(blob))
+    err = info.value
+    assert err.offset == at and err.keyword == "NOTE"
+    assert f"byte {at}" in str(err) and "after keyword 'NOTE'" in str(err)
+
+
 @pytest.mark.parametrize(
     "change,cls,match",
     [

@@ -410,3 +410,36 @@ def test_ascii_fixed_width_and_delimited():
         read_fcs(build_fcs(kw, b"1 2 3 4"))
     with pytest.raises(FCSDataTypeError, match="not a number"):
         read_fcs(build_fcs(kw, b"1 2 3 4 x 6"))
+
+
+def test_empty_values_beside_escaped_delimiters_flowio_layout(tmp_path):
+    # flowio 1.4 writes an empty value as "//" and escapes "/" inside values as "//"
+    # in the same TEXT: after a keyword an even run can only be an empty value
+    flowio = pytest.importorskip("flowio")
+    ev = np.arange(12, dtype=np.float32).reshape(4, 3)
+    path = tmp_path / "flowio_empty.fcs"
+    with open(path, "wb") as fh:
+        flowio.create_fcs(
+            fh,
+            ev.ravel().tolist(),
+            ["FSC-A", "SSC-A", "FL1-A"],
+            opt_channel_names=["", "", "CD3 FITC"],
+            metadata_dict={"$COM": "", "PROJECT": "", "NOTE": "a/b", "LAST": ""},
+        )
+    assert b"/$COM//PROJECT//NOTE/a//b/LAST//" in path.read_bytes()
+    s = read_fcs(path)
+    assert s.keywords["$COM"] == "" and s.keywords["PROJECT"] == ""
+    assert s.keywords["NOTE"] == "a/b" and s.keywords["LAST"] == ""
+    assert s.markers == [None, None, "CD3 FITC"]
+    np.testing.assert_array_equal(s.events, ev)
+
+
+@pytest.mark.parametrize("run,value", [("//", ""), ("////", "/"), ("///x/", "/x")])
+def test_delimiter_runs_after_a_keyword(run, value):
+    # keywords are never empty and never hold a delimiter: an even run after a keyword
+    # is a value of (k - 2) / 2 delimiters, an odd run a separator and escaped delimiters
+    from immunoprofile.io.fcs import _parse_text, _Source
+
+    raw = f"/$TOT/2/NOTE{run}NEXT/1/".encode("ascii")
+    got = _parse_text(raw, _Source(raw), 0)
+    assert got == {"$TOT": "2", "NOTE": value, "NEXT": "1"}

@@ -259,66 +259,120 @@ def _decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def _split_text(body: str, delim: str, escapes: bool) -> list[str] | None:
-    """Split TEXT (without its leading delimiter) into tokens, or None if it looks wrong."""
+@dataclass(frozen=True)
+class _TextFault:
+    """Where TEXT stops splitting into keyword/value pairs: the character index of the bad
+    token in the body and the last good keyword before it (None at the start)."""
+
+    at: int
+    previous: str | None
+    cause: str
+
+
+def _split_text(body: str, delim: str, escapes: bool) -> tuple[list[str], list[int]] | _TextFault:
+    """Split TEXT (without its leading delimiter) into tokens and their start indices.
+
+    With ``escapes`` a run of k delimiters holds k // 2 literal delimiters, and one
+    separator if k is odd (FCS 3.1, section 3.2.9). A keyword is never empty and never
+    holds a delimiter, so an even run right after a keyword can only be an empty value
+    between two separators (``/$COM//NEXT/``, as flowio 1.4 writes it): read as such.
+    Without ``escapes`` every delimiter separates. Returns a `_TextFault` when the tokens
+    do not pair into keywords and values.
+    """
+    tokens: list[str] = []
+    starts: list[int] = []
     if escapes:
-        # a run of k delimiters holds k // 2 literal delimiters, and one separator if k is odd
-        tokens: list[str] = []
         cur: list[str] = []
-        pos = 0
+        pos = begin = 0  # begin: where the open token started
         for m in re.finditer(re.escape(delim) + "+", body):
             cur.append(body[pos : m.start()])
             k = m.end() - m.start()
-            literal = delim * (k // 2)
-            if k % 2 == 0:
-                cur.append(literal)
-            elif len(tokens) % 2 == 0:
-                # ending a keyword, which never holds a delimiter: the separator comes
-                # first and the escaped delimiters open the value
+            pos = m.end()
+            if len(tokens) % 2 == 0:  # ending a keyword
+                starts.append(begin)
                 tokens.append("".join(cur))
-                cur = [literal] if literal else []
+                if k % 2:
+                    # the separator first; escaped delimiters open the value
+                    cur, begin = ([delim * (k // 2)] if k > 1 else []), m.start() + 1
+                else:
+                    # separator, a value of (k - 2) / 2 literal delimiters (empty for
+                    # k = 2), separator
+                    starts.append(m.start() + 1)
+                    tokens.append(delim * ((k - 2) // 2))
+                    cur, begin = [], pos
+            elif k % 2 == 0:
+                cur.append(delim * (k // 2))
             else:
                 # ending a value: escaped delimiters close it (keywords never start with one)
-                cur.append(literal)
+                cur.append(delim * (k // 2))
+                starts.append(begin)
                 tokens.append("".join(cur))
-                cur = []
-            pos = m.end()
+                cur, begin = [], pos
         tail = body[pos:]
         if cur or tail.strip(" \x00\r\n\t"):
+            starts.append(begin)
             tokens.append("".join(cur) + tail)
     else:
-        tokens = body.split(delim)
+        pos = 0
+        for piece in body.split(delim):
+            starts.append(pos)
+            tokens.append(piece)
+            pos += len(piece) + 1
         if tokens and not tokens[-1].strip(" \x00\r\n\t"):
             tokens.pop()
-    if len(tokens) % 2:
-        return None
-    keys = tokens[0::2]
-    if any((not k.strip()) or (delim in k) for k in keys):
-        return None
-    return tokens
+            starts.pop()
+    for i in range(0, len(tokens), 2):
+        key = tokens[i]
+        previous = tokens[i - 2].strip() if i >= 2 else None
+        if not key.strip() or delim in key or _CONTROL.search(key.strip(" \x00\r\n\t")):
+            return _TextFault(starts[i], previous, f"{key!r} cannot be a keyword")
+        if i + 1 >= len(tokens):
+            return _TextFault(starts[i], previous, f"keyword {key.strip()!r} has no value")
+    return tokens, starts
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _parse_text(raw: bytes, src: _Source, at: int, what: str = "TEXT") -> dict[str, str]:
-    """Keyword/value pairs of a TEXT segment; keys upper-cased, values unescaped."""
+    """Keyword/value pairs of a TEXT segment; keys upper-cased, values unescaped.
+
+    Raises `FCSTextError` naming the byte offset where the pairs break down and the last
+    keyword read before that place."""
     if not raw:
         raise FCSTextError(src.name, f"{what} segment is empty", offset=at)
-    text = _decode(raw) if raw[0] < 0x80 else raw.decode("latin-1")
+    if raw[0] < 0x80:
+        try:
+            text, enc = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, enc = raw.decode("latin-1"), "latin-1"
+    else:
+        text, enc = raw.decode("latin-1"), "latin-1"
     delim, body = text[0], text[1:]
     if delim.isalnum() and delim not in "\x0c":
         # a letter or digit cannot be a delimiter: the offsets point at the wrong bytes
         raise FCSTextError(
             src.name, f"{what} starts with {delim!r}, which cannot be a delimiter", offset=at
         )
-    tokens = _split_text(body, delim, escapes=True)
-    if tokens is None:
-        # writers that put empty values ("||") break the escape rule; read them literally
-        tokens = _split_text(body, delim, escapes=False)
-    if tokens is None:
-        raise FCSTextError(
-            src.name,
-            f"{what} segment does not split into keyword/value pairs with delimiter {delim!r}",
-            offset=at,
-        )
+    got = _split_text(body, delim, escapes=True)
+    if isinstance(got, _TextFault):
+        # writers that put empty values and never escape: read every delimiter literally
+        literal = _split_text(body, delim, escapes=False)
+        if isinstance(literal, _TextFault):
+            fault = got if got.at >= literal.at else literal
+            byte = at + len(text[: 1 + fault.at].encode(enc, errors="replace"))
+            after = (
+                f"after keyword {fault.previous!r}" if fault.previous else "at its first keyword"
+            )
+            raise FCSTextError(
+                src.name,
+                f"{what} segment does not split into keyword/value pairs with delimiter "
+                f"{delim!r}: {fault.cause}, {after}",
+                offset=byte,
+                keyword=fault.previous,
+            )
+        got = literal
+    tokens = got[0]
     out: dict[str, str] = {}
     for k, v in zip(tokens[0::2], tokens[1::2]):
         key = k.strip().upper()
