@@ -138,3 +138,34 @@ def write_owned(
             removed.append(path)
     record_outputs(out, names, writer)
     return written, removed
+
+
+def default_output_folder(base: str | os.PathLike, writer: str, *, limit: int = 1000) -> Path:
+    """The folder a command writes into when the user names none: ``base`` when it does
+    not exist, is empty, or holds the manifest of an earlier write by ``writer`` (writing
+    again there is what a second run of the same command should do); otherwise the first
+    ``base-2``, ``base-3``, ... that qualifies, so a folder another writer made (another
+    command, or the user's own files) is never written into."""
+    base = Path(base)
+    for k in range(1, limit + 1):
+        cand = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        if not cand.exists():
+            return cand
+        if not cand.is_dir():
+            continue
+        manifest = cand / MANIFEST
+        if manifest.is_file():
+            if owned_files(cand, writer) or _manifest_writer(manifest) == writer:
+                return cand
+            continue
+        if not any(cand.iterdir()):
+            return cand
+    raise OSError(f"no free output folder next to {base} (tried {limit})")
+
+
+def _manifest_writer(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("writer") if isinstance(data, dict) else None

@@ -52,6 +52,9 @@ def _fail_on_problems(
 # === inspect (FCS reading) =================================================
 
 
+#: the folder `gate` writes into when no --out is given (in the current folder)
+DEFAULT_OUT = "immunoprofile-results"
+
 _SPILL_KEYS = ("$SPILLOVER", "SPILL", "$SPILL", "SPILLOVER", "$COMP", "COMP")
 
 
@@ -232,7 +235,7 @@ def simulate(
 
 @main.group()
 def templates() -> None:
-    """List, show and validate gating templates."""
+    """List, show, validate and check gating templates."""
 
 
 def _gate_label(pop: object) -> str:
@@ -251,6 +254,10 @@ def _gate_label(pop: object) -> str:
         what = " ".join(f"{d}{s}" for d, s in zip(dims, signs))
     else:
         what = ", ".join(map(str, dims))
+    for alt in getattr(pop, "alternatives", ()) or ():
+        what += f"; else {', '.join(alt.dims)}"
+    if getattr(pop, "optional", False):
+        what += "; else skipped"
     return f"[{kind}] {what}"
 
 
@@ -324,6 +331,76 @@ def templates_validate(file: str) -> None:
     )
 
 
+@templates.command("check")
+@click.argument("template")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--compensation",
+    default=None,
+    metavar="auto|keyword|none|FILE",
+    help="Compensation mode to check (default: the template's).",
+)
+def templates_check(template: str, files: tuple[str, ...], compensation: str | None) -> None:
+    """Before gating: which populations of TEMPLATE each of FILES supports, which
+    alternatives it will use, which optional steps it skips, what it lacks, and how it
+    will be compensated. Reads only the files' headers. Exit 1 when any file lacks an
+    essential marker or cannot be read."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from immunoprofile.compensation import choose_compensation
+    from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.gating.plan import check_files
+    from immunoprofile.gating.template import load_template
+
+    try:
+        t = load_template(template)
+    except ImmunoprofileError as exc:
+        fail(str(exc))
+    console = Console(width=max(Console().width, 100))
+    bad = 0
+    for f, plan, sample, error in check_files(t, files):
+        if error is not None:
+            bad += 1
+            console.print(f"[red]{escape(f)}: {escape(error)}[/red]")
+            continue
+        table = Table(title=f"{escape(f)}: template {t.name}", title_justify="left")
+        for col in ("population", "parent", "status", "uses / lacks"):
+            table.add_column(col, overflow="fold")
+        for p in t.populations:
+            step = plan.steps[p.name]
+            colour = {"gate": "green", "alternative": "cyan", "skipped": "yellow"}.get(
+                step.status, "red"
+            )
+            detail = step.describe() if step.runs else step.reason
+            if step.status == "alternative":
+                detail = f"{step.describe()}; {step.reason}"
+            table.add_row(
+                p.name, p.parent or "-", f"[{colour}]{step.status}[/{colour}]", escape(detail)
+            )
+        console.print(table)
+        try:
+            how = t.compensation if compensation is None else compensation
+            base = t.source.parent if compensation is None and t.source else None
+            comp = choose_compensation(sample, how, base=base)
+            console.print(f"  compensation: {comp.mode} -> {comp.status}: {escape(comp.reason)}")
+        except ImmunoprofileError as exc:
+            bad += 1
+            console.print(f"  [red]compensation: {escape(str(exc))}[/red]")
+        if not plan.ok:
+            bad += 1
+            console.print(f"[red]{escape(str(plan.error()))}[/red]")
+        else:
+            n_run = sum(s.runs for s in plan.steps.values())
+            console.print(
+                f"  [green]ready[/green]: {n_run} of {len(plan.steps)} populations will be "
+                f"gated, {len(plan.skipped)} optional step(s) skipped"
+            )
+    if bad:
+        fail(f"{bad} problem(s) in {len(files)} file(s)")
+
+
 # === gate ==================================================================
 
 
@@ -340,9 +417,11 @@ def templates_validate(file: str) -> None:
     "--out",
     "-o",
     "out",
-    required=True,
+    default=None,
     type=click.Path(file_okay=False),
-    help="Output folder (created; files in it are replaced atomically).",
+    help="Output folder (created; files in it are replaced atomically). Default: "
+    f"{DEFAULT_OUT}/ in the current folder, or {DEFAULT_OUT}-2/, ... when that folder "
+    "holds files another command or person wrote; the folder used is announced.",
 )
 @click.option(
     "--samplesheet",
@@ -374,6 +453,16 @@ def templates_validate(file: str) -> None:
 )
 @click.option("--scheduler", help="Dask scheduler address (tcp://host:8786); needs the dask extra.")
 @click.option("--plots", is_flag=True, help="Write a gating plot per sample into OUT/plots/.")
+@click.option(
+    "--compensation",
+    default=None,
+    metavar="auto|keyword|none|FILE",
+    help="How to compensate (default: the template's, normally auto). auto: the file's "
+    "spillover keyword, unless the file is already compensated (Comp- channels, an "
+    "ALREADY_COMPENSATED keyword); a file without one is taken as compensated, with a "
+    "warning and a qc.csv line. keyword: the file's spillover keyword (an error without "
+    "one). none: no compensation. FILE: a spillover matrix (CSV/TSV).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
 def gate_cmd(
     template: str,
@@ -386,6 +475,7 @@ def gate_cmd(
     jobs: int,
     scheduler: str | None,
     plots: bool,
+    compensation: str | None,
     quiet: bool,
 ) -> None:
     """Gate FILES with a template and write per-visit population tables into OUT.
@@ -411,7 +501,13 @@ def gate_cmd(
     from immunoprofile.exceptions import ImmunoprofileError
     from immunoprofile.gating.run import gate
 
-    out_dir = Path(out)
+    if out is None:
+        from immunoprofile._files import default_output_folder
+
+        out_dir = default_output_folder(Path.cwd() / DEFAULT_OUT, "immunoprofile gate")
+        click.secho(f"writing results to {out_dir}/ (no --out given)", err=True, fg="cyan")
+    else:
+        out_dir = Path(out)
     try:
         with _clash_warnings_to_terminal():
             res = gate(
@@ -425,6 +521,7 @@ def gate_cmd(
                 plots_dir=out_dir / "plots" if plots else None,
                 patient_keyword=list(patient_keyword) or None,
                 visit_keyword=list(visit_keyword) or None,
+                compensation=compensation,
             )
         res.write(out_dir)
     except ImmunoprofileError as exc:
@@ -468,18 +565,19 @@ def _clash_warnings_to_terminal() -> Iterator[None]:
     progress bar starts), instead of Python's warning format; other warnings unchanged."""
     import warnings
 
-    from immunoprofile.exceptions import IdentityClashWarning
+    from immunoprofile.exceptions import CompensationWarning, IdentityClashWarning
 
     with warnings.catch_warnings():
         previous = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-            if issubclass(category, IdentityClashWarning):
+            if issubclass(category, IdentityClashWarning | CompensationWarning):
                 click.secho(f"warning: {message}", fg="yellow", err=True)
             else:
                 previous(message, category, filename, lineno, file, line)
 
         warnings.simplefilter("always", IdentityClashWarning)
+        warnings.simplefilter("always", CompensationWarning)
         warnings.showwarning = show
         yield
 

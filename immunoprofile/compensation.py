@@ -393,6 +393,136 @@ def _state(sample) -> tuple[bool, bool]:
     return compensated, transformed
 
 
+# --- modes: which spillover a file gets -----------------------------------------------------
+
+#: compensation modes of templates and of ``--compensation`` (besides a matrix file path);
+#: ``"file"`` is the older name of ``"keyword"``
+COMPENSATION_MODES = ("auto", "keyword", "none")
+_MODE_SYNONYMS = {"file": "keyword", "none": "none", "auto": "auto", "keyword": "keyword"}
+#: keywords whose true value says the stored events are already compensated
+COMPENSATED_KEYWORDS = ("ALREADY_COMPENSATED", "COMPENSATED", "$COMPENSATED")
+_TRUE = {"TRUE", "T", "YES", "Y", "1"}
+
+
+def normalize_mode(mode: str | PathLike | None) -> str:
+    """``"auto"``, ``"keyword"``, ``"none"`` or a matrix path as given (None -> ``"none"``,
+    ``"file"`` -> ``"keyword"``)."""
+    if mode is None:
+        return "none"
+    text = str(mode)
+    return _MODE_SYNONYMS.get(text.strip().lower(), text) if isinstance(mode, str) else text
+
+
+def compensated_signs(sample: Any) -> list[str]:
+    """Signs in a file that its events are already compensated (empty: none found).
+
+    FlowJo names the compensated parameters of an export ``Comp-<detector>``; some
+    exporters (and converted files) carry an explicit keyword such as
+    ``ALREADY_COMPENSATED=TRUE``. BD FACSDiva exports are uncompensated with the
+    acquisition matrix in ``SPILL``, so a DIVA file with ``SPILL`` shows no sign.
+    """
+    signs = []
+    names = [str(n) for n in getattr(sample, "channel_names", [])]
+    comp = [n for n in names if n.lower().startswith("comp-")]
+    if comp:
+        shown = ", ".join(comp[:3]) + (", ..." if len(comp) > 3 else "")
+        signs.append(f"{len(comp)} channel(s) named Comp-... ({shown})")
+    kw = getattr(sample, "keywords", {}) or {}
+    for key in COMPENSATED_KEYWORDS:
+        value = kw.get(key)
+        if value is not None and str(value).strip().upper() in _TRUE:
+            signs.append(f"keyword {key}={value}")
+    return signs
+
+
+@dataclass(frozen=True)
+class CompensationChoice:
+    """What one file gets: the matrix to apply (None: none) and why, for provenance.
+
+    ``status`` is ``"applied"`` (``spillover`` set), ``"already"`` (the history or the
+    file says the events are compensated), ``"assumed"`` (``auto`` found no spillover
+    keyword and treats the data as compensated: a warning and a QC line) or ``"off"``
+    (mode ``none``).
+    """
+
+    mode: str
+    status: str
+    spillover: Spillover | None
+    reason: str
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready summary (the matrix itself goes into the compensate history step)."""
+        return {
+            "mode": self.mode,
+            "status": self.status,
+            "source": self.spillover.source if self.spillover is not None else None,
+            "reason": self.reason,
+        }
+
+
+def choose_compensation(
+    sample: Any, mode: str | PathLike | Spillover | None, base: Path | None = None
+) -> CompensationChoice:
+    """Decide how to compensate ``sample`` under ``mode``, never twice.
+
+    ``auto``: the file's spillover keyword, unless the history or the file (`Comp-`
+    channels, an ``ALREADY_COMPENSATED`` keyword) shows the events are compensated;
+    without a keyword the data are treated as already compensated (status
+    ``"assumed"``). ``keyword``: the file's spillover keyword, an error if it has none.
+    ``none``: nothing. A matrix path (relative to ``base`` when given) or a `Spillover`:
+    that matrix. ``keyword`` and a matrix raise `CompensationError` on a file that shows
+    signs of being compensated already, instead of compensating it a second time.
+    """
+    if isinstance(mode, Spillover):
+        label, spill = "matrix", mode
+    else:
+        label = normalize_mode(mode)
+        spill = None
+    where = _where(sample)
+    done, _ = _state(sample)
+    if done:
+        return CompensationChoice(label, "already", None, "compensated earlier in this run")
+    if label == "none":
+        return CompensationChoice(label, "off", None, "compensation turned off (mode none)")
+    signs = compensated_signs(sample)
+    if label == "auto":
+        if signs:
+            return CompensationChoice(
+                label, "already", None, "the file is already compensated: " + "; ".join(signs)
+            )
+        sp = Spillover.from_sample(sample)
+        if sp is None:
+            return CompensationChoice(
+                label,
+                "assumed",
+                None,
+                f"no spillover keyword ({', '.join(SPILLOVER_KEYWORDS)}): treated as already "
+                "compensated (an export of compensated data); give --compensation FILE if not",
+            )
+        return CompensationChoice(label, "applied", sp, f"spillover from {sp.source}")
+    if signs:
+        what = "its spillover keyword" if label == "keyword" else "a matrix"
+        raise CompensationError(
+            f"{where}: the file is already compensated ({'; '.join(signs)}); applying "
+            f"{what} would compensate it twice. Use compensation 'none' or 'auto'"
+        )
+    if label == "keyword":
+        sp = Spillover.from_sample(sample)
+        if sp is None:
+            raise CompensationError(
+                f"{where}: no spillover keyword ({', '.join(SPILLOVER_KEYWORDS)}); use "
+                "compensation 'auto' (treat the data as compensated), 'none', or a matrix file"
+            )
+        return CompensationChoice(label, "applied", sp, f"spillover from {sp.source}")
+    if spill is None:
+        path = Path(label)
+        if base is not None and not path.is_absolute() and not path.is_file():
+            path = base / path
+        spill = Spillover.from_file(path)
+        label = "matrix"
+    return CompensationChoice(label, "applied", spill, f"matrix {spill.source}")
+
+
 def compensate(sample, spillover: Spillover | str | PathLike | None = "file"):
     """Compensate the fluorescence detectors of a `Sample` (float32, one matrix product).
 
@@ -450,10 +580,16 @@ def _apply_to_sample(sample, sp: Spillover, step: str, kernel):
 
 
 __all__ = [
+    "COMPENSATED_KEYWORDS",
+    "COMPENSATION_MODES",
+    "CompensationChoice",
     "SPILLOVER_KEYWORDS",
     "Spillover",
+    "choose_compensation",
     "compensate",
+    "compensated_signs",
     "compensate_array",
     "decompensate",
     "decompensate_array",
+    "normalize_mode",
 ]

@@ -101,6 +101,11 @@ class CompensationError(ImmunoprofileError, ValueError):
     """A spillover matrix is malformed, singular, or does not match the file."""
 
 
+class CompensationWarning(UserWarning):
+    """Files were not compensated because they carry no spillover and were taken to be
+    compensated exports (compensation mode ``auto``)."""
+
+
 class TransformError(ImmunoprofileError, ValueError):
     """A transform specification is invalid."""
 

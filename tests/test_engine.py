@@ -177,7 +177,7 @@ def test_missing_marker_names_the_template_population():
         **TEMPLATE,
         "populations": [{"name": "T", "gate": {"type": "range", "dims": ["CD33"], "min": 0.5}}],
     }
-    with pytest.raises(MarkerNotFoundError, match=r"population T: marker 'CD33' not found"):
+    with pytest.raises(MarkerNotFoundError, match=r"lacks \(CD33\); per population.*\n  T: CD33\n"):
         apply_template(s, bad)
 
 
@@ -206,4 +206,8 @@ def test_provenance_lists_compensation_and_transforms_applied():
     # already on the analysis scale and gated with transforms=None: nothing recorded
     s, *_ = hand_sample()
     p2 = apply_template(s, TEMPLATE).provenance
-    assert p2["compensation"] is None and p2["transforms"] is None and p2["read"] is None
+    assert p2["compensation"] == {
+        "mode": "none", "status": "off", "source": None,
+        "reason": "compensation turned off (mode none)",
+    }  # fmt: skip
+    assert p2["transforms"] is None and p2["read"] is None

@@ -483,7 +483,7 @@ def test_cli_mixed_batch_loses_nothing(fcs_cohort, tmp_path):
     assert err.loc[str(text), "error_type"] == "NotFCSError"
     assert err.loc[str(no_cd8), "error_type"] == "MarkerNotFoundError"
     msg = err.loc[str(no_cd8), "message"]
-    assert "population CD4" in msg and "'CD8' not found" in msg and "CD99" in msg
+    assert "\n  CD4: CD8\n" in msg and "CD99 (FL3-A)" in msg
     for f, m in err["message"].items():
         assert Path(f).name in m
     pop = pd.read_csv(out / "populations.csv")

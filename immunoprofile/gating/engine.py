@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from immunoprofile.exceptions import GatingError, MarkerNotFoundError
+from immunoprofile.exceptions import AmbiguousMarkerError, GatingError, MarkerNotFoundError
 from immunoprofile.gating.adaptive import AdaptiveGate
 from immunoprofile.gating.gates import BooleanGate
+from immunoprofile.gating.plan import Plan, plan_template, resolve_name
 from immunoprofile.gating.table import TABLE_COLUMNS, hierarchy_table
 from immunoprofile.gating.template import Template, load_template
 from immunoprofile.sample import Sample
@@ -50,6 +51,7 @@ class GatingResult:
     masks: dict[str, np.ndarray]
     fitted: dict[str, dict[str, Any]]
     qc: list[dict[str, Any]] = field(default_factory=list)
+    plan: Plan | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -89,6 +91,7 @@ class GatingResult:
         the channel it resolved to) and ``steps`` (the history's step names, in order).
         """
         read = comp = trans = None
+        choice: dict[str, Any] | None = None
         steps = []
         for h in self.sample.history:
             if not isinstance(h, dict):
@@ -103,6 +106,8 @@ class GatingResult:
                     "detectors": list(h.get("detectors") or []),
                     "matrix": [list(map(float, row)) for row in h.get("matrix") or []],
                 }
+            elif step == "compensation":
+                choice = {k: v for k, v in h.items() if k != "step"}
             elif step == "decompensate":
                 comp = None
             elif step == "transform":
@@ -113,13 +118,18 @@ class GatingResult:
         for rec in self.fitted.values():
             for dim, ch in zip(rec.get("dims") or (), rec.get("channels") or ()):
                 markers.setdefault(str(dim), str(ch))
-        return {
+        if choice is not None:
+            comp = {**choice, **(comp or {})}
+        out = {
             "read": read,
             "compensation": comp,
             "transforms": trans,
             "markers": markers,
             "steps": steps,
         }
+        if self.plan is not None:
+            out["gating"] = self.plan.record()
+        return out
 
     def __repr__(self) -> str:
         return (
@@ -135,31 +145,35 @@ def _done(sample: Sample, *steps: str) -> bool:
     return any(isinstance(h, dict) and h.get("step") in steps for h in sample.history)
 
 
-def prepare_sample(sample: Sample, template: Template) -> Sample:
+def prepare_sample(
+    sample: Sample, template: Template, compensation: str | Path | None = None
+) -> Sample:
     """Compensate and transform ``sample`` as ``template`` says, skipping what the sample's
     history shows was already done (so a prepared sample can be gated again for free).
 
-    ``compensation``: ``"file"`` (the file's spillover; an error if it has none),
-    ``"auto"`` (the file's if present), ``"none"``/None, or a matrix file (relative paths
-    are relative to the template file).
+    ``compensation`` overrides the template's mode: ``"auto"`` (the file's spillover
+    keyword unless the file shows it is compensated already; without one the data are
+    taken as compensated), ``"keyword"`` (``"file"``; an error without one), ``"none"``,
+    or a matrix file (a relative path in a template is relative to the template file).
+    See `immunoprofile.compensation.choose_compensation`. The decision is recorded in the
+    history as a ``compensation`` step (mode, status, source, reason).
     """
-    how = template.compensation
-    transformed = _done(sample, "transform")
-    if how not in (None, "none") and not transformed and not _done(sample, "compensate"):
-        from immunoprofile.compensation import compensate
+    from immunoprofile.compensation import _apply_to_sample, choose_compensation
+    from immunoprofile.compensation import compensate_array as _kernel
 
-        if how not in ("file", "auto") and template.source is not None:
-            # a matrix path in a template file is relative to that file
-            path = Path(how)
-            if not path.is_absolute():
-                how = str(template.source.parent / path)
-        compensated = compensate(sample, how)
-        # events this call made itself can take the transform in place (one events-sized
-        # array less: memory and the time to allocate it)
-        own = not np.may_share_memory(compensated.events, sample.events)
-        sample = compensated
-    else:
-        own = False
+    how = template.compensation if compensation is None else compensation
+    base = template.source.parent if compensation is None and template.source else None
+    transformed = _done(sample, "transform")
+    own = False
+    if not transformed and not _done(sample, "compensation"):
+        choice = choose_compensation(sample, how, base=base)
+        sample = sample.with_events(sample.events, step={"step": "compensation", **choice.record()})
+        if choice.spillover is not None:
+            compensated = _apply_to_sample(sample, choice.spillover, "compensate", _kernel)
+            # events this call made itself can take the transform in place (one events-sized
+            # array less: memory and the time to allocate it)
+            own = not np.may_share_memory(compensated.events, sample.events)
+            sample = compensated
     if template.transforms is not None and not transformed:
         from immunoprofile.transforms import transform
 
@@ -183,35 +197,23 @@ def resolve_dims(sample: Sample, template: Template, names: list[str]) -> dict[s
     panel = Panel(sample)
     out: dict[str, int] = {}
     for name in names:
-        pinned = template.channels.get(name)
-        if pinned is not None:
-            try:
-                out[name] = sample.channel_names.index(pinned)
-            except ValueError:
-                raise MarkerNotFoundError(
-                    f"{sample.name or '<sample>'}: template {template.name!r} pins {name} to "
-                    f"channel {pinned!r}, which the file lacks; channels are "
-                    f"{sample.channel_names}"
-                ) from None
-            continue
-        first_error: MarkerNotFoundError | None = None
-        for candidate in [name, *template.aliases.get(name, [])]:
-            try:
-                out[name] = int(panel.index(candidate))
-                break
-            except MarkerNotFoundError as exc:
-                if first_error is None:
-                    first_error = exc
-        else:
-            assert first_error is not None
+        try:
+            out[name] = resolve_name(sample, template, name, panel)
+        except AmbiguousMarkerError:
+            raise
+        except MarkerNotFoundError as exc:
+            if name in template.channels:
+                raise
             users = [
-                p.name for p in template.populations if not p.is_boolean and name in p.gate.dims
+                p.name
+                for p in template.populations
+                if any(not isinstance(g, BooleanGate) and name in g.dims for g in p.options)
             ]
             # the place in the template, after the file the panel names
             where = f"template {template.name!r}, population {', '.join(users) or '?'}"
-            msg, head = str(first_error), f"{panel.source}: "
+            msg, head = str(exc), f"{panel.source}: "
             msg = head + where + ": " + msg.removeprefix(head)
-            raise type(first_error)(msg) from None
+            raise type(exc)(msg) from None
     return out
 
 
@@ -231,6 +233,7 @@ def apply_template(
     *,
     min_events: int = 50,
     seed: int = 0,
+    compensation: str | Path | None = None,
 ) -> GatingResult:
     """Gate one sample with a template.
 
@@ -241,6 +244,7 @@ def apply_template(
     min_events : an adaptive gate whose parent has fewer events is not fitted (it uses its
         fallback), and a population with fewer events gets a ``too_few_events`` QC flag.
     seed : seed of the subsampling in adaptive fits (results are deterministic for a seed).
+    compensation : overrides the template's compensation mode (see `prepare_sample`).
 
     Returns
     -------
@@ -252,9 +256,15 @@ def apply_template(
     GatingError : a gate cannot be evaluated.
     """
     template = load_template(template)
+    # which gate each population uses on this file, before any work on events: a file
+    # lacking essential markers fails here, naming all of them
+    plan = plan_template(sample, template)
+    if not plan.ok:
+        raise plan.error()
+    template = plan.resolved()
     raw = sample
-    sample = prepare_sample(sample, template)
-    cols_of = resolve_dims(sample, template, template.markers())
+    sample = prepare_sample(sample, template, compensation)
+    cols_of = dict(plan.columns)
     n = sample.n_events
     # each used column copied contiguous once per file: a gate then gathers its parent's
     # rows from a 4-byte-stride array instead of striding over the row-major matrix
@@ -263,7 +273,20 @@ def apply_template(
 
     masks: dict[str, np.ndarray] = {}
     fitted: dict[str, dict[str, Any]] = {}
-    qc: list[dict[str, Any]] = []
+    qc: list[dict[str, Any]] = [
+        {"population": step.population, "flag": "step_skipped", "detail": step.reason}
+        for step in plan.skipped
+    ]
+    comp = next(
+        (
+            h
+            for h in reversed(sample.history)
+            if isinstance(h, dict) and h.get("step") == "compensation"
+        ),
+        None,
+    )
+    if comp is not None and comp.get("status") == "assumed":
+        qc.insert(0, {"population": None, "flag": "compensation_assumed", "detail": comp["reason"]})
     rows_of: dict[str | None, np.ndarray] = {None: np.arange(n)}
     caches: dict[str | None, dict] = {}  # per parent: 1-D cuts shared by sibling gates
     values: dict[tuple[str | None, int], np.ndarray] = {}  # parent's rows of a column
@@ -336,7 +359,9 @@ def apply_template(
                     "detail": f"{count} events (< {min_events})",
                 }
             )
-    return GatingResult(sample=sample, template=template, masks=masks, fitted=fitted, qc=qc)
+    return GatingResult(
+        sample=sample, template=template, masks=masks, fitted=fitted, qc=qc, plan=plan
+    )
 
 
 def _used_columns(events: np.ndarray, cols_of: dict[str, int]) -> dict[int, np.ndarray]:

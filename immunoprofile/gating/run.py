@@ -51,6 +51,7 @@ from immunoprofile.cohort import (
     sample_names,
 )
 from immunoprofile.exceptions import (
+    CompensationWarning,
     GatingError,
     IdentityClashWarning,
     ImmunoprofileError,
@@ -129,13 +130,15 @@ def _load(item: str | os.PathLike | Sample) -> Sample:
     return read_fcs(item)
 
 
-def _apply(sample: Sample, template: Any, seed: int = 0) -> Any:
+def _apply(sample: Sample, template: Any, seed: int = 0, compensation: Any = None) -> Any:
     from immunoprofile.gating.engine import apply_template
 
-    return apply_template(sample, template, seed=seed)
+    return apply_template(sample, template, seed=seed, compensation=compensation)
 
 
 def _outcome_from_result(out: FileOutcome, res: Any, template: Any) -> None:
+    # the template as this file ran it: skipped steps left out, their children re-hung
+    template = getattr(res, "template", template)
     names = [p.name for p in template.populations]
     counts = res.counts
     out.counts = {n: int(counts[n]) for n in names}
@@ -155,6 +158,7 @@ def _gate_one(
     template: Any,
     plots_dir: str | None,
     seed: int = 0,
+    compensation: Any = None,
 ) -> FileOutcome:
     """Read, gate and (optionally) plot one file; every failure becomes an error record."""
     t0 = time.perf_counter()
@@ -162,7 +166,11 @@ def _gate_one(
     try:
         sample = _load(item)
         out.keywords = dict(sample.keywords)
-        res = _apply(sample, template, seed)
+        res = (
+            _apply(sample, template, seed)
+            if compensation is None
+            else _apply(sample, template, seed, compensation)
+        )
         _outcome_from_result(out, res, template)
         if plots_dir is not None:
             _plot_into(out, res, plots_dir)
@@ -217,6 +225,7 @@ class GateResults:
     items: list[Any] = field(repr=False, default_factory=list)
     seed: int = 0
     clashes: list[IdentityClash] = field(default_factory=list)
+    compensation: Any = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # --- lookup ------------------------------------------------------------------------
@@ -432,7 +441,12 @@ class GateResults:
             # keep one full result at a time: each holds the sample's event matrix
             for k in [k for k in self._cache if k.startswith("result:")]:
                 del self._cache[k]
-            self._cache[key] = _apply(_load(self.items[i]), self.template, self.seed)
+            sample_i = _load(self.items[i])
+            self._cache[key] = (
+                _apply(sample_i, self.template, self.seed)
+                if self.compensation is None
+                else _apply(sample_i, self.template, self.seed, self.compensation)
+            )
         return self._cache[key]
 
     def plot(self, sample: str, population: str | None = None, **kwargs: Any) -> Any:
@@ -497,7 +511,7 @@ class GateResults:
 
 PROVENANCE_COLUMNS = (
     "sample", "patient", "visit", "file", "fcs_version", "compensation", "detectors",
-    "transforms",
+    "transforms", "gates_used",
 )  # fmt: skip
 TRANSFORM_COLUMNS = ("sample", "channel", "marker", "transform", "parameters")
 
@@ -529,6 +543,30 @@ def _transform_summary(transforms: dict[str, Any] | None) -> str:
     )
 
 
+def _compensation_text(comp: dict[str, Any]) -> str:
+    """The matrix source, or why none was applied (``none (already compensated: ...)``)."""
+    if comp.get("source"):
+        return str(comp["source"])
+    status = comp.get("status")
+    if status in ("already", "assumed"):
+        return f"none ({comp.get('reason', status)})"
+    return "none"
+
+
+def _gating_text(gating: dict[str, Any] | None) -> str:
+    """Populations that did not use their own gate: ``singlets: skipped (...); nonT:
+    Lineage (alternative 1)``; empty when every population did."""
+    parts = []
+    for name, rec in (gating or {}).items():
+        status = rec.get("status") if isinstance(rec, dict) else None
+        if status == "alternative":
+            dims = " x ".join(rec.get("dims") or [])
+            parts.append(f"{name}: {dims} (alternative {rec.get('option')})")
+        elif status in ("skipped",):
+            parts.append(f"{name}: skipped ({rec.get('reason', '')})")
+    return "; ".join(parts)
+
+
 def provenance_table(provenance: dict[str, Any]) -> pd.DataFrame:
     """One row per file from `GateResults.provenance` (or ``provenance.json``, with or
     without its ``{"template", "samples"}`` wrapper): FCS version, compensation source,
@@ -547,9 +585,10 @@ def provenance_table(provenance: dict[str, Any]) -> pd.DataFrame:
                 "visit": info.get("visit", ""),
                 "file": info.get("file", ""),
                 "fcs_version": str(read.get("version") or ""),
-                "compensation": comp.get("source") or "none",
+                "compensation": _compensation_text(comp),
                 "detectors": len(comp.get("detectors") or []),
                 "transforms": _transform_summary(info.get("transforms")),
+                "gates_used": _gating_text(info.get("gating")),
             }
         )
     return pd.DataFrame(rows, columns=list(PROVENANCE_COLUMNS))
@@ -662,7 +701,7 @@ def _run_dask(
         template = tasks[0][4]
         tpl = client.scatter(template, broadcast=True)
         futures = [
-            client.submit(_gate_one, t[0], t[1], t[2], t[3], tpl, t[5], t[6], pure=False)
+            client.submit(_gate_one, t[0], t[1], t[2], t[3], tpl, t[5], t[6], t[7], pure=False)
             for t in tasks
         ]
         outs: list[FileOutcome | None] = [None] * len(tasks)
@@ -696,6 +735,7 @@ def gate(
     patient_keyword: str | Sequence[str] | None = None,
     visit_keyword: str | Sequence[str] | None = None,
     seed: int = 0,
+    compensation: str | os.PathLike | None = None,
 ) -> GateResults:
     """Gate files (or in-memory samples) with one template.
 
@@ -714,6 +754,10 @@ def gate(
     plots_dir : when given, a gating plot per sample is written there (``<sample>.png``).
     patient_keyword, visit_keyword : FCS keyword name(s) holding patient and visit.
     seed : seed of the subsampling inside adaptive gate fits (same seed, same results).
+    compensation : overrides the template's compensation mode: ``"auto"`` (the file's
+        spillover keyword; a file without one, or one showing it is compensated already,
+        is not compensated again: a QC line ``compensation_assumed`` and a
+        `CompensationWarning`), ``"keyword"``, ``"none"`` or a spillover matrix file.
 
     Returns
     -------
@@ -788,12 +832,22 @@ def gate(
     if early_clashes:
         _warn_clashes(early_clashes)
 
+    comp = None if compensation is None else str(compensation)
+    if comp is not None:
+        from immunoprofile.compensation import normalize_mode
+
+        comp = normalize_mode(comp)
+        if comp not in ("auto", "keyword", "none") and not Path(comp).is_file():
+            raise ImmunoprofileError(
+                f"compensation {comp!r} is neither auto, keyword, none nor a spillover matrix file"
+            )
     pdir = None
     if plots_dir is not None:
         Path(plots_dir).mkdir(parents=True, exist_ok=True)
         pdir = str(plots_dir)
     tasks = [
-        (i, item, files[i], names[i], template, pdir, int(seed)) for i, item in enumerate(items)
+        (i, item, files[i], names[i], template, pdir, int(seed), comp)
+        for i, item in enumerate(items)
     ]
 
     bar = None
@@ -843,6 +897,7 @@ def gate(
     clashes = find_clashes(identities)
     if clashes and clashes != early_clashes:
         _warn_clashes(clashes)
+    _warn_uncompensated(outcomes)
     return GateResults(
         template=template,
         identities=identities,
@@ -850,6 +905,23 @@ def gate(
         items=items,
         seed=int(seed),
         clashes=clashes,
+        compensation=comp,
+    )
+
+
+def _warn_uncompensated(outcomes: list[FileOutcome]) -> None:
+    """One `CompensationWarning` naming the files ``auto`` took to be compensated already
+    because they carry no spillover keyword."""
+    files = [o.file for o in outcomes if any(q.get("flag") == "compensation_assumed" for q in o.qc)]
+    if not files:
+        return
+    shown = ", ".join(Path(f).name for f in files[:5]) + (", ..." if len(files) > 5 else "")
+    warnings.warn(
+        f"{len(files)} file(s) have no spillover keyword and were treated as already "
+        f"compensated (compensation auto): {shown}; give --compensation FILE with the "
+        "lab's matrix if they are not",
+        CompensationWarning,
+        stacklevel=3,
     )
 
 

@@ -3,10 +3,17 @@
 A template names markers, not channels (``"CD25"``, not ``"PE-A"``), so one template serves
 every cytometer; it may pin a marker to a channel (``"channels": {"CD25": "PE-A"}``) or
 add aliases (``"aliases": {"CD25": ["IL2RA"]}``). It says how to compensate
-(``"compensation": "file" | "none" | <matrix path>``) and which transforms to apply
+(``"compensation": "auto" | "keyword" | "none" | <matrix path>``, see
+`immunoprofile.compensation.choose_compensation`) and which transforms to apply
 (``"transforms"``, a spec for `immunoprofile.transforms.transform`). Its ``populations``
 each have a ``name``, a ``parent`` and a ``gate``: a static gate of
 `immunoprofile.gating.gates` or a data-adaptive gate of `immunoprofile.gating.adaptive`.
+
+Real tubes differ in what they measure, so a population may list ``alternatives``: gates
+tried in order when a file lacks a marker of the gate before (singlets on FSC-A x FSC-H,
+else FSC-W, else SSC-A x SSC-H), and may be ``optional``: when the file has the markers
+of none of them, the step is skipped (its parent's events pass to its children, and it
+has no row of its own). `immunoprofile.gating.plan` decides this per file.
 
 Validation happens in two steps, both raising `TemplateError` with the file and the place:
 the shipped JSON Schema (``immunoprofile/schemas/template.schema.json``) checks the shape,
@@ -50,6 +57,13 @@ class PopulationSpec:
     parent: str | None
     gate: Gate | AdaptiveGate
     description: str = ""
+    alternatives: tuple[Gate | AdaptiveGate, ...] = ()
+    optional: bool = False
+
+    @property
+    def options(self) -> tuple[Gate | AdaptiveGate, ...]:
+        """The gate, then its alternatives: the first whose markers a file has is used."""
+        return (self.gate, *self.alternatives)
 
     @property
     def adaptive(self) -> bool:
@@ -68,6 +82,10 @@ class PopulationSpec:
         if self.description:
             out["description"] = self.description
         out["gate"] = self.gate.to_dict()
+        if self.alternatives:
+            out["alternatives"] = [g.to_dict() for g in self.alternatives]
+        if self.optional:
+            out["optional"] = True
         return out
 
 
@@ -83,7 +101,7 @@ class Template:
     description: str
     populations: tuple[PopulationSpec, ...]
     transforms: dict[str, Any] | None = None
-    compensation: str | None = "file"
+    compensation: str | None = "auto"
     source: Path | None = None
     channels: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, list[str]] = field(default_factory=dict)
@@ -109,14 +127,16 @@ class Template:
         return [p for p in self.populations if p.parent == name]
 
     def markers(self) -> list[str]:
-        """Markers (or channel names) the gates look at, in order of first use."""
+        """Markers (or channel names) the gates and their alternatives look at, in order
+        of first use."""
         out: list[str] = []
         for p in self.populations:
-            if p.is_boolean:
-                continue
-            for d in p.gate.dims:
-                if d not in out:
-                    out.append(d)
+            for g in p.options:
+                if isinstance(g, BooleanGate):
+                    continue
+                for d in g.dims:
+                    if d not in out:
+                        out.append(d)
         return out
 
     @property
@@ -149,7 +169,10 @@ class Template:
         def walk(parent: str | None, depth: int) -> None:
             for p in self.children(parent):
                 kind = f"adaptive {p.gate_type}" if p.adaptive else p.gate_type
-                lines.append(f"{'  ' * depth}{p.name}  [{kind}] {_gate_summary(p.gate)}")
+                extra = "".join(f"; else {_gate_summary(g)}" for g in p.alternatives)
+                if p.optional:
+                    extra += "; else skipped"
+                lines.append(f"{'  ' * depth}{p.name}  [{kind}] {_gate_summary(p.gate)}{extra}")
                 walk(p.name, depth + 1)
 
         walk(None, 1)
@@ -327,12 +350,24 @@ def _build(obj: Any, path: Path | None, builtin: str | None = None) -> Template:
                 "the parent of top-level populations (all events)"
             )
         seen[name] = i
+        gate = _build_gate(pj["gate"], place)
+        alternatives = tuple(
+            _build_gate(g, f"{place}.alternatives[{k}]")
+            for k, g in enumerate(pj.get("alternatives") or ())
+        )
+        if alternatives and any(isinstance(g, BooleanGate) for g in (gate, *alternatives)):
+            raise TemplateError(
+                f"{place}: a boolean gate cannot have alternatives (it combines populations, "
+                "which every file has)"
+            )
         specs.append(
             PopulationSpec(
                 name=name,
                 parent=pj.get("parent"),
-                gate=_build_gate(pj["gate"], place),
+                gate=gate,
                 description=pj.get("description", ""),
+                alternatives=alternatives,
+                optional=bool(pj.get("optional", False)),
             )
         )
 
@@ -367,12 +402,20 @@ def _build(obj: Any, path: Path | None, builtin: str | None = None) -> Template:
         description=obj.get("description", ""),
         populations=tuple(ordered),
         transforms=obj.get("transforms"),
-        compensation=obj.get("compensation", "file"),
+        compensation=_compensation_mode(obj.get("compensation", "auto")),
         source=path,
         channels=channels,
         aliases=aliases,
         reference=reference,
     )
+
+
+def _compensation_mode(value: str | None) -> str:
+    """``auto``/``keyword``/``none`` (``file`` is the older name of ``keyword``), or a
+    matrix path kept as written."""
+    from immunoprofile.compensation import normalize_mode
+
+    return normalize_mode(value)
 
 
 def _build_gate(spec: dict[str, Any], place: str) -> Gate | AdaptiveGate:
