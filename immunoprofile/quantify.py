@@ -125,6 +125,50 @@ def per_visit(table: pd.DataFrame, value: str = "percent_of_parent") -> dict[str
     return out
 
 
+def value_label(value: str, parent: str | None = None) -> str:
+    """The unit of a table value, naming the parent of a percentage: ``% of CD4``,
+    ``% of lymphocytes``, ``cells/µL``, ``events``."""
+    if value == "percent_of_parent":
+        p = parent if parent and parent != ROOT else "all events"
+        return f"% of {p}"
+    if value == "percent_of_lymphocytes":
+        return f"% of {LYMPHOCYTES}"
+    if value == "cells_per_ul":
+        return "cells/µL"
+    if value == "count":
+        return "events"
+    return value.replace("_", " ")
+
+
+def lab_tables(
+    table: pd.DataFrame, value: str = "percent_of_parent", digits: int = 2
+) -> dict[str, pd.DataFrame]:
+    """Per-visit tables to paste into a lab sheet: one row per patient, and per population
+    its ``value`` rounded to ``digits`` decimals with the events behind it beside it.
+
+    Column headers name unit and parent (``Treg (% of CD4)``, ``Treg (events)``), so a
+    table read on its own says what each number is. Built from `per_visit`.
+    """
+    values = per_visit(table, value)
+    counts = per_visit(table, "count")
+    parents = (
+        table.drop_duplicates("population").set_index("population")["parent"].to_dict()
+        if len(table)
+        else {}
+    )
+    out: dict[str, pd.DataFrame] = {}
+    for visit, wide in values.items():
+        cnt = counts[visit].reindex(index=wide.index, columns=wide.columns)
+        cols: dict[str, pd.Series] = {}
+        for pop in wide.columns:
+            cols[f"{pop} ({value_label(value, parents.get(pop))})"] = wide[pop].round(digits)
+            cols[f"{pop} (events)"] = cnt[pop].astype("Int64")
+        lab = pd.DataFrame(cols, index=wide.index)
+        lab.index.name = "patient"
+        out[visit] = lab
+    return out
+
+
 # --- writing ------------------------------------------------------------------------
 
 
@@ -228,6 +272,7 @@ __all__ = [
     "TABLE_COLUMNS",
     "atomic_write",
     "concat_tables",
+    "lab_tables",
     "per_visit",
     "population_table",
     "safe_name",
@@ -237,4 +282,5 @@ __all__ = [
     "write_population_files",
     "write_population_tables",
     "write_xlsx",
+    "value_label",
 ]

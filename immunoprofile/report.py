@@ -1,18 +1,21 @@
 """One self-contained HTML report of a longitudinal immune-profiling analysis.
 
 The report is a single ``.html`` file, figures embedded as base64 PNG and no external
-style sheet or script, so it can be emailed and opened in any browser. It leads with the
-effect sizes (Hodges–Lehmann median change with exact confidence intervals) for the
-trial's endpoints, says plainly what a cohort of n patients can and cannot show with exact
-tests, and then gives everything needed to check the numbers: the cohort (patients ×
-visits, events per file), per-visit tables, the change table, the full statistics, the
-plots, gating QC thumbnails and flags, clustering agreement, and provenance (software
-versions, template, transforms, compensation and fitted gates per file, and the command
-that produced it).
+style sheet or script, so it can be emailed and opened in any browser. It opens with the
+files a person should look at (QC flags), then the effect sizes (Hodges–Lehmann median
+change with exact confidence intervals) for the trial's endpoints, each with the event
+counts it rests on, says plainly what a cohort of n patients can and cannot show with
+exact tests, and then gives everything needed to check the numbers: the cohort (patients
+× visits, events per file), the plots, the full statistics, the change table, per-visit
+tables, one gating page per file (a figure per gate, flagged files first), clustering
+agreement, and provenance (software versions, template, transforms, compensation and
+fitted gates per file, and the command that produced it).
 
-`build_report` takes the results as Python objects; `report_from_dir` collects them from a
-results directory written by ``immunoprofile run`` / ``immunoprofile demo`` (or by
-``immunoprofile gate`` + ``immunoprofile compare``).
+Layout lives in the Jinja2 template ``immunoprofile/html/report.html.j2``; this module
+only turns results into plain data for it (`report_context`). `build_report` takes the
+results as Python objects; `report_from_dir` collects them from a results directory
+written by ``immunoprofile run`` / ``immunoprofile demo`` (or by ``immunoprofile gate`` +
+``immunoprofile compare``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import platform
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
 from os import PathLike
 from pathlib import Path
@@ -43,6 +47,7 @@ from immunoprofile.compare import (
     visit_sort_key,
 )
 from immunoprofile.exceptions import ComparisonError, ImmunoprofileError
+from immunoprofile.quantify import lab_tables, value_label
 
 VERSIONED = (
     "immunoprofile",
@@ -51,43 +56,92 @@ VERSIONED = (
     "scipy",
     "scikit-learn",
     "matplotlib",
+    "jinja2",
     "umap-learn",
 )
+HTML_DIR = Path(__file__).resolve().parent / "html"
+#: an endpoint whose gate holds fewer events than this in some file gets a caveat (the
+#: gating engine's ``too_few_events`` QC threshold)
+SMALL_COUNT = 50
+#: the measure the key results use per endpoint when none is asked for: B and NK as
+#: clinicians report them, % of lymphocytes; Treg and Th17 as % of their CD4 parent
+ENDPOINT_MEASURES = {"B": "percent_of_lymphocytes", "NK": "percent_of_lymphocytes"}
+SECTION_HEADINGS = {
+    "review": "Files to review",
+    "key": "Key results",
+    "cohort": "Cohort",
+    "plots": "Plots",
+    "stats": "Statistics",
+    "changes": "Change table",
+    "visits": "Per-visit tables",
+    "gating": "Gating per file",
+    "clustering": "Clustering agreement",
+    "provenance": "Provenance",
+}
 
 _CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1180px;
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1280px;
 margin:1.5em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;
 margin-top:1.8em}h3{margin-bottom:.3em}
-table{border-collapse:collapse;font-size:.82em;margin:.5em 0 1em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1em}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
+th{white-space:normal;vertical-align:bottom}
+th.grp{text-align:center;background:#e8edf2}
 .tw{overflow-x:auto;max-width:100%}
 th{background:#f3f5f7}td.l,th.l{text-align:left}
 tr:nth-child(even) td{background:#fafafa}
+td.small{background:#fff3cd!important;font-weight:600}
+td.flag{color:#b00020;font-weight:600;white-space:normal;min-width:9em}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.6em 1em;margin:1em 0}
+.note ul{margin:.4em 0 0}
+.short{font-size:1.05em}.caveat{color:#8a4b00}
 .ok{color:#1b7f3b}.bad{color:#b00020}.muted{color:#777;font-size:.9em}
 .up{color:#b2182b;font-weight:600}.down{color:#2166ac;font-weight:600}
 img{max-width:100%}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
-.thumbs{display:flex;flex-wrap:wrap;gap:8px}.thumbs figure{width:380px;margin:0}
+.gates{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:10px}
+.gates figure{margin:0}
 details{margin:.5em 0 1em}summary{cursor:pointer;color:#1f4e79}
+details.page{border:1px solid #ddd;border-radius:4px;padding:.4em .8em}
+ul.flags{color:#b00020;margin:.3em 0}
+.toc a{margin-right:.5em;font-size:.9em}
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.8em}
 nav a{margin-right:.8em}
+figure.zoomable label{cursor:zoom-in;display:block}
+input.zoom{display:none}
+input.zoom:checked+img{position:fixed;top:0;left:0;right:0;bottom:0;margin:auto;
+width:auto;height:auto;max-width:96vw;max-height:96vh;min-width:min(900px,96vw);
+object-fit:contain;z-index:10;background:#fff;box-shadow:0 0 0 100vmax rgba(0,0,0,.6);
+cursor:zoom-out}
 """
+
+
+# --- plain data for the template --------------------------------------------------------
+
+
+@dataclass
+class TableData:
+    """A table as the template draws it: column names (numeric ones right-aligned), rows
+    of cells ``{text, cls, href}``, an optional spanning header row, and a 'first N rows'
+    note."""
+
+    columns: list[dict[str, Any]]
+    rows: list[list[dict[str, Any]]]
+    more: str = ""
+    group_row: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _esc(x: Any) -> str:
     return html.escape(str(x))
 
 
-def _img(png: bytes, alt: str, caption: str = "", width: str | None = None) -> str:
+def _figure(png: bytes, alt: str, caption: str = "") -> dict[str, str]:
     b64 = base64.b64encode(png).decode("ascii")
-    style = f' style="width:{width}"' if width else ""
-    cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,{b64}"{style}>{cap}</figure>'
+    return {"src": f"data:image/png;base64,{b64}", "alt": alt, "caption": caption, "folded": ""}
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
+    if v is None or v is pd.NA:
         return ""
     if isinstance(v, (float, np.floating)):
         if not np.isfinite(v):
@@ -97,44 +151,52 @@ def _fmt(v: Any, digits: int = 3) -> str:
         return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:,.1f}"
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}" if abs(int(v)) >= 10000 else str(int(v))
-    if isinstance(v, float) and np.isnan(v):
-        return "n/a"
     return str(v)
 
 
-def _table(df: pd.DataFrame, digits: int = 3, index: bool = False, max_rows: int = 2000) -> str:
-    """An HTML table: text left-aligned, numbers right-aligned and rounded."""
+def _table(
+    df: pd.DataFrame | None,
+    digits: int = 3,
+    index: bool = False,
+    max_rows: int = 2000,
+    cell_class: Any = None,
+    links: Mapping[str, Mapping[str, str]] | None = None,
+) -> TableData | None:
+    """A DataFrame as `TableData`: text left-aligned, numbers right-aligned and rounded.
+
+    ``cell_class(column, value)`` may add a CSS class to a cell; ``links[column][text]``
+    makes a cell a link."""
     if df is None or len(df) == 0:
-        return '<p class="muted">(none)</p>'
+        return None
     d = df.reset_index() if index else df
-    d = d.head(max_rows)
-    head = "".join(
-        f'<th class="{"l" if not pd.api.types.is_numeric_dtype(d[c]) else ""}">{_esc(c)}</th>'
-        for c in d.columns
-    )
-    body = []
-    numeric = {c: pd.api.types.is_numeric_dtype(d[c]) for c in d.columns}
-    for row in d.itertuples(index=False):
+    shown = d.head(max_rows)
+    # by position: a lab table repeats its column names (``events`` per population)
+    numeric = [pd.api.types.is_numeric_dtype(d.dtypes.iloc[i]) for i in range(d.shape[1])]
+    columns = [{"name": str(c), "numeric": numeric[i]} for i, c in enumerate(d.columns)]
+    rows = []
+    for row in shown.itertuples(index=False):
         cells = []
-        for c, v in zip(d.columns, row):
-            if numeric[c]:
-                cells.append(f"<td>{_esc(_fmt(v, digits))}</td>")
+        for i, (c, v) in enumerate(zip(d.columns, row)):
+            if numeric[i]:
+                cell = {"text": _fmt(v, digits), "cls": "", "href": None}
             else:
-                txt = "" if (v is None or (isinstance(v, float) and np.isnan(v))) else v
+                txt = (
+                    "" if (v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))) else v
+                )
                 cls = "l"
                 if c == "direction" and txt in ("up", "down"):
                     cls += f" {txt}"
-                cells.append(f'<td class="{cls}">{_esc(txt)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    more = (
-        f'<p class="muted">first {max_rows} of {len(df)} rows shown</p>'
-        if len(df) > max_rows
-        else ""
-    )
-    return (
-        f'<div class="tw"><table><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>{more}"
-    )
+                cell = {"text": str(txt), "cls": cls, "href": None}
+            if cell_class is not None:
+                extra = cell_class(c, v)
+                if extra:
+                    cell["cls"] = f"{cell['cls']} {extra}".strip()
+            if links and c in links and cell["text"] in links[c]:
+                cell["href"] = links[c][cell["text"]]
+            cells.append(cell)
+        rows.append(cells)
+    more = f"first {max_rows} of {len(df)} rows shown" if len(df) > max_rows else ""
+    return TableData(columns, rows, more)
 
 
 def software_versions() -> dict[str, str]:
@@ -154,8 +216,8 @@ def software_versions() -> dict[str, str]:
 
 
 def exact_test_statement(n: int, n_endpoints: int = 4, alpha: float = 0.05) -> str:
-    """Plain-language statement of the smallest attainable exact p for n pairs and what
-    that means for a Bonferroni/Holm correction over ``n_endpoints`` endpoints."""
+    """Plain-language statement (HTML) of the smallest attainable exact p for n pairs and
+    what that means for a Bonferroni/Holm correction over ``n_endpoints`` endpoints."""
     if n < 1:
         return "No patient has both visits, so no paired test is possible."
     min_p = 2.0 / 2**n
@@ -184,6 +246,18 @@ def exact_test_statement(n: int, n_endpoints: int = 4, alpha: float = 0.05) -> s
     return head + tail
 
 
+HL_NOTE = (
+    "Why the Hodges–Lehmann change can differ from the difference of the medians: the "
+    "Hodges–Lehmann estimate is the median of all pairwise averages of the patients' own "
+    "changes (Walsh averages; Hollander, Wolfe & Chicco, Nonparametric Statistical "
+    "Methods, 3rd ed., §3.2). It follows each patient from baseline to follow-up. The "
+    "median at follow-up minus the median at baseline compares two cross-sections whose "
+    "middle values may come from different patients, so with few patients the two can "
+    "differ in size and even in sign. The paired estimate is the one that goes with the "
+    "signed-rank test and its confidence interval."
+)
+
+
 def _patients_moving(changes: pd.DataFrame, pop: str, measure: str, visit: str) -> str:
     g = changes[
         (changes["population"] == pop)
@@ -197,16 +271,99 @@ def _patients_moving(changes: pd.DataFrame, pop: str, measure: str, visit: str) 
     )
 
 
-def _key_results(cmp: Comparison, endpoints: list[str], measure: str) -> str:
-    """Headline table: effect size and exact CI first, p and q after."""
+def endpoint_measures(
+    endpoints: Sequence[str], measures: Sequence[str], measure: str | None = None
+) -> dict[str, str]:
+    """The measure each endpoint is reported in: ``measure`` when one is asked for, else
+    `ENDPOINT_MEASURES` (B and NK as % of lymphocytes) where compared, else the first
+    compared measure."""
+    if measure is not None:
+        return {p: measure for p in endpoints}
+    first = measures[0]
+    return {
+        p: ENDPOINT_MEASURES[p]
+        if ENDPOINT_MEASURES.get(p) in measures
+        else ("percent_of_parent" if "percent_of_parent" in measures else first)
+        for p in endpoints
+    }
+
+
+def endpoint_counts(
+    table: pd.DataFrame | None, population: str, visits: Sequence[str]
+) -> tuple[int | None, float | None, int, int]:
+    """Events of ``population`` per file over the files of ``visits``: minimum, median,
+    the number of files under `SMALL_COUNT` and the number of files."""
+    if table is None or not {"population", "visit", "count"} <= set(table.columns):
+        return None, None, 0, 0
+    t = table[(table["population"] == population) & table["visit"].astype(str).isin(visits)]
+    if "method" in t.columns:
+        t = t[t["method"] == sorted(t["method"].astype(str).unique())[0]]
+    c = pd.to_numeric(t["count"], errors="coerce").dropna().to_numpy()
+    if c.size == 0:
+        return None, None, 0, 0
+    return int(c.min()), round(float(np.median(c)), 1), int((c < SMALL_COUNT).sum()), int(c.size)
+
+
+def _samples_of(table: pd.DataFrame | None, visits: Sequence[str]) -> set[str] | None:
+    """The samples of ``visits`` (None when the table does not say)."""
+    if table is None or not {"sample", "visit"} <= set(table.columns):
+        return None
+    return set(table.loc[table["visit"].astype(str).isin(visits), "sample"].astype(str))
+
+
+def _ancestors(table: pd.DataFrame | None, population: str) -> set[str]:
+    """The population and every ancestor, from the table's parent column."""
+    out = {population}
+    if table is None or not {"population", "parent"} <= set(table.columns):
+        return out
+    parent = table.drop_duplicates("population").set_index("population")["parent"].to_dict()
+    p = parent.get(population)
+    while isinstance(p, str) and p not in out:
+        out.add(p)
+        p = parent.get(p)
+    return out
+
+
+def endpoint_qc(
+    qc: pd.DataFrame | None,
+    table: pd.DataFrame | None,
+    population: str,
+    samples: set[str] | None = None,
+) -> str:
+    """QC state of an endpoint: ``ok`` or how many files carry a flag on the population or
+    one of its ancestors (flags on a whole file count too), with the flags named."""
+    if qc is None or not len(qc) or "flag" not in qc.columns:
+        return "ok"
+    q = qc
+    if samples is not None and "sample" in q.columns:
+        q = q[q["sample"].astype(str).isin(samples)]
+    pops = q["population"] if "population" in q.columns else pd.Series(None, index=q.index)
+    blank = pops.isna() | pops.astype(str).str.strip().isin(["", "nan", "None"])
+    hit = q[blank | pops.astype(str).isin(_ancestors(table, population))]
+    if hit.empty:
+        return "ok"
+    files = hit["sample"].nunique() if "sample" in hit.columns else len(hit)
+    kinds = ", ".join(sorted(hit["flag"].astype(str).unique()))
+    return f"{files} file{'s' if files != 1 else ''}: {kinds}"
+
+
+def _key_results(
+    cmp: Comparison,
+    endpoints: list[str],
+    measures: Mapping[str, str],
+    table: pd.DataFrame | None,
+    qc: pd.DataFrame | None,
+) -> dict[str, Any]:
+    """Headline: effect size and exact CI first, then p and q, then the events behind
+    each endpoint and its QC state; the 'In short' sentence and its caveats."""
     s = cmp.stats
     if "method" in s.columns:
         s = s[s["method"] == sorted(s["method"].unique())[0]]
-    unit = MEASURE_UNITS.get(measure, "")
-    abbrev = {"percentage points": "pp"}.get(unit, unit)
-    rows, summary = [], []
+    rows, caveats, differs = [], [], []
+    summary: dict[str, list[str]] = {}
     for visit in cmp.followup:
         for pop in endpoints:
+            measure = measures[pop]
             r = s[
                 (s["population"] == pop)
                 & (s["measure"] == measure)
@@ -215,6 +372,8 @@ def _key_results(cmp: Comparison, endpoints: list[str], measure: str) -> str:
             if r.empty:
                 continue
             r = r.iloc[0]
+            unit = MEASURE_UNITS.get(measure, "")
+            abbrev = {"percentage points": "pp"}.get(unit, unit)
             if np.isfinite(r["hl_ci_low"]):
                 ci = f"{r['hl_ci_low']:+.2f} to {r['hl_ci_high']:+.2f}"
                 level = f"{100 * r['ci_level']:.1f}%"
@@ -222,35 +381,63 @@ def _key_results(cmp: Comparison, endpoints: list[str], measure: str) -> str:
                 ci, level = "none at this n", ""
             word = {"up": "increased", "down": "decreased", "CI includes 0": "no clear change"}
             verdict = word.get(r["direction"], r["direction"])
+            lo, med, n_small, n_files = endpoint_counts(table, pop, [cmp.baseline, visit])
+            what = value_label(measure, r["parent"])
+            diff_med = r["median_followup"] - r["median_baseline"]
             rows.append(
                 {
                     "population": pop,
-                    "parent": r["parent"],
+                    "value": what,
                     "visit": visit,
                     "n pairs": int(r["n_pairs"]),
                     "median baseline": r["median_baseline"],
                     "median follow-up": r["median_followup"],
+                    "difference of medians": diff_med,
                     f"HL median change ({abbrev})": r["hl_estimate"],
-                    "exact CI": ci,
-                    "CI level": level,
+                    "exact CI": f"{ci} ({level})" if level else ci,
                     "patients": _patients_moving(cmp.changes, pop, measure, visit),
                     "direction": r["direction"],
-                    "exact p": _fmt(r["p_value"], 3)
-                    if np.isnan(r["p_value"])
-                    else f"{r['p_value']:.3g}",
-                    "BH q": _fmt(r["q_value"], 3)
-                    if np.isnan(r["q_value"])
-                    else f"{r['q_value']:.3g}",
+                    "exact p": "n/a" if np.isnan(r["p_value"]) else f"{r['p_value']:.3g}",
+                    "BH q": "n/a" if np.isnan(r["q_value"]) else f"{r['q_value']:.3g}",
+                    "events/file min": lo,
+                    "events/file median": med,
+                    "QC": endpoint_qc(qc, table, pop, _samples_of(table, [cmp.baseline, visit])),
                 }
             )
-            summary.append(f"{pop} {verdict} ({r['hl_estimate']:+.2f} {abbrev} at {visit})")
-    if not rows:
-        return '<p class="muted">(none)</p>'
-    lead = "<p><b>In short:</b> " + _esc("; ".join(summary)) + ".</p>"
-    return lead + _table(pd.DataFrame(rows), 2)
+            summary.setdefault(visit, []).append(
+                f"{pop} ({what}) {verdict} ({r['hl_estimate']:+.2f} {abbrev})"
+            )
+            if n_small:
+                caveats.append(
+                    f"{pop} at {visit} rests on fewer than {SMALL_COUNT} events in "
+                    f"{n_small} of {n_files} files (minimum {lo}); read it with its counts."
+                )
+            shown = (round(float(diff_med), 2), round(float(r["hl_estimate"]), 2))
+            if all(np.isfinite(shown)) and shown[0] * shown[1] < 0:  # opposite signs as shown
+                differs.append(
+                    f"{pop} at {visit}: the medians go {r['median_baseline']:.2f} → "
+                    f"{r['median_followup']:.2f} ({diff_med:+.2f}) while the paired "
+                    f"Hodges–Lehmann change is {r['hl_estimate']:+.2f} {abbrev} "
+                    f"({_patients_moving(cmp.changes, pop, measure, visit)})."
+                )
+    df = pd.DataFrame(rows)
+
+    def small(col: str, v: Any) -> str:
+        if col == "events/file min" and v is not None and pd.notna(v) and v < SMALL_COUNT:
+            return "small"
+        if col == "QC" and isinstance(v, str) and v != "ok":
+            return "flag"
+        return ""
+
+    return {
+        "table": _table(df, 2, cell_class=small) if len(df) else None,
+        "summary": [f"At {v}: " + "; ".join(parts) for v, parts in summary.items()],
+        "caveats": caveats,
+        "hl_differs": differs,
+    }
 
 
-def _truth_section(truth: pd.DataFrame, endpoints: list[str], measure: str) -> str:
+def _truth(truth: pd.DataFrame, endpoints: list[str], measures: Mapping[str, str]) -> dict:
     """Known (simulated) median change beside the measured one, endpoints first."""
     t = truth.copy()
     if "true_in_ci" in t.columns:
@@ -269,31 +456,23 @@ def _truth_section(truth: pd.DataFrame, endpoints: list[str], measure: str) -> s
     if "population" in t.columns:
         head = t[t["population"].isin(endpoints)]
         if "measure" in t.columns:
-            head = head[head["measure"] == measure]
-    return (
-        "<h3>Known truth of the simulated cohort</h3><p>The cohort was simulated with known "
-        "population frequencies. <i>true_change</i> is the Hodges–Lehmann median change of "
-        "the true frequencies, <i>measured_change</i> that of the analysed files with its "
-        "exact CI; <i>true_in_ci</i> says whether the CI covers the truth.</p>"
-        + _table(head[cols], 3)
-        + "<details><summary>Every population and measure</summary>"
-        + _table(t[cols], 3)
-        + "</details>"
-    )
+            keep = head.apply(lambda r: measures.get(r["population"]) == r["measure"], axis=1)
+            head = head[keep.astype(bool)] if len(head) else head
+    return {"endpoints": _table(head[cols], 3), "all": _table(t[cols], 3)}
 
 
-def _thumbnail(png: bytes, width: int = 380) -> bytes:
-    """A smaller PNG (at most ``width`` pixels wide, 96 colours) so the report stays small
-    enough to email; the original is returned when Pillow cannot read it."""
+def _thumbnail(png: bytes, width: int | None = None, colors: int = 96) -> bytes:
+    """A smaller PNG (at most ``width`` pixels wide, ``colors`` colours) so the report
+    stays small enough to email; the original is returned when Pillow cannot read it."""
     try:
         import io
 
         from PIL import Image
 
         im = Image.open(io.BytesIO(png)).convert("RGB")
-        if im.width > width:
+        if width and im.width > width:
             im = im.resize((width, max(1, round(im.height * width / im.width))), Image.LANCZOS)
-        im = im.quantize(colors=96, method=Image.Quantize.MEDIANCUT)
+        im = im.quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
         buf = io.BytesIO()
         im.save(buf, format="PNG", optimize=True)
         small = buf.getvalue()
@@ -342,74 +521,94 @@ def _cohort_matrix(
     return mat.sort_index()
 
 
-def _per_visit_tables(table: pd.DataFrame, measure: str, baseline: str) -> str:
+def _per_visit_tables(table: pd.DataFrame | None, measure: str, baseline: str) -> list[dict]:
+    """Per visit: the lab table (value rounded to 2 decimals, events beside it, headers
+    naming unit and parent) as the CSV/xlsx files carry it."""
     if table is None or measure not in table.columns:
-        return '<p class="muted">(no population table)</p>'
+        return []
     t = table.dropna(subset=["patient", "visit"])
     if "method" in t.columns:
         t = t[t["method"] == sorted(t["method"].astype(str).unique())[0]]
+    if t.empty:
+        return []
+    labs = lab_tables(t, measure)
+    visits = sorted(labs, key=lambda v: visit_sort_key(v, baseline))
     out = []
-    visits = sorted(t["visit"].astype(str).unique(), key=lambda v: visit_sort_key(v, baseline))
     for v in visits:
-        tv = t[t["visit"].astype(str) == v]
-        wide = tv.pivot_table(index="patient", columns="population", values=measure)
-        wide = wide.reindex(columns=population_order(tv["population"]))
-        out.append(f"<h3>{_esc(v)} ({_esc(measure)})</h3>" + _table(wide, 2, index=True))
-    return "".join(out)
+        lab = labs[v].reset_index()
+        # two header rows: the population over its value and events columns
+        groups = [{"text": "", "span": 1}]
+        for c in lab.columns[1::2]:
+            groups.append({"text": c.rsplit(" (", 1)[0], "span": 2})
+        td = _table(
+            lab.rename(columns=lambda c: c.rsplit(" (", 1)[-1].rstrip(")") if "(" in c else c),
+            2,
+            cell_class=lambda c, v: (
+                "small" if c == "events" and pd.notna(v) and v < SMALL_COUNT else ""
+            ),
+        )
+        if td is not None:
+            td.group_row = groups
+        out.append({"visit": v, "table": td})
+    return out
 
 
-def _figures(cmp: Comparison, measure: str, endpoints: list[str]) -> str:
+def _figures(cmp: Comparison, measures: Mapping[str, str], endpoints: list[str]) -> list[dict]:
     from immunoprofile.plots import paired
 
     parts = []
     method = None
     if "method" in cmp.stats.columns:
         method = sorted(cmp.stats["method"].unique())[0]
-    fig = paired.forest_plot(cmp.stats, measure, populations=endpoints or None, method=method)
-    parts.append(
-        _img(
-            paired.figure_bytes(fig),
-            "forest plot",
-            "Hodges–Lehmann median change from baseline with exact confidence interval, per "
-            "population (n pairs and exact p at the right). The dashed line is no change.",
+    by_measure: dict[str, list[str]] = {}
+    for pop in endpoints:
+        by_measure.setdefault(measures[pop], []).append(pop)
+    for measure, pops in by_measure.items():
+        fig = paired.forest_plot(cmp.stats, measure, populations=pops, method=method)
+        parts.append(
+            _figure(
+                paired.figure_bytes(fig),
+                "forest plot",
+                f"{', '.join(pops)} as {measure.replace('_', ' ')}: Hodges–Lehmann median "
+                "change from baseline with exact confidence interval (n pairs and exact p at "
+                "the right). The dashed line is no change.",
+            )
         )
-    )
+        fig = paired.paired_plot(cmp.changes, measure, populations=pops, method=method)
+        parts.append(
+            _figure(
+                paired.figure_bytes(fig),
+                "paired plot",
+                f"{', '.join(pops)} ({measure.replace('_', ' ')}), one line per patient.",
+            )
+        )
+    main = next(iter(by_measure), cmp.measures[0])
     if endpoints and len(set(cmp.stats["population"])) > len(endpoints):
-        fig = paired.forest_plot(cmp.stats, measure, method=method)
-        parts.append(
-            "<details><summary>Forest plot of every population</summary>"
-            + _img(paired.figure_bytes(fig, dpi=90), "forest plot, all populations")
-            + "</details>"
-        )
-    if endpoints:
-        fig = paired.paired_plot(cmp.changes, measure, populations=endpoints, method=method)
-        parts.append(
-            _img(paired.figure_bytes(fig), "paired plot", "Endpoints, one line per patient.")
-        )
+        fig = paired.forest_plot(cmp.stats, main, method=method)
+        f = _figure(paired.figure_bytes(fig, dpi=90), "forest plot, all populations")
+        f["folded"] = f"Forest plot of every population ({main.replace('_', ' ')})"
+        parts.append(f)
     for visit in cmp.followup:
-        fig = paired.log2_heatmap(cmp.changes, measure, visit, method=method)
+        fig = paired.log2_heatmap(cmp.changes, main, visit, method=method)
         parts.append(
-            _img(
+            _figure(
                 paired.figure_bytes(fig),
                 "log2 heatmap",
                 f"log2({visit} / {cmp.baseline}) per patient and population; grey = no pair.",
             )
         )
-    fig = paired.paired_plot(cmp.changes, measure, method=method, ncols=5)
-    parts.append(
-        "<details><summary>Paired plots for every population</summary>"
-        + _img(paired.figure_bytes(fig, dpi=80), "all paired plots")
-        + "</details>"
-    )
-    return "".join(parts)
+    fig = paired.paired_plot(cmp.changes, main, method=method, ncols=5)
+    f = _figure(paired.figure_bytes(fig, dpi=80), "all paired plots")
+    f["folded"] = "Paired plots for every population"
+    parts.append(f)
+    return parts
 
 
-def _dict_block(obj: Any) -> str:
+def _dict_text(obj: Any) -> str:
     try:
-        text = json.dumps(obj, indent=2, default=str)
+        return json.dumps(obj, indent=2, default=str)
     except TypeError:
-        text = str(obj)
-    return f"<pre>{_esc(text)}</pre>"
+        return str(obj)
 
 
 def _as_frame(obj: Any) -> pd.DataFrame | None:
@@ -476,8 +675,146 @@ def _naming_note(agreement: pd.DataFrame) -> str:
     )
 
 
-def build_report(
-    path: str | PathLike,
+def _anchor(sample: str) -> str:
+    return "gate-" + re.sub(r"[^A-Za-z0-9_-]", "_", str(sample))
+
+
+def _flags_by_sample(qc: pd.DataFrame | None) -> dict[str, list[str]]:
+    """Each sample's QC flags as short lines (``Th17: too_few_events (40 events < 50)``)."""
+    out: dict[str, list[str]] = {}
+    if qc is None or not len(qc) or not {"sample", "flag"} <= set(qc.columns):
+        return out
+    for r in qc.itertuples(index=False):
+        pop = getattr(r, "population", None)
+        detail = getattr(r, "detail", None)
+        where = f"{pop}: " if isinstance(pop, str) and pop.strip() else ""
+        more = f" ({detail})" if isinstance(detail, str) and detail.strip() else ""
+        out.setdefault(str(r.sample), []).append(f"{where}{r.flag}{more}")
+    return out
+
+
+def _review(qc: pd.DataFrame | None, errors: pd.DataFrame | None, table: pd.DataFrame | None,
+            pages: set[str]) -> dict[str, Any] | None:  # fmt: skip
+    """The 'Files to review' section: every flagged or failed file, linked to its gating
+    page. None when neither QC nor errors were given (nothing was checked)."""
+    if qc is None and errors is None:
+        return None
+    ids = {}
+    if table is not None and {"sample", "patient", "visit"} <= set(table.columns):
+        ids = (
+            table.drop_duplicates("sample")
+            .set_index("sample")[["patient", "visit"]]
+            .to_dict("index")
+        )
+    rows = []
+    if errors is not None and len(errors):
+        for r in errors.itertuples(index=False):
+            sample = str(getattr(r, "sample", "") or getattr(r, "file", ""))
+            rows.append(
+                {
+                    "sample": sample,
+                    "patient": ids.get(sample, {}).get("patient", getattr(r, "patient", "")),
+                    "visit": ids.get(sample, {}).get("visit", getattr(r, "visit", "")),
+                    "flags": 1,
+                    "what to look at": f"{getattr(r, 'error_type', 'error')}: {getattr(r, 'message', '')}",
+                }
+            )
+    for sample, flags in sorted(_flags_by_sample(qc).items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        rows.append(
+            {
+                "sample": sample,
+                "patient": ids.get(sample, {}).get("patient", ""),
+                "visit": ids.get(sample, {}).get("visit", ""),
+                "flags": len(flags),
+                "what to look at": "; ".join(flags),
+            }
+        )
+    if not rows:
+        return {"rows": 0, "lead": "No file was flagged by QC and none failed.", "table": None}
+    df = pd.DataFrame(rows)
+    links = {"sample": {s: f"#{_anchor(s)}" for s in df["sample"] if s in pages}}
+    td = _table(df, links=links)
+    for row in td.rows if td else []:
+        row[-1]["cls"] = "l"
+    n = df["sample"].nunique()
+    return {
+        "rows": len(df),
+        "lead": f"{n} file{'s' if n != 1 else ''} to look at before trusting the numbers "
+        "below; each name opens the file's gating page.",
+        "table": td,
+    }
+
+
+_GATE_FILE = re.compile(r"^(\d+)_(.+)$")
+
+
+def _gate_figures(sample: str, images: bytes | Mapping[str, bytes]) -> list[dict]:
+    """One figure per gate (``{population: png}``, names may carry an order prefix
+    ``03_Treg``), or the sample's one grid figure (bytes)."""
+    if isinstance(images, (bytes, bytearray)):
+        return [_figure(_thumbnail(bytes(images)), f"gating {sample}", str(sample))]
+    figs = []
+    for name, png in images.items():
+        m = _GATE_FILE.match(name)
+        pop = m.group(2) if m else name
+        figs.append(_figure(_thumbnail(png, colors=64), f"{sample} {pop}", pop))
+    return figs
+
+
+def _gating_pages(
+    images: Mapping[str, bytes | Mapping[str, bytes]] | None,
+    qc: pd.DataFrame | None,
+    cohort: pd.DataFrame | None,
+    table: pd.DataFrame | None,
+) -> list[dict]:
+    """A page per file with its gate figures, flagged files first (most flags first)."""
+    if not images:
+        return []
+    flags = _flags_by_sample(qc)
+    ids: dict[str, dict] = {}
+    src = cohort if cohort is not None and "sample" in getattr(cohort, "columns", []) else table
+    if src is not None and "sample" in src.columns:
+        keep = [c for c in ("patient", "visit", "events") if c in src.columns]
+        ids = src.drop_duplicates("sample").set_index("sample")[keep].to_dict("index")
+    order = sorted(images, key=lambda s: (-len(flags.get(str(s), [])), str(s)))
+    pages = []
+    for sample in order:
+        info = ids.get(sample, {})
+        where = " ".join(
+            str(info[k]) for k in ("patient", "visit") if isinstance(info.get(k), str) and info[k]
+        )
+        ev = info.get("events")
+        pages.append(
+            {
+                "sample": str(sample),
+                "anchor": _anchor(sample),
+                "where": where,
+                "events": f"{int(ev):,}" if ev is not None and pd.notna(ev) else "",
+                "flags": flags.get(str(sample), []),
+                "figures": _gate_figures(str(sample), images[sample]),
+            }
+        )
+    return pages
+
+
+def _processing(processing: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Per file: compensation source and transforms with parameters (from provenance)."""
+    if not processing:
+        return None
+    from immunoprofile.gating.run import provenance_table, transform_table
+
+    per_file = provenance_table(dict(processing))
+    if per_file.empty:
+        return None
+    per_channel = transform_table(dict(processing))
+    return {
+        "per_file": _table(per_file.drop(columns=["file"])),
+        "per_channel": _table(per_channel, max_rows=5000) if len(per_channel) else None,
+        "n_channel": len(per_channel),
+    }
+
+
+def report_context(
     comparison: Comparison,
     table: pd.DataFrame | None = None,
     *,
@@ -485,7 +822,7 @@ def build_report(
     qc: pd.DataFrame | None = None,
     errors: pd.DataFrame | None = None,
     fitted_gates: pd.DataFrame | Mapping | None = None,
-    gating_images: Mapping[str, bytes] | None = None,
+    gating_images: Mapping[str, bytes | Mapping[str, bytes]] | None = None,
     agreement: pd.DataFrame | None = None,
     clustering_images: Mapping[str, bytes] | None = None,
     truth: pd.DataFrame | None = None,
@@ -495,73 +832,62 @@ def build_report(
     measure: str | None = None,
     endpoints: Sequence[str] = ENDPOINTS,
     title: str = "Immune profiling: change from baseline",
-) -> Path:
-    """Write the self-contained HTML report and return its path.
-
-    Parameters
-    ----------
-    path : the ``.html`` file to write (atomically).
-    comparison : the `Comparison` to report.
-    table : the population table the comparison came from (for the cohort and per-visit
-        tables).
-    cohort : one row per file (``sample``, ``patient``, ``visit``, ``events``, ``file``).
-    qc, errors, fitted_gates : gating QC flags, files that failed, fitted gate positions.
-    gating_images : sample name -> PNG bytes of its gating plot (shown as thumbnails).
-    agreement : gating-vs-clustering agreement table; clustering_images : name -> PNG.
-    truth : for simulated cohorts, the known change per population beside the measured one.
-    provenance : template, transforms, compensation, settings (rendered as given).
-    processing : per file, the compensation and transforms applied before gating, as
-        `GateResults.provenance()` or ``provenance.json`` gives them (a per-file table,
-        with the per-channel transform parameters below it).
-    command : the command line that produced the results.
-    measure : the measure the headline and figures use (default: the first compared).
-    endpoints : populations the headline leads with (default Treg, Th17, B, NK).
-    """
+) -> dict[str, Any]:
+    """Everything the report template shows, as plain data (see `build_report`)."""
     cmp = comparison
-    measure = measure or cmp.measures[0]
-    if measure not in cmp.measures:
+    if measure is not None and measure not in cmp.measures:
         raise ComparisonError(f"report: measure {measure!r} not compared; have {cmp.measures}")
+    main = measure or cmp.measures[0]
     pops = set(cmp.stats["population"])
     eps = [p for p in endpoints if p in pops] or population_order(cmp.stats["population"])[:4]
+    measures = endpoint_measures(eps, cmp.measures, measure)
     prov = dict(provenance or {})
     command = command or prov.get("command")
-    ep_stats = cmp.stats[cmp.stats["population"].isin(eps) & (cmp.stats["measure"] == measure)]
+    ep_stats = cmp.stats[cmp.stats["population"].isin(eps)]
     n_main = int(ep_stats["n_pairs"].max()) if len(ep_stats) else 0
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
-    sec: list[tuple[str, str, str]] = []  # (anchor, heading, html)
-    # --- key results
-    key = (
-        f"<p>Measure: <b>{_esc(measure)}</b> ({_esc(MEASURE_UNITS.get(measure, ''))}); "
-        f"baseline <b>{_esc(cmp.baseline)}</b>, follow-up "
-        f"<b>{_esc(', '.join(cmp.followup))}</b>.</p>"
-        + _key_results(cmp, eps, measure)
-        + f'<div class="note">{exact_test_statement(n_main, len(eps))}</div>'
-    )
-    if truth is not None and len(truth):
-        key += _truth_section(truth, eps, measure)
-    sec.append(("key", "Key results", key))
-    # --- cohort
-    mat = _cohort_matrix(table, cohort, cmp.baseline)
-    coh = _table(mat, index=True) if mat is not None else '<p class="muted">(no cohort table)</p>'
-    if cohort is not None and len(cohort):
-        coh += "<details><summary>Files</summary>" + _table(cohort) + "</details>"
-    if errors is not None and len(errors):
-        clash = (
-            errors["error_type"].eq(CLASH_ERROR).any() if "error_type" in errors.columns else False
+    used = list(dict.fromkeys(measures.values()))
+    measure_note = (
+        "Values: "
+        + "; ".join(
+            f"{', '.join(p for p in eps if measures[p] == m)} as {m.replace('_', ' ')} "
+            f"({MEASURE_UNITS.get(m, '')})"
+            for m in used
         )
-        what = "Files that failed or share an identity" if clash else "Files that failed"
-        coh += f"<h3 class='bad'>{what} ({len(errors)})</h3>" + _table(errors)
-    prob = cmp.problems
-    coh += (
-        f"<h3>Problems found by the comparison ({len(prob)})</h3>" + _table(prob)
-        if len(prob)
-        else "<p class='ok'>Every patient has every visit; no identity problems.</p>"
+        + "."
     )
-    sec.append(("cohort", "Cohort", coh))
-    # --- plots
-    sec.append(("plots", "Plots", _figures(cmp, measure, eps)))
-    # --- statistics
+    key = {
+        "baseline": cmp.baseline,
+        "followup": ", ".join(cmp.followup),
+        "measure_note": measure_note,
+        **_key_results(cmp, eps, measures, table, qc),
+        "columns_note": (
+            f"value: what each number is (unit and parent). events/file: the events in the "
+            f"endpoint's gate in each file of the two visits, minimum and median "
+            f"(highlighted under {SMALL_COUNT}). QC: files with a QC flag on the endpoint, "
+            "one of its parent gates or the whole file (see Files to review)."
+        ),
+        "hl_note": HL_NOTE,
+        "exact_note": exact_test_statement(n_main, len(eps)),
+    }
+
+    coh_mat = _cohort_matrix(table, cohort, cmp.baseline)
+    clash = (
+        errors is not None
+        and len(errors)
+        and "error_type" in errors.columns
+        and errors["error_type"].eq(CLASH_ERROR).any()
+    )
+    n_err = 0 if errors is None else len(errors)
+    cohort_ctx = {
+        "matrix": _table(coh_mat, index=True) if coh_mat is not None else None,
+        "files": _table(cohort) if cohort is not None and len(cohort) else None,
+        "errors": _table(errors) if n_err else None,
+        "errors_heading": f"{'Files that failed or share an identity' if clash else 'Files that failed'} ({n_err})",
+        "problems": _table(cmp.problems) if len(cmp.problems) else None,
+    }
+
     st_cols = [
         c
         for c in (
@@ -572,134 +898,142 @@ def build_report(
         if c in cmp.stats.columns
     ]
     ordered = cmp.stats.assign(_ep=~cmp.stats["population"].isin(eps))
-    main_st = ordered[ordered["measure"] == measure].sort_values("_ep", kind="stable")
-    stx = (
-        "<p>Per population: pairs with both visits, medians, the median of the paired "
-        "differences, the Hodges–Lehmann estimate (median of Walsh averages) with its exact "
-        "confidence interval (<i>ci_level</i> is the exact coverage attained), the exact "
-        "two-sided p-value and which test gave it (exact Wilcoxon signed-rank when there "
-        "are no ties or zero differences, otherwise the exact sign-flip permutation test "
-        "of the mid-rank statistic over all 2<sup>n</sup> sign patterns), Benjamini–Hochberg "
-        "q across populations (within each measure and visit), and, as a parametric "
-        "secondary, the geometric mean fold change and paired t-test p on log2 ratios.</p>"
-        + _table(main_st[st_cols])
-    )
-    others = [m for m in cmp.measures if m != measure]
-    for m in others:
-        stx += (
-            f"<details><summary>Statistics on {_esc(m)}</summary>"
-            + _table(cmp.stats[cmp.stats["measure"] == m][st_cols])
-            + "</details>"
-        )
-    sec.append(("stats", "Statistics", stx))
-    # --- change table
+    main_st = ordered[ordered["measure"] == main].sort_values("_ep", kind="stable")
+    stats_ctx = {
+        "main": _table(main_st[st_cols]),
+        "others": [
+            {"measure": m, "table": _table(cmp.stats[cmp.stats["measure"] == m][st_cols])}
+            for m in cmp.measures
+            if m != main
+        ],
+    }
     ch = cmp.changes
-    ch_main = ch[(ch["measure"] == measure) & ch["population"].isin(eps)]
-    chx = (
-        f"<p>Per patient: baseline and follow-up values, difference ({_esc(MEASURE_UNITS.get(measure, ''))}), "
-        "fold change and log2 ratio. Missing visits are kept as rows with a status.</p>"
-        + _table(ch_main)
-        + "<details><summary>Every population and measure "
-        f"({len(ch)} rows)</summary>" + _table(ch, max_rows=5000) + "</details>"
-    )
-    sec.append(("changes", "Change table", chx))
-    # --- per-visit tables
-    sec.append(("visits", "Per-visit tables", _per_visit_tables(table, measure, cmp.baseline)))
-    # --- gating QC
-    gq = ""
-    if qc is not None and len(qc):
-        flag_cols = [c for c in qc.columns if "flag" in c.lower() or "warn" in c.lower()]
-        flagged = qc
-        if flag_cols:
-            f = qc[flag_cols].fillna("").astype(str)
-            mask = f.apply(lambda s: ~s.isin(["", "False", "false", "0", "[]", "nan"])).any(axis=1)
-            flagged = qc[mask]
-        gq += f"<h3>Flags ({len(flagged)} of {len(qc)} rows flagged)</h3>" + _table(flagged)
-        gq += "<details><summary>Full QC table</summary>" + _table(qc) + "</details>"
-    if gating_images:
-        thumbs = "".join(
-            _img(_thumbnail(png), f"gating {name}", str(name))
-            for name, png in gating_images.items()
-        )
-        gq += f'<h3>Gating plots</h3><div class="thumbs">{thumbs}</div>'
-    sec.append(("qc", "Gating QC", gq or '<p class="muted">(no gating QC given)</p>'))
-    # --- clustering
-    cl = ""
-    if agreement is not None and len(agreement):
-        cl += "<p>Agreement between template gating and unsupervised clustering.</p>"
-        cl += _naming_note(agreement)
-        cl += _table(agreement)
-    if clustering_images:
-        cl += "".join(_img(png, name, name) for name, png in clustering_images.items())
-    sec.append(("clustering", "Clustering agreement", cl or '<p class="muted">(no clustering)</p>'))
-    # --- provenance
+    changes_ctx = {
+        "unit": MEASURE_UNITS.get(main, ""),
+        "main": _table(ch[(ch["measure"] == main) & ch["population"].isin(eps)]),
+        "all": _table(ch, max_rows=5000),
+        "n_all": len(ch),
+    }
+
+    pages = _gating_pages(gating_images, qc, cohort, table)
+    n_files = 0
+    if cohort is not None and "sample" in cohort.columns:
+        n_files = cohort["sample"].nunique()
+    elif table is not None and "sample" in table.columns:
+        n_files = table["sample"].nunique()
+    flagged = qc if qc is not None and len(qc) else None
+    gating_ctx = {
+        "flags": _table(flagged) if flagged is not None else None,
+        "n_flagged": flagged["sample"].nunique()
+        if flagged is not None and "sample" in flagged
+        else 0,
+        "n_files": n_files if qc is not None or pages else 0,
+        "pages": pages,
+    }
+
+    cl_table = _table(agreement) if agreement is not None and len(agreement) else None
+    clustering_ctx = {
+        "table": cl_table,
+        "naming_note": _naming_note(agreement) if cl_table is not None else "",
+        "figures": [_figure(png, name, name) for name, png in (clustering_images or {}).items()],
+    }
+
     recorded = prov.pop("versions", None)
     versions = pd.DataFrame(
         list((recorded or software_versions()).items()), columns=["software", "version"]
     )
-    pv = (
-        f"<p>Report written {now}.</p>"
-        + (f"<h3>Command</h3><pre>{_esc(command)}</pre>" if command else "")
-        + "<h3>Software</h3>"
-        + _table(versions)
-    )
+    items = []
     for k, v in prov.items():
         if k == "command":
             continue
-        frame = _as_frame(v) if not isinstance(v, (str, int, float)) else None
-        label = _esc(k.replace("_", " "))
+        label = k.replace("_", " ")
         if isinstance(v, (str, int, float)):
-            pv += f"<p><b>{label}</b>: {_esc(v)}</p>"
-        elif k in ("template",):
-            pv += f"<details><summary>{label}</summary>{_dict_block(v)}</details>"
+            items.append({"kind": "text", "label": label, "value": v})
+        elif k == "template":
+            items.append({"kind": "block", "label": label, "value": _dict_text(v)})
         else:
-            pv += f"<h3>{label}</h3>" + _table(frame)
-    pv += _processing_section(processing)
+            items.append({"kind": "table", "label": label, "value": _table(_as_frame(v))})
     fg = _as_frame(fitted_gates)
-    if fg is not None and len(fg):
-        pv += "<h3>Fitted gates per file</h3>" + (
-            _table(fg)
-            if len(fg) <= 60
-            else f"<details><summary>{len(fg)} rows</summary>{_table(fg)}</details>"
-        )
-    sec.append(("provenance", "Provenance", pv))
+    provenance_ctx = {
+        "command": command,
+        "versions": _table(versions),
+        "entries": items,
+        "processing": _processing(processing),
+        "fitted": _table(fg) if fg is not None and len(fg) else None,
+        "fitted_folded": fg is not None and len(fg) > 60,
+    }
 
-    nav = "".join(f'<a href="#{a}">{_esc(h)}</a>' for a, h, _ in sec)
-    body = "".join(f'<h2 id="{a}">{_esc(h)}</h2>{content}' for a, h, content in sec)
-    doc = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_esc(title)}</h1><p class='muted'>{_esc(now)} · immunoprofile "
-        f"{_esc(software_versions()['immunoprofile'])}</p><nav>{nav}</nav>{body}</body></html>"
+    review = _review(qc, errors, table, {p["sample"] for p in pages})
+    sections = [s for s in SECTION_HEADINGS if s != "review" or review is not None]
+    return {
+        "title": title,
+        "now": now,
+        "version": software_versions()["immunoprofile"],
+        "css": _CSS,
+        "sections": sections,
+        "headings": SECTION_HEADINGS,
+        "review": review,
+        "key": key,
+        "truth": _truth(truth, eps, measures) if truth is not None and len(truth) else None,
+        "cohort": cohort_ctx,
+        "plots": _figures(cmp, measures, eps),
+        "stats": stats_ctx,
+        "changes": changes_ctx,
+        "visits": _per_visit_tables(table, main, cmp.baseline),
+        "visits_note": value_label(main, "its parent"),
+        "gating": gating_ctx,
+        "clustering": clustering_ctx,
+        "provenance": provenance_ctx,
+    }
+
+
+def render_report(context: Mapping[str, Any]) -> str:
+    """The report's HTML from `report_context`'s data, through the Jinja2 template."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HTML_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
+    return env.get_template("report.html.j2").render(**context)
+
+
+def build_report(
+    path: str | PathLike,
+    comparison: Comparison,
+    table: pd.DataFrame | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Write the self-contained HTML report and return its path.
+
+    Parameters
+    ----------
+    path : the ``.html`` file to write (atomically).
+    comparison : the `Comparison` to report.
+    table : the population table the comparison came from (for the cohort, the events
+        behind each endpoint and the per-visit tables).
+    cohort : one row per file (``sample``, ``patient``, ``visit``, ``events``, ``file``).
+    qc, errors, fitted_gates : gating QC flags, files that failed, fitted gate positions.
+    gating_images : sample name -> ``{population: PNG bytes}`` (one figure per gate, drawn
+        on the file's gating page) or the PNG bytes of one grid figure.
+    agreement : gating-vs-clustering agreement table; clustering_images : name -> PNG.
+    truth : for simulated cohorts, the known change per population beside the measured one.
+    provenance : template, transforms, compensation, settings (rendered as given).
+    processing : per file, the compensation and transforms applied before gating, as
+        `GateResults.provenance()` or ``provenance.json`` gives them (a per-file table,
+        with the per-channel transform parameters below it).
+    command : the command line that produced the results.
+    measure : the measure of every endpoint, the tables and the figures (default: B and
+        NK as % of lymphocytes, the others as % of parent; see `endpoint_measures`).
+    endpoints : populations the headline leads with (default Treg, Th17, B, NK).
+    """
+    doc = render_report(report_context(comparison, table, **kwargs))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out, doc)
-
-
-def _processing_section(processing: Mapping[str, Any] | None) -> str:
-    """Per file: compensation source and transforms with parameters (from provenance)."""
-    if not processing:
-        return ""
-    from immunoprofile.gating.run import provenance_table, transform_table
-
-    per_file = provenance_table(dict(processing))
-    if per_file.empty:
-        return ""
-    per_channel = transform_table(dict(processing))
-    html = (
-        "<h3>Per-file processing: compensation and transforms</h3>"
-        "<p>What each file went through before gating: the spillover matrix's source and "
-        "how many detectors it compensated, and the transforms applied (channels grouped by "
-        "identical parameters; Gating-ML 2.0 parameterisation).</p>"
-        + _table(per_file.drop(columns=["file"]))
-    )
-    if len(per_channel):
-        html += (
-            f"<details><summary>Transform parameters per channel ({len(per_channel)} rows)"
-            f"</summary>{_table(per_channel, max_rows=5000)}</details>"
-        )
-    return html
 
 
 # --- from a results directory -----------------------------------------------------------
@@ -727,6 +1061,22 @@ def _images(folder: Path | None, limit: int = 60) -> dict[str, bytes]:
         return {}
     files = sorted(folder.glob("*.png"), key=lambda p: p.name)[:limit]
     return {p.stem: p.read_bytes() for p in files}
+
+
+def read_gating_images(folder: Path | None, limit: int = 500) -> dict[str, Any]:
+    """Gating figures of a ``plots/`` folder: ``<sample>/<NN>_<population>.png`` (one per
+    gate, as `immunoprofile.gate` writes them) become ``{sample: {name: png}}``; a
+    ``<sample>.png`` grid becomes ``{sample: png}``. At most ``limit`` files."""
+    if folder is None or not folder.is_dir():
+        return {}
+    out: dict[str, Any] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        pngs = sorted(sub.glob("*.png"), key=lambda p: p.name)
+        if pngs:
+            out[sub.name] = {p.stem: p.read_bytes() for p in pngs}
+    for p in sorted(folder.glob("*.png"), key=lambda p: p.name):
+        out.setdefault(p.stem, p.read_bytes())
+    return dict(list(out.items())[:limit])
 
 
 def gate_summary(gate: Any, digits: int = 4) -> str:
@@ -870,7 +1220,7 @@ def report_from_dir(
         qc=qc,
         errors=errors,
         fitted_gates=fitted,
-        gating_images=_images(gimg_dir),
+        gating_images=read_gating_images(gimg_dir),
         agreement=agreement,
         clustering_images=cl_imgs,
         truth=truth,

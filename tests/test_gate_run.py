@@ -150,8 +150,10 @@ def test_write_outputs(stand_in, tmp_path):
 
 def test_plots(stand_in, tmp_path):
     res = run.gate([_sample(1, "A")], stand_in, plots_dir=tmp_path / "plots")
-    png = tmp_path / "plots" / "A.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pngs = sorted((tmp_path / "plots" / "A").glob("*.png"))
+    names = [p.name for p in _Template.populations]
+    assert [p.name for p in pngs] == [f"{i:02d}_{n}.png" for i, n in enumerate(names, 1)]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     fig = res.plot("A", "Treg")
     ax = fig.axes[0]
     assert ax.get_xlabel().startswith("CD25") and ax.get_ylabel().startswith("CD127")
@@ -309,9 +311,7 @@ def test_cli_gate(fcs_cohort, tmp_path):
         "populations.xlsx", "gates.json", "qc.csv", "errors.csv",
     ):  # fmt: skip
         assert (out / name).is_file(), name
-    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
-        f"{Path(f).stem}.png" for f in files
-    )
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(Path(f).stem for f in files)
     errors = pd.read_csv(out / "errors.csv")
     assert list(errors["file"]) == [bad]
     pop = pd.read_csv(out / "populations.csv")
@@ -398,7 +398,7 @@ def test_failed_plot_is_a_qc_flag_not_an_error(stand_in, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("no ink")
 
-    monkeypatch.setattr(gplots, "save_gating_plot", boom)
+    monkeypatch.setattr(gplots, "save_gate_plots", boom)
     res = run.gate([_sample(1, "A")], stand_in, plots_dir=tmp_path / "plots")
     assert res.errors().empty
     qc = res.qc()

@@ -31,6 +31,7 @@ def test_wheel_contains_templates_and_schema(wheel):
     for stem in BUILTINS:
         assert f"immunoprofile/builtin_templates/{stem}.json" in names
     assert any(n.startswith("immunoprofile/schemas/") and n.endswith(".json") for n in names)
+    assert "immunoprofile/html/report.html.j2" in names  # the report's layout
 
 
 def test_installed_wheel_resolves_bare_names(wheel, tmp_path):

@@ -103,8 +103,9 @@ def test_report_is_self_contained_and_numbers_match(tmp_path):
     assert f"{tr['hl_ci_low']:+.2f} to {tr['hl_ci_high']:+.2f}" in text
     assert f"{tr['hl_estimate']:.2f}" in text
     assert "7 up, 0 down" in text
-    assert "Treg increased" in text and "Th17 decreased" in text
-    assert "B no clear change" in text and "NK no clear change" in text
+    assert "Treg (% of CD4) increased" in text and "Th17 (% of CD4_memory) decreased" in text
+    assert "B (% of lymphocytes) no clear change" in text
+    assert "NK (% of lymphocytes) no clear change" in text
     # cohort, problems, QC, provenance
     assert "— missing —" in html and "patient P03 has no week48 visit" in text
     assert "immunoprofile compare pop.csv --out x" in text
@@ -267,3 +268,122 @@ def test_report_lists_per_file_compensation_and_transforms(tmp_path):
     # without provenance.json, no such section
     (d / "provenance.json").unlink()
     assert "Per-file processing" not in report_from_dir(d, followup=["week24"]).read_text()
+
+
+# --- key results: counts, QC state, caveats; Hodges–Lehmann vs medians; gating pages ------
+
+
+def _hl_vs_medians_table() -> pd.DataFrame:
+    """7 patients whose B medians fall (40 -> 39) while every Walsh-average median is
+    +0.5: four patients +2, three -1 (hand-worked: 6 averages of -1, 12 of +0.5, 10 of +2;
+    the 14th and 15th are +0.5)."""
+    base = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0]
+    delta = [2.0, 2.0, -1.0, -1.0, -1.0, 2.0, 2.0]
+    rows = []
+    for i, (b, d) in enumerate(zip(base, delta), 1):
+        for v, val in (("baseline", b), ("week24", b + d)):
+            for pop, parent, value, count in (
+                ("B", "nonT", val, 30 if (i, v) == (2, "week24") else 400),
+                ("Treg", "CD4", 5.0 + (i % 3) + (1.0 if v == "week24" else 0.0), 200),
+            ):
+                rows.append(
+                    {
+                        "sample": f"P{i:02d}_{v}", "patient": f"P{i:02d}", "visit": v,
+                        "population": pop, "parent": parent, "count": count,
+                        "parent_count": 5000, "percent_of_parent": value,
+                        "percent_of_lymphocytes": value / 4,
+                    }
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_key_results_counts_qc_caveat_and_hl_note(tmp_path):
+    t = _hl_vs_medians_table()
+    cmp = compare(t)
+    qc = pd.DataFrame(
+        {
+            "sample": ["P03_baseline", "P04_week24", "P05_week24"],
+            "file": ["a.fcs", "b.fcs", "c.fcs"],
+            "population": ["B", "nonT", "CD4"],
+            "flag": ["outlier", "fallback", "too_few_events"],
+            "detail": ["", "", ""],
+        }
+    )
+    # B's parent nonT has no row of its own: its flag counts through B's parent column;
+    # the flag on CD4 (another branch) does not count for B
+    html = build_report(tmp_path / "r.html", cmp, t, qc=qc, measure="percent_of_parent").read_text()
+    text = _text(html)
+    st = cmp.stats.set_index(["population", "measure"]).loc[("B", "percent_of_parent")]
+    assert st["median_baseline"] == 40.0 and st["median_followup"] == 39.0
+    assert st["hl_estimate"] == pytest.approx(0.5)
+    # the note explains the opposite signs with the numbers
+    assert "Why the Hodges–Lehmann change can differ" in text
+    assert "B at week24: the medians go 40.00 → 39.00 (-1.00)" in text
+    assert "Hodges–Lehmann change is +0.50 pp (4 up, 3 down)" in text
+    # B events per file: 13 files at 400 and one at 30 -> min 30, median 400; caveat
+    assert "B at week24 rests on fewer than 50 events in 1 of 14 files (minimum 30)" in text
+    key = html.split('id="key"')[1].split("</table>")[0]
+    b_row = [r for r in key.split("<tr>") if ">B<" in r][0]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", b_row)
+    assert cells[1] == "% of nonT"
+    assert cells[-3] == "30" and cells[-2] == "400.00"
+    assert cells[-1] == "2 files: fallback, outlier"
+    treg = [r for r in key.split("<tr>") if ">Treg<" in r][0]
+    # Treg sits under CD4, flagged in one file
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", treg)[-1] == "1 file: too_few_events"
+    assert 'class="small"' in b_row  # the small count is highlighted
+    # no caveat for Treg (200 events everywhere)
+    assert "Treg at week24 rests" not in text
+
+
+def test_b_and_nk_default_to_percent_of_lymphocytes(tmp_path):
+    t = population_table()
+    cmp = compare(t)
+    html = build_report(tmp_path / "r.html", cmp, t).read_text()
+    text = _text(html)
+    s = cmp.stats.set_index(["population", "measure", "followup_visit"])
+    b = s.loc[("B", "percent_of_lymphocytes", "week24")]
+    assert "B (% of lymphocytes)" in text and "Treg (% of CD4)" in text
+    assert f"{b['hl_ci_low']:+.2f} to {b['hl_ci_high']:+.2f}" in text
+
+
+def test_gating_pages_flagged_first_with_one_zoomable_figure_per_gate(tmp_path):
+    t = population_table()
+    cmp = compare(t)
+    from immunoprofile.plots.paired import figure_bytes, forest_plot
+
+    png = figure_bytes(forest_plot(cmp.stats), dpi=20)
+    images = {
+        "P01_baseline": {"01_lymphocytes": png, "02_T": png, "03_Treg": png},
+        "P02_baseline": {"01_lymphocytes": png, "02_T": png, "03_Treg": png},
+    }
+    qc = pd.DataFrame(
+        {"sample": ["P02_baseline"], "file": ["x"], "population": ["Treg"],
+         "flag": ["fallback"], "detail": ["no valley"]}
+    )  # fmt: skip
+    html = build_report(tmp_path / "r.html", cmp, t, qc=qc, gating_images=images).read_text()
+    gating = html.split('<section id="gating">')[1].split("</section>")[0]
+    pages = re.findall(r'<details id="(gate-[^"]+)" class="page"( open)?>', gating)
+    assert pages == [("gate-P02_baseline", " open"), ("gate-P01_baseline", "")]
+    assert gating.count('<input type="checkbox" class="zoom">') == 6
+    assert "Treg: fallback (no valley)" in gating
+    # Files to review comes first and links to the page
+    review = html.split('<section id="review">')[1].split("</section>")[0]
+    assert html.index('<section id="review">') < html.index('<section id="key">')
+    assert '<a href="#gate-P02_baseline">P02_baseline</a>' in review
+
+
+def test_per_visit_tables_are_rounded_with_unit_parent_and_counts(tmp_path):
+    t = population_table()
+    cmp = compare(t)
+    html = build_report(tmp_path / "r.html", cmp, t, measure="percent_of_parent").read_text()
+    visits = html.split('<section id="visits">')[1].split("</section>")[0]
+    assert '<th class="grp" colspan="2">Treg</th>' in visits
+    assert "% of CD4" in visits and "% of CD4_memory" in visits
+    v = t[(t["visit"] == "baseline") & (t["patient"] == "P01")].set_index("population")
+    row = visits.split("<h3>baseline</h3>")[1].split("</table>")[0].split("<tr>")
+    p01 = [r for r in row if ">P01<" in r][0]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", p01)
+    # patient, then per population (CD4, Treg, Th17, B, NK): value (2 decimals), events
+    assert cells[1:3] == [f"{v.loc['CD4', 'percent_of_parent']:.2f}", str(v.loc["CD4", "count"])]
+    assert cells[3:5] == [f"{v.loc['Treg', 'percent_of_parent']:.2f}", str(v.loc["Treg", "count"])]

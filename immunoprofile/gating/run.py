@@ -191,12 +191,14 @@ def _gate_one(
 
 
 def _plot_into(out: FileOutcome, res: Any, plots_dir: str) -> None:
-    """Write the sample's gating plot; a failed plot is a QC flag, not a failed file."""
-    from immunoprofile.plots.gating import save_gating_plot
+    """Write the sample's gating figures, one per gate, into ``plots_dir/<sample>/``; a
+    failed plot is a QC flag, not a failed file."""
+    from immunoprofile.plots.gating import save_gate_plots
 
-    path = Path(plots_dir) / f"{_file_safe(out.sample)}.png"
+    folder = Path(plots_dir) / _file_safe(out.sample)
     try:
-        out.plot = str(save_gating_plot(res, path, title=out.sample))
+        save_gate_plots(res, folder)
+        out.plot = str(folder)
     except Exception as exc:  # noqa: BLE001 - the counts are fine; only the picture failed
         out.qc.append(
             {"population": None, "flag": "plot_failed", "detail": f"{type(exc).__name__}: {exc}"}
@@ -751,7 +753,8 @@ def gate(
     scheduler : a Dask scheduler address (``"tcp://host:8786"``) or a
         ``dask.distributed.Client``; overrides ``jobs``. Needs the ``dask`` extra.
     progress : show a progress bar over files (rich, on stderr).
-    plots_dir : when given, a gating plot per sample is written there (``<sample>.png``).
+    plots_dir : when given, gating figures are written there, one per gate and sample
+        (``<sample>/NN_<population>.png``, template order).
     patient_keyword, visit_keyword : FCS keyword name(s) holding patient and visit.
     seed : seed of the subsampling inside adaptive gate fits (same seed, same results).
     compensation : overrides the template's compensation mode: ``"auto"`` (the file's
