@@ -175,7 +175,14 @@ class AdaptiveGate:
 
     # --- fitting --------------------------------------------------------------------------
 
-    def fit(self, X: Any, y: None = None, *, cache: dict | None = None) -> AdaptiveGate:
+    def fit(
+        self,
+        X: Any,
+        y: None = None,
+        *,
+        cache: dict | None = None,
+        controls: dict[str, np.ndarray] | None = None,
+    ) -> AdaptiveGate:
         """Learn the gate position from the parent population's values.
 
         Parameters
@@ -185,11 +192,14 @@ class AdaptiveGate:
         cache : optional dict shared by gates fitted on the same events (the engine keeps
             one per parent population). A 1-D cut does not depend on the side it keeps, so
             sibling gates such as CD45RA+ and CD45RA- reuse one fit.
+        controls : dimension -> the values of that marker on the gate's internal control
+            population (see `control_specs`), for gates that name one.
 
         Returns
         -------
         self, with ``gate_``, ``fallback_``, ``reason_``, ``params_`` and ``n_fit_`` set.
         """
+        self._controls = controls or {}
         key = self._shared_key() if cache is not None else None
         if key is not None and key in cache:
             return self._restore(cache[key])
@@ -260,6 +270,12 @@ class AdaptiveGate:
         self.fallback_ = False
         self.reason_ = None
         return self
+
+    def control_specs(self) -> dict[str, dict[str, Any]]:
+        """Dimension -> internal control spec (``population``, optional ``exclude``) for
+        the dimensions whose cut may come from a control population of the same file."""
+        spec = getattr(self, "control", None)
+        return {self.dims[0]: spec} if spec and len(self.dims) == 1 else {}
 
     def use_fallback(self, reason: str) -> AdaptiveGate:
         """Set the fitted state to the documented default position, with ``reason``."""
@@ -479,7 +495,15 @@ class DensityMinimumGate(_OneDimGate):
         ``"above_mode"`` or ``"below_mode"``.
     min_depth : a valley must lie at least this fraction below the lower of its two
         flanking peaks (0 turns the check off).
-    fallback : default threshold.
+    control : where the parent shows no valley, an internal control: ``{"population":
+        name, "exclude": [names], "kind": "negative" | "positive", "quantile": 0.99}``,
+        a population of the same file known negative (cut at its ``quantile``) or
+        positive (cut at its ``1 - quantile``) for the marker; the engine passes its
+        values (``fit(..., controls={dim: values})``). See `_control_cut`.
+    mixture : where neither a valley nor a control gives a cut, the Bayes cut of a
+        two-component mixture of the parent, if the data support two (`_mixture_cut`).
+    fallback : default threshold (the last resort; ``params_["control"]`` records which
+        source gave the cut, ``reason_`` every reason the others failed).
     max_events, random_state : subsampling for the fit.
 
     Examples
@@ -500,6 +524,8 @@ class DensityMinimumGate(_OneDimGate):
         min_prominence: float = 0.03,
         valley: str = "lowest",
         min_depth: float = 0.1,
+        control: dict[str, Any] | None = None,
+        mixture: bool = False,
         fallback: float | None = None,
         max_events: int = 50_000,
         random_state: int | None = 0,
@@ -511,10 +537,13 @@ class DensityMinimumGate(_OneDimGate):
         self.min_prominence = min_prominence
         self.valley = valley
         self.min_depth = min_depth
+        self.control = control
+        self.mixture = mixture
         self.fallback = fallback
         self.max_events = max_events
         self.random_state = random_state
         self._check_1d()
+        _check_control(control, f"density_min gate on {self.dims[0]}")
         if valley not in _VALLEYS:
             raise TemplateError(
                 f"density_min gate on {self.dims[0]}: valley must be one of "
@@ -526,6 +555,25 @@ class DensityMinimumGate(_OneDimGate):
             )
 
     def _fit(self, cols):
+        try:
+            return self._fit_valley(cols)
+        except _NoFit as exc:
+            valley_reason = str(exc)
+        # one peak (or no valley where one must be): an internal control, then a mixture
+        tried = [valley_reason]
+        if self.control:
+            try:
+                return self._finish(*_control_cut(self, valley_reason))
+            except _NoFit as exc:
+                tried.append(str(exc))
+        if self.mixture:
+            try:
+                return self._finish(*_mixture_cut(cols[0], self.dims[0], self.random_state))
+            except _NoFit as exc:
+                tried.append(str(exc))
+        raise _NoFit("; ".join(tried))
+
+    def _fit_valley(self, cols):
         grid, dens, bw = binned_density(cols[0], adjust=self.adjust)
         peaks = _merge_shallow(dens, _peaks(dens, self.min_prominence), float(self.min_depth))
         if len(peaks) < 2:
@@ -557,8 +605,91 @@ class DensityMinimumGate(_OneDimGate):
                 "peaks": [float(grid[p]) for p in peaks],
                 "valley_density": float(dens[best] / dens.max()),
                 "bandwidth": bw,
+                "control": "density valley of the parent",
             },
         )
+
+
+def _check_control(control: Any, where: str) -> None:
+    """Validate an internal control spec (see `DensityMinimumGate`)."""
+    if control is None:
+        return
+    if not isinstance(control, dict) or not isinstance(control.get("population"), str):
+        raise TemplateError(f"{where}: control must be a dict with a 'population' name")
+    unknown = set(control) - {"population", "exclude", "kind", "quantile"}
+    if unknown:
+        raise TemplateError(f"{where}: control has no field(s) {sorted(unknown)}")
+    if control.get("kind", "negative") not in ("negative", "positive"):
+        raise TemplateError(f"{where}: control kind must be 'negative' or 'positive'")
+    q = float(control.get("quantile", 0.99))
+    if not 0.5 <= q < 1.0:
+        raise TemplateError(f"{where}: control quantile must be in [0.5, 1), got {q}")
+    ex = control.get("exclude", [])
+    if not isinstance(ex, list) or not all(isinstance(e, str) for e in ex):
+        raise TemplateError(f"{where}: control exclude must be a list of population names")
+
+
+#: a control population needs at least this many events to place a cut
+_MIN_CONTROL_EVENTS = 200
+
+
+def _control_cut(gate: _OneDimGate, why: str) -> tuple[float, dict[str, Any]]:
+    """Cut from an internal control population of the same file.
+
+    A population known negative for the marker (``kind="negative"``, e.g. T cells for IgD
+    or CD24 on B cells) sets the cut at its ``quantile`` (default 0.99): the level above
+    which only 1 % of certainly negative cells lie, the way an expert reads a fluorescence
+    minus one or an unstained control. A known-positive population (``"positive"``) sets
+    it at its ``1 - quantile`` quantile. The control's values come from the engine
+    (``fit(..., controls=)``); `_NoFit` when it gave none or too few.
+    """
+    spec = gate.control or {}
+    dim = gate.dims[0]
+    values = getattr(gate, "_controls", {}).get(dim)
+    name = spec.get("population", "?")
+    if spec.get("exclude"):
+        name += " not " + " or ".join(spec["exclude"])
+    if values is None:
+        raise _NoFit(f"no values of control population {name} on {dim}")
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) < _MIN_CONTROL_EVENTS:
+        raise _NoFit(f"control population {name} has {len(values)} events on {dim}")
+    kind = spec.get("kind", "negative")
+    q = float(spec.get("quantile", 0.99))
+    t = float(np.quantile(values, q if kind == "negative" else 1.0 - q))
+    lo, hi = (None, None) if gate.search is None else map(float, gate.search)
+    return t, {
+        "control": f"{kind} control population {name} ({100 * q:g}th percentile"
+        f"{'' if kind == 'negative' else ' from the top'})",
+        "control_events": int(len(values)),
+        "why": why,
+        "search": None if lo is None else [lo, hi],
+    }
+
+
+def _mixture_cut(x: np.ndarray, dim: str, seed) -> tuple[float, dict[str, Any]]:
+    """Cut at the equal-posterior point of a two-component mixture of the parent, when the
+    data support two components: BIC lower than one Gaussian's and the components
+    separated (Ashman's D >= 2, Ashman, Bird & Zepke 1994). `_NoFit` otherwise."""
+    x = np.asarray(x, dtype=np.float64)
+    gm = _gaussian_mixture(x[:, None], 2, seed, 2)
+    m = gm.means_[:, 0]
+    sd = np.sqrt(gm.covariances_[:, 0, 0])
+    d = abs(m[1] - m[0]) * math.sqrt(2.0) / math.sqrt(sd[0] ** 2 + sd[1] ** 2)
+    n = len(x)
+    var1 = max(float(np.var(x)), 1e-12)
+    ll1 = -0.5 * n * (math.log(2 * math.pi * var1) + 1.0)
+    bic1 = -2 * ll1 + 2 * math.log(n)
+    bic2 = -2 * float(gm.score_samples(x[:, None]).sum()) + 5 * math.log(n)
+    if bic2 >= bic1 or d < 2.0:
+        raise _NoFit(
+            f"a two-component mixture on {dim} is not supported (Ashman D {d:.2f}, "
+            f"BIC {bic2:.0f} vs {bic1:.0f} for one)"
+        )
+    upper = np.array([int(np.argmax(m))])
+    t = _crossing_1d(gm, upper, float(m.min()), float(m.max()), 0.5)
+    return t, {"control": "two-component mixture of the parent", "ashman_d": d, "means": m}
 
 
 @register_adaptive("quantile")
@@ -1132,9 +1263,24 @@ class ThresholdsGate(AdaptiveGate):
         maxs = tuple(t if s == "-" else None for t, s in zip(thresholds, self.signs))
         return RectangleGate(dims=tuple(self.dims), min=mins, max=maxs)
 
-    def fit(self, X: Any, y: None = None, *, cache: dict | None = None) -> ThresholdsGate:
+    def control_specs(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for p in self._parts:
+            out.update(p.control_specs())
+        return out
+
+    def fit(
+        self,
+        X: Any,
+        y: None = None,
+        *,
+        cache: dict | None = None,
+        controls: dict[str, np.ndarray] | None = None,
+    ) -> ThresholdsGate:
         cols = _as_columns(X, len(self.dims))
-        parts = [p.clone().fit(c, cache=cache) for p, c in zip(self._parts, cols)]
+        parts = [
+            p.clone().fit(c, cache=cache, controls=controls) for p, c in zip(self._parts, cols)
+        ]
         self.thresholds_ = [float(p.threshold_) for p in parts]
         self.gate_ = self._combine(self.thresholds_)
         self.fallback_ = any(p.fallback_ for p in parts)
@@ -1239,9 +1385,14 @@ class BlobGate(AdaptiveGate):
     fit runs on log10 values (values below 1/1000 of the 99th percentile are raised to
     it); instrument gains then only shift the clouds, they do not change their shapes.
     A Gaussian mixture with ``n_components`` components is fitted and the core component
-    chosen by ``select``: ``"heaviest"`` (default: in blood or PBMC the lymphocytes are
-    the largest cloud), a point ``[fsc, ssc]`` on the data scale (the nearest component),
-    or ``"max:<i>"``/``"min:<i>"``. Components whose mean lies within ``merge``
+    chosen by ``select``: ``"lymphocytes"`` (the biological choice, see `_scatter_clouds`:
+    the major cloud of lowest side scatter, whatever the scale; ``min_cloud`` is the share
+    of events a major cloud holds), ``"heaviest"`` (default: the heaviest component, which
+    in whole blood or when the mixture splits the lymphocytes can be another cloud), a
+    point ``[fsc, ssc]`` on the data scale (the nearest component), or
+    ``"max:<i>"``/``"min:<i>"``. With ``"lymphocytes"`` the joined components are the
+    lymphocyte cloud's, and the larger-cell clouds of ``exclude_larger`` include every
+    component of a cloud found above the lymphocytes. Components whose mean lies within ``merge``
     Mahalanobis units of the core join it (larger, more granular NK and B cells often get
     a component of their own).
 
@@ -1295,6 +1446,7 @@ class BlobGate(AdaptiveGate):
         merge: float = 3.0,
         posterior: float = 0.005,
         exclude_larger: float | None = None,
+        min_cloud: float = 0.05,
         log: bool = True,
         fallback: dict[str, Any] | None = None,
         n_init: int = 1,
@@ -1309,6 +1461,7 @@ class BlobGate(AdaptiveGate):
         self.merge = merge
         self.posterior = posterior
         self.exclude_larger = exclude_larger
+        self.min_cloud = min_cloud
         self.log = log
         self.fallback = fallback
         self.n_init = n_init
@@ -1328,7 +1481,10 @@ class BlobGate(AdaptiveGate):
             raise TemplateError(f"{where}: posterior must be in (0, 1)")
         if exclude_larger is not None and not 0.0 < float(exclude_larger) < 1.0:
             raise TemplateError(f"{where}: exclude_larger must be in (0, 1) or null")
-        _parse_select(select, 2, where)
+        if not 0.0 < float(min_cloud) < 0.5:
+            raise TemplateError(f"{where}: min_cloud must be in (0, 0.5)")
+        if select != "lymphocytes":
+            _parse_select(select, 2, where)
         if fallback is not None and not isinstance(fallback, dict):
             raise TemplateError(f"{where}: fallback must be a gate dict")
 
@@ -1345,9 +1501,18 @@ class BlobGate(AdaptiveGate):
         select = self.select
         if not isinstance(select, str) and self.log:
             select = np.log10(np.maximum(np.asarray(select, dtype=np.float64), floor))
-        core = _choose_component(gm.means_, gm.weights_, select)
+        clouds = None
+        if select == "lymphocytes":
+            clouds = _scatter_clouds(gm, X, float(self.min_cloud))
+            core = clouds["core"]
+        else:
+            core = _choose_component(gm.means_, gm.weights_, select)
         dist = _mahalanobis(gm.means_, gm.means_[core], gm.covariances_[core])
         joined = np.flatnonzero(dist <= float(self.merge))
+        if clouds is not None:
+            # the lymphocyte cloud's components, and near ones of no larger-cell cloud
+            own = clouds["member"] == clouds["member"][core]
+            joined = np.flatnonzero(own | ((dist <= float(self.merge)) & ~clouds["larger"]))
         radius = self._radius()
         r2 = radius**2
         # grid covering the core's ellipse with a margin
@@ -1368,6 +1533,12 @@ class BlobGate(AdaptiveGate):
         far = (dist > 2.0 * float(self.merge)) | ((dist > float(self.merge)) & centre_out)
         above = np.all(gm.means_ > gm.means_[core], axis=1)
         larger = _with_neighbours(gm, core, joined, above & far, above & (dist > float(self.merge)))
+        if clouds is not None:
+            # every component of a larger-cell cloud, and what the distance rule finds
+            # outside the lymphocyte cloud
+            rule = np.zeros(len(gm.weights_), dtype=bool)
+            rule[larger] = True
+            larger = np.flatnonzero(clouds["larger"] | (rule & ~own))
         if self.exclude_larger is not None and len(larger):
             keep &= proba[:, larger].sum(axis=1) < float(self.exclude_larger)
         inside = keep.reshape(len(gx), len(gy)).T
@@ -1385,6 +1556,11 @@ class BlobGate(AdaptiveGate):
         }
         if self.exclude_larger is not None:
             params["excluded"] = larger  # the larger-cell components left out
+        if clouds is not None:
+            params["clouds"] = [
+                {**c, "mode": (10.0 ** np.asarray(c["mode"])) if self.log else c["mode"]}
+                for c in clouds["clouds"]
+            ]
         return gate, params
 
     def _radius(self) -> float:
@@ -1404,6 +1580,119 @@ class BlobGate(AdaptiveGate):
                 distance_square=1.0,
             )
         return _static_fallback(self.fallback, self.dims, "blob")
+
+
+#: side-scatter step, in the lymphocyte cloud's standard deviations, from the lymphocytes
+#: to a cloud of larger (granular) cells; a larger-FSC cloud nearer than that in SSC is
+#: the lymphocytes seen from a debris cloud below them
+_SSC_STEP = 3.0
+
+
+def _scatter_clouds(gm, X: np.ndarray, min_cloud: float) -> dict[str, Any]:
+    """The clouds of a scatter mixture and which of them are lymphocytes and larger cells.
+
+    A cloud is a mode of the fitted mixture density: each component climbs the density
+    (steepest ascent on a 160 x 160 grid over the data) from its mean, and components that
+    reach the same mode form one cloud (a population the mixture split in parts, or a
+    shoulder without a valley of its own, stays whole; after the modal clustering of Li,
+    Ray & Lindsay 2007, JMLR 8:1687). Clouds holding at least ``min_cloud`` of the events
+    are the major ones. The lymphocytes are the major cloud of lowest side scatter (small,
+    agranular cells), unless another major cloud has larger cells (forward scatter higher by
+    more than the candidate's standard deviation) at about the same side scatter (less
+    than ``_SSC_STEP`` of its standard deviations higher): the candidate then is debris or
+    dying cells below the lymphocytes, and the next one up is taken. Clouds whose mode
+    lies above the lymphocytes' on forward scatter and on side scatter by at least
+    ``_SSC_STEP`` standard deviations hold larger, granular cells (monocytes,
+    granulocytes). Every position is relative to the clouds of the
+    file: no scatter value of one instrument enters.
+
+    Returns ``core`` (the heaviest component of the lymphocyte cloud), ``member`` (cloud
+    index per component), ``larger`` (per component: in a larger-cell cloud) and
+    ``clouds`` (per cloud: ``mode``, ``weight``, ``role``).
+    """
+    means, weights, covs = gm.means_, gm.weights_, gm.covariances_
+    lo = np.percentile(X, 0.5, axis=0)
+    hi = np.percentile(X, 99.5, axis=0)
+    lo, hi = np.minimum(lo, means.min(axis=0)), np.maximum(hi, means.max(axis=0))
+    pad = 0.05 * (hi - lo) + 1e-9
+    n = 160
+    gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], n)
+    gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], n)
+    G = np.column_stack([np.repeat(gx, n), np.tile(gy, n)])
+    dens = gm.score_samples(G).reshape(n, n)  # [ix, iy]
+    # each cell points at the highest cell of its 3 x 3 neighbourhood (itself included)
+    padded = np.full((n + 2, n + 2), -np.inf)
+    padded[1:-1, 1:-1] = dens
+    best = np.full((n, n), -np.inf)
+    step = np.zeros((n, n, 2), dtype=np.intp)
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            nb = padded[1 + dx : n + 1 + dx, 1 + dy : n + 1 + dy]
+            better = nb > best
+            best[better] = nb[better]
+            step[better] = (dx, dy)
+    modes = []
+    for m in means:
+        ix = int(np.clip(np.searchsorted(gx, m[0]), 0, n - 1))
+        iy = int(np.clip(np.searchsorted(gy, m[1]), 0, n - 1))
+        for _ in range(4 * n):
+            dx, dy = step[ix, iy]
+            if dx == 0 and dy == 0:
+                break
+            ix, iy = ix + int(dx), iy + int(dy)
+        modes.append((ix, iy))
+    uniq = sorted(set(modes))
+    member = np.array([uniq.index(m) for m in modes], dtype=np.intp)
+    k = len(uniq)
+    cw = np.bincount(member, weights=weights, minlength=k)
+    mode_xy = np.array([(gx[ix], gy[iy]) for ix, iy in uniq])
+    # each cloud's spread: the standard deviations of its heaviest component
+    spread = np.zeros((k, 2))
+    for c in range(k):
+        comps = np.flatnonzero(member == c)
+        top = comps[int(np.argmax(weights[comps]))]
+        spread[c] = np.sqrt(np.diag(covs[top]))
+    major = np.flatnonzero(cw >= min_cloud)
+    if not len(major):
+        major = np.array([int(np.argmax(cw))])
+    order = major[np.argsort(mode_xy[major, 1])]
+    lym = int(order[0])
+    for c in order:
+        c = int(c)
+        debris = any(
+            mode_xy[d, 0] - mode_xy[c, 0] > spread[c, 0]
+            and mode_xy[d, 1] - mode_xy[c, 1] < _SSC_STEP * spread[c, 1]
+            for d in major
+            if d != c
+        )
+        if not debris:
+            lym = c
+            break
+    larger_cloud = (
+        (mode_xy[:, 0] > mode_xy[lym, 0])
+        & (mode_xy[:, 1] - mode_xy[lym, 1] >= _SSC_STEP * spread[lym, 1])
+        & (np.arange(k) != lym)
+    )
+    comps = np.flatnonzero(member == lym)
+    core = int(comps[int(np.argmax(weights[comps]))])
+    roles = []
+    for c in range(k):
+        if c == lym:
+            roles.append("lymphocytes")
+        elif larger_cloud[c]:
+            roles.append("larger cells")
+        elif mode_xy[c, 1] <= mode_xy[lym, 1] + spread[lym, 1] and mode_xy[c, 0] < mode_xy[lym, 0]:
+            roles.append("smaller (debris)")
+        else:
+            roles.append("other")
+    return {
+        "core": core,
+        "member": member,
+        "larger": larger_cloud[member],
+        "clouds": [
+            {"mode": mode_xy[c], "weight": float(cw[c]), "role": roles[c]} for c in range(k)
+        ],
+    }
 
 
 def _with_neighbours(

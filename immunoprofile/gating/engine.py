@@ -315,7 +315,8 @@ def apply_template(
                             f"{parent or 'the sample'} has {len(rows)} events (< {min_events})"
                         )
                     else:
-                        est.fit(cols, cache=caches.setdefault(parent, {}))
+                        controls = _control_values(est, masks, column, cols_of, label, pop.name)
+                        est.fit(cols, cache=caches.setdefault(parent, {}), controls=controls)
                     record = est.fitted_dict()
                     static = est.gate_
                     if est.fallback_:
@@ -362,6 +363,35 @@ def apply_template(
     return GatingResult(
         sample=sample, template=template, masks=masks, fitted=fitted, qc=qc, plan=plan
     )
+
+
+def _control_values(
+    est: AdaptiveGate,
+    masks: dict[str, np.ndarray],
+    column: dict[int, np.ndarray],
+    cols_of: dict[str, int],
+    label: str,
+    name: str,
+) -> dict[str, np.ndarray] | None:
+    """Per dimension with an internal control: the marker's values on the control
+    population (its mask minus the ``exclude`` populations), e.g. IgD on T cells."""
+    specs = est.control_specs()
+    if not specs:
+        return None
+    out: dict[str, np.ndarray] = {}
+    for dim, spec in specs.items():
+        names = [spec["population"], *spec.get("exclude", [])]
+        missing = [c for c in names if c not in masks]
+        if missing:
+            raise GatingError(
+                f"{label}: population {name!r}: control population(s) {missing} are not "
+                "gated before it (a control must come earlier in the template)"
+            )
+        keep = masks[spec["population"]].copy()
+        for ex in spec.get("exclude", []):
+            keep &= ~masks[ex]
+        out[dim] = column[cols_of[dim]][keep]
+    return out
 
 
 def _used_columns(events: np.ndarray, cols_of: dict[str, int]) -> dict[int, np.ndarray]:

@@ -1,0 +1,187 @@
+"""Agreement of the built-in templates with openCyto on the real HIPC Lyoplate tubes.
+
+``shared/realdata/lyoplate/`` (beside the repository, or under $IMMUNOPROFILE_REALDATA; see its
+MANIFEST, section I) holds two tubes of donor 12828 (B cell; DC/monocyte/NK) with openCyto's automated gating of the
+same events: every node's count and per-event membership (``opencyto_*.masks.npz``, bit-packed), and
+``opencyto_matched_reference.csv``, which pairs each population of this project with
+openCyto's node expression (``A & B``: events in both nodes, ``A | B``: in either) and
+denominator. This script gates each file with its built-in template as a user would
+(``apply_template(read_fcs(file), "b_cells")``) and reports per matched population:
+percent of parent here and there, the difference in percentage points, whether it meets
+the target (within 3 pp; for ``kind`` ``upper``/``lower`` on the right side of openCyto's
+bound, which is then only a bound), per-event F1 against openCyto's numerator, and the
+gate's fallback/control record.
+
+    python benchmarks/lyoplate_agreement.py                  # prints the table
+    python benchmarks/lyoplate_agreement.py --out docs/lyoplate_agreement.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from immunoprofile.gating.engine import apply_template  # noqa: E402
+from immunoprofile.io.fcs import read_fcs  # noqa: E402
+
+REALDATA = Path(os.environ.get("IMMUNOPROFILE_REALDATA", ROOT.parent / "shared" / "realdata"))
+LYOPLATE = REALDATA / "lyoplate"
+#: which built-in template a tube's file is gated with
+TEMPLATE_OF = {"B cell": "b_cells", "DC/Mono/NK": "nk_cells"}
+#: the issue's targets: |difference| <= 3 pp, per-event F1 >= 0.90 for these populations
+MAX_DIFF_PP = 3.0
+F1_MIN = 0.90
+F1_POPULATIONS = ("lymphocytes", "live", "B", "B_naive", "NK")
+
+
+def node_names(populations_csv: Path) -> dict[str, str]:
+    """openCyto node name -> its mask key in the npz (``|``-separated path)."""
+    pops = pd.read_csv(populations_csv)
+    out: dict[str, str] = {}
+    for name, path in zip(pops["name"], pops["path"]):
+        if path == "root":
+            out["root"] = "root"
+        else:
+            out[str(name)] = str(path).replace("/", "|")
+    return out
+
+
+def reference_mask(expr: str, masks, names: dict[str, str]) -> np.ndarray:
+    """Per-event mask of an openCyto expression: node names joined by ``|`` (union) of
+    terms joined by ``&`` (intersection), e.g. ``lymph & CD16-CD56+``."""
+    n = int(np.asarray(masks["n"]).ravel()[0])
+    out = None
+    for term in expr.split(" | "):
+        part = None
+        for name in term.split(" & "):
+            m = unpack(masks[names[name.strip()]], n)
+            part = m if part is None else part & m
+        out = part if out is None else out | part
+    if out is None:
+        raise ValueError(f"empty openCyto expression {expr!r}")
+    return out
+
+
+def unpack(stored: np.ndarray, n: int) -> np.ndarray:
+    """A node's boolean mask over ``n`` events (the npz keeps them bit-packed, uint8)."""
+    stored = np.asarray(stored)
+    if stored.dtype == bool and len(stored) == n:
+        return stored
+    return np.unpackbits(stored.astype(np.uint8), count=n).astype(bool)
+
+
+def f1_score(a: np.ndarray, b: np.ndarray) -> float:
+    denom = int(a.sum()) + int(b.sum())
+    return 2.0 * int(np.count_nonzero(a & b)) / denom if denom else 1.0
+
+
+def meets(kind: str, diff: float) -> bool:
+    """The issue's count target for one row: within MAX_DIFF_PP of a ``match`` row; for an
+    ``upper`` bound at or below openCyto (up to MAX_DIFF_PP above); ``lower`` at or above."""
+    if kind == "upper":
+        return diff <= MAX_DIFF_PP
+    if kind == "lower":
+        return diff >= -MAX_DIFF_PP
+    return abs(diff) <= MAX_DIFF_PP
+
+
+def compare_sample(
+    folder: Path, sample: str, ref: pd.DataFrame, seed: int = 0, templates: Path | None = None
+) -> pd.DataFrame:
+    """One row per matched population of ``sample`` (rows of ``ref`` for it); the template
+    is the built-in one, or the file of that name in ``templates``."""
+    rows = ref[ref["sample"] == sample]
+    template = TEMPLATE_OF[str(rows["panel"].iloc[0])]
+    spec = template if templates is None else str(templates / f"{template}.json")
+    res = apply_template(read_fcs(folder / f"{sample}.fcs"), spec, seed=seed)
+    masks = np.load(folder / f"opencyto_{sample}.masks.npz")
+    names = node_names(folder / f"opencyto_{sample}.populations.csv")
+    flags = {}
+    for q in res.qc:
+        flags.setdefault(q["population"], []).append(f"{q['flag']}: {q['detail']}")
+    out = []
+    for r in rows.itertuples(index=False):
+        pop, den = r.library_population, r.library_denominator
+        mine = res.masks[pop]
+        parent = np.ones_like(mine) if den == "root" else res.masks[den]
+        pct = 100.0 * mine.sum() / max(int(parent.sum()), 1)
+        theirs = reference_mask(r.opencyto_numerator, masks, names)
+        diff = pct - float(r.opencyto_percent)
+        rec = res.fitted.get(pop, {})
+        out.append(
+            {
+                "sample": sample,
+                "template": template,
+                "population": pop,
+                "of": den,
+                "kind": r.kind,
+                "immunoprofile %": round(float(pct), 2),
+                "openCyto %": round(float(r.opencyto_percent), 2),
+                "difference (pp)": round(float(diff), 2),
+                "meets": meets(r.kind, diff),
+                "F1": round(f1_score(mine, theirs), 3),
+                "fallback": bool(rec.get("fallback", False)),
+                "control": _control(rec),
+                "flags": "; ".join(flags.get(pop, [])),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def _control(rec: dict) -> str:
+    """What the gate's cut(s) came from, from the fitted record (``params``)."""
+    params = rec.get("params") or {}
+    found = []
+    for key, val in params.items():
+        if isinstance(val, dict) and val.get("control"):
+            found.append(f"{key}: {val['control']}")
+    if params.get("control"):
+        found.append(str(params["control"]))
+    return "; ".join(found)
+
+
+def run(folder: Path = LYOPLATE, seed: int = 0, templates: Path | None = None) -> pd.DataFrame:
+    """The comparison table for every sample of ``opencyto_matched_reference.csv``."""
+    ref = pd.read_csv(folder / "opencyto_matched_reference.csv")
+    return pd.concat(
+        [compare_sample(folder, s, ref, seed, templates) for s in ref["sample"].unique()],
+        ignore_index=True,
+    )
+
+
+def f1_misses(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the F1-targeted populations below F1_MIN."""
+    t = table[table["population"].isin(F1_POPULATIONS)]
+    return t[t["F1"] < F1_MIN]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=LYOPLATE)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="write the table as markdown")
+    ap.add_argument("--templates", type=Path, default=None, help="folder of template files")
+    args = ap.parse_args(argv)
+    if not (args.data / "opencyto_matched_reference.csv").exists():
+        print(f"no Lyoplate data in {args.data}", file=sys.stderr)
+        return 1
+    table = run(args.data, args.seed, args.templates)
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(table.drop(columns=["flags"]).to_string(index=False))
+    misses = int((~table["meets"]).sum()) + len(f1_misses(table))
+    print(f"\n{misses} target miss(es)")
+    if args.out is not None:
+        args.out.write_text(table.to_markdown(index=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""Trunk gates found by biology (the lymphocyte cloud as the major scatter cloud of lowest
+side scatter, whatever the scatter scale) and unimodal markers cut from an internal
+control population of the same file, on hand-made events with known membership."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from immunoprofile.exceptions import GatingError
+from immunoprofile.gating.adaptive import BlobGate, DensityMinimumGate
+from immunoprofile.gating.engine import apply_template
+from immunoprofile.gating.template import validate_template
+from immunoprofile.sample import Sample, make_channel_table
+
+
+def _clouds(rng, spec):
+    """Log-normal scatter clouds: spec = [(n, (fsc, ssc), (sd_fsc, sd_ssc)), ...]."""
+    parts, labels = [], []
+    for k, (n, centre, sd) in enumerate(spec):
+        parts.append(rng.lognormal(np.log(centre), sd, (n, 2)))
+        labels.append(np.full(n, k))
+    return np.vstack(parts), np.concatenate(labels)
+
+
+def _whole_blood(rng, scale=1.0):
+    """Whole blood: granulocytes 60 % (the heaviest cloud), lymphocytes 30 %, monocytes
+    8 %, debris 2 %. Cloud 1 is the lymphocytes."""
+    X, lab = _clouds(
+        rng,
+        [
+            (12_000, (0.55, 0.45), (0.07, 0.12)),  # granulocytes
+            (6_000, (0.30, 0.06), (0.06, 0.15)),  # lymphocytes
+            (1_600, (0.45, 0.16), (0.07, 0.15)),  # monocytes
+            (400, (0.10, 0.03), (0.25, 0.4)),  # debris
+        ],
+    )
+    return X * scale, lab
+
+
+@pytest.mark.parametrize("scale", [1.0, 262_144.0, 1e-3])
+def test_lymphocytes_are_the_low_ssc_cloud_not_the_heaviest(scale):
+    """In whole blood the granulocytes are the heaviest cloud; `select="lymphocytes"`
+    takes the lymphocytes, and leaves out granulocytes and monocytes, at any scatter
+    scale (the same events times 1, 262,144 or 1/1000)."""
+    X, lab = _whole_blood(np.random.default_rng(1), scale)
+    cols = [X[:, 0], X[:, 1]]
+    g = BlobGate(n_components=6, select="lymphocytes", exclude_larger=0.67).fit(X)
+    m = g.mask(cols)
+    assert not g.fallback_
+    assert m[lab == 1].mean() > 0.97
+    assert m[lab == 0].mean() < 0.01
+    assert m[lab == 2].mean() < 0.10
+    roles = {c["role"] for c in g.params_["clouds"]}
+    assert {"lymphocytes", "larger cells"} <= roles
+
+
+def test_lymphocyte_cloud_found_when_monocytes_outweigh_a_split_lymphocyte_cloud():
+    """PBMC whose lymphocytes the mixture splits in parts (a small-lymphocyte and a
+    large-lymphocyte cloud next to each other) while the monocytes are one tight cloud:
+    the modes of the mixture density keep the lymphocytes whole."""
+    rng = np.random.default_rng(7)
+    X, lab = _clouds(
+        rng,
+        [
+            (5_000, (0.28, 0.07), (0.05, 0.12)),
+            (4_000, (0.32, 0.09), (0.06, 0.14)),
+            (5_500, (0.50, 0.25), (0.05, 0.08)),  # monocytes, the heaviest single cloud
+        ],
+    )
+    g = BlobGate(n_components=6, select="lymphocytes", exclude_larger=0.67).fit(X)
+    m = g.mask([X[:, 0], X[:, 1]])
+    assert m[lab < 2].mean() > 0.97
+    assert m[lab == 2].mean() < 0.02
+
+
+def test_debris_below_the_lymphocytes_is_not_taken_for_them():
+    """A major debris cloud at lower forward scatter and about the lymphocytes' side
+    scatter is not the lymphocyte cloud, though its side scatter is the lowest."""
+    rng = np.random.default_rng(3)
+    X, lab = _clouds(
+        rng,
+        [
+            (3_000, (0.10, 0.045), (0.10, 0.12)),  # debris, lowest SSC
+            (8_000, (0.35, 0.06), (0.05, 0.12)),  # lymphocytes
+            (2_000, (0.55, 0.22), (0.06, 0.12)),  # monocytes
+        ],
+    )
+    g = BlobGate(n_components=6, select="lymphocytes", exclude_larger=0.67).fit(X)
+    roles = {tuple(np.round(c["mode"], 2)): c["role"] for c in g.params_["clouds"]}
+    lym = [m for m, r in roles.items() if r == "lymphocytes"]
+    assert len(lym) == 1 and 0.28 < lym[0][0] < 0.42
+    m = g.mask([X[:, 0], X[:, 1]])
+    assert m[lab == 1].mean() > 0.97
+    assert m[lab == 2].mean() < 0.02
+
+
+def test_blob_rejects_bad_min_cloud():
+    from immunoprofile.exceptions import TemplateError
+
+    with pytest.raises(TemplateError, match="min_cloud"):
+        BlobGate(select="lymphocytes", min_cloud=0.7)
+
+
+# --- unimodal markers against an internal control -----------------------------------------
+
+
+def test_unimodal_marker_cut_from_negative_control_population():
+    """IgD with one peak on B cells: the cut is the 99th percentile of IgD on T cells
+    (known negative), computed here independently."""
+    rng = np.random.default_rng(0)
+    b = rng.normal(0.6, 0.08, 5_000)
+    t = rng.normal(0.3, 0.04, 8_000)
+    spec = {"population": "T", "kind": "negative", "quantile": 0.99}
+    g = DensityMinimumGate(("IgD",), side="+", control=spec, fallback=0.45)
+    g.fit(b, controls={"IgD": t})
+    assert not g.fallback_
+    assert g.threshold_ == pytest.approx(float(np.quantile(t, 0.99)))
+    assert "negative control population T" in g.params_["control"]
+    assert "1 density peak" in g.params_["why"]
+    # no control values: the fixed cut, flagged as a fallback with every reason
+    g2 = DensityMinimumGate(("IgD",), side="+", control=spec, fallback=0.45).fit(b)
+    assert g2.fallback_ and g2.threshold_ == 0.45
+    assert "no values of control population T" in g2.reason_
+
+
+def test_positive_control_and_bimodal_parent_keeps_its_valley():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0.2, 0.05, 4000), rng.normal(0.7, 0.05, 4000)])
+    pos = rng.normal(0.8, 0.05, 3000)
+    spec = {"population": "P", "kind": "positive", "quantile": 0.95}
+    g = DensityMinimumGate(("M",), control=spec, search=(0.3, 0.6)).fit(x, controls={"M": pos})
+    assert 0.4 < g.threshold_ < 0.5  # two peaks: the valley, not the control
+    assert g.params_["control"] == "density valley of the parent"
+    one = rng.normal(0.5, 0.1, 5000)
+    g = DensityMinimumGate(("M",), control=spec).fit(one, controls={"M": pos})
+    assert g.threshold_ == pytest.approx(float(np.quantile(pos, 0.05)))
+
+
+def test_mixture_cut_only_when_the_data_support_two_components():
+    rng = np.random.default_rng(2)
+    # two overlapping populations: one density peak, but a clear two-component mixture
+    x = np.concatenate([rng.normal(0.40, 0.05, 6000), rng.normal(0.53, 0.05, 3000)])
+    g = DensityMinimumGate(("M",), mixture=True, min_prominence=0.2, fallback=0.9).fit(x)
+    assert not g.fallback_
+    assert g.params_["control"] == "two-component mixture of the parent"
+    assert 0.45 < g.threshold_ < 0.55
+    # one Gaussian: no mixture cut, the fixed cut with the reasons
+    g = DensityMinimumGate(("M",), mixture=True, fallback=0.9).fit(rng.normal(0.5, 0.05, 9000))
+    assert g.fallback_ and g.threshold_ == 0.9
+    assert "not supported" in g.reason_
+
+
+def _engine_sample(n=20_000, seed=0):
+    """CD3+ T cells (60 %) with no IgD; CD3- B cells whose IgD has one peak, 80 % above the
+    T cells' range (IgD+) and 20 % inside it (IgD-)."""
+    rng = np.random.default_rng(seed)
+    t = rng.random(n) < 0.6
+    igd_pos = ~t & (rng.random(n) < 0.8)
+    cd3 = np.where(t, rng.normal(0.7, 0.05, n), rng.normal(0.2, 0.05, n))
+    igd = np.where(t, rng.normal(0.30, 0.03, n), np.where(igd_pos, 0.55, 0.32))
+    igd = igd + np.where(t, 0.0, rng.normal(0.0, 0.05, n))
+    ev = np.column_stack([cd3, igd]).astype(np.float32)
+    ch = make_channel_table(["A-A", "B-A"], ["CD3", "IgD"], ranges=[1024.0, 1024.0])
+    return Sample(ev, ch, name="ctl"), t
+
+
+CONTROL_TEMPLATE = {
+    "name": "ctl",
+    "compensation": "none",
+    "transforms": None,
+    "populations": [
+        {"name": "T", "gate": {"type": "density_min", "dims": ["CD3"], "side": "+"}},
+        {"name": "nonT", "gate": {"type": "density_min", "dims": ["CD3"], "side": "-"}},
+        {
+            "name": "IgD+",
+            "parent": "nonT",
+            "gate": {
+                "type": "density_min",
+                "dims": ["IgD"],
+                "side": "+",
+                "min_prominence": 0.5,
+                "fallback": 0.1,
+                "control": {"population": "T", "quantile": 0.99},
+            },
+        },
+    ],
+}
+
+
+def test_engine_passes_the_control_population_and_records_it():
+    s, t = _engine_sample()
+    res = apply_template(s, validate_template(CONTROL_TEMPLATE))
+    rec = res.fitted["IgD+"]
+    assert not rec["fallback"]
+    igd = s.events[:, 1].astype(np.float64)
+    expected = float(np.quantile(igd[res.masks["T"]], 0.99))
+    assert rec["params"]["threshold"] == pytest.approx(expected, rel=1e-6)
+    assert rec["params"]["control"].startswith("negative control population T")
+    assert not [q for q in res.qc if q["population"] == "IgD+"]
+
+
+def test_engine_control_must_be_gated_first():
+    spec = dict(CONTROL_TEMPLATE)
+    pops = [dict(p) for p in spec["populations"]]
+    pops[2] = {**pops[2], "gate": {**pops[2]["gate"], "control": {"population": "later"}}}
+    pops.append({"name": "later", "gate": {"type": "range", "dims": ["CD3"], "min": 0.5}})
+    s, _ = _engine_sample(2_000)
+    with pytest.raises(GatingError, match="control population.*later.*earlier"):
+        apply_template(s, validate_template({**spec, "populations": pops}))
