@@ -1,25 +1,15 @@
 """The built-in b_cells and nk_cells templates on the real HIPC Lyoplate tubes against
 openCyto's automated gating of the same events (MANIFEST section I): counts and per-event
-membership (benchmarks/lyoplate_agreement.py; skipped when the real data are absent).
-
-While a built-in template cannot start on a tube (no spillover keyword, no FSC-H, no CD14
-in the B-cell tube, Lineage instead of CD3/CD19 in the NK tube), the test gates with a
-copy adapted the way a user would adapt it (``_adapted``); the gates under test (scatter,
-viability, CD3, CD19, IgD/CD27, CD56) are the built-in ones unchanged."""
+membership (benchmarks/lyoplate_agreement.py; skipped when the real data are absent)."""
 
 from __future__ import annotations
-
-import copy
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from benchmarks import lyoplate_agreement as la
-from immunoprofile.exceptions import ImmunoprofileError
 from immunoprofile.gating.engine import apply_template
-from immunoprofile.gating.template import _SOURCE_TEMPLATES, validate_template
 from immunoprofile.io.fcs import read_fcs
 
 pytestmark = pytest.mark.realdata
@@ -36,54 +26,14 @@ def lyoplate(realdata):
     return folder
 
 
-def _adapted(name: str) -> dict:
-    """The built-in template, adapted to start on a Lyoplate tube: compensation only when
-    the file has a spillover, no FSC-H singlet gate, viability alone where the tube has no
-    CD14, Lineage for CD3 and CD56 alone for NK in the DC/monocyte/NK tube."""
-    spec = json.loads((_SOURCE_TEMPLATES / f"{name}.json").read_text())
-    spec = copy.deepcopy(spec)
-    spec["compensation"] = "auto"
-    spec.setdefault("aliases", {})["Viability"] = ["Live"]
-    pops = []
-    for p in spec["populations"]:
-        if p["name"] == "singlets":
-            continue
-        if p["parent"] == "singlets":
-            p["parent"] = "lymphocytes"
-        g = p["gate"]
-        if name == "b_cells" and p["name"] == "live":
-            g["dims"], g["signs"] = ["Viability"], ["-"]
-            g["per_dim"].pop("CD14")
-        if name == "nk_cells" and p["name"] == "nonT":
-            g["dims"] = ["Lineage"]
-        if name == "nk_cells" and p["name"] == "NK":
-            p["gate"] = {**g["method"], "dims": ["CD56"], "side": "+"}
-        pops.append(p)
-    spec["populations"] = pops
-    return spec
-
-
-def _gate_raw(raw, name, seed=0):
-    """Gate with the built-in template as a user would; adapted only if it cannot start."""
-    try:
-        return apply_template(raw, name, seed=seed)
-    except ImmunoprofileError:
-        return apply_template(raw, validate_template(_adapted(name)), seed=seed)
-
-
 def _gate(folder, sample: str, name: str):
-    return _gate_raw(read_fcs(folder / f"{sample}.fcs"), name)
+    return apply_template(read_fcs(folder / f"{sample}.fcs"), name)
 
 
 @pytest.fixture(scope="module")
 def table(lyoplate):
-    """The comparison table of the benchmark, gating through ``_gate_raw``."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(la, "apply_template", _gate_raw)
-    try:
-        return la.run(lyoplate)
-    finally:
-        mp.undo()
+    """The comparison table of the benchmark (the built-in templates, as a user runs them)."""
+    return la.run(lyoplate)
 
 
 def _row(table: pd.DataFrame, sample: str, pop: str) -> pd.Series:
