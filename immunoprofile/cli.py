@@ -181,6 +181,15 @@ def _parse_effect(text: str) -> tuple[str, float]:
     is_flag=True,
     help="Write bare marker names in $PnS (no fluorochrome suffixes).",
 )
+@click.option(
+    "--tube",
+    "tube_args",
+    multiple=True,
+    metavar="NAME=M1,M2,...",
+    help="Several tubes per visit: one file per tube with only these markers, e.g. "
+    "--tube tcell=CD3,CD4,CD8,CD25,CD127,FOXP3,CD45RA,Viability,CD14 "
+    "--tube bcell=CD3,CD19,CD20,IgD,CD27,CD38,CD24,Viability. Repeatable.",
+)
 def simulate(
     out_dir: str,
     patients: int,
@@ -191,6 +200,7 @@ def simulate(
     effect_args: tuple[str, ...],
     no_effects: bool,
     plain_markers: bool,
+    tube_args: tuple[str, ...],
 ) -> None:
     """Simulate a trial cohort: FCS files, samplesheet.csv and per-event truth.
 
@@ -203,6 +213,16 @@ def simulate(
     effects = {} if no_effects else dict(DEFAULT_EFFECTS)
     effects.update(_parse_effect(e) for e in effect_args)
     visit_list = [v.strip() for v in visits.split(",") if v.strip()]
+    tubes = None
+    if tube_args:
+        tubes = {}
+        for arg in tube_args:
+            name, _, markers = arg.partition("=")
+            if not name.strip() or not markers.strip():
+                raise click.BadParameter(
+                    f"expected NAME=M1,M2,..., got {arg!r}", param_hint="--tube"
+                )
+            tubes[name.strip()] = [m.strip() for m in markers.split(",") if m.strip()]
     try:
         info = simulate_cohort(
             out_dir,
@@ -213,6 +233,7 @@ def simulate(
             effects=effects,
             drift=drift,
             plain_markers=plain_markers,
+            tubes=tubes,
         )
     except ImmunoprofileError as exc:
         fail(str(exc))
@@ -410,7 +431,11 @@ def templates_check(template: str, files: tuple[str, ...], compensation: str | N
     "-t",
     "template",
     required=True,
-    help="Built-in template name (tregs, th17, ...) or a template JSON file.",
+    multiple=True,
+    help="Built-in template name (tregs, th17, ...) or a template JSON file; for several "
+    "tubes per visit, TUBE=TEMPLATE once per tube (--template tcell=tregs --template "
+    "bcell=b_cells), plus optionally one plain template for any other tube. A samplesheet "
+    "'template' column names a file's template and wins.",
 )
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option(
@@ -465,7 +490,7 @@ def templates_check(template: str, files: tuple[str, ...], compensation: str | N
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
 def gate_cmd(
-    template: str,
+    template: tuple[str, ...],
     files: tuple[str, ...],
     out: str,
     samplesheet: str | None,
@@ -499,8 +524,12 @@ def gate_cmd(
 
     from immunoprofile.cohort import CLASH_ERROR
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.gating.run import gate
+    from immunoprofile.gating.run import gate, parse_template_args
 
+    try:
+        templates = parse_template_args(template)
+    except ImmunoprofileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--template") from None
     if out is None:
         from immunoprofile._files import default_output_folder
 
@@ -512,7 +541,7 @@ def gate_cmd(
         with _clash_warnings_to_terminal():
             res = gate(
                 list(files),
-                template,
+                templates,
                 samplesheet=samplesheet,
                 pattern=pattern,
                 jobs=jobs,
@@ -531,19 +560,22 @@ def gate_cmd(
     errors = res.errors()
     failed = errors[errors["error_type"] != CLASH_ERROR]
     if not quiet:
-        t = Table(
-            title=f"{len(summary)} file(s) gated with {getattr(res.template, 'name', template)}"
-        )
-        for col in ("sample", "patient", "visit", "events", "status", "qc flags"):
+        t = Table(title=f"{len(summary)} file(s) gated with {res.template_names()}")
+        tubes = "tube" in summary.columns
+        cols = ("sample", "patient", "visit", *(("tube",) if tubes else ()), "events", "status",
+                "qc flags")  # fmt: skip
+        for col in cols:
             t.add_column(col, justify="right" if col in ("events", "qc flags") else "left")
         for row in summary.itertuples():
             status = "[green]ok[/green]" if row.status == "ok" else f"[red]{row.status}[/red]"
             if row.status == CLASH_ERROR:
                 status = "[red]identity clash[/red]"
             events = f"{int(row.events):,}" if row.status in ("ok", CLASH_ERROR) else "-"
+            tube = (row.tube or "-",) if tubes else ()
             t.add_row(
-                row.sample, row.patient or "-", row.visit or "-", events, status, str(row.qc_flags)
-            )
+                row.sample, row.patient or "-", row.visit or "-", *tube, events, status,
+                str(row.qc_flags),
+            )  # fmt: skip
         Console().print(t)
     click.echo(
         f"wrote {len(table)} population rows for {len(summary) - res.n_failed} sample(s) to "

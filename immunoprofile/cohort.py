@@ -38,7 +38,7 @@ DEFAULT_VISIT_KEYWORDS: tuple[str, ...] = ("VISIT", "VISIT_ID", "TIMEPOINT", "TI
 DEFAULT_TUBE_KEYWORDS: tuple[str, ...] = ("TUBE", "TUBE_NAME", "TUBE NAME")
 
 SAMPLESHEET_REQUIRED = ("file", "patient", "visit")
-SAMPLESHEET_OPTIONAL = ("tube", "lymphocytes_per_ul")
+SAMPLESHEET_OPTIONAL = ("tube", "lymphocytes_per_ul", "template")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class Identity:
     lymphocytes_per_ul : absolute lymphocyte count of the blood sample, if known.
     source : where the identity came from: ``samplesheet``, ``pattern``, ``keywords`` or
         ``none``.
+    template : the gating template the samplesheet's ``template`` column names for this
+        file (empty when none: the tube's template, or the one template of the run).
     """
 
     file: str
@@ -63,6 +65,7 @@ class Identity:
     tube: str = ""
     lymphocytes_per_ul: float | None = None
     source: str = "none"
+    template: str = ""
 
     @property
     def known(self) -> bool:
@@ -124,8 +127,9 @@ def _clean(value: object) -> str:
 def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
     """Read and check a samplesheet CSV.
 
-    Returns a DataFrame with columns ``file, patient, visit, tube, lymphocytes_per_ul,
-    row`` (``row`` is the 1-based line in the CSV, header being line 1, for messages).
+    Returns a DataFrame with columns ``file, patient, visit, tube, template,
+    lymphocytes_per_ul, row`` (``row`` is the 1-based line in the CSV, header being line
+    1, for messages; ``template`` names the gating template of that file, optional).
 
     Raises
     ------
@@ -154,6 +158,7 @@ def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
             "patient": raw["patient"].map(_clean),
             "visit": raw["visit"].map(_clean),
             "tube": raw["tube"].map(_clean) if "tube" in raw.columns else "",
+            "template": raw["template"].map(_clean) if "template" in raw.columns else "",
             "row": range(2, len(raw) + 2),
         }
     )
@@ -392,6 +397,7 @@ def resolve_identities(
                     r["tube"],
                     None if lym is None else float(lym),
                     "samplesheet",
+                    str(r["template"]) if "template" in sheet.columns else "",
                 )  # fmt: skip
             )
             continue

@@ -43,6 +43,7 @@ from immunoprofile import stats as _stats
 from immunoprofile._files import atomic_write_text
 from immunoprofile.cohort import CLASH_COLUMN
 from immunoprofile.exceptions import ComparisonError
+from immunoprofile.quantify import tube_labels
 
 MEASURES = ("percent_of_parent", "percent_of_lymphocytes", "cells_per_ul")
 MEASURE_UNITS = {
@@ -282,7 +283,8 @@ def compare(
         Required columns missing, no row with a patient and visit (the samples are named),
         the baseline or a follow-up visit absent from the table, or an unknown measure.
     """
-    df = _read_table(table)
+    # a population measured in two tubes stays two populations (``lymphocytes [tcell]``)
+    df = tube_labels(_read_table(table))
     where = "population table"
     need = {"patient", "visit", "population"}
     missing = sorted(need - set(df.columns))

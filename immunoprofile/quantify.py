@@ -94,24 +94,54 @@ _DTYPES = {
 }
 
 
+def tube_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with the tube in the name of every population measured in more than one
+    tube (``lymphocytes [tcell]``, ``lymphocytes [bcell]``; parents alike), so that tables
+    keyed by population keep one value per tube instead of merging them. Unchanged when
+    the table has no ``tube`` column or no population in two tubes."""
+    if "tube" not in table.columns or table.empty:
+        return table
+    tubes = table["tube"].fillna("").astype(str)
+    if not (tubes != "").any():
+        return table
+    per_pop = tubes.groupby(table["population"].astype(str)).nunique()
+    shared = set(per_pop.index[per_pop > 1])
+    if not shared:
+        return table
+
+    def label(names: pd.Series) -> list[str]:
+        return [f"{p} [{tb}]" if str(p) in shared and tb else p for p, tb in zip(names, tubes)]
+
+    out = table.copy()
+    out["population"] = label(out["population"])
+    if "parent" in out.columns:
+        out["parent"] = label(out["parent"])
+    return out
+
+
 def per_visit(table: pd.DataFrame, value: str = "percent_of_parent") -> dict[str, pd.DataFrame]:
     """Wide tables, one per visit: rows are patients, columns populations, cells ``value``.
 
     Files without a patient are listed by sample name; files without a visit go to the
-    ``"unassigned"`` table. When one patient has several files in a visit (several tubes),
-    rows are labelled ``patient/sample``. Populations keep the order of the tidy table.
+    ``"unassigned"`` table. With a ``tube`` column, a patient's tubes fill one row and a
+    population measured in two tubes gets a column per tube (`tube_labels`); when one
+    patient has several files of one tube in a visit (or several files and no tube
+    column), rows are labelled ``patient/sample``. Populations keep the order of the tidy
+    table.
     """
     if value not in table.columns:
         raise KeyError(f"population table has no column {value!r}; it has {list(table.columns)}")
     if table.empty:
         return {}
-    t = table.copy()
+    t = tube_labels(table).copy()
     t["visit"] = t["visit"].fillna("").replace("", UNASSIGNED_VISIT)
     t["row"] = t["patient"].fillna("").where(t["patient"].fillna("") != "", t["sample"])
     populations = list(dict.fromkeys(t["population"]))
+    # one file per tube is one patient's row; only two files of one tube need two rows
+    per_row = ["row", "tube"] if "tube" in t.columns else ["row"]
     out: dict[str, pd.DataFrame] = {}
     for visit, sub in t.groupby("visit", sort=False):
-        rows_per_label = sub.groupby("row")["sample"].nunique()
+        rows_per_label = sub.groupby(per_row)["sample"].nunique().groupby(level=0).max()
         multi = set(rows_per_label.index[rows_per_label > 1])
         sub = sub.copy()
         is_multi = sub["row"].isin(multi)

@@ -228,6 +228,26 @@ class GateResults:
     seed: int = 0
     clashes: list[IdentityClash] = field(default_factory=list)
     compensation: Any = None
+    templates: list[Any] = field(default_factory=list, repr=False)
+
+    def template_of(self, i: int) -> Any:
+        """The template file ``i`` was gated with (its tube's, in a run of several)."""
+        if self.templates and self.templates[i] is not None:
+            return self.templates[i]
+        return self.template
+
+    def template_names(self) -> str:
+        """The template's name, or the names of the templates of the tubes (``tregs,
+        b_cells``), in order of first use."""
+        used = [self.template_of(i) for i in range(len(self.identities))]
+        names = dict.fromkeys(_template_name(t) for t in used if t is not None)
+        return ", ".join(n for n in names if n) or _template_name(self.template)
+
+    @property
+    def tubes(self) -> bool:
+        """True when any file names a tube: the tables then carry a ``tube`` column."""
+        return any(ident.tube for ident in self.identities)
+
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # --- lookup ------------------------------------------------------------------------
@@ -278,6 +298,11 @@ class GateResults:
                     )
                 )
             table = concat_tables(parts)
+            if self.tubes and len(table):
+                # which tube each row was measured in: a population in two tubes (the
+                # lymphocytes of each) stays two rows, told apart by this column
+                tube = {i.sample: i.tube for i in self.identities}
+                table.insert(table.columns.get_loc("visit") + 1, "tube", table["sample"].map(tube))
             if self.clashes:
                 # every gated file keeps its rows; the flag says which ones are ambiguous
                 table[CLASH_COLUMN] = table["sample"].isin(self.clashing_samples)
@@ -395,8 +420,13 @@ class GateResults:
                     "file": ident.file,
                 }
             )
+        df = pd.DataFrame(rows)
+        if self.tubes:
+            df.insert(3, "tube", [i.tube for i in self.identities])
+            df.insert(4, "template", [_template_name(self.template_of(k)) if self.template_of(k)
+                                      is not None else "" for k in range(len(df))])  # fmt: skip
         # events stay integers when some files failed (an empty cell, not 20000.0)
-        return pd.DataFrame(rows).astype({"events": "Int64"})
+        return df.astype({"events": "Int64"})
 
     def identity_table(self) -> pd.DataFrame:
         """Patient, visit, tube and lymphocyte count of each file, and where they came from."""
@@ -415,16 +445,16 @@ class GateResults:
     def _per_gated_file(self, part: Callable[[FileOutcome], dict[str, Any]]) -> dict[str, Any]:
         """``{sample: {file, patient, visit, **part(outcome)}}`` of every gated file, in
         input order (the JSON layout of gates.json and provenance.json)."""
-        return {
-            ident.sample: {
-                "file": ident.file,
-                "patient": ident.patient,
-                "visit": ident.visit,
-                **part(o),
-            }
-            for ident, o in zip(self.identities, self.outcomes)
-            if o.ok
-        }
+        out = {}
+        for i, (ident, o) in enumerate(zip(self.identities, self.outcomes)):
+            if not o.ok:
+                continue
+            head = {"file": ident.file, "patient": ident.patient, "visit": ident.visit}
+            if self.tubes:
+                head["tube"] = ident.tube
+                head["template"] = _template_name(self.template_of(i))
+            out[ident.sample] = {**head, **part(o)}
+        return out
 
     def provenance_table(self) -> pd.DataFrame:
         """One row per gated file: compensation source and the transforms applied, with
@@ -444,10 +474,11 @@ class GateResults:
             for k in [k for k in self._cache if k.startswith("result:")]:
                 del self._cache[k]
             sample_i = _load(self.items[i])
+            tpl = self.template_of(i)
             self._cache[key] = (
-                _apply(sample_i, self.template, self.seed)
+                _apply(sample_i, tpl, self.seed)
                 if self.compensation is None
-                else _apply(sample_i, self.template, self.seed, self.compensation)
+                else _apply(sample_i, tpl, self.seed, self.compensation)
             )
         return self._cache[key]
 
@@ -484,7 +515,7 @@ class GateResults:
 
         def _json(name: str, samples: dict[str, Any]) -> Path:
             text = json.dumps(
-                {"template": _template_name(self.template), "samples": samples},
+                {"template": self.template_names(), "samples": samples},
                 indent=1,
                 allow_nan=False,
             )
@@ -700,10 +731,23 @@ def _run_dask(
     except OSError as exc:
         raise ImmunoprofileError(f"cannot connect to Dask scheduler {scheduler!r}: {exc}") from None
     try:
-        template = tasks[0][4]
-        tpl = client.scatter(template, broadcast=True)
+        scattered: dict[int, Any] = {}
+        for t in tasks:
+            if id(t[4]) not in scattered:
+                scattered[id(t[4])] = client.scatter(t[4], broadcast=True)
         futures = [
-            client.submit(_gate_one, t[0], t[1], t[2], t[3], tpl, t[5], t[6], t[7], pure=False)
+            client.submit(
+                _gate_one,
+                t[0],
+                t[1],
+                t[2],
+                t[3],
+                scattered[id(t[4])],
+                t[5],
+                t[6],
+                t[7],
+                pure=False,
+            )  # fmt: skip
             for t in tasks
         ]
         outs: list[FileOutcome | None] = [None] * len(tasks)
@@ -725,6 +769,84 @@ def _resolve_template(template: Any) -> Any:
     return template
 
 
+#: the key of a template mapping that serves files whose tube the mapping does not name
+ANY_TUBE = "*"
+
+
+def parse_template_args(values: Sequence[str]) -> str | dict[str, str]:
+    """``--template`` values: one template, or ``tube=template`` pairs (``tcell=tregs``)
+    plus at most one plain template for files of any other tube. Returns the one template,
+    or ``{tube: template}`` with the plain one under `ANY_TUBE`."""
+    plain = [v for v in values if "=" not in v]
+    pairs = [v for v in values if "=" in v]
+    if len(plain) > 1:
+        raise ImmunoprofileError(
+            f"several templates without a tube: {plain}; give tube=template for each tube "
+            "(e.g. --template tcell=tregs --template bcell=b_cells)"
+        )
+    if not pairs:
+        if not plain:
+            raise ImmunoprofileError("no template given")
+        return plain[0]
+    out: dict[str, str] = {}
+    for v in pairs:
+        tube, _, name = v.partition("=")
+        tube, name = tube.strip(), name.strip()
+        if not tube or not name:
+            raise ImmunoprofileError(f"--template {v!r}: expected TUBE=TEMPLATE")
+        if tube in out and out[tube] != name:
+            raise ImmunoprofileError(f"tube {tube!r} is given two templates: {out[tube]}, {name}")
+        out[tube] = name
+    if plain:
+        out[ANY_TUBE] = plain[0]
+    return out
+
+
+def _template_per_file(
+    template: Any, identities: list[Identity]
+) -> tuple[Any, list[Any], dict[int, str]]:
+    """The template of each file: the samplesheet's ``template`` column, else the mapping's
+    entry for the file's tube, else its `ANY_TUBE` entry (or the one template).
+
+    Returns the run's main template (the one template, or the first used), the template
+    per file (None where there is none) and, per such file, why.
+    """
+    cache: dict[str, Any] = {}
+
+    def load(spec: Any) -> Any:
+        if not isinstance(spec, str | os.PathLike):
+            return spec
+        key = str(spec)
+        if key not in cache:
+            cache[key] = _resolve_template(spec)
+        return cache[key]
+
+    mapping = template if isinstance(template, dict) else None
+    per_file: list[Any] = []
+    missing: dict[int, str] = {}
+    for i, ident in enumerate(identities):
+        if ident.template:
+            per_file.append(load(ident.template))
+            continue
+        if mapping is None:
+            per_file.append(load(template))
+            continue
+        spec = mapping.get(ident.tube, mapping.get(ANY_TUBE))
+        if spec is None:
+            tubes = ", ".join(k for k in mapping if k != ANY_TUBE)
+            missing[i] = (
+                f"{ident.file}: no template for tube {ident.tube or '(none)'!r}; templates "
+                f"are given for tube(s) {tubes} (a tube comes from the samplesheet's tube "
+                "column, the pattern's tube group or the TUBE keyword)"
+            )
+            per_file.append(None)
+        else:
+            per_file.append(load(spec))
+    used = [t for t in per_file if t is not None]
+    main = used[0] if used else (None if mapping is not None else load(template))
+    return main, per_file, missing
+
+
 def gate(
     paths_or_samples: str | os.PathLike | Sample | Iterable[str | os.PathLike | Sample],
     template: Any,
@@ -744,7 +866,9 @@ def gate(
     Parameters
     ----------
     paths_or_samples : FCS paths and/or raw `Sample` objects (a single one is accepted).
-    template : a `Template`, a built-in template name (``"tregs"``) or a JSON file path.
+    template : a `Template`, a built-in template name (``"tregs"``) or a JSON file path;
+        or, for several tubes per visit, ``{tube: template}`` (key ``"*"``: files of any
+        other tube). A samplesheet ``template`` column names a file's template and wins.
     samplesheet : CSV ``file,patient,visit[,tube][,lymphocytes_per_ul]`` (or a DataFrame
         from `immunoprofile.cohort.read_samplesheet`); takes precedence over ``pattern``.
     pattern : filename regex with named groups ``patient`` and ``visit``; files it does not
@@ -796,7 +920,12 @@ def gate(
         raise ImmunoprofileError("gate: no files given")
     if int(jobs) < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    template = _resolve_template(template)
+    if isinstance(template, dict):
+        # validate every template up front: a bad name fails the run before any gating
+        for spec in template.values():
+            _resolve_template(spec)
+    else:
+        template = _resolve_template(template)
     files = [_describe(x) for x in items]
     given_names = [x.name if isinstance(x, Sample) and x.name else None for x in items]
     derived = sample_names(files)
@@ -834,6 +963,7 @@ def gate(
     early_clashes = find_clashes(early)
     if early_clashes:
         _warn_clashes(early_clashes)
+    main_template, templates, no_template = _template_per_file(template, early)
 
     comp = None if compensation is None else str(compensation)
     if comp is not None:
@@ -849,8 +979,9 @@ def gate(
         Path(plots_dir).mkdir(parents=True, exist_ok=True)
         pdir = str(plots_dir)
     tasks = [
-        (i, item, files[i], names[i], template, pdir, int(seed), comp)
+        (i, item, files[i], names[i], templates[i], pdir, int(seed), comp)
         for i, item in enumerate(items)
+        if i not in no_template
     ]
 
     bar = None
@@ -884,7 +1015,9 @@ def gate(
             bar.update(task_id, advance=1, last=f"{o.sample}: {status}")
 
     try:
-        if scheduler is not None:
+        if not tasks:
+            outcomes = []
+        elif scheduler is not None:
             on_start()
             outcomes = _run_dask(tasks, scheduler, on_done)
         else:
@@ -892,6 +1025,13 @@ def gate(
     finally:
         if bar is not None:
             bar.stop()
+    if no_template:
+        # files of a tube without a template: an error row each, the batch goes on
+        for i, msg in no_template.items():
+            o = FileOutcome(index=i, file=files[i], sample=names[i])
+            o.error_type, o.message = "TemplateError", msg
+            outcomes.append(o)
+        outcomes.sort(key=lambda o: o.index)
 
     # the keywords as gating read them; the HEADER look-ahead where a file failed to read
     identities = identify(
@@ -902,13 +1042,14 @@ def gate(
         _warn_clashes(clashes)
     _warn_uncompensated(outcomes)
     return GateResults(
-        template=template,
+        template=main_template,
         identities=identities,
         outcomes=outcomes,
         items=items,
         seed=int(seed),
         clashes=clashes,
         compensation=comp,
+        templates=templates,
     )
 
 
@@ -939,10 +1080,12 @@ def _warn_clashes(clashes: list[IdentityClash]) -> None:
 
 
 __all__ = [
+    "ANY_TUBE",
     "FileOutcome",
     "GateResults",
     "gate",
     "jsonable",
+    "parse_template_args",
     "provenance_table",
     "transform_table",
 ]

@@ -32,7 +32,7 @@ CYTOMETER = "FACSymphony A5"
 _VISIT_NOISE = 0.07  # log-SD of visit-to-visit biological variation of every share
 _ANTIGEN_SD = 0.08  # log-SD of a person's antigen density per marker
 _EFFECT_SPREAD = 0.25  # relative patient-to-patient spread of an effect's log size
-_PURPOSE = {"patient": 1, "file": 2, "effect": 3, "date": 4}
+_PURPOSE = {"patient": 1, "file": 2, "effect": 3, "date": 4, "tube": 5}
 
 
 @dataclass
@@ -131,6 +131,42 @@ def _sample(
     return Sample(events, channels, kw, name=name)
 
 
+def _tube_sample(
+    events: np.ndarray,
+    state: InstrumentState,
+    name: str,
+    keywords: dict[str, str],
+    plain_markers: bool,
+    markers: Sequence[str],
+) -> Sample:
+    """One tube of a panel: scatter, the detectors of ``markers`` and time.
+
+    The events were simulated with every antibody of the 20-colour panel; a tube stains
+    only some, so the signal of the others is taken out: compensated with the file's true
+    spillover, the tube's detectors are spilled again with the part of the matrix among
+    themselves. ``$SPILLOVER`` holds that part of the recorded matrix.
+    """
+    pan = panel.PANEL_PLAIN if plain_markers else panel.PANEL
+    fl = list(panel.FLUORESCENCE_CHANNELS)
+    keep = [fl.index(pan[m][0]) for m in markers]
+    n_sc = len(panel.SCATTER_CHANNELS)
+    true_s = state.spillover()
+    signal = events[:, n_sc : n_sc + len(fl)].astype(np.float64) @ np.linalg.inv(true_s)
+    tube_fl = signal[:, keep] @ true_s[np.ix_(keep, keep)]
+    ev = np.column_stack([events[:, :n_sc], tube_fl, events[:, -1]]).astype(np.float32)
+    names = [*panel.SCATTER_CHANNELS, *(fl[k] for k in keep), panel.TIME_CHANNEL]
+    labels = [None] * n_sc + [pan[m][1] for m in markers] + [None]
+    channels = make_channel_table(names, labels, [panel.RANGE] * len(names))
+    recorded = state.recorded_spillover()[np.ix_(keep, keep)]
+    kw = {
+        "$CYT": CYTOMETER,
+        "$SPILLOVER": panel.format_spillover(recorded, tuple(fl[k] for k in keep)),
+        "$TIMESTEP": "0.01",
+        **keywords,
+    }
+    return Sample(ev, channels, kw, name=name)
+
+
 def _pnv_keywords() -> dict[str, str]:
     return {
         f"$P{i}V": str(panel.VOLTAGES[ch])
@@ -217,6 +253,7 @@ def simulate_cohort(
     drift: float = 1.0,
     plain_markers: bool = False,
     start_date: _dt.date = _dt.date(2019, 3, 4),
+    tubes: Mapping[str, Sequence[str]] | None = None,
 ) -> CohortInfo:
     """Simulate a longitudinal cohort and write it to ``out_dir``.
 
@@ -237,6 +274,13 @@ def simulate_cohort(
     drift : scale of the per-file instrument drift (1 = typical, 2 = strong, 0 = none).
     plain_markers : write bare marker names in $PnS.
     start_date : acquisition date of the first patient's baseline.
+    tubes : several tubes per visit, ``{tube: markers}`` (keys of the simulated panel,
+        e.g. ``{"tcell": ["CD3", "CD4", "CD8", "CD25", "CD127", "Viability", "CD14"],
+        "bcell": ["CD3", "CD19", "IgD", "CD27", "Viability"]}``): each visit's blood gives
+        one file per tube, ``<patient>_<visit>_<tube>.fcs``, each its own aliquot (own
+        events and instrument state) with only that tube's detectors; the samplesheet
+        gets a ``tube`` column and the ``TUBE NAME`` keyword the tube. None: one
+        20-colour tube per visit.
 
     Returns
     -------
@@ -258,6 +302,15 @@ def simulate_cohort(
     if drift < 0:
         raise SimulationError(f"drift must be >= 0, got {drift}")
     eff = _validate_effects(DEFAULT_EFFECTS if effects is None else effects)
+    if tubes is not None:
+        tubes = {str(k): list(v) for k, v in tubes.items()}
+        for tube, markers in tubes.items():
+            unknown = [m for m in markers if m not in panel.PANEL]
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", tube) or not markers or unknown:
+                raise SimulationError(
+                    f"tube {tube!r}: needs a plain name and markers of the simulated panel "
+                    f"({', '.join(panel.PANEL)}); unknown: {unknown}"
+                )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     width = max(2, len(str(patients)))
@@ -291,52 +344,63 @@ def simulate_cohort(
                     effect_rows.append(
                         {"patient": pid, "visit": visit, "population": k, "multiplier": f}
                     )
-            comp = draw_composition(frng)
-            state = _with_antigen(InstrumentState.draw(frng, drift), antigen)
             try:
                 shares = bio.leaf_shares(freq)
             except ValueError as exc:
                 raise SimulationError(
                     f"{pid} {visit}: effects make the frequencies invalid: {exc}"
                 ) from None
-            ev, codes = simulate_events(frng, int(events), shares, comp, state)
-            stem = f"{pid}_{visit}"
             date = first + _dt.timedelta(days=_visit_day(visit, v))
-            start = _dt.datetime(2000, 1, 1, 9, 0) + _dt.timedelta(
-                minutes=int(frng.integers(0, 420))
-            )
-            end = start + _dt.timedelta(seconds=float(ev[-1, -1]) * 0.01 if len(ev) else 0.0)
-            kw = {
-                "$FIL": f"{stem}.fcs",
-                "$DATE": date.strftime("%d-%b-%Y").upper(),
-                "$BTIM": start.strftime("%H:%M:%S"),
-                "$ETIM": end.strftime("%H:%M:%S"),
-                "$SRC": f"{pid} {visit}",
-                "PATIENT_ID": pid,
-                "VISIT": visit,
-                "TUBE NAME": "T B NK 20c",
-                "EXPERIMENT NAME": f"immune profiling {date.isoformat()}",
-                "CREATOR": "immunoprofile simulate",
-            }
-            sample = _sample(ev, state, stem, kw, plain_markers)
-            from immunoprofile.io.write import write_fcs
-
-            fcs_path = write_fcs(sample, out / f"{stem}.fcs", extra_keywords=_pnv_keywords())
-            labels = pd.Categorical.from_codes(codes, categories=list(bio.LEAVES))
-            truth_path = out / f"{stem}.truth.parquet"
-            _atomic_parquet(pd.DataFrame({"label": labels}), truth_path)
-            fcs_paths.append(fcs_path)
-            truth_paths.append(truth_path)
-            lpu = lymph_count * np.exp(0.1 * frng.standard_normal())
-            sheet_rows.append(
-                {
-                    "file": fcs_path.name,
-                    "patient": pid,
-                    "visit": visit,
-                    "lymphocytes_per_ul": round(float(lpu), 1),
+            # one aliquot per tube (own events and instrument state); without tubes the
+            # visit's own generator, so single-tube cohorts stay byte-identical
+            aliquots = [(None, frng)] if tubes is None else [
+                (tube, _rng(seed, "tube", p, v, t)) for t, tube in enumerate(tubes)
+            ]  # fmt: skip
+            for tube, trng in aliquots:
+                comp = draw_composition(trng)
+                state = _with_antigen(InstrumentState.draw(trng, drift), antigen)
+                ev, codes = simulate_events(trng, int(events), shares, comp, state)
+                stem = f"{pid}_{visit}" if tube is None else f"{pid}_{visit}_{tube}"
+                start = _dt.datetime(2000, 1, 1, 9, 0) + _dt.timedelta(
+                    minutes=int(trng.integers(0, 420))
+                )
+                end = start + _dt.timedelta(seconds=float(ev[-1, -1]) * 0.01 if len(ev) else 0.0)
+                kw = {
+                    "$FIL": f"{stem}.fcs",
+                    "$DATE": date.strftime("%d-%b-%Y").upper(),
+                    "$BTIM": start.strftime("%H:%M:%S"),
+                    "$ETIM": end.strftime("%H:%M:%S"),
+                    "$SRC": f"{pid} {visit}",
+                    "PATIENT_ID": pid,
+                    "VISIT": visit,
+                    "TUBE NAME": "T B NK 20c" if tube is None else tube,
+                    "EXPERIMENT NAME": f"immune profiling {date.isoformat()}",
+                    "CREATOR": "immunoprofile simulate",
                 }
-            )
-            freq_tables.append(truth_frequencies(labels, stem, pid, visit))
+                if tube is None:
+                    sample = _sample(ev, state, stem, kw, plain_markers)
+                else:
+                    sample = _tube_sample(ev, state, stem, kw, plain_markers, tubes[tube])
+                from immunoprofile.io.write import write_fcs
+
+                fcs_path = write_fcs(sample, out / f"{stem}.fcs", extra_keywords=_pnv_keywords())
+                labels = pd.Categorical.from_codes(codes, categories=list(bio.LEAVES))
+                truth_path = out / f"{stem}.truth.parquet"
+                _atomic_parquet(pd.DataFrame({"label": labels}), truth_path)
+                fcs_paths.append(fcs_path)
+                truth_paths.append(truth_path)
+                if (
+                    tube is None
+                    or not sheet_rows
+                    or sheet_rows[-1]["visit"] != visit
+                    or (sheet_rows[-1]["patient"] != pid)
+                ):
+                    lpu = lymph_count * np.exp(0.1 * frng.standard_normal())
+                row = {"file": fcs_path.name, "patient": pid, "visit": visit}
+                if tube is not None:
+                    row["tube"] = tube
+                sheet_rows.append({**row, "lymphocytes_per_ul": round(float(lpu), 1)})
+                freq_tables.append(truth_frequencies(labels, stem, pid, visit))
 
     sheet = pd.DataFrame(sheet_rows)
     sheet_path = out / "samplesheet.csv"
@@ -348,7 +412,8 @@ def simulate_cohort(
     effects_df.to_csv(out / "truth_effects.csv", index=False, float_format="%.6g")
     samples = sheet.rename(columns={"file": "file"}).assign(
         sample=[p.stem for p in fcs_paths], truth=[t.name for t in truth_paths]
-    )[["sample", "patient", "visit", "file", "truth", "lymphocytes_per_ul"]]
+    )[["sample", "patient", "visit", *(["tube"] if tubes else []), "file", "truth",
+       "lymphocytes_per_ul"]]  # fmt: skip
     return CohortInfo(
         out, fcs_paths, truth_paths, sheet_path, freq_path, freqs, samples, effects_df
     )
