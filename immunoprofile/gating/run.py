@@ -761,8 +761,15 @@ def _run_dask(
             client.close()
 
 
+def _is_tube_mapping(template: Any) -> bool:
+    """``{tube: template}`` rather than one template given as a dict (``populations``)."""
+    return isinstance(template, dict) and "populations" not in template
+
+
 def _resolve_template(template: Any) -> Any:
-    if isinstance(template, str | os.PathLike):
+    if isinstance(template, str | os.PathLike) or (
+        isinstance(template, dict) and not _is_tube_mapping(template)
+    ):
         from immunoprofile.gating.template import load_template
 
         return load_template(template)
@@ -815,13 +822,13 @@ def _template_per_file(
 
     def load(spec: Any) -> Any:
         if not isinstance(spec, str | os.PathLike):
-            return spec
+            return _resolve_template(spec)
         key = str(spec)
         if key not in cache:
             cache[key] = _resolve_template(spec)
         return cache[key]
 
-    mapping = template if isinstance(template, dict) else None
+    mapping = template if _is_tube_mapping(template) else None
     per_file: list[Any] = []
     missing: dict[int, str] = {}
     for i, ident in enumerate(identities):
@@ -920,7 +927,7 @@ def gate(
         raise ImmunoprofileError("gate: no files given")
     if int(jobs) < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    if isinstance(template, dict):
+    if _is_tube_mapping(template):
         # validate every template up front: a bad name fails the run before any gating
         for spec in template.values():
             _resolve_template(spec)
