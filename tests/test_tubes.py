@@ -177,3 +177,20 @@ def Path_stem(f: str) -> str:
     from pathlib import Path
 
     return Path(f).stem
+
+
+def test_tube_from_the_keyword_and_from_a_pattern(cohort):
+    files = [str(p) for p in cohort.fcs]
+    # no samplesheet: patient, visit and tube from the PATIENT_ID, VISIT, TUBE NAME keywords
+    res = gate(files, MAPPING)
+    assert res.errors().empty
+    ids = res.identity_table().set_index("sample")
+    assert ids.loc["P02_week24_bcell", "tube"] == "bcell"
+    assert ids.loc["P02_week24_bcell", "source"] == "keywords"
+    # a filename pattern's tube group
+    pat = r"(?P<patient>P\d+)_(?P<visit>[a-z0-9]+)_(?P<tube>[a-z]+)\.fcs"
+    res2 = gate(files, MAPPING, pattern=pat)
+    t1 = res.table().drop(columns=["cells_per_ul"], errors="ignore")
+    t2 = res2.table().drop(columns=["cells_per_ul"], errors="ignore")
+    pd.testing.assert_frame_equal(t1, t2)
+    assert res2.identity_table()["source"].eq("pattern").all()
