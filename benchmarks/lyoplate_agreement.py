@@ -29,6 +29,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.gating_accuracy import to_markdown  # noqa: E402
 from immunoprofile.gating.engine import apply_template  # noqa: E402
 from immunoprofile.io.fcs import read_fcs  # noqa: E402
 
@@ -179,8 +180,41 @@ def main(argv: list[str] | None = None) -> int:
     misses = int((~table["meets"]).sum()) + len(f1_misses(table))
     print(f"\n{misses} target miss(es)")
     if args.out is not None:
-        args.out.write_text(table.to_markdown(index=False) + "\n")
+        args.out.write_text(report(table))
     return 0
+
+
+def report(table: pd.DataFrame) -> str:
+    """The markdown document: what was run, the table, the misses."""
+    shown = table.assign(flags=table["flags"].str.replace("|", "/", regex=False))
+    miss = table[~table["meets"]]
+    f1 = f1_misses(table)
+    lines = [
+        "# Built-in templates against openCyto on the real HIPC Lyoplate tubes",
+        "",
+        "Made by `python benchmarks/lyoplate_agreement.py --out docs/lyoplate_agreement.md` "
+        "(do not edit by hand). Each tube of donor 12828 (MANIFEST section I) is gated with "
+        "its built-in template exactly as `immunoprofile gate --template b_cells FILE` "
+        "does, and every population of `opencyto_matched_reference.csv` is compared with "
+        "openCyto's automated gating of the same events: percent of the same parent, the "
+        f"difference in percentage points (target: within {MAX_DIFF_PP:g} pp; for `kind` "
+        "`upper`/`lower`, openCyto's figure is only a bound and the target is the right "
+        "side of it) and per-event F1 against openCyto's node (target >= "
+        f"{F1_MIN:.2f} for {', '.join(F1_POPULATIONS)}). `control` says where each cut "
+        "came from; `fallback` marks a gate at its fixed position (always a QC flag).",
+        "",
+        to_markdown(shown),
+        "",
+        f"Count target misses: {len(miss)}"
+        + (
+            " (" + ", ".join(f"{r.sample} {r.population}" for r in miss.itertuples()) + ")"
+            if len(miss)
+            else ""
+        )
+        + f". F1 target misses: {len(f1)}.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -63,27 +63,38 @@ def test_trunk_and_main_populations_agree_per_event(table):
             assert r["F1"] >= la.F1_MIN, (sample, pop, r["F1"])
 
 
-def test_counts_within_3pp_where_the_gates_match(table):
-    """lymphocytes, live, nonT, B, naive B in the B tube; live, nonT and NK in the NK
-    tube: within 3 pp of openCyto (percent of the same parent)."""
-    for sample, pops in [
-        (B_TUBE, ["lymphocytes", "live", "nonT", "B", "B_naive"]),
-        (NK_TUBE, ["live", "nonT", "NK"]),
-    ]:
-        for pop in pops:
-            r = _row(table, sample, pop)
-            assert r["meets"], (sample, pop, r["difference (pp)"])
+def test_counts_within_3pp_of_opencyto(table):
+    """Every matched population within 3 pp of openCyto (percent of the same parent; for
+    CD56bright at most 3 pp above openCyto's upper bound, CD56dim at most 3 below its
+    lower bound), except the two known misses, which stay pinned here: the NK tube's
+    lymphocyte gate keeps more small and low-FSC cells than openCyto's rectangle
+    (+8.9 pp, F1 0.92) and transitional B cells, CD24hi CD38hi on one continuous cloud,
+    are cut from the T cells' CD24/CD38 (-3.6 pp)."""
+    known = {(NK_TUBE, "lymphocytes"): (5.0, 12.0), (B_TUBE, "B_transitional"): (-5.0, -2.0)}
+    for _, r in table.iterrows():
+        key, diff = (r["sample"], r["population"]), r["difference (pp)"]
+        if key in known:
+            lo, hi = known[key]
+            assert lo <= diff <= hi, (*key, diff)
+        else:
+            assert r["meets"], (*key, diff)
 
 
-def test_naive_b_cut_comes_from_the_t_cells_and_no_silent_fallback(table):
-    """IgD has one peak on these B cells: its cut comes from the T cells (recorded), and
-    every gate at a fixed position carries a fallback flag."""
-    r = _row(table, B_TUBE, "B_naive")
-    assert not r["fallback"]
-    assert "IgD: negative control population live not nonT" in r["control"]
+def test_unimodal_b_markers_cut_from_the_t_cells_and_no_silent_fallback(table):
+    """IgD, CD24 and CD38 show no valley on these B cells: their cuts come from the T
+    cells (recorded); no B-tube gate uses its fixed position; every gate at a fixed
+    position (here CD56bright, whose NK cells show no CD56-brighter group) is flagged."""
+    b = table[table["sample"] == B_TUBE]
+    assert not b["fallback"].any()
+    ctl = "negative control population live not nonT"
+    assert f"IgD: {ctl}" in _row(table, B_TUBE, "B_naive")["control"]
+    assert f"CD38: {ctl}" in _row(table, B_TUBE, "plasmablasts")["control"]
+    assert f"CD24: {ctl}" in _row(table, B_TUBE, "B_transitional")["control"]
     for r in table.itertuples():
         if r.fallback:
             assert "fallback" in r.flags, (r.sample, r.population)
+    r = _row(table, NK_TUBE, "NK_CD56bright")
+    assert r["fallback"] and "CD56 (higher expected)" in r["flags"]
 
 
 def test_nk_tube_lymphocyte_gate_leaves_the_monocytes_out(lyoplate):

@@ -208,3 +208,37 @@ def test_engine_control_must_be_gated_first():
     s, _ = _engine_sample(2_000)
     with pytest.raises(GatingError, match="control population.*later.*earlier"):
         apply_template(s, validate_template({**spec, "populations": pops}))
+
+
+# --- CD56bright must be CD56-brighter -----------------------------------------------------
+
+
+def _nk(rng, bright: bool):
+    """NK cells: CD56dim CD16+ (80 %) and either a CD56bright CD16- group (20 %) or, on a
+    donor without one, CD16-dim cells at the same CD56 as the rest."""
+    n_dim, n_other = 8000, 2000
+    dim = np.column_stack([rng.normal(0.60, 0.04, n_dim), rng.normal(0.70, 0.05, n_dim)])
+    if bright:
+        other = np.column_stack([rng.normal(0.80, 0.04, n_other), rng.normal(0.30, 0.07, n_other)])
+    else:
+        other = np.column_stack([rng.normal(0.58, 0.04, n_other), rng.normal(0.30, 0.07, n_other)])
+    return np.vstack([dim, other]), np.r_[np.zeros(n_dim, bool), np.ones(n_other, bool)]
+
+
+def test_hilo_strict_signs_needs_a_brighter_group():
+    from immunoprofile.gating.adaptive import HighLowGate
+
+    fb = {"type": "rectangle", "min": [0.7, None], "max": [None, 0.6]}
+    rng = np.random.default_rng(5)
+    X, truth = _nk(rng, bright=True)
+    g = HighLowGate(("CD56", "CD16"), ("+", "-"), strict_signs=True, fallback=fb).fit(X)
+    assert not g.fallback_
+    m = g.mask([X[:, 0], X[:, 1]])
+    assert 2 * (m & truth).sum() / (m.sum() + truth.sum()) > 0.97
+    X, truth = _nk(rng, bright=False)
+    loose = HighLowGate(("CD56", "CD16"), ("+", "-"), fallback=fb).fit(X)
+    assert not loose.fallback_  # without the check: CD16-dim cells called CD56bright
+    assert loose.mask([X[:, 0], X[:, 1]])[truth].mean() > 0.9
+    g = HighLowGate(("CD56", "CD16"), ("+", "-"), strict_signs=True, fallback=fb).fit(X)
+    assert g.fallback_
+    assert "CD56 (higher expected)" in g.reason_

@@ -1805,6 +1805,11 @@ class HighLowGate(AdaptiveGate):
     so it exports and draws like a hand-drawn gate. Optional ``min``/``max`` corners
     (per dimension, None to leave open) intersect it with a rectangle.
 
+    With ``strict_signs`` the target group's mean must lie on the side of the rest's mean
+    that ``signs`` name on every marker (a CD56bright group has more CD56 than the rest),
+    else the fit gives no answer and the fallback is used (flagged): on a donor whose NK
+    cells show no CD56-brighter group, a split along CD16 alone is not CD56bright.
+
     ``fallback`` is a static gate dict (required): the documented default position.
     """
 
@@ -1819,6 +1824,7 @@ class HighLowGate(AdaptiveGate):
         posterior: float = 0.5,
         join: bool = True,
         cut: str = "groups",
+        strict_signs: bool = False,
         fallback: dict[str, Any] | None = None,
         n_init: int = 2,
         max_events: int = 10_000,
@@ -1831,6 +1837,7 @@ class HighLowGate(AdaptiveGate):
         self.posterior = posterior
         self.join = join
         self.cut = cut
+        self.strict_signs = strict_signs
         self.fallback = fallback
         self.n_init = n_init
         self.max_events = max_events
@@ -1880,6 +1887,19 @@ class HighLowGate(AdaptiveGate):
             raise _NoFit("target group or rest is empty")
         mu_t = (p_t[:, None] * X).sum(axis=0) / w_t
         mu_r = ((1 - p_t)[:, None] * X).sum(axis=0) / w_r
+        if self.strict_signs:
+            # the target must differ from the rest the way its name says on EVERY marker
+            # (CD56bright: brighter on CD56 than the rest, not only lower on CD16)
+            wrong = [
+                f"{d} ({'higher' if sg == '+' else 'lower'} expected)"
+                for d, sg, a, b in zip(self.dims, self.signs, mu_t, mu_r)
+                if (a - b) * (1.0 if sg == "+" else -1.0) <= 0
+            ]
+            if wrong:
+                raise _NoFit(
+                    "the mixture's target group does not differ from the rest on "
+                    + ", ".join(wrong)
+                )
         d_t, d_r = X - mu_t, X - mu_r
         cov_t = (p_t[:, None] * d_t).T @ d_t / w_t
         cov_r = ((1 - p_t)[:, None] * d_r).T @ d_r / w_r
