@@ -451,7 +451,8 @@ def templates_check(template: str, files: tuple[str, ...], compensation: str | N
 @click.option(
     "--samplesheet",
     type=click.Path(dir_okay=False, exists=True),
-    help="CSV with columns file,patient,visit[,tube][,lymphocytes_per_ul].",
+    help="CSV with columns file,patient,visit[,tube][,lymphocytes_per_ul][,control]; control: "
+    "fluorescence-minus-one files per marker, e.g. IgD=fmo_IgD.fcs;CD24=fmo_CD24.fcs.",
 )
 @click.option(
     "--pattern",

@@ -128,8 +128,10 @@ def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
     """Read and check a samplesheet CSV.
 
     Returns a DataFrame with columns ``file, patient, visit, tube, template,
-    lymphocytes_per_ul, row`` (``row`` is the 1-based line in the CSV, header being line
-    1, for messages; ``template`` names the gating template of that file, optional).
+    lymphocytes_per_ul, control, row`` (``row`` is the 1-based line in the CSV, header
+    being line 1, for messages; ``template`` names the gating template of that file,
+    optional; ``control``, optional, its fluorescence-minus-one controls as
+    ``MARKER=FILE[; MARKER=FILE]``, parsed to a dict, see `parse_controls`).
 
     Raises
     ------
@@ -161,6 +163,10 @@ def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
             "template": raw["template"].map(_clean) if "template" in raw.columns else "",
             "row": range(2, len(raw) + 2),
         }
+    )
+    controls = raw["control"].map(_clean) if "control" in raw.columns else [""] * len(raw)
+    sheet["control"] = pd.Series(
+        [parse_controls(c, path, i + 2) for i, c in enumerate(controls)], dtype=object
     )
     counts: list[float | None] = []
     col = raw["lymphocytes_per_ul"] if "lymphocytes_per_ul" in raw.columns else None
@@ -202,6 +208,44 @@ def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
     sheet = sheet.drop_duplicates("file").reset_index(drop=True)
     sheet.attrs["path"] = str(path)
     return sheet
+
+
+def parse_controls(text: str, sheet_path: str | os.PathLike, line: int) -> dict[str, str]:
+    """A samplesheet ``control`` cell: ``MARKER=FILE`` pairs separated by ``;`` naming each
+    marker's fluorescence-minus-one control file for that row's tube (relative paths are
+    relative to the samplesheet's folder). Empty: no controls."""
+    out: dict[str, str] = {}
+    base = Path(sheet_path).parent
+    for part in filter(None, (p.strip() for p in str(text).split(";"))):
+        marker, eq, file = (x.strip() for x in part.partition("="))
+        if not eq or not marker or not file:
+            raise IdentityError(
+                f"samplesheet {sheet_path}, line {line}: control {part!r} is not MARKER=FILE "
+                "(e.g. IgD=fmo_IgD.fcs; several separated by ';')"
+            )
+        if marker in out:
+            raise IdentityError(
+                f"samplesheet {sheet_path}, line {line}: control names {marker} twice"
+            )
+        path = Path(file)
+        out[marker] = str(path if path.is_absolute() else base / path)
+    return out
+
+
+def controls_per_file(sheet: pd.DataFrame | None, files: Sequence[str]) -> list[dict[str, str]]:
+    """Each file's FMO controls (marker -> file) from the samplesheet row that names it."""
+    if sheet is None or "control" not in sheet.columns:
+        return [{} for _ in files]
+    by_path, by_name = _sheet_lookup(sheet)
+    out = []
+    for f in files:
+        row = by_path.get(os.path.normpath(os.path.abspath(f)))
+        if row is None:
+            hits = by_name.get(Path(f).name, [])
+            row = hits[0] if len(hits) == 1 else None
+        ctl = sheet.iloc[row]["control"] if row is not None else None
+        out.append(dict(ctl) if isinstance(ctl, dict) else {})
+    return out
 
 
 def compile_pattern(pattern: str | re.Pattern[str]) -> re.Pattern[str]:

@@ -242,3 +242,58 @@ def test_hilo_strict_signs_needs_a_brighter_group():
     g = HighLowGate(("CD56", "CD16"), ("+", "-"), strict_signs=True, fallback=fb).fit(X)
     assert g.fallback_
     assert "CD56 (higher expected)" in g.reason_
+
+
+# --- fluorescence-minus-one control files ---------------------------------------------------
+
+
+def test_fmo_control_sets_the_cut_of_a_unimodal_marker():
+    """A stained file whose IgD shows one peak on nonT, and its FMO control (same cells, no
+    IgD stain): the IgD cut is the 99th percentile of IgD on the FMO's nonT, computed
+    here independently, and named in params.control; the FMO comes before the template's
+    internal control."""
+    s, _ = _engine_sample(seed=1)
+    rng = np.random.default_rng(9)
+    ev = s.events.copy()
+    ev[:, 1] = rng.normal(0.28, 0.035, len(ev)).astype(np.float32)  # IgD unstained
+    fmo = Sample(ev, s.channels, name="FMO_IgD")
+    res = apply_template(s, validate_template(CONTROL_TEMPLATE), fmo={"IgD": fmo})
+    rec = res.fitted["IgD+"]
+    assert not rec["fallback"]
+    assert rec["params"]["control"] == "FMO control FMO_IgD (99th percentile)"
+    ref = apply_template(fmo, validate_template(CONTROL_TEMPLATE))
+    expected = float(np.quantile(ev[ref.masks["nonT"], 1].astype(np.float64), 0.99))
+    assert rec["params"]["threshold"] == pytest.approx(expected, rel=1e-6)
+    # without the FMO the internal control (T cells) sets it
+    plain = apply_template(s, validate_template(CONTROL_TEMPLATE))
+    assert plain.fitted["IgD+"]["params"]["control"].startswith("negative control population T")
+
+
+def test_samplesheet_control_column_brings_the_fmo_file(tmp_path):
+    """`control` column `IgD=FILE` (relative to the samplesheet): the run gates the FMO
+    file with the same template and gates.json names it as the source of the IgD cut;
+    a bad cell is an IdentityError naming the line."""
+    import json
+
+    from immunoprofile.cohort import read_samplesheet
+    from immunoprofile.exceptions import IdentityError
+    from immunoprofile.gating.run import gate
+    from immunoprofile.io.write import write_fcs
+
+    s, _ = _engine_sample(seed=1)
+    ev = s.events.copy()
+    ev[:, 1] = np.random.default_rng(9).normal(0.28, 0.035, len(ev)).astype(np.float32)
+    write_fcs(s, tmp_path / "P01_V1.fcs")
+    write_fcs(Sample(ev, s.channels, name="fmo"), tmp_path / "fmo_IgD.fcs")
+    (tmp_path / "t.json").write_text(json.dumps(CONTROL_TEMPLATE))
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("file,patient,visit,control\nP01_V1.fcs,P01,V1,IgD=fmo_IgD.fcs\n")
+    assert read_samplesheet(sheet)["control"][0] == {"IgD": str(tmp_path / "fmo_IgD.fcs")}
+    res = gate([tmp_path / "P01_V1.fcs"], str(tmp_path / "t.json"), samplesheet=sheet)
+    assert not len(res.errors())
+    rec = res.fitted_gates()["P01_V1"]["gates"]["IgD+"]
+    assert rec["params"]["control"] == "FMO control fmo_IgD.fcs (99th percentile)"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,patient,visit,control\nP01_V1.fcs,P01,V1,fmo_IgD.fcs\n")
+    with pytest.raises(IdentityError, match="line 2: control 'fmo_IgD.fcs' is not MARKER=FILE"):
+        read_samplesheet(bad)

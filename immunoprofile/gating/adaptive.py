@@ -182,6 +182,7 @@ class AdaptiveGate:
         *,
         cache: dict | None = None,
         controls: dict[str, np.ndarray] | None = None,
+        fmo: dict[str, tuple[str, np.ndarray]] | None = None,
     ) -> AdaptiveGate:
         """Learn the gate position from the parent population's values.
 
@@ -194,13 +195,17 @@ class AdaptiveGate:
             sibling gates such as CD45RA+ and CD45RA- reuse one fit.
         controls : dimension -> the values of that marker on the gate's internal control
             population (see `control_specs`), for gates that name one.
+        fmo : dimension -> ``(label, values)``: the marker's values on the same parent
+            population in a fluorescence-minus-one control file (stained with everything
+            but that marker), and the file's name for the record.
 
         Returns
         -------
         self, with ``gate_``, ``fallback_``, ``reason_``, ``params_`` and ``n_fit_`` set.
         """
         self._controls = controls or {}
-        key = self._shared_key() if cache is not None else None
+        self._fmo = fmo or {}
+        key = self._shared_key() if cache is not None and not self._fmo else None
         if key is not None and key in cache:
             return self._restore(cache[key])
         self._fit_columns(X, cache)
@@ -559,8 +564,14 @@ class DensityMinimumGate(_OneDimGate):
             return self._fit_valley(cols)
         except _NoFit as exc:
             valley_reason = str(exc)
-        # one peak (or no valley where one must be): an internal control, then a mixture
+        # one peak (or no valley where one must be): an FMO control file, an internal
+        # control population, then a mixture
         tried = [valley_reason]
+        if self.dims[0] in getattr(self, "_fmo", {}):
+            try:
+                return self._finish(*_fmo_cut(self, valley_reason))
+            except _NoFit as exc:
+                tried.append(str(exc))
         if self.control:
             try:
                 return self._finish(*_control_cut(self, valley_reason))
@@ -665,6 +676,28 @@ def _control_cut(gate: _OneDimGate, why: str) -> tuple[float, dict[str, Any]]:
         "control_events": int(len(values)),
         "why": why,
         "search": None if lo is None else [lo, hi],
+    }
+
+
+#: the share of a negative control's events left above a cut taken from it
+_CONTROL_QUANTILE = 0.99
+
+
+def _fmo_cut(gate: _OneDimGate, why: str) -> tuple[float, dict[str, Any]]:
+    """Cut from a fluorescence-minus-one control: the 99th percentile of the marker on the
+    same parent population gated in the FMO file (every event there is negative for it,
+    with the spillover spread of all the other stains), as clinical labs set gates."""
+    dim = gate.dims[0]
+    label, values = gate._fmo[dim]
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) < _MIN_CONTROL_EVENTS:
+        raise _NoFit(f"FMO control {label} has {len(values)} events in the parent on {dim}")
+    t = float(np.quantile(values, _CONTROL_QUANTILE))
+    return t, {
+        "control": f"FMO control {label} ({100 * _CONTROL_QUANTILE:g}th percentile)",
+        "control_events": int(len(values)),
+        "why": why,
     }
 
 
@@ -1276,10 +1309,12 @@ class ThresholdsGate(AdaptiveGate):
         *,
         cache: dict | None = None,
         controls: dict[str, np.ndarray] | None = None,
+        fmo: dict[str, tuple[str, np.ndarray]] | None = None,
     ) -> ThresholdsGate:
         cols = _as_columns(X, len(self.dims))
         parts = [
-            p.clone().fit(c, cache=cache, controls=controls) for p, c in zip(self._parts, cols)
+            p.clone().fit(c, cache=cache, controls=controls, fmo=fmo)
+            for p, c in zip(self._parts, cols)
         ]
         self.thresholds_ = [float(p.threshold_) for p in parts]
         self.gate_ = self._combine(self.thresholds_)

@@ -10,6 +10,7 @@ Populations are boolean masks over all events of the sample, never copies of eve
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,7 @@ def apply_template(
     min_events: int = 50,
     seed: int = 0,
     compensation: str | Path | None = None,
+    fmo: Mapping[str, Sample | str | Path] | None = None,
 ) -> GatingResult:
     """Gate one sample with a template.
 
@@ -245,6 +247,11 @@ def apply_template(
         fallback), and a population with fewer events gets a ``too_few_events`` QC flag.
     seed : seed of the subsampling in adaptive fits (results are deterministic for a seed).
     compensation : overrides the template's compensation mode (see `prepare_sample`).
+    fmo : marker -> its fluorescence-minus-one control (a Sample or an FCS path: the same
+        panel stained with every marker but that one). The control is gated with the same
+        template; a ``density_min`` cut on that marker that finds no valley is then set at
+        the 99th percentile of the marker on the same parent population of the control
+        (before any internal control of the template), and ``params.control`` names it.
 
     Returns
     -------
@@ -256,6 +263,7 @@ def apply_template(
     GatingError : a gate cannot be evaluated.
     """
     template = load_template(template)
+    fmo_results = _gate_fmo(fmo, template, min_events, seed, compensation)
     # which gate each population uses on this file, before any work on events: a file
     # lacking essential markers fails here, naming all of them
     plan = plan_template(sample, template)
@@ -316,7 +324,12 @@ def apply_template(
                         )
                     else:
                         controls = _control_values(est, masks, column, cols_of, label, pop.name)
-                        est.fit(cols, cache=caches.setdefault(parent, {}), controls=controls)
+                        est.fit(
+                            cols,
+                            cache=caches.setdefault(parent, {}),
+                            controls=controls,
+                            fmo=_fmo_values(fmo_results, gate.dims, parent),
+                        )
                     record = est.fitted_dict()
                     static = est.gate_
                     if est.fallback_:
@@ -363,6 +376,51 @@ def apply_template(
     return GatingResult(
         sample=sample, template=template, masks=masks, fitted=fitted, qc=qc, plan=plan
     )
+
+
+def _gate_fmo(
+    fmo: Mapping[str, Sample | str | Path] | None,
+    template: Template,
+    min_events: int,
+    seed: int,
+    compensation: str | Path | None,
+) -> dict[str, tuple[str, GatingResult]]:
+    """Gate each FMO control with the template: marker -> (the file's name, its result)."""
+    out: dict[str, tuple[str, GatingResult]] = {}
+    for marker, control in (fmo or {}).items():
+        if isinstance(control, Sample):
+            smp, name = control, control.name or "<FMO sample>"
+        else:
+            from immunoprofile.io.fcs import read_fcs
+
+            smp, name = read_fcs(control), Path(control).name
+        try:
+            res = apply_template(
+                smp, template, min_events=min_events, seed=seed, compensation=compensation
+            )
+        except (GatingError, MarkerNotFoundError) as exc:
+            raise GatingError(f"FMO control {name} for {marker}: {exc}") from exc
+        out[str(marker)] = (name, res)
+    return out
+
+
+def _fmo_values(
+    fmo_results: dict[str, tuple[str, GatingResult]], dims: tuple[str, ...], parent: str | None
+) -> dict[str, tuple[str, np.ndarray]] | None:
+    """Per gate dimension with an FMO control: (its name, the marker's values on the same
+    parent population gated in the control)."""
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    for d in dims:
+        got = fmo_results.get(d)
+        if got is None:
+            continue
+        name, res = got
+        j = res.plan.columns.get(d) if res.plan is not None else None
+        if j is None or (parent is not None and parent not in res.masks):
+            continue
+        col = res.sample.events[:, j]
+        out[d] = (name, col if parent is None else col[res.masks[parent]])
+    return out or None
 
 
 def _control_values(

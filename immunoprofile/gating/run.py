@@ -42,6 +42,7 @@ from immunoprofile.cohort import (
     clash_of,
     clash_summary,
     clashing_samples,
+    controls_per_file,
     find_clashes,
     header_keywords,
     identity_table,
@@ -130,9 +131,13 @@ def _load(item: str | os.PathLike | Sample) -> Sample:
     return read_fcs(item)
 
 
-def _apply(sample: Sample, template: Any, seed: int = 0, compensation: Any = None) -> Any:
+def _apply(
+    sample: Sample, template: Any, seed: int = 0, compensation: Any = None, fmo: Any = None
+) -> Any:
     from immunoprofile.gating.engine import apply_template
 
+    if fmo:
+        return apply_template(sample, template, seed=seed, compensation=compensation, fmo=fmo)
     return apply_template(sample, template, seed=seed, compensation=compensation)
 
 
@@ -159,18 +164,23 @@ def _gate_one(
     plots_dir: str | None,
     seed: int = 0,
     compensation: Any = None,
+    fmo: dict[str, str] | None = None,
 ) -> FileOutcome:
-    """Read, gate and (optionally) plot one file; every failure becomes an error record."""
+    """Read, gate and (optionally) plot one file; every failure becomes an error record.
+    ``fmo``: marker -> fluorescence-minus-one control file (from the samplesheet)."""
     t0 = time.perf_counter()
     out = FileOutcome(index=index, file=file, sample=sample_name)
     try:
         sample = _load(item)
         out.keywords = dict(sample.keywords)
-        res = (
-            _apply(sample, template, seed)
-            if compensation is None
-            else _apply(sample, template, seed, compensation)
-        )
+        if fmo:
+            res = _apply(sample, template, seed, compensation, fmo)
+        else:
+            res = (
+                _apply(sample, template, seed)
+                if compensation is None
+                else _apply(sample, template, seed, compensation)
+            )
         _outcome_from_result(out, res, template)
         if plots_dir is not None:
             _plot_into(out, res, plots_dir)
@@ -985,8 +995,9 @@ def gate(
     if plots_dir is not None:
         Path(plots_dir).mkdir(parents=True, exist_ok=True)
         pdir = str(plots_dir)
+    fmo_of = controls_per_file(sheet, files)
     tasks = [
-        (i, item, files[i], names[i], templates[i], pdir, int(seed), comp)
+        (i, item, files[i], names[i], templates[i], pdir, int(seed), comp, fmo_of[i] or None)
         for i, item in enumerate(items)
         if i not in no_template
     ]
