@@ -1081,6 +1081,19 @@ def demo_cmd(
 # === import-gates / export-gates / export ==================================
 
 
+def _xml_root(path) -> str | None:  # noqa: ANN001
+    """The local name of an XML file's root element (None when it is not XML): tells a
+    FlowJo workspace saved as .xml (FlowJo 9) from Gating-ML."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        for _, el in ET.iterparse(path, events=("start",)):
+            return el.tag.rsplit("}", 1)[-1]
+    except ET.ParseError:
+        return None
+    return None
+
+
 def _write_json_atomic(path, obj) -> None:  # noqa: ANN001
     import json
 
@@ -1116,8 +1129,8 @@ def import_gates_cmd(
     sample_name: str | None,
     fcs: tuple[str, ...],
 ) -> None:
-    """Import gates from Gating-ML 2.0 (.xml), a FlowJo workspace (.wsp) or an openCyto
-    CSV template (.csv) into an immunoprofile template.
+    """Import gates from Gating-ML 2.0 (.xml), a FlowJo workspace (FlowJo 10 .wsp, or a
+    FlowJo 9 .xml/.wsp) or an openCyto CSV template (.csv) into an immunoprofile template.
 
     For a workspace, the per-sample gates are written beside the template
     (OUT.samples.json); with --fcs, each matched file's counts are set beside FlowJo's.
@@ -1130,20 +1143,11 @@ def import_gates_cmd(
     src, dest = Path(file), Path(out)
     kind = src.suffix.lower()
     try:
-        if kind == ".xml":
+        if kind == ".xml" and _xml_root(src) != "Workspace":
             from immunoprofile.gating.gatingml import read_gatingml, strategy_to_template
 
             tmpl = strategy_to_template(read_gatingml(src), name or src.stem)
-            matrix = tmpl.pop("_spillover", None)
-            if matrix is not None:
-                spill = dest.with_suffix(".spillover.csv")
-                rows = [",".join(matrix.detectors)]
-                rows += [",".join(repr(float(v)) for v in row) for row in matrix.matrix]
-                spill.parent.mkdir(parents=True, exist_ok=True)
-                spill.write_text("\n".join(rows) + "\n")
-                tmpl["compensation"] = str(spill)
-                click.echo(f"spillover matrix {matrix.id!r} -> {spill}")
-        elif kind == ".wsp":
+        elif kind in (".wsp", ".xml"):
             from immunoprofile.interop.flowjo import read_wsp
 
             ws = read_wsp(src)

@@ -186,3 +186,23 @@ def test_cell_grid_polygon_mask_is_exact():
             _polygon_odd_pairs(vv, xx[:5000].astype(float), yy[:5000].astype(float)), want[:5000]
         )
     assert _polygon_mask_cells(verts + 1e7, x + np.float32(1e7), y) is None  # too coarse
+
+
+def test_thresholds_on_float32_data_compare_as_exact_values():
+    # t lies between two float32 values; numpy would round it to the nearer (the lower)
+    # one and count x == that float32 as above t. Compared exactly, x < t.
+    from immunoprofile.gating.gates import QuadrantGate, RangeGate, RectangleGate
+
+    below = np.float32(1.0)
+    t = float(below) + 1e-9  # not a float32; nearest float32 is 1.0
+    x = np.array([below, np.nextafter(below, np.float32(2))], dtype=np.float32)
+    assert RangeGate(("a",), min=t).mask([x]).tolist() == [False, True]
+    assert RangeGate(("a",), max=t).mask([x]).tolist() == [True, False]
+    assert RectangleGate(("a", "b"), min=(t, None), max=(None, None)).mask([x, x]).tolist() == [
+        False,
+        True,
+    ]
+    q = QuadrantGate(("a", "b"), thresholds=(t, t), signs=("+", "-"))
+    assert q.mask([x, x]).tolist() == [False, False]
+    # float64 data keep the threshold as given
+    assert RangeGate(("a",), min=t).mask([x.astype(np.float64)]).tolist() == [False, True]

@@ -407,8 +407,11 @@ def test_cli_export_gates_and_import_back(fitted_treg, tmp_path):
     t = json.loads(tj.read_text())
     assert [p["name"] for p in t["populations"]] == list(res.counts)
     assert t["transforms"]["channels"]  # logicle per fluorescence channel gated
-    # the spillover is written beside the template and referenced from it
-    assert t["compensation"].endswith("g.spillover.csv")
+    # the spillover travels inside the template as its compensation matrix
+    assert t["compensation"] == "spillover"
+    assert sorted(t["matrices"]["spillover"]["detectors"]) == sorted(
+        res.provenance["compensation"]["detectors"]
+    )
     # and the imported template, applied by the engine, selects the same events
     from immunoprofile.gating.engine import apply_template
     from immunoprofile.io.fcs import read_fcs
@@ -423,13 +426,16 @@ def test_gatingml_to_template(suite, data1):
     t = strategy_to_template(read_gatingml(suite / "gml" / "gml_quadrant1_gate.xml"), "q")
     tmpl = validate_template(t)
     assert tmpl.names == ["FL2P-FL4P", "FL2N-FL4P", "FL2N-FL4N", "FL2P-FL4N"]
-    assert t["compensation"] == "file"  # compensation-ref="FCS"
+    assert t["compensation"] == "auto"  # compensation-ref="FCS": the file's, if any
     assert t["populations"][0]["gate"]["dims"] == ["FL2-H", "FL4-H"]
-    # what a template cannot say is refused, naming the gate
-    with pytest.raises(GatingMLError, match="'RatRange1': ratio dimensions"):
-        strategy_to_template(read_gatingml(suite / "gml" / "gml_all_gates.xml"))
-    s = read_gatingml(suite / "gml" / "gml_all_gates.xml")
-    for g in ("RatRange1", "RatRange2", "RatRange1a"):
-        del s.gates[g]
-    with pytest.raises(GatingMLError, match="two scales"):  # FL1-H on several scales
-        strategy_to_template(s)
+    # what a plain template cannot say becomes derived dimensions, gate by gate
+    t = strategy_to_template(read_gatingml(suite / "gml" / "gml_all_gates.xml"), "all")
+    tmpl = validate_template(t)
+    rat = tmpl.population("RatRange1").gate
+    (dim,) = rat.dims
+    assert tmpl.dimensions[dim].ratio == ("FL2-H", "FL2-A")
+    assert t["compensation"] == "none" and t["transforms"] is None
+    assert set(t["matrices"]) == {"MySpill"}
+    # FL1-H gated on several scales: one derived dimension per scale
+    fl1 = {k for k, d in tmpl.dimensions.items() if d.channel == "FL1-H"}
+    assert len({str(tmpl.dimensions[k].transform) for k in fl1}) >= 2

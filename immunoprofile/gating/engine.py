@@ -20,7 +20,7 @@ import numpy as np
 from immunoprofile.exceptions import AmbiguousMarkerError, GatingError, MarkerNotFoundError
 from immunoprofile.gating.adaptive import AdaptiveGate
 from immunoprofile.gating.gates import BooleanGate
-from immunoprofile.gating.plan import Plan, plan_template, resolve_name
+from immunoprofile.gating.plan import DERIVED, Plan, plan_template, resolve_name
 from immunoprofile.gating.table import TABLE_COLUMNS, hierarchy_table
 from immunoprofile.gating.template import Template, load_template
 from immunoprofile.sample import Sample
@@ -53,6 +53,7 @@ class GatingResult:
     fitted: dict[str, dict[str, Any]]
     qc: list[dict[str, Any]] = field(default_factory=list)
     plan: Plan | None = None
+    gates_from: str | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -163,6 +164,8 @@ def prepare_sample(
     from immunoprofile.compensation import compensate_array as _kernel
 
     how = template.compensation if compensation is None else compensation
+    if isinstance(how, str) and how in template.matrices:
+        how = _template_matrix(template, how)
     base = template.source.parent if compensation is None and template.source else None
     transformed = _done(sample, "transform")
     own = False
@@ -180,6 +183,19 @@ def prepare_sample(
 
         sample = transform(sample, template.transforms, overwrite=own)
     return sample
+
+
+def _template_matrix(template: Template, mid: str) -> Any:
+    """A matrix of the template's own ``matrices`` as the spillover to compensate with."""
+    from immunoprofile.compensation import Spillover
+
+    m = template.matrices[mid]
+    if m.fluorochromes != m.detectors or m.inverted:
+        raise GatingError(
+            f"template {template.name!r}: compensation names matrix {mid!r}, which is not a "
+            "square spillover over its detectors"
+        )
+    return Spillover(m.detectors, np.asarray(m.matrix), source=f"template matrix {mid}")
 
 
 # --- marker resolution ---------------------------------------------------------------------
@@ -236,6 +252,7 @@ def apply_template(
     seed: int = 0,
     compensation: str | Path | None = None,
     fmo: Mapping[str, Sample | str | Path] | None = None,
+    exact_values: Mapping[str, np.ndarray] | None = None,
 ) -> GatingResult:
     """Gate one sample with a template.
 
@@ -252,6 +269,9 @@ def apply_template(
         template; a ``density_min`` cut on that marker that finds no valley is then set at
         the 99th percentile of the marker on the same parent population of the control
         (before any internal control of the template), and ``params.control`` names it.
+    exact_values : channel name -> float64 values as read, for the template's derived
+        dimensions instead of the sample's float32 events (exact comparisons on gate
+        boundaries).
 
     Returns
     -------
@@ -264,6 +284,11 @@ def apply_template(
     """
     template = load_template(template)
     fmo_results = _gate_fmo(fmo, template, min_events, seed, compensation)
+    # a workspace's per-sample gates for the file they belong to (the template's own for
+    # any other file)
+    entry = template.sample_gates(_file_name(sample), sample.keywords) if template.samples else None
+    if entry is not None:
+        template = template.for_sample(entry)
     # which gate each population uses on this file, before any work on events: a file
     # lacking essential markers fails here, naming all of them
     plan = plan_template(sample, template)
@@ -276,8 +301,12 @@ def apply_template(
     n = sample.n_events
     # each used column copied contiguous once per file: a gate then gathers its parent's
     # rows from a 4-byte-stride array instead of striding over the row-major matrix
+    # derived dimensions (plan column DERIVED) are computed after the file's own columns
+    cols_of = {k: j for k, j in cols_of.items() if j != DERIVED}
     column = _used_columns(sample.events, cols_of)
     off_scale = _off_scale_columns(raw, cols_of, column if raw is sample else None)
+    if template.dimensions:
+        _add_derived(raw, template, cols_of, column, exact_values)
 
     masks: dict[str, np.ndarray] = {}
     fitted: dict[str, dict[str, Any]] = {}
@@ -340,7 +369,7 @@ def apply_template(
                     static = gate
                     record = {**gate.to_dict(), "fallback": False, "reason": None, "params": {}}
                 sub = static.mask(cols)
-                record["channels"] = [sample.channel_names[cols_of[d]] for d in gate.dims]
+                record["channels"] = [_column_name(sample, cols_of, d) for d in gate.dims]
                 _flag_off_scale(
                     qc,
                     pop.name,
@@ -374,7 +403,13 @@ def apply_template(
                 }
             )
     return GatingResult(
-        sample=sample, template=template, masks=masks, fitted=fitted, qc=qc, plan=plan
+        sample=sample,
+        template=template,
+        masks=masks,
+        fitted=fitted,
+        qc=qc,
+        plan=plan,
+        gates_from=entry.name if entry is not None else None,
     )
 
 
@@ -450,6 +485,71 @@ def _control_values(
             keep &= ~masks[ex]
         out[dim] = column[cols_of[dim]][keep]
     return out
+
+
+def _file_name(sample: Sample) -> str | None:
+    """The file a sample was read from (its path, else the history's read step)."""
+    if sample.path is not None:
+        return sample.path.name
+    for h in sample.history:
+        if isinstance(h, dict) and h.get("step") == "read" and h.get("file"):
+            return Path(str(h["file"])).name
+    return None
+
+
+def _column_name(sample: Sample, cols_of: dict[str, int], dim: str) -> str:
+    j = cols_of[dim]
+    return sample.channel_names[j] if 0 <= j < sample.n_channels else dim
+
+
+def _add_derived(
+    raw: Sample,
+    template: Template,
+    cols_of: dict[str, int],
+    column: dict[int, np.ndarray],
+    exact_values: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Compute the template's derived dimensions that gates use (float64, from the values
+    as read) and register them as extra columns after the file's own."""
+    from immunoprofile.gating.dimensions import (
+        DerivedColumns,
+        check_unprocessed,
+        file_spillover,
+        raw_column,
+    )
+
+    used = [
+        d
+        for d in dict.fromkeys(
+            d for p in template.populations if not p.is_boolean for d in p.gate.dims
+        )
+        if d in template.dimensions
+    ]
+    if not used:
+        return
+    check_unprocessed(raw, f"template {template.name!r} (derived dimensions)")
+    cache: dict[str, np.ndarray] = {}
+
+    def channel(name: str) -> np.ndarray:
+        got = cache.get(name)
+        if got is None:
+            j = resolve_name(raw, template, name)
+            exact = exact_values.get(raw.channel_names[j]) if exact_values is not None else None
+            got = cache[name] = (
+                np.asarray(exact, dtype=np.float64) if exact is not None else raw_column(raw, j)
+            )
+        return got
+
+    spill = (
+        file_spillover(raw)
+        if any(template.dimensions[d].compensation == "file" for d in used)
+        else None
+    )
+    derived = DerivedColumns(channel, template.matrices, spill)
+    for k, d in enumerate(used):
+        j = raw.n_channels + k
+        column[j] = derived.compute(template.dimensions[d])
+        cols_of[d] = j
 
 
 def _used_columns(events: np.ndarray, cols_of: dict[str, int]) -> dict[int, np.ndarray]:

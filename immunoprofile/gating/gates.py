@@ -40,6 +40,19 @@ def _bound(v: float | None, default: float) -> float:
     return default if v is None else float(v)
 
 
+def _cut(x: np.ndarray, t: float) -> Any:
+    """Threshold ``t`` in ``x``'s precision such that ``x >= cut`` and ``x < cut`` give what
+    the comparisons with ``t`` itself give on the exact values: for float32 data, the
+    smallest float32 at or above ``t`` (numpy would round a float to the nearest float32,
+    which can move an event lying between the two across the boundary)."""
+    if x.dtype != np.float32 or not np.isfinite(t):
+        return t
+    c = np.float32(t)
+    if float(c) < t:
+        c = np.nextafter(c, np.float32(np.inf))
+    return c
+
+
 @dataclass(frozen=True)
 class Gate:
     """Base class. ``dims`` are the names of the columns ``mask`` receives, in order."""
@@ -79,10 +92,10 @@ class RangeGate(Gate):
         (x,) = columns
         lo, hi = _bound(self.min, -np.inf), _bound(self.max, np.inf)
         if self.min is None:
-            return x < hi
+            return x < _cut(x, hi)
         if self.max is None:
-            return x >= lo
-        return (x >= lo) & (x < hi)
+            return x >= _cut(x, lo)
+        return (x >= _cut(x, lo)) & (x < _cut(x, hi))
 
 
 @register_gate("rectangle")
@@ -106,9 +119,9 @@ class RectangleGate(Gate):
         out = np.ones(len(columns[0]), dtype=bool)
         for x, lo, hi in zip(columns, self.min, self.max):
             if lo is not None:
-                out &= x >= lo
+                out &= x >= _cut(x, lo)
             if hi is not None:
-                out &= x < hi
+                out &= x < _cut(x, hi)
         return out
 
 
@@ -133,8 +146,9 @@ class QuadrantGate(Gate):
 
     def mask(self, columns: Sequence[np.ndarray]) -> np.ndarray:
         x, y = columns
-        mx = x >= self.thresholds[0] if self.signs[0] == "+" else x < self.thresholds[0]
-        my = y >= self.thresholds[1] if self.signs[1] == "+" else y < self.thresholds[1]
+        tx, ty = _cut(x, self.thresholds[0]), _cut(y, self.thresholds[1])
+        mx = x >= tx if self.signs[0] == "+" else x < tx
+        my = y >= ty if self.signs[1] == "+" else y < ty
         return mx & my
 
 

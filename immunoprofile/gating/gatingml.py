@@ -35,6 +35,7 @@ import numpy as np
 from immunoprofile._files import atomic_write_text
 from immunoprofile._xml import attr, child, children, local_name, number, parse
 from immunoprofile.exceptions import CompensationError, GatingError, GatingMLError
+from immunoprofile.gating.dimensions import scaled_columns
 from immunoprofile.gating.gates import (
     BooleanGate,
     EllipseGate,
@@ -264,227 +265,61 @@ class GatingMLStrategy:
     ) -> dict[str, np.ndarray]:
         """Membership of every gate (or of ``gate_ids``) as boolean masks over all events.
 
+        The strategy becomes a template (`strategy_to_template` with every dimension
+        derived) and the template engine (`immunoprofile.gating.engine.apply_template`)
+        gates the events: this is a thin adapter, not a second evaluator.
+
         Parameters
         ----------
-        data : a `Sample` or a mapping of FCS dimension name -> 1-D array of scaled
-            channel values (converted to float64). A Sample read with ``scale=False`` is
-            brought to the channel scale here in float64 (`scaled_columns`), which is what
-            exact agreement on gate boundaries needs; a scaled Sample's float32 values are
-            used as they are.
-        gate_ids : the gates wanted; their parents and referenced gates are evaluated too.
-        spillover : ``(detectors, matrix)`` used for ``compensation-ref="FCS"``; taken from
-            the sample's ``$SPILLOVER``/``SPILL`` keyword when ``data`` is a Sample. Without
-            any, ``"FCS"`` means uncompensated, as the specification says.
+        data : a `Sample` as read, or a mapping of FCS dimension name -> 1-D array of
+            channel values (used in float64). A Sample read with ``scale=False`` is brought
+            to the channel scale in float64, which exact agreement on gate boundaries
+            needs; a scaled Sample's float32 values are widened as they are.
+        gate_ids : the gates wanted (all are evaluated).
+        spillover : ``(detectors, matrix)`` used for ``compensation-ref="FCS"``; by default
+            the sample's ``$SPILLOVER``/``SPILL`` keyword. Without any, ``"FCS"`` means
+            uncompensated, as the specification says.
 
         Returns
         -------
         dict mapping gate id -> bool array (absolute membership: parents applied).
         """
-        ev = _Evaluator(self, _columns_of(data), spillover if spillover else _spill_of(data))
+        from immunoprofile.gating.engine import apply_template
+
+        sample, values = _as_sample(data)
+        tmpl, names = _template_and_names(self, "gatingml", derive_all=True, spillover=spillover)
+        res = apply_template(sample, tmpl, min_events=0, values=values)
         wanted = list(self.gates) if gate_ids is None else list(gate_ids)
-        return {g: ev.membership(g) for g in wanted}
+        for g in wanted:
+            self._entry(g)
+        return {g: res.masks[names[g]] for g in wanted}
 
     def counts(self, data: Any, **kw: Any) -> dict[str, int]:
         """Number of events in each gate (see `evaluate`)."""
         return {k: int(v.sum()) for k, v in self.evaluate(data, **kw).items()}
 
 
-def _columns_of(data: Any) -> dict[str, np.ndarray]:
-    from immunoprofile.sample import Sample
+def _as_sample(data: Any) -> tuple[Any, dict[str, np.ndarray] | None]:
+    """A Sample for the engine, and float64 channel values when the caller gave them."""
+    from immunoprofile.sample import Sample, make_channel_table
 
     if isinstance(data, Sample):
-        done = [h.get("step") for h in data.history if isinstance(h, dict)]
-        if any(step in ("compensate", "transform") for step in done):
-            raise GatingError(
-                f"{data.name or '<sample>'}: Gating-ML gates apply their own compensation and "
-                f"transforms to channel values, but this sample was already processed "
-                f"({done}); pass the sample as read"
-            )
-        if _is_unscaled(data):
-            return scaled_columns(data)
-        return {n: data.events[:, i] for i, n in enumerate(data.channel_names)}
-    if isinstance(data, Mapping):
-        return dict(data)
-    if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # a DataFrame
-        return {str(c): np.asarray(data[c]) for c in data.columns}
-    raise GatingError(
-        f"cannot evaluate gates on a {type(data).__name__}: expected a Sample or a mapping "
-        "of channel name -> values"
-    )
-
-
-def _spill_of(data: Any) -> tuple[list[str], np.ndarray] | None:
-    """The spillover a Sample's keywords carry (for ``compensation-ref="FCS"``)."""
-    from immunoprofile.sample import Sample
-
-    if not isinstance(data, Sample):
-        return None
-    from immunoprofile.compensation import Spillover
-
-    sp = Spillover.from_sample(data)
-    if sp is None:
-        return None
-    dets = list(sp.detectors)
-    if all(d.startswith("#") for d in dets):  # $COMP without names: the first n detectors
-        fluo = [n for n, k in zip(data.channel_names, data.channels["kind"]) if k == "fluorescence"]
-        dets = fluo[: len(dets)]
-    return dets, np.asarray(sp.matrix, dtype=np.float64)
-
-
-def _is_unscaled(sample: Any) -> bool:
-    """True for a Sample straight from ``read_fcs(..., scale=False)`` (stored values)."""
-    h = sample.history
-    return len(h) == 1 and h[0].get("step") == "read" and h[0].get("scale") is False
-
-
-def scaled_columns(sample: Any) -> dict[str, np.ndarray]:
-    """Float64 channel values on the FCS "channel to scale" from a Sample read unscaled.
-
-    ``sample`` must hold the values exactly as stored (``read_fcs(path, scale=False)``).
-    Log-amplified channels ($PnE = f1,f2 with f1 > 0) become ``10**(f1 * x / $PnR) * f2``
-    (f2 = 1 when 0), linear channels ``x / $PnG``, and Time ``x * $TIMESTEP`` (FCS 3.1,
-    section 3.3; MANIFEST section A). Done in float64 because Gating-ML boundaries are
-    compared exactly (a float32 round trip moves events across them).
-    """
-    kw = sample.keywords
-    try:
-        timestep = float(str(kw.get("$TIMESTEP", "1")).strip() or 1.0)
-    except ValueError:
-        timestep = 1.0
-    out: dict[str, np.ndarray] = {}
-    for i, row in enumerate(sample.channels.itertuples(index=False)):
-        x = sample.events[:, i].astype(np.float64)
-        decades = float(row.log_decades or 0.0)
-        if decades > 0:
-            offset = float(row.log_offset or 0.0)
-            rng = float(row.range) if row.range else 1.0
-            x = 10.0 ** (decades * x / rng) * (offset if offset > 0 else 1.0)
-        elif row.kind == "time":
-            x = x * timestep
-        else:
-            gain = float(row.gain) if row.gain else 1.0
-            if gain != 1.0:
-                x = x / gain
-        out[row.name] = x
-    return out
-
-
-class _Evaluator:
-    """Computes columns and memberships of one strategy on one set of events, memoised."""
-
-    def __init__(
-        self,
-        strategy: GatingMLStrategy,
-        columns: dict[str, np.ndarray],
-        spillover: tuple[Sequence[str], np.ndarray] | None,
-    ) -> None:
-        self.s = strategy
-        self.raw = columns
-        self.spill = spillover
-        self.n = len(next(iter(columns.values()))) if columns else 0
-        self._comp: dict[str, dict[str, np.ndarray]] = {}
-        self._cols: dict[Dimension, np.ndarray] = {}
-        self._own: dict[str, np.ndarray] = {}
-        self._full: dict[str, np.ndarray] = {}
-        self._stack: list[str] = []
-
-    def channel(self, name: str) -> np.ndarray:
-        try:
-            return np.asarray(self.raw[name], dtype=np.float64)
-        except KeyError:
-            raise GatingError(
-                f"{self.s.source}: dimension {name!r} is not a channel of the events; "
-                f"channels are {sorted(self.raw)}"
-            ) from None
-
-    def compensated(self, name: str, comp: str) -> np.ndarray:
-        if comp == UNCOMPENSATED:
-            return self.channel(name)
-        if comp == FCS_COMPENSATION:
-            if self.spill is None:
-                return self.channel(name)
-            dets, mat = self.spill
-            if name not in dets:
-                return self.channel(name)
-            if comp not in self._comp:
-                cols = [self.channel(d) for d in dets]
-                x = np.column_stack(cols)
-                try:
-                    y = np.linalg.solve(np.asarray(mat, dtype=np.float64).T, x.T).T
-                except np.linalg.LinAlgError:
-                    raise CompensationError("the file's spillover matrix is singular") from None
-                self._comp[comp] = {d: y[:, i] for i, d in enumerate(dets)}
-            return self._comp[comp][name]
-        m = self.s.matrices.get(comp)
-        if m is None:
-            raise GatingMLError(
-                f"{self.s.source}: compensation-ref {comp!r} names no spectrumMatrix; "
-                f"matrices are {sorted(self.s.matrices)}"
-            )
-        if name not in m.fluorochromes:
-            return self.channel(name)
-        if comp not in self._comp:
-            self._comp[comp] = m.apply([self.channel(d) for d in m.detectors])
-        return self._comp[comp][name]
-
-    def column(self, dim: Dimension) -> np.ndarray:
-        got = self._cols.get(dim)
-        if got is not None:
-            return got
-        if dim.ratio:
-            r = self.s.ratios.get(dim.name)
-            if r is None:
-                raise GatingMLError(f"{self.s.source}: no fratio transformation {dim.name!r}")
-            vals = r.apply(
-                self.compensated(r.numerator, dim.compensation),
-                self.compensated(r.denominator, dim.compensation),
-            )
-        else:
-            vals = self.compensated(dim.name, dim.compensation)
-        if dim.transform is not None:
-            t = self.s.transforms.get(dim.transform)
-            if t is None:
-                raise GatingMLError(
-                    f"{self.s.source}: transformation-ref {dim.transform!r} is not defined"
-                )
-            vals = t.apply(vals)
-        self._cols[dim] = vals
-        return vals
-
-    def own(self, gate_id: str) -> np.ndarray:
-        """The gate's own mask, without its parent."""
-        got = self._own.get(gate_id)
-        if got is not None:
-            return got
-        e = self.s._entry(gate_id)
-        if isinstance(e.gate, BooleanGate):
-            cols = [self.membership(ref) for ref in e.gate.dims]
-        else:
-            cols = [self.column(d) for d in e.dimensions]
-        m = np.asarray(e.gate.mask(cols), dtype=bool)
-        self._own[gate_id] = m
-        return m
-
-    def membership(self, gate_id: str) -> np.ndarray:
-        """Absolute membership: the gate's own mask and all its ancestors'."""
-        got = self._full.get(gate_id)
-        if got is not None:
-            return got
-        if gate_id in self._stack:
-            raise GatingMLError(
-                f"{self.s.source}: gates reference each other in a cycle: "
-                f"{' -> '.join([*self._stack, gate_id])}"
-            )
-        self._stack.append(gate_id)
-        try:
-            e = self.s._entry(gate_id)
-            m = self.own(gate_id)
-            if e.parent is not None:
-                m = m & self.membership(e.parent)
-        finally:
-            self._stack.pop()
-        self._full[gate_id] = m
-        return m
+        return data, None
+    if hasattr(data, "columns") and hasattr(data, "__getitem__") and not isinstance(data, Mapping):
+        data = {str(c): np.asarray(data[c]) for c in data.columns}  # a DataFrame
+    if not isinstance(data, Mapping):
+        raise GatingError(
+            f"cannot evaluate gates on a {type(data).__name__}: expected a Sample or a mapping "
+            "of channel name -> values"
+        )
+    values = {str(k): np.asarray(v, dtype=np.float64).ravel() for k, v in data.items()}
+    lengths = {len(v) for v in values.values()}
+    if len(lengths) > 1:
+        raise GatingError(f"channel columns differ in length: {sorted(lengths)}")
+    names = list(values)
+    events = np.column_stack([values[n] for n in names]) if names else np.empty((0, 0), np.float64)
+    sample = Sample(events, make_channel_table(names), {}, name="<columns>", history=[])
+    return sample, values
 
 
 # --------------------------------------------------------------------------------------
@@ -698,6 +533,19 @@ class _Reader:
             self.add(GateEntry(qid, parent, gate, tuple(dims), quadrant_group=gid))
 
 
+def _gate_elements(root: ET.Element) -> list[ET.Element]:
+    """Gate elements under the root, and under wrapper elements some writers add around
+    them (such as ``<sample>``), never inside another gate."""
+    out = []
+    for el in root:
+        tag = local_name(el.tag)
+        if tag.endswith("Gate"):
+            out.append(el)
+        elif tag not in ("transformation", "spectrumMatrix", "custom_info"):
+            out.extend(_gate_elements(el))
+    return out
+
+
 def read_gatingml(source: str | os.PathLike | bytes) -> GatingMLStrategy:
     """Read a Gating-ML 2.0 document into a `GatingMLStrategy` of immunoprofile gates.
 
@@ -720,11 +568,14 @@ def read_gatingml(source: str | os.PathLike | bytes) -> GatingMLStrategy:
             r.transformation(el)
         elif tag == "spectrumMatrix":
             r.spectrum_matrix(el)
-    for el in root:
-        tag = local_name(el.tag)
-        if tag.endswith("Gate"):
-            r.gate(el)
+    for el in _gate_elements(root):
+        r.gate(el)
     s = r.s
+    if not s.gates:
+        raise GatingMLError(
+            f"{name}: no gates found (Gating-ML gates are <gating:RectangleGate>, "
+            "<gating:PolygonGate>, ... elements under the root)"
+        )
     for e in s.gates.values():  # check references now that every gate is known
         if e.parent is not None:
             s._entry(e.parent)
@@ -975,56 +826,168 @@ def strategy_from_result(result: Any) -> GatingMLStrategy:
     return s
 
 
-def strategy_to_template(strategy: GatingMLStrategy, name: str = "gatingml") -> dict[str, Any]:
+def strategy_to_template(
+    strategy: GatingMLStrategy, name: str = "gatingml", *, derive_all: bool = False
+) -> dict[str, Any]:
     """An immunoprofile template (dict) with the gates of a Gating-ML strategy.
 
-    Templates name one transform per channel and one compensation, so a strategy that
-    gates the same channel on two scales, uses a ratio dimension, or unmixes fluorochromes
-    that are not one-to-one with detectors raises `GatingMLError` naming the gate. A
-    square spectrum matrix becomes compensation by its matrix, its fluorochromes being
-    renamed to their detectors; ``FCS`` compensation becomes ``"file"``.
+    Every Gating-ML construct has a template form, so the template engine gates exactly
+    as the specification says: a dimension read as stored (uncompensated, no transform)
+    names its channel; any other (a compensation, a transformation, a ratio) becomes a
+    derived dimension of the template (`immunoprofile.gating.dimensions`) carrying its own
+    compensation (``"file"`` for ``FCS``, or a spectrum matrix copied into ``matrices``)
+    and transform; booleans and quadrants map onto the template's gates. With
+    ``derive_all`` every dimension is derived (computed in float64 from the values as read).
+
+    A strategy that a plain template can say (no ratios or spectrum matrices, one scale per
+    channel, compensation by the file's matrix or none) keeps that plainer form: the
+    template's ``compensation`` and per-channel ``transforms``, gates naming channels.
     """
-    import re
+    if not derive_all:
+        plain = _plain_template(strategy, name)
+        if plain is not None:
+            return plain
+    return _template_and_names(strategy, name, derive_all=derive_all)[0]
+
+
+def _plain_template(strategy: GatingMLStrategy, name: str) -> dict[str, Any] | None:
+    """The template with one compensation and one transform per channel, or None when
+    the strategy needs derived dimensions."""
     from dataclasses import replace as _replace
 
-    def safe(x: str) -> str:
-        return re.sub(r"[^A-Za-z0-9_.+-]+", "_", x).strip("_") or "population"
-
-    names: dict[str, str] = {}
-    for gid in strategy.gates:
-        n = safe(gid)
-        while n in names.values():
-            n += "_"
-        names[gid] = n
     channel_tr: dict[str, str | None] = {}
-    comps: set[str] = set()
+    comp_of: dict[str, str] = {}
+    for e in strategy.gates.values():
+        for d in e.dimensions:
+            if d.ratio:
+                return None
+            if channel_tr.setdefault(d.name, d.transform) != d.transform:
+                return None
+            if comp_of.setdefault(d.name, d.compensation) != d.compensation:
+                return None
+    comps = set(comp_of.values()) - {UNCOMPENSATED}
+    if len(comps) > 1:
+        return None
+    matrix = strategy.matrices.get(next(iter(comps))) if comps else None
+    if matrix is not None:
+        # a square matrix over the channels themselves is the template's compensation;
+        # then no uncompensated dimension may gate one of its detectors
+        if matrix.fluorochromes != matrix.detectors or matrix.inverted_already:
+            return None
+        plain = {ch for ch, c in comp_of.items() if c == UNCOMPENSATED}
+        if plain & set(matrix.detectors):
+            return None
+    tmpl, names = _template_and_names(strategy, name, derive_all=False)
     pops = []
     for gid, e in strategy.gates.items():
-        where = f"{strategy.source}: gate {gid!r}"
+        pop = next(p for p in tmpl["populations"] if p["name"] == names[gid])
+        if not isinstance(e.gate, BooleanGate):
+            pop = {
+                **pop,
+                "gate": _replace(e.gate, dims=tuple(d.name for d in e.dimensions)).to_dict(),
+            }
+        pops.append(pop)
+    tmpl.pop("dimensions", None)
+    tmpl.pop("matrices", None)
+    # Gating-ML: "FCS" compensation of a file without a spillover is no compensation
+    tmpl["compensation"] = "auto" if comps == {FCS_COMPENSATION} else "none"
+    if matrix is not None:
+        tmpl["compensation"] = matrix.id
+        tmpl["matrices"] = {
+            matrix.id: {
+                "fluorochromes": list(matrix.fluorochromes),
+                "detectors": list(matrix.detectors),
+                "matrix": [list(r) for r in matrix.matrix],
+            }
+        }
+    tmpl["transforms"] = {
+        "default": None,
+        "scatter": None,
+        "time": None,
+        "channels": {
+            ch: strategy.transforms[t].spec() for ch, t in sorted(channel_tr.items()) if t
+        },
+    }
+    tmpl["populations"] = pops
+    return tmpl
+
+
+def _safe(x: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", x).strip("_") or "population"
+
+
+def _template_and_names(
+    strategy: GatingMLStrategy,
+    name: str,
+    *,
+    derive_all: bool = False,
+    spillover: tuple[Sequence[str], np.ndarray] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """`strategy_to_template`, plus gate id -> population name. ``spillover`` replaces
+    the file's own matrix for ``compensation-ref="FCS"``."""
+    from dataclasses import replace as _replace
+
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for gid in strategy.gates:
+        n = _safe(gid)
+        while n in taken:
+            n += "_"
+        taken.add(n)
+        names[gid] = n
+    matrices: dict[str, Any] = {}
+    dimensions: dict[str, Any] = {}
+    fcs_comp = "file"
+    if spillover is not None:
+        dets = [str(d) for d in spillover[0]]
+        mat = np.asarray(spillover[1], dtype=np.float64)
+        fcs_comp = "FCS"
+        matrices[fcs_comp] = {"fluorochromes": dets, "detectors": dets, "matrix": mat.tolist()}
+
+    def comp_of(d: Dimension) -> str:
+        if d.compensation == UNCOMPENSATED:
+            return "none"
+        if d.compensation == FCS_COMPENSATION:
+            return fcs_comp
+        m = strategy.matrices[d.compensation]
+        matrices[m.id] = {
+            "fluorochromes": list(m.fluorochromes),
+            "detectors": list(m.detectors),
+            "matrix": [list(r) for r in m.matrix],
+            **({"inverted": True} if m.inverted_already else {}),
+        }
+        return m.id
+
+    def dim_name(d: Dimension) -> str:
+        if not derive_all and not d.ratio and d.compensation == UNCOMPENSATED:
+            if d.transform is None:
+                return d.name
+        spec: dict[str, Any] = {}
+        if d.ratio:
+            r = strategy.ratios[d.name]
+            spec["ratio"] = {
+                "numerator": r.numerator,
+                "denominator": r.denominator,
+                "a": r.A,
+                "b": r.B,
+                "c": r.C,
+            }
+        else:
+            spec["channel"] = d.name
+        spec["compensation"] = comp_of(d)
+        spec["transform"] = strategy.transforms[d.transform].spec() if d.transform else None
+        key = d.key
+        dimensions[key] = spec
+        return key
+
+    pops = []
+    for gid, e in strategy.gates.items():
         if isinstance(e.gate, BooleanGate):
             g = _replace(e.gate, dims=tuple(names[d] for d in e.gate.dims)).to_dict()
         else:
-            chans = []
-            for d in e.dimensions:
-                if d.ratio:
-                    raise GatingMLError(f"{where}: ratio dimensions have no template form")
-                ch = d.name
-                if d.compensation not in (UNCOMPENSATED, FCS_COMPENSATION):
-                    m = strategy.matrices[d.compensation]
-                    if ch in m.fluorochromes:
-                        if len(m.fluorochromes) != len(m.detectors):
-                            raise GatingMLError(f"{where}: unmixing matrix {m.id!r} is not square")
-                        ch = m.detectors[m.fluorochromes.index(ch)]
-                if d.compensation != UNCOMPENSATED:
-                    comps.add(d.compensation)
-                prev = channel_tr.setdefault(ch, d.transform)
-                if prev != d.transform:
-                    raise GatingMLError(
-                        f"{where}: channel {ch!r} is gated on two scales ({prev} and "
-                        f"{d.transform}); a template has one transform per channel"
-                    )
-                chans.append(ch)
-            g = _replace(e.gate, dims=tuple(chans)).to_dict()
+            g = _replace(e.gate, dims=tuple(dim_name(d) for d in e.dimensions)).to_dict()
         pops.append(
             {
                 "name": names[gid],
@@ -1033,29 +996,19 @@ def strategy_to_template(strategy: GatingMLStrategy, name: str = "gatingml") -> 
                 "gate": g,
             }
         )
-    if len(comps) > 1:
-        raise GatingMLError(f"{strategy.source}: gates use several compensations {sorted(comps)}")
-    comp: str = "none"
-    if comps == {FCS_COMPENSATION}:
-        comp = "file"
     out: dict[str, Any] = {
-        "name": safe(name),
+        "name": _safe(name),
         "description": f"imported from Gating-ML {strategy.source}",
         "version": 1,
-        "compensation": comp,
-        "transforms": {
-            "default": None,
-            "scatter": None,
-            "time": None,
-            "channels": {
-                ch: strategy.transforms[t].spec() for ch, t in sorted(channel_tr.items()) if t
-            },
-        },
-        "populations": pops,
+        "compensation": "none",
+        "transforms": None,
     }
-    if comps and comp == "none":
-        out["_spillover"] = strategy.matrices[next(iter(comps))]  # written beside the template
-    return out
+    if matrices:
+        out["matrices"] = matrices
+    if dimensions:
+        out["dimensions"] = dimensions
+    out["populations"] = pops
+    return out, names
 
 
 __all__ = [

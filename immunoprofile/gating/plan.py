@@ -23,6 +23,9 @@ from immunoprofile.gating.adaptive import AdaptiveGate
 from immunoprofile.gating.gates import BooleanGate, Gate
 from immunoprofile.gating.template import PopulationSpec, Template
 
+#: the column of a derived dimension in `Plan.columns` (the engine computes it)
+DERIVED = -1
+
 #: status of a population in a plan
 USED, ALTERNATIVE, SKIPPED, MISSING, BLOCKED = (
     "gate", "alternative", "skipped", "missing", "blocked",
@@ -237,6 +240,10 @@ def plan_template(sample: Any, template: Template) -> Plan:
     found: dict[str, int | None] = {}
 
     def column(name: str) -> int | None:
+        if name not in found and name in template.dimensions:
+            # a derived dimension: computed by the engine when all its channels are there
+            srcs = template.dimension_channels(name)
+            found[name] = DERIVED if all(column(c) is not None for c in srcs) else None
         if name not in found:
             try:
                 found[name] = resolve_name(sample, template, name, panel)

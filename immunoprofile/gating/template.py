@@ -35,6 +35,7 @@ from typing import Any
 
 from immunoprofile.exceptions import TemplateError
 from immunoprofile.gating.adaptive import AdaptiveGate, adaptive_from_dict, is_adaptive
+from immunoprofile.gating.dimensions import DerivedDimension, Unmixing
 from immunoprofile.gating.gates import GATE_TYPES, BooleanGate, Gate, gate_from_dict
 from immunoprofile.gating.table import ROOT
 
@@ -90,6 +91,41 @@ class PopulationSpec:
 
 
 @dataclass(frozen=True)
+class SampleGates:
+    """Gates of one sample (a workspace lets each sample's gates move from its group's).
+
+    ``match``: ``file`` (the FCS file name, case-insensitive) and/or FCS keywords the file
+    must all carry (``$FIL``, ``$TOT``, ...); ``gates``: population -> its gate for the
+    matching files; ``transforms``/``compensation``: the sample's own, when given.
+    """
+
+    name: str
+    match: dict[str, str]
+    gates: dict[str, Gate | AdaptiveGate]
+    transforms: dict[str, Any] | None = None
+    compensation: str | None = None
+
+    def matches(self, file_name: str | None, keywords: dict[str, str]) -> bool:
+        """True when every entry of ``match`` holds for this file."""
+        for key, want in self.match.items():
+            if key == "file":
+                if not file_name or Path(file_name).name.lower() != str(want).lower():
+                    return False
+            elif str(keywords.get(key.upper(), "")).strip() != str(want).strip():
+                return False
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "match": dict(self.match)}
+        out["gates"] = {k: g.to_dict() for k, g in self.gates.items()}
+        if self.transforms is not None:
+            out["transforms"] = self.transforms
+        if self.compensation is not None:
+            out["compensation"] = self.compensation
+        return out
+
+
+@dataclass(frozen=True)
 class Template:
     """A validated gating template (see the module docstring).
 
@@ -106,6 +142,34 @@ class Template:
     channels: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, list[str]] = field(default_factory=dict)
     reference: str | None = None
+    matrices: dict[str, Unmixing] = field(default_factory=dict)
+    dimensions: dict[str, DerivedDimension] = field(default_factory=dict)
+    samples: tuple[SampleGates, ...] = ()
+
+    # --- per-sample gates ---------------------------------------------------------------
+
+    def sample_gates(self, file_name: str | None, keywords: dict[str, str]) -> SampleGates | None:
+        """The first per-sample entry matching a file (its name and keywords), or None."""
+        for entry in self.samples:
+            if entry.matches(file_name, keywords):
+                return entry
+        return None
+
+    def for_sample(self, entry: SampleGates) -> Template:
+        """This template with ``entry``'s gates (and transforms/compensation) in place."""
+        from dataclasses import replace
+
+        pops = tuple(
+            replace(p, gate=entry.gates[p.name]) if p.name in entry.gates else p
+            for p in self.populations
+        )
+        return replace(
+            self,
+            populations=pops,
+            transforms=self.transforms if entry.transforms is None else entry.transforms,
+            compensation=self.compensation if entry.compensation is None else entry.compensation,
+            samples=(),
+        )
 
     # --- lookup ----------------------------------------------------------------------
 
@@ -128,16 +192,29 @@ class Template:
 
     def markers(self) -> list[str]:
         """Markers (or channel names) the gates and their alternatives look at, in order
-        of first use."""
+        of first use (a derived dimension by the channels it is computed from)."""
         out: list[str] = []
         for p in self.populations:
             for g in p.options:
                 if isinstance(g, BooleanGate):
                     continue
                 for d in g.dims:
-                    if d not in out:
-                        out.append(d)
+                    for n in self.dimension_channels(d):
+                        if n not in out:
+                            out.append(n)
         return out
+
+    def dimension_channels(self, name: str) -> tuple[str, ...]:
+        """The markers/channels a gate dimension reads: itself, or for a derived dimension
+        its channels (a matrix's fluorochrome by the matrix's detectors)."""
+        dim = self.dimensions.get(name)
+        if dim is None:
+            return (name,)
+        m = self.matrices.get(dim.compensation)
+        out: list[str] = []
+        for src in dim.sources:
+            out.extend(m.detectors if m is not None and src in m.fluorochromes else (src,))
+        return tuple(dict.fromkeys(out))
 
     @property
     def reference_population(self) -> str | None:
@@ -159,7 +236,13 @@ class Template:
             out["aliases"] = {k: list(v) for k, v in self.aliases.items()}
         if self.reference:
             out["reference"] = self.reference
+        if self.matrices:
+            out["matrices"] = {k: m.to_dict() for k, m in self.matrices.items()}
+        if self.dimensions:
+            out["dimensions"] = {k: d.to_dict() for k, d in self.dimensions.items()}
         out["populations"] = [p.to_dict() for p in self.populations]
+        if self.samples:
+            out["samples"] = [e.to_dict() for e in self.samples]
         return out
 
     def tree(self) -> str:
@@ -397,6 +480,14 @@ def _build(obj: Any, path: Path | None, builtin: str | None = None) -> Template:
         raise TemplateError(f"{where}: reference population {reference!r} is not in the template")
     channels = dict(obj.get("channels") or {})
     aliases = {k: list(v) for k, v in (obj.get("aliases") or {}).items()}
+    matrices = {k: Unmixing.from_dict(k, v, where) for k, v in (obj.get("matrices") or {}).items()}
+    dimensions = {
+        k: DerivedDimension.from_dict(k, v, matrices, where)
+        for k, v in (obj.get("dimensions") or {}).items()
+    }
+    samples = tuple(
+        _sample_gates(e, i, specs, where) for i, e in enumerate(obj.get("samples") or [])
+    )
     return Template(
         name=obj["name"],
         description=obj.get("description", ""),
@@ -407,6 +498,40 @@ def _build(obj: Any, path: Path | None, builtin: str | None = None) -> Template:
         channels=channels,
         aliases=aliases,
         reference=reference,
+        matrices=matrices,
+        dimensions=dimensions,
+        samples=samples,
+    )
+
+
+def _sample_gates(
+    obj: dict[str, Any], i: int, specs: list[PopulationSpec], where: str
+) -> SampleGates:
+    """One ``samples`` entry: its gates must name populations of the template, and keep
+    each population's kind (a boolean stays a boolean on the same operands' names)."""
+    by_name = {p.name: p for p in specs}
+    gates: dict[str, Gate | AdaptiveGate] = {}
+    for pop, spec in obj["gates"].items():
+        place = f"{where}: samples[{i}] ({obj['name']}).gates.{pop}"
+        if pop not in by_name:
+            raise TemplateError(
+                f"{place}: no population {pop!r} in the template" + _did_you_mean(pop, by_name)
+            )
+        gate = _build_gate(spec, place)
+        if isinstance(gate, BooleanGate) != by_name[pop].is_boolean or (
+            isinstance(gate, BooleanGate) and set(gate.dims) != set(by_name[pop].gate.dims)
+        ):
+            raise TemplateError(
+                f"{place}: a per-sample gate must combine the same populations as the "
+                "template's (boolean gates) or be a geometric gate where it has one"
+            )
+        gates[pop] = gate
+    return SampleGates(
+        name=obj["name"],
+        match={str(k): str(v) for k, v in obj["match"].items()},
+        gates=gates,
+        transforms=obj.get("transforms"),
+        compensation=obj.get("compensation"),
     )
 
 
@@ -474,6 +599,7 @@ def _did_you_mean(word: str, choices) -> str:
 
 __all__ = [
     "PopulationSpec",
+    "SampleGates",
     "Template",
     "list_templates",
     "load_template",
