@@ -288,7 +288,7 @@ class GatingMLStrategy:
 
         sample, values = _as_sample(data)
         tmpl, names = _template_and_names(self, "gatingml", derive_all=True, spillover=spillover)
-        res = apply_template(sample, tmpl, min_events=0, values=values)
+        res = apply_template(sample, tmpl, min_events=0, exact_values=values)
         wanted = list(self.gates) if gate_ids is None else list(gate_ids)
         for g in wanted:
             self._entry(g)

@@ -239,18 +239,26 @@ def plan_template(sample: Any, template: Template) -> Plan:
     panel = Panel(sample)
     found: dict[str, int | None] = {}
 
-    def column(name: str) -> int | None:
-        if name not in found and name in template.dimensions:
-            # a derived dimension: computed by the engine when all its channels are there
-            srcs = template.dimension_channels(name)
-            found[name] = DERIVED if all(column(c) is not None for c in srcs) else None
-        if name not in found:
+    in_file: dict[str, int | None] = {}
+
+    def lookup(name: str) -> int | None:
+        if name not in in_file:
             try:
-                found[name] = resolve_name(sample, template, name, panel)
+                in_file[name] = resolve_name(sample, template, name, panel)
             except AmbiguousMarkerError:
                 raise
             except MarkerNotFoundError:
-                found[name] = None
+                in_file[name] = None
+        return in_file[name]
+
+    def column(name: str) -> int | None:
+        if name not in found:
+            if name in template.dimensions:
+                # a derived dimension: the engine computes it when its channels are there
+                srcs = template.dimension_channels(name)
+                found[name] = DERIVED if all(lookup(c) is not None for c in srcs) else None
+            else:
+                found[name] = lookup(name)
         return found[name]
 
     steps: dict[str, Step] = {}
