@@ -563,8 +563,9 @@ def gate_cmd(
     if not quiet:
         t = Table(title=f"{len(summary)} file(s) gated with {res.template_names()}")
         tubes = "tube" in summary.columns
+        per_sample = "gates" in summary.columns and summary["gates"].notna().any()
         cols = ("sample", "patient", "visit", *(("tube",) if tubes else ()), "events", "status",
-                "qc flags")  # fmt: skip
+                "qc flags", *(("gates",) if per_sample else ()))  # fmt: skip
         for col in cols:
             t.add_column(col, justify="right" if col in ("events", "qc flags") else "left")
         for row in summary.itertuples():
@@ -573,9 +574,10 @@ def gate_cmd(
                 status = "[red]identity clash[/red]"
             events = f"{int(row.events):,}" if row.status in ("ok", CLASH_ERROR) else "-"
             tube = (row.tube or "-",) if tubes else ()
+            gates = (row.gates or "-",) if per_sample else ()
             t.add_row(
                 row.sample, row.patient or "-", row.visit or "-", *tube, events, status,
-                str(row.qc_flags),
+                str(row.qc_flags), *gates,
             )  # fmt: skip
         Console().print(t)
     click.echo(
@@ -1132,8 +1134,10 @@ def import_gates_cmd(
     """Import gates from Gating-ML 2.0 (.xml), a FlowJo workspace (FlowJo 10 .wsp, or a
     FlowJo 9 .xml/.wsp) or an openCyto CSV template (.csv) into an immunoprofile template.
 
-    For a workspace, the per-sample gates are written beside the template
-    (OUT.samples.json); with --fcs, each matched file's counts are set beside FlowJo's.
+    For a workspace, each sample's own gates (where they differ from its group's) go into
+    the template's ``samples`` section, which `gate` uses for the files they belong to
+    (matched by $FIL, else the file name, and $TOT); with --fcs, each matched file's counts
+    are set beside FlowJo's.
     """
     from pathlib import Path
 
@@ -1157,10 +1161,12 @@ def import_gates_cmd(
                 name=name,
                 spillover_csv=dest.with_suffix(".spillover.csv"),
             )
-            per_sample = {s.name: ws.sample_gates(s.id) for s in ws.samples.values()}
-            side = dest.with_suffix(".samples.json")
-            _write_json_atomic(side, per_sample)
-            click.echo(f"per-sample gates of {len(per_sample)} sample(s) -> {side}")
+            for entry in tmpl.get("samples", []):
+                click.echo(
+                    f"sample {entry['name']}: its own gates for {len(entry['gates'])} "
+                    f"population(s), used by `gate` for files matching "
+                    + ", ".join(f"{k}={v}" for k, v in entry["match"].items())
+                )
             if fcs:
                 matched, missing, unused = ws.match_files(fcs)
                 for sid, path in matched.items():

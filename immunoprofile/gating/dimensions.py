@@ -19,7 +19,9 @@ unmixed values solve ``detectors = fluorochromes @ matrix`` by least squares).
 ``compensation`` is ``"none"`` (default), ``"file"`` (the file's spillover; none in the
 file means uncompensated, as Gating-ML says) or a matrix id; ``transform`` is a spec of
 `immunoprofile.transforms.transform_from_dict` or null. A ratio is ``a * (x - b) / (y - c)``
-of its two (compensated) channels, then the transform. Derived columns are computed in
+of its two (compensated) channels, then the transform; ``clip: [low, high]`` then sets
+values outside the interval on its edges (a plot's axis range, where FlowJo 9 draws, and
+gates, the events beyond it). Derived columns are computed in
 float64 from the sample as read, before the template's own compensation and transforms,
 so gate boundaries compare as the specification expects.
 """
@@ -99,6 +101,7 @@ class DerivedDimension:
     coefficients: tuple[float, float, float] = (1.0, 0.0, 0.0)  # ratio a, b, c
     compensation: str = "none"
     transform: Mapping[str, Any] | None = None
+    clip: tuple[float, float] | None = None
 
     @classmethod
     def from_dict(
@@ -119,6 +122,15 @@ class DerivedDimension:
                 transform_from_dict(dict(tr))
             except Exception as exc:  # noqa: BLE001 - any bad spec is a template error here
                 raise TemplateError(f"{place}: transform: {exc}") from None
+        clip = spec.get("clip")
+        if clip is not None:
+            try:
+                lo, hi = (float(v) for v in clip)
+            except (TypeError, ValueError):
+                raise TemplateError(f"{place}: clip must be [low, high]") from None
+            if not lo < hi:
+                raise TemplateError(f"{place}: clip [{lo}, {hi}] is empty")
+            clip = (lo, hi)
         ratio = spec.get("ratio")
         if (ratio is None) == (spec.get("channel") is None):
             raise TemplateError(f"{place}: give exactly one of 'channel' and 'ratio'")
@@ -128,8 +140,8 @@ class DerivedDimension:
                 coef = tuple(float(ratio.get(k, d)) for k, d in (("a", 1), ("b", 0), ("c", 0)))
             except (KeyError, TypeError, ValueError) as exc:
                 raise TemplateError(f"{place}: ratio: {exc}") from None
-            return cls(name, None, pair, coef, comp, tr)  # type: ignore[arg-type]
-        return cls(name, str(spec["channel"]), None, (1.0, 0.0, 0.0), comp, tr)
+            return cls(name, None, pair, coef, comp, tr, clip)  # type: ignore[arg-type]
+        return cls(name, str(spec["channel"]), None, (1.0, 0.0, 0.0), comp, tr, clip)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -141,6 +153,8 @@ class DerivedDimension:
             out["channel"] = self.channel
         out["compensation"] = self.compensation
         out["transform"] = None if self.transform is None else dict(self.transform)
+        if self.clip is not None:
+            out["clip"] = list(self.clip)
         return out
 
     @property
@@ -207,6 +221,8 @@ class DerivedColumns:
             t = transform_from_dict(dict(dim.transform))
             with np.errstate(divide="ignore", invalid="ignore"):
                 vals = np.asarray(t.apply(vals, dtype=np.float64), dtype=np.float64)
+        if dim.clip is not None:
+            vals = np.clip(vals, dim.clip[0], dim.clip[1])
         return vals
 
     def channels_of(self, dim: DerivedDimension) -> list[str]:

@@ -113,6 +113,7 @@ class FileOutcome:
     qc: list[dict[str, Any]] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     keywords: dict[str, str] | None = None
+    gates_from: str | None = None
     plot: str | None = None
     seconds: float = 0.0
     error_type: str | None = None
@@ -153,6 +154,7 @@ def _outcome_from_result(out: FileOutcome, res: Any, template: Any) -> None:
     out.fitted = jsonable(dict(res.fitted))
     out.qc = [jsonable(dict(q)) for q in res.qc]
     out.provenance = jsonable(dict(getattr(res, "provenance", None) or {}))
+    out.gates_from = getattr(res, "gates_from", None)
 
 
 def _gate_one(
@@ -410,7 +412,8 @@ class GateResults:
     def summary(self) -> pd.DataFrame:
         """One row per file: identity, events, status, QC flag count, seconds."""
         rows = []
-        for ident, out in zip(self.identities, self.outcomes):
+        for k, (ident, out) in enumerate(zip(self.identities, self.outcomes)):
+            per_sample = getattr(self.template_of(k), "samples", ())
             rows.append(
                 {
                     "sample": ident.sample,
@@ -428,6 +431,7 @@ class GateResults:
                     "qc_flags": len(out.qc),
                     "seconds": round(out.seconds, 3),
                     "file": ident.file,
+                    "gates": _gates_label(out) if per_sample else None,
                 }
             )
         df = pd.DataFrame(rows)
@@ -557,6 +561,13 @@ PROVENANCE_COLUMNS = (
     "transforms", "gates_used",
 )  # fmt: skip
 TRANSFORM_COLUMNS = ("sample", "channel", "marker", "transform", "parameters")
+
+
+def _gates_label(out: FileOutcome) -> str | None:
+    """Which gates a file got from a template with per-sample gates."""
+    if not out.ok:
+        return None
+    return f"sample {out.gates_from}" if out.gates_from else "template (group)"
 
 
 def _params_text(params: dict[str, Any]) -> str:

@@ -62,7 +62,7 @@ from immunoprofile.gating.gatingml import (
 class WspGate:
     """A gate as stored in the workspace. ``dims`` are names as written (``Comp-`` kept)."""
 
-    kind: str  # rectangle | polygon | ellipse | and | or | not
+    kind: str  # rectangle | polygon | ellipse | ellipse4 (FlowJo 9) | and | or | not
     dims: tuple[str, ...] = ()
     mins: tuple[float | None, ...] = ()
     maxs: tuple[float | None, ...] = ()
@@ -112,10 +112,12 @@ class WspSample:
 
     @property
     def file_name(self) -> str:
-        """The FCS file name the workspace points at (falls back to the node name)."""
+        """The FCS file name the workspace points at: its data set's URI, else its ``$FIL``
+        keyword (FlowJo 9 keeps only a Mac alias), else the node name."""
         if self.uri:
             return Path(unquote(urlparse(self.uri).path)).name or self.name
-        return self.name
+        fil = self.keywords.get("$FIL", "").strip()
+        return Path(fil.replace("\\", "/")).name if fil else self.name
 
 
 @dataclass
@@ -299,19 +301,50 @@ def _flowjo_matrix(el: ET.Element, where: str) -> tuple[SpectrumMatrix, str, str
 
 
 def read_wsp(path: str | os.PathLike) -> FlowJoWorkspace:
-    """Read a FlowJo 10 workspace (.wsp) into a `FlowJoWorkspace`.
+    """Read a FlowJo workspace (FlowJo 10 .wsp, or the FlowJo 9 layout, .wsp or .xml)
+    into a `FlowJoWorkspace`.
 
     Raises
     ------
-    WorkspaceError : malformed XML, or a gate/transform type that is not supported; the
-        message names the file, the sample and the population.
+    WorkspaceError : malformed XML, a gate/transform type that is not supported (the
+        message names the file, the sample and the population), or a workspace from
+        which no sample and no gate can be read (the message says what it holds).
     """
+    from immunoprofile.interop.flowjo9 import is_flowjo9, read_flowjo9
+
     path = Path(path)
     root, _ = parse(path, WorkspaceError)
     if local_name(root.tag) != "Workspace":
         raise WorkspaceError(
             f"{path}: root element is <{local_name(root.tag)}>, not a FlowJo <Workspace>"
         )
+    ws = read_flowjo9(path, root) if is_flowjo9(root) else _read_flowjo10(path, root)
+    _check_readable(ws, root)
+    return ws
+
+
+def _check_readable(ws: FlowJoWorkspace, root: ET.Element) -> None:
+    """A workspace that yields no sample or no gate is an error saying why, not an empty
+    result."""
+    where = f"{ws.path} (FlowJo {ws.version or 'version unknown'})"
+    if not ws.samples:
+        tags = sorted({local_name(c.tag) for c in root})
+        raise WorkspaceError(
+            f"{where}: no <Sample> with a sample node found under <SampleList>; the "
+            f"workspace's top-level elements are {tags}"
+        )
+    n_pops = sum(len(s.populations) for s in ws.samples.values()) + sum(
+        len(g.populations) for g in ws.groups.values()
+    )
+    if n_pops == 0:
+        raise WorkspaceError(
+            f"{where}: {len(ws.samples)} sample(s) but no gated population in any sample "
+            "or group: nothing to import"
+        )
+
+
+def _read_flowjo10(path: Path, root: ET.Element) -> FlowJoWorkspace:
+    """The FlowJo 10 layout (see the module docstring)."""
     ws = FlowJoWorkspace(path=path, version=attr(root, "flowJoVersion", "") or "")
     sl = child(root, "SampleList")
     for s_el in children(sl, "Sample") if sl is not None else []:
@@ -357,15 +390,28 @@ class FlowJoWorkspace:
     path: Path | None = None
     version: str = ""
     samples: dict[str, WspSample] = field(default_factory=dict)
+    layout: str = "10"  # "9": the FlowJo 9 XML (`immunoprofile.interop.flowjo9`)
     groups: dict[str, WspGroup] = field(default_factory=dict)
 
     # --- lookup -----------------------------------------------------------------------
 
     def sample(self, key: str) -> WspSample:
-        """A sample by id, node name or file name."""
+        """A sample by id, file name or node name (a node name several samples share is
+        an error naming their files)."""
+        if key in self.samples:
+            return self.samples[key]
         for s in self.samples.values():
-            if key in (s.id, s.name, s.file_name):
+            if key == s.file_name:
                 return s
+        named = [s for s in self.samples.values() if key == s.name]
+        if len(named) > 1:
+            files = ", ".join(f"{s.file_name} (id {s.id})" for s in named)
+            raise WorkspaceError(
+                f"{self.path}: {len(named)} samples are named {key!r}: {files}; name one by "
+                "its file name or id"
+            )
+        if named:
+            return named[0]
         raise WorkspaceError(
             f"{self.path}: no sample {key!r}; samples are {[s.name for s in self.samples.values()]}"
         )
@@ -390,12 +436,9 @@ class FlowJoWorkspace:
         matched: dict[str, Path] = {}
         unmatched: list[str] = []
         for s in self.samples.values():
-            f = (
-                by_name.get(s.file_name)
-                or by_name.get(s.name)
-                or by_lower.get(s.file_name.lower())
-                or by_lower.get(s.name.lower())
-            )
+            f = by_name.get(s.file_name) or by_lower.get(s.file_name.lower())
+            if f is None and not s.keywords.get("$FIL"):
+                f = by_name.get(s.name) or by_lower.get(s.name.lower())
             if f is None:
                 unmatched.append(s.name)
             else:
@@ -477,7 +520,7 @@ class FlowJoWorkspace:
         """
         smp, pops = self._tree(group, sample)
         strat = self.strategy(smp, pops)
-        populations, used_tr = _template_populations(strat, pops)
+        populations, used_tr, ids = _template_populations(strat, pops)
         tname = name or re.sub(
             r"[^A-Za-z0-9_.+-]+", "_", (self.path.stem if self.path else "flowjo")
         )
@@ -506,12 +549,61 @@ class FlowJoWorkspace:
             },
             "populations": populations,
         }
+        if self.layout == "9":
+            _flowjo9_axes(tmpl, strat, ids, populations)
+        if sample is None:
+            entries = self._sample_entries(smp, dict(zip(ids, populations)), tmpl)
+            if entries:
+                tmpl["samples"] = entries
         return tmpl
+
+    def _sample_entries(
+        self, rep: WspSample, group_pops: dict[str, dict[str, Any]], tmpl: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Per-sample entries of a template: each workspace sample whose own gates (or
+        axis transforms, or compensation) differ from the group's, matched to files by
+        ``$FIL`` (else the file name) and ``$TOT``."""
+        out: list[dict[str, Any]] = []
+        taken: set[str] = set()
+        for smp in self.samples.values():
+            if not smp.populations:
+                continue
+            strat = self.strategy(smp)
+            pops, used_tr, ids = _template_populations(strat, smp.populations)
+            if self.layout == "9":
+                _flowjo9_axes(tmpl, strat, ids, pops)
+                used_tr = {}
+            gates = {}
+            for pid, p in zip(ids, pops):
+                mine = group_pops.get(pid)
+                if mine is not None and p["gate"] != mine["gate"] and not _is_boolean(p):
+                    gates[mine["name"]] = p["gate"]
+            entry: dict[str, Any] = {"name": _entry_name(smp, taken), "match": _match_of(smp)}
+            entry["gates"] = gates
+            channels = {ch: t.spec() for ch, t in sorted(used_tr.items())}
+            if tmpl["transforms"] is not None and channels != tmpl["transforms"]["channels"]:
+                entry["transforms"] = {**tmpl["transforms"], "channels": channels}
+            if self.layout != "9" and not _same_matrix(smp.matrix, rep.matrix):
+                if smp.matrix is None:
+                    entry["compensation"] = "none"
+                elif smp.matrix_name.lower().startswith("acquisition"):
+                    entry["compensation"] = "file"
+                else:
+                    mid = f"{entry['name']}_matrix"
+                    tmpl.setdefault("matrices", {})[mid] = {
+                        "fluorochromes": list(smp.matrix.detectors),
+                        "detectors": list(smp.matrix.detectors),
+                        "matrix": [list(r) for r in smp.matrix.matrix],
+                    }
+                    entry["compensation"] = mid
+            if gates or "transforms" in entry or "compensation" in entry:
+                out.append(entry)
+        return out
 
     def sample_gates(self, sample: str) -> dict[str, dict[str, Any]]:
         """Per-sample gates (FlowJo lets each sample's gates move): population -> gate dict."""
         smp = self.sample(sample)
-        populations, _ = _template_populations(self.strategy(smp), smp.populations)
+        populations, _, _ = _template_populations(self.strategy(smp), smp.populations)
         return {p["name"]: p["gate"] for p in populations}
 
     def _tree(self, group: str | None, sample: str | None) -> tuple[WspSample, list[WspPopulation]]:
@@ -545,10 +637,94 @@ def _write_spillover_csv(m: SpectrumMatrix, path: Path) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def _flowjo9_axes(
+    tmpl: dict[str, Any],
+    strat: GatingMLStrategy,
+    ids: Sequence[str],
+    populations: list[dict[str, Any]],
+) -> None:
+    """FlowJo 9 gates on its plot axes: each compensated or scaled axis becomes a derived
+    dimension (its matrix, its fitted scale, and the plot's range as ``clip``: FlowJo 9
+    draws events beyond an axis on its edge, and gates them there). The template then
+    compensates nothing itself; its matrices carry the workspace's."""
+    tmpl["compensation"] = "none"
+    tmpl["transforms"] = None
+    dims = tmpl.setdefault("dimensions", {})
+    mats = tmpl.setdefault("matrices", {})
+    for gid, pop in zip(ids, populations):
+        e = strat.gates[gid]
+        if isinstance(e.gate, BooleanGate):
+            continue
+        names = []
+        for d in e.dimensions:
+            if d.compensation == UNCOMPENSATED and d.transform is None:
+                names.append(d.name)
+                continue
+            comp = "none"
+            if d.compensation != UNCOMPENSATED:
+                m = strat.matrices[d.compensation]
+                mats[m.id] = {
+                    "fluorochromes": list(m.detectors),
+                    "detectors": list(m.detectors),
+                    "matrix": [list(r) for r in m.matrix],
+                }
+                comp = m.id
+            t = strat.transforms.get(d.transform) if d.transform else None
+            key = f"{comp} <{d.name}>" if comp != "none" else f"{d.name} (FlowJo scale)"
+            spec: dict[str, Any] = {"channel": d.name, "compensation": comp}
+            spec["transform"] = t.spec() if t is not None else None
+            if t is not None:
+                spec["clip"] = [0.0, 1.0]
+            dims[key] = spec
+            names.append(key)
+        pop["gate"] = {**pop["gate"], "dims": names}
+    if not dims:
+        del tmpl["dimensions"]
+    if not mats:
+        del tmpl["matrices"]
+    tmpl["description"] += "; FlowJo 9 axes as derived dimensions"
+
+
+def _entry_name(smp: WspSample, taken: set[str]) -> str:
+    """A unique label of a sample's entry: its file name (node names may repeat)."""
+    name = smp.file_name or smp.name or smp.id
+    if name in taken:
+        name = f"{name} (sample {smp.id})"
+    taken.add(name)
+    return name
+
+
+def _match_of(smp: WspSample) -> dict[str, str]:
+    """How a file is recognised as this sample: ``$FIL`` when the workspace recorded it
+    (names repeat across samples; a copied file keeps its $FIL), else the file name; and
+    ``$TOT`` when known."""
+    match: dict[str, str] = {}
+    fil = smp.keywords.get("$FIL", "").strip()
+    if fil:
+        match["$FIL"] = fil
+    else:
+        match["file"] = smp.file_name
+    tot = smp.keywords.get("$TOT", "").strip() or (str(smp.count) if smp.count else "")
+    if tot:
+        match["$TOT"] = tot
+    return match
+
+
+def _is_boolean(pop: dict[str, Any]) -> bool:
+    return pop["gate"].get("type") == "boolean"
+
+
+def _same_matrix(a: SpectrumMatrix | None, b: SpectrumMatrix | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.detectors == b.detectors and np.allclose(a.matrix, b.matrix, rtol=0, atol=1e-12)
+
+
 def _template_populations(
     strat: GatingMLStrategy, pops: Sequence[WspPopulation]
-) -> tuple[list[dict[str, Any]], dict[str, ScaleTransform]]:
-    """Template populations of a converted tree, in tree order.
+) -> tuple[list[dict[str, Any]], dict[str, ScaleTransform], list[str]]:
+    """Template populations of a converted tree, in tree order, with the FlowJo path
+    (``#inside`` appended for the drawn gate of an outside population) of each.
 
     A FlowJo gate kept as its outside (``eventsInside="0"``) becomes two populations: the
     drawn gate as ``<name>_inside`` and the population itself as its ``not``.
@@ -561,6 +737,7 @@ def _template_populations(
             by_id[inner] = names[p.path] + "_inside"
     used_tr: dict[str, ScaleTransform] = {}
     out: list[dict[str, Any]] = []
+    ids: list[str] = []
     for pop in pops:
         parent = names[pop.path[:-1]] if len(pop.path) > 1 else None
         for gid in (pop.id + "#inside", pop.id):
@@ -576,7 +753,8 @@ def _template_populations(
                     "gate": _template_gate(e, by_id, used_tr, strat.transforms),
                 }
             )
-    return out, used_tr
+            ids.append(gid)
+    return out, used_tr, ids
 
 
 def _unique_names(paths: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
@@ -614,7 +792,9 @@ def _dimension(smp: WspSample, name: str, transformed: bool, strat: GatingMLStra
             base, comp = cand, smp.matrix.id
     tid = None
     if transformed:
-        t = smp.transforms.get(base) or smp.transforms.get(name)
+        # a compensated axis may have its own scale (FlowJo 9: one table per matrix channel)
+        first, second = (name, base) if comp != UNCOMPENSATED else (base, name)
+        t = smp.transforms.get(first) or smp.transforms.get(second)
         if t is not None:
             strat.transforms[t.id] = t
             tid = t.id
@@ -648,6 +828,11 @@ def _convert(pop: WspPopulation, smp: WspSample, strat: GatingMLStrategy, where:
     elif g.kind == "polygon":
         verts = tuple(tuple(fwd(i, c) for i, c in enumerate(v)) for v in g.vertices)
         gate = PolygonGate(keys, vertices=verts)  # type: ignore[arg-type]
+    elif g.kind == "ellipse4":
+        # FlowJo 9: the ends of the two axes, in data units; the ellipse is drawn on the
+        # display (transformed) scale of each axis
+        pts = np.array([[fwd(i, c) for i, c in enumerate(v)] for v in g.edges], dtype=float)
+        gate = _ellipse_from_axes(pts, keys, where)
     elif g.kind == "ellipse":
         # foci and edge points are in FlowJo's 256-bin display space, linear over each
         # axis's transform (0..1 on the transformed scale; a linear axis needs one too)
@@ -667,6 +852,21 @@ def _linear_display(smp: WspSample, d: Dimension, strat: GatingMLStrategy) -> Di
     t = ScaleTransform(f"linear:{d.name}", "flin", (("T", 262144.0), ("A", 0.0)))
     strat.transforms[t.id] = t
     return replace(d, transform=t.id)
+
+
+def _ellipse_from_axes(pts: np.ndarray, keys: tuple[str, ...], where: str) -> EllipseGate:
+    """An ellipse from the two ends of each of its axes (points 0-1 and 2-3)."""
+    center = pts.mean(axis=0)
+    ax1, ax2 = pts[0] - pts[1], pts[2] - pts[3]
+    a, b = np.linalg.norm(ax1) / 2.0, np.linalg.norm(ax2) / 2.0
+    if a <= 0 or b <= 0:
+        raise WorkspaceError(f"{where}: ellipse with a zero-length axis")
+    theta = math.atan2(ax1[1], ax1[0])
+    r = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    cov = r @ np.diag([a * a, b * b]) @ r.T
+    return EllipseGate(
+        keys, mean=tuple(map(float, center)), covariance=tuple(map(tuple, cov)), distance_square=1.0
+    )
 
 
 def _ellipse(g: WspGate, keys: tuple[str, ...], where: str) -> EllipseGate:

@@ -64,7 +64,7 @@ def read_flowjo9(path: Path, root: ET.Element) -> FlowJoWorkspace:
     """Read the pre-10 layout (see the module docstring) into a `FlowJoWorkspace`."""
     from immunoprofile.interop.flowjo import FlowJoWorkspace, WspGroup, WspSample
 
-    ws = FlowJoWorkspace(path=path, version=attr(root, "flowJoVersion", "") or "")
+    ws = FlowJoWorkspace(path=path, version=attr(root, "flowJoVersion", "") or "", layout="9")
     tables = _tables(root, path)
     matrices = _matrices(root, path)
     sl = child(root, "SampleList")
