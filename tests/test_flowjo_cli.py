@@ -206,12 +206,23 @@ def test_flowjo9_counts_with_fcs_from_the_cli(fj9, tmp_path):
     ref = pd.read_csv(fj9 / "flowjo_a2004_A02_reference.csv")
     ref = ref[ref["flowjo_count"].notna() & (ref["path"] != "root")]
     assert len(ref) == 18
-    r = cli("import-gates", str(fj9 / "A2004Analysis.xml"), "--out", "t.json", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
     fcs = fj9 / "a2004_O1T2pb05i_A2_A02.fcs"
+    r = cli(
+        "import-gates", str(fj9 / "A2004Analysis.xml"), "--out", "t.json", "--fcs", str(fcs),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    # A01 is not here: said so, naming its file
+    assert "a2004_O1T2pb05i (a2004_O1T2pb05i_A1_A01.fcs)" in r.stderr
+    printed = {
+        line.split("\t")[1]: int(line.split("\t")[3].removeprefix("immunoprofile "))
+        for line in r.stdout.splitlines()
+        if line.count("\t") == 3
+    }
     r = cli("gate", "--template", "t.json", str(fcs), "--out", "res", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     got = _counts_by_path(tmp_path / "res", tmp_path / "t.json", fcs.stem)
+    assert printed == got  # import-gates --fcs and gate count through the same engine
     diff = {p: got[p] - int(c) for p, c in zip(ref["path"], ref["flowjo_count"])}
     within = {p: abs(d) <= max(0.02 * c, 2) for (p, d), c in zip(diff.items(), ref["flowjo_count"])}
     # every gate outside the monocyte branch within 2 % (at least 2 events) of FlowJo

@@ -440,7 +440,7 @@ class FlowJoWorkspace:
             if f is None and not s.keywords.get("$FIL"):
                 f = by_name.get(s.name) or by_lower.get(s.name.lower())
             if f is None:
-                unmatched.append(s.name)
+                unmatched.append(s.name if s.name == s.file_name else f"{s.name} ({s.file_name})")
             else:
                 matched[s.id] = f
         used = set(matched.values())
@@ -476,7 +476,26 @@ class FlowJoWorkspace:
             from immunoprofile.io.fcs import read_fcs
 
             data = read_fcs(data, scale=False)  # scaled to channel values in float64
+        if self.layout == "9":
+            return self._analyze_template(smp, data)
         return self.strategy(smp).evaluate(data)
+
+    def _analyze_template(self, smp: WspSample, data: Any) -> dict[str, np.ndarray]:
+        """The sample's tree as the template `import-gates` writes (FlowJo 9 axes clipped to
+        the plot range), applied by the template engine: the counts `gate` gives."""
+        from immunoprofile.gating.engine import apply_template
+        from immunoprofile.gating.gatingml import _as_sample
+        from immunoprofile.gating.template import validate_template
+
+        tmpl = self.to_template(sample=smp.id)
+        sample, values = _as_sample(data)
+        res = apply_template(sample, validate_template(tmpl), min_events=0, exact_values=values)
+        out: dict[str, np.ndarray] = {}
+        for p in tmpl["populations"]:
+            pid = p["description"].removeprefix("FlowJo population ")
+            if pid in {q.id for q in smp.populations}:
+                out[pid] = res.masks[p["name"]]
+        return out
 
     def compare_counts(self, sample: str | WspSample, data: Any) -> list[dict[str, Any]]:
         """Our count beside FlowJo's stored count for every population of ``sample``.
