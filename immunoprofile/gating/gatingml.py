@@ -816,7 +816,9 @@ def strategy_from_result(result: Any) -> GatingMLStrategy:
             continue
         channels = rec.get("channels") or list(gate.dims)
         dims = tuple(
-            Dimension(ch, comp_id if ch in dets else UNCOMPENSATED, tr_of.get(ch))
+            _derived_dimension(s, template, result.sample, ch)
+            if ch in template.dimensions
+            else Dimension(ch, comp_id if ch in dets else UNCOMPENSATED, tr_of.get(ch))
             for ch in channels
         )
         from dataclasses import replace as _replace
@@ -824,6 +826,61 @@ def strategy_from_result(result: Any) -> GatingMLStrategy:
         gate = _replace(gate, dims=tuple(d.key for d in dims))
         s.gates[pop.name] = GateEntry(pop.name, pop.parent, gate, dims)
     return s
+
+
+def _gml_transform(s: GatingMLStrategy, spec: dict[str, Any], where: str) -> str:
+    """Register a template transform spec as a Gating-ML scale transformation; its id."""
+    from immunoprofile.transforms import transform_from_dict
+
+    kind = str(spec.get("type", "")).lower()
+    kind = {"linear": "flin", "log": "flog", "arcsinh": "fasinh", "asinh": "fasinh"}.get(kind, kind)
+    if kind not in _SCALE_TRANSFORMS:
+        raise GatingMLError(
+            f"{where}: a {spec.get('type')} transform has no Gating-ML 2.0 form (linear, log, "
+            "arcsinh, logicle, hyperlog)"
+        )
+    t = transform_from_dict(dict(spec))
+    params = tuple((k, float(getattr(t, k.lower()))) for k in _SCALE_TRANSFORMS[kind])
+    tid = f"{kind}_" + "_".join(f"{v:g}" for _, v in params)
+    s.transforms.setdefault(tid, ScaleTransform(tid, kind, params))
+    return tid
+
+
+def _derived_dimension(s: GatingMLStrategy, template: Any, sample: Any, name: str) -> Dimension:
+    """A template's derived dimension as a Gating-ML dimension (its compensation, ratio and
+    transform; markers resolved to the file's channels)."""
+    from immunoprofile.gating.plan import resolve_name
+
+    dim = template.dimensions[name]
+    where = f"{s.source}: dimension {name!r}"
+    if dim.clip is not None:
+        raise GatingMLError(f"{where}: a clipped dimension has no Gating-ML 2.0 form")
+    matrix = template.matrices.get(dim.compensation)
+
+    def channel(src: str) -> str:
+        if matrix is not None and src in matrix.fluorochromes:
+            return src
+        return sample.channel_names[resolve_name(sample, template, src)]
+
+    comp = {"none": UNCOMPENSATED, "file": FCS_COMPENSATION}.get(dim.compensation)
+    if comp is None:
+        assert matrix is not None
+        s.matrices.setdefault(
+            matrix.id,
+            SpectrumMatrix(
+                matrix.id, matrix.fluorochromes, matrix.detectors, matrix.matrix, matrix.inverted
+            ),
+        )
+        comp = matrix.id
+    tid = _gml_transform(s, dict(dim.transform), where) if dim.transform is not None else None
+    if dim.ratio is not None:
+        a, b, c = dim.coefficients
+        rid = f"ratio_{channel(dim.ratio[0])}_{channel(dim.ratio[1])}_{a:g}_{b:g}_{c:g}"
+        s.ratios.setdefault(
+            rid, RatioTransform(rid, channel(dim.ratio[0]), channel(dim.ratio[1]), a, b, c)
+        )
+        return Dimension(rid, comp, tid, True)
+    return Dimension(channel(dim.channel), comp, tid)  # type: ignore[arg-type]
 
 
 def strategy_to_template(
