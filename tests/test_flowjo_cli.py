@@ -118,6 +118,8 @@ def test_per_sample_gates_are_used_and_named(fkdata, tmp_path):
     assert r.returncode == 0, r.stderr
     counts = _counts_by_path(tmp_path / "res", tmp_path / "t.json", "test_data_diamond_01")
     assert counts["upper_right"] == 50559
+    prov = json.loads((tmp_path / "res" / "provenance.json").read_text())
+    assert prov["samples"]["test_data_diamond_01"]["sample_gates"] == "test_data_diamond_01.fcs"
     # a renamed copy is not that sample: the group's gate, as FlowJo's group would give
     from immunoprofile.io.fcs import read_fcs
 

@@ -131,6 +131,9 @@ class GatingResult:
         }
         if self.plan is not None:
             out["gating"] = self.plan.record()
+        if self.gates_from is not None:
+            # the template's per-sample entry whose gates this file got
+            out["sample_gates"] = self.gates_from
         return out
 
     def __repr__(self) -> str:
