@@ -381,8 +381,9 @@ def binned_density(
         lo, hi = float(span[0]), float(span[1])
     if hi <= lo:
         hi = lo + 1e-6
-    edges = np.linspace(lo, hi, n_grid + 1)
-    counts, _ = np.histogram(x, bins=edges)
+    # equal bins given by count and range: numpy bins them by arithmetic, not by sorting
+    # the values, and returns the counts of np.histogram(x, np.linspace(lo, hi, n_grid + 1))
+    counts, edges = np.histogram(x, bins=n_grid, range=(lo, hi))
     width = edges[1] - edges[0]
     dens = gaussian_filter1d(counts.astype(np.float64), sigma=max(bw / width, 0.5), mode="constant")
     dens /= max(n * width, 1e-300)
