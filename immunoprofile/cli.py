@@ -74,6 +74,7 @@ def inspect(files: tuple[str, ...], dataset: int) -> None:
 
     from immunoprofile.exceptions import FCSError, FCSWarning
     from immunoprofile.io.fcs import read_fcs_datasets, read_fcs_header
+    from immunoprofile.sample import marker_or_none
 
     console = Console(highlight=False)
     failed = 0
@@ -107,7 +108,12 @@ def inspect(files: tuple[str, ...], dataset: int) -> None:
             if row.gain not in (0.0, 1.0):
                 scale += f" gain {row.gain:g}"
             table.add_row(
-                str(i), row.name, row.marker or "", f"{row.range:.10g}", str(row.bits), scale
+                str(i),
+                str(row.name),
+                marker_or_none(row.marker) or "",
+                f"{row.range:.10g}",
+                str(row.bits),
+                scale,
             )
         console.print(table)
         console.print()

@@ -32,6 +32,37 @@ def channel_kind(name: str) -> str:
     return "fluorescence"
 
 
+def marker_or_none(value: Any) -> str | None:
+    """A $PnS marker as text, or None when it is missing or blank.
+
+    pandas 3 stores a missing value in a text column as NaN (a float, and truthy), so
+    every reader of the channel table goes through here rather than testing truthiness.
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if value is pd.NA:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def normalise_markers(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``marker`` column as object dtype holding text or None.
+
+    Returns the same frame when it already is; otherwise a copy (the caller's frame is
+    never modified, as channel tables are shared between samples).
+    """
+    if "marker" not in table.columns:
+        return table
+    col = table["marker"]
+    values = [marker_or_none(v) for v in col]
+    if col.dtype == object and all(a is b or a == b for a, b in zip(col, values)):
+        return table
+    out = table.copy()
+    out["marker"] = pd.Series(values, index=table.index, dtype=object)
+    return out
+
+
 def make_channel_table(
     names: Sequence[str],
     markers: Sequence[str | None] | None = None,
@@ -46,7 +77,10 @@ def make_channel_table(
     return pd.DataFrame(
         {
             "name": list(names),
-            "marker": list(markers) if markers is not None else [None] * n,
+            "marker": pd.Series(
+                [marker_or_none(m) for m in markers] if markers is not None else [None] * n,
+                dtype=object,
+            ),
             "range": np.asarray(ranges if ranges is not None else [0.0] * n, dtype=float),
             "bits": np.asarray(bits if bits is not None else [32] * n, dtype=int),
             "gain": np.asarray(gains if gains is not None else [1.0] * n, dtype=float),
@@ -90,6 +124,7 @@ class Sample:
         if ev.dtype != np.float32 or not ev.flags.c_contiguous:
             ev = np.ascontiguousarray(ev, dtype=np.float32)
         self.events = ev
+        self.channels = normalise_markers(self.channels)
         if len(self.channels) != ev.shape[1]:
             raise ValueError(
                 f"channel table has {len(self.channels)} rows but events have {ev.shape[1]} columns"

@@ -37,6 +37,7 @@ def test_too_few_events():
 
 @pytest.mark.slow
 def test_umap_separates_populations_and_is_seeded():
+    pytest.importorskip("umap")
     from immunoprofile.clustering.api import cluster
     from immunoprofile.plots.clustering import umap_plot
 
@@ -54,3 +55,38 @@ def test_umap_separates_populations_and_is_seeded():
     np.testing.assert_allclose(again.embedding["umap1"], emb["umap1"], rtol=1e-4, atol=1e-4)
     fig = umap_plot(emb, "name")
     assert fig.axes
+
+
+def _without_umap(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # import umap now fails
+
+
+def test_umap_absent_is_named_before_any_work(monkeypatch):
+    """umap-learn is an optional extra: asking for an embedding without it fails at once,
+    naming the extra, before any file is read."""
+    from immunoprofile.clustering.api import cluster
+    from immunoprofile.clustering.embed import require_umap
+
+    _without_umap(monkeypatch)
+    with pytest.raises(ClusteringError, match=r"immunoprofile\[umap\]"):
+        require_umap()
+    with pytest.raises(ClusteringError, match="umap-learn"):
+        cluster(["/nonexistent/never_read.fcs"], umap=True)
+    with pytest.raises(ClusteringError, match="umap-learn"):
+        umap_embedding(np.zeros((50, 3), dtype=np.float32))
+
+
+def test_cli_umap_without_umap_learn(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+
+    _without_umap(monkeypatch)
+    f = tmp_path / "a.fcs"
+    f.write_bytes(b"not read")
+    res = CliRunner().invoke(main, ["cluster", str(f), "--umap", "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0
+    assert "immunoprofile[umap]" in res.output
+    assert not (tmp_path / "o").exists()

@@ -637,6 +637,11 @@ def cluster(
     from immunoprofile.cohort import find_clashes, make_unique, resolve_identities, sample_names
     from immunoprofile.gating.run import ERROR_COLUMNS  # the errors.csv columns of gating
 
+    if umap:
+        from immunoprofile.clustering.embed import require_umap
+
+        require_umap()  # before the work: an absent optional extra must not cost a run
+
     if isinstance(paths_or_samples, str | os.PathLike | Sample):
         items = [paths_or_samples]
     else:

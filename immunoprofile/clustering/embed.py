@@ -18,7 +18,29 @@ import pandas as pd
 
 from immunoprofile.exceptions import ClusteringError
 
-__all__ = ["umap_embedding", "embed_result", "numba_cache_dir"]
+__all__ = ["umap_embedding", "embed_result", "numba_cache_dir", "require_umap"]
+
+#: what to tell a user whose installation lacks the optional UMAP dependency
+UMAP_MISSING = (
+    "UMAP needs the optional umap-learn package, which is not installed: "
+    "pip install 'immunoprofile[umap]' (or pip install umap-learn)"
+)
+
+
+def require_umap() -> None:
+    """Raise `ClusteringError` now, before any clustering work, when umap-learn is absent.
+
+    umap-learn (with numba and llvmlite, about 200 MB) is an optional extra, needed only
+    for an embedding; the check finds the module without importing it (importing compiles).
+    """
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("umap") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ClusteringError(UMAP_MISSING)
 
 
 def numba_cache_dir() -> Path:
@@ -53,8 +75,8 @@ def umap_embedding(
     os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
     try:
         import umap  # noqa: PLC0415 - heavy, numba-compiled: imported on demand only
-    except ImportError as exc:  # pragma: no cover - umap-learn is a dependency
-        raise ClusteringError("UMAP needs the umap-learn package (pip install umap-learn)") from exc
+    except ImportError as exc:
+        raise ClusteringError(UMAP_MISSING) from exc
     reducer = umap.UMAP(
         n_components=2,
         n_neighbors=n_neighbors,

@@ -35,7 +35,7 @@ import numpy as np
 
 from immunoprofile._files import atomic_write
 from immunoprofile.exceptions import FCSError, FCSWarning
-from immunoprofile.sample import Sample
+from immunoprofile.sample import Sample, marker_or_none
 
 # Delimiters tried in order: the first one absent from every keyword and value is used, so
 # readers that do not undo doubled delimiters (several do not) still read values exactly.
@@ -106,8 +106,9 @@ def _keywords(sample: Sample, n_events: int, extra: dict[str, str], name: str) -
         kw[f"$P{i}E"] = "0,0"
         rng = float(row.range) if row.range and row.range > 0 else 262144.0
         kw[f"$P{i}R"] = _fmt_number(rng)
-        if row.marker:
-            kw[f"$P{i}S"] = str(row.marker)
+        marker = marker_or_none(row.marker)
+        if marker is not None:
+            kw[f"$P{i}S"] = marker
         has_time |= row.kind == "time"
         if stored:
             if row.gain and float(row.gain) not in (0.0, 1.0) and row.kind != "time":

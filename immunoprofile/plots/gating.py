@@ -38,6 +38,7 @@ from immunoprofile.gating.gates import (
     gate_from_dict,
 )
 from immunoprofile.plots import new_figure
+from immunoprofile.sample import marker_or_none
 
 MAX_POINTS = 60_000  # events drawn per panel (an even stride, so deterministic)
 GATE_COLOUR = "#d62728"
@@ -94,7 +95,7 @@ def _column(res: Any, population: str, k: int, dim: str) -> tuple[np.ndarray, st
 
         idx = resolve_dims(sample, res.template, [dim])[dim]
     name = sample.channels["name"].iloc[int(idx)]
-    marker = sample.channels["marker"].iloc[int(idx)]
+    marker = marker_or_none(sample.channels["marker"].iloc[int(idx)])
     label = f"{marker} ({name})" if marker and marker != name else str(name)
     return sample.events[:, int(idx)], label, str(name)
 
