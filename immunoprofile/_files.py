@@ -18,9 +18,16 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from immunoprofile.exceptions import OutputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _default_mode() -> int:
@@ -38,13 +45,21 @@ def atomic_write(
     Returns ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         writer(Path(tmp))
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -59,6 +74,55 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             fh.write(text)
 
     return atomic_write(path, _write)
+
+
+# --- text cells that spreadsheets would run as formulas -----------------------------------
+
+#: a cell starting with one of these is a formula to Excel/LibreOffice when a CSV is opened
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escape_cell(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell (values, index and column labels) that a spreadsheet
+    would run as a formula prefixed by ``'`` (OWASP's advice against CSV injection).
+
+    Only text is touched: numbers, including negative ones, stay numbers. Identities come
+    from samplesheets and FCS keywords written outside the lab (``PATIENT_ID`` of
+    ``=HYPERLINK(...)``), so every CSV immunoprofile writes goes through here. Returns
+    ``df`` itself when nothing needs escaping.
+    """
+    import pandas as pd
+
+    def text_columns(frame: pd.DataFrame) -> list:
+        return [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c].dtype)]
+
+    cols = text_columns(df)
+    needs = any(df[c].map(lambda v: _escape_cell(v) is not v).any() for c in cols)
+    index_needs = any(_escape_cell(v) is not v for v in df.index)
+    label_needs = any(_escape_cell(v) is not v for v in df.columns)
+    if not (needs or index_needs or label_needs):
+        return df
+    out = df.copy()
+    for c in cols:
+        out[c] = out[c].map(_escape_cell).astype(object)
+    if index_needs:
+        out.index = pd.Index([_escape_cell(v) for v in out.index], name=out.index.name)
+    if label_needs:
+        out.columns = [_escape_cell(v) for v in out.columns]
+    return out
+
+
+def unescape_cell(value: object) -> object:
+    """Undo `spreadsheet_safe` on one cell read back from a CSV immunoprofile wrote."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(_FORMULA_START):
+        return value[1:]
+    return value
 
 
 # --- outputs owned by a writer: a manifest, and removal of what it no longer writes ---------
@@ -101,6 +165,96 @@ def _plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and Path(name).name == name and "/" not in name
 
 
+# --- the output folder: checked before the work, marked while it is written --------------
+
+#: present in an output folder while a write is under way (and left by an interrupted one)
+INCOMPLETE = "INCOMPLETE"
+_INCOMPLETE_TEXT = (
+    "This folder is being written by {writer}, or that write was interrupted (killed, disk "
+    "full): its files may mix two runs. Run the command again; a complete write removes "
+    "this file.\n"
+)
+#: temporary files `atomic_write` makes (``.<name>.<8 random characters><suffix>``)
+_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.(tmp|h5ad)$")
+
+
+def check_output_dir(
+    out_dir: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    writes: Iterable[str] = (),
+) -> Path:
+    """Make sure ``out_dir`` can take the outputs, before any work is done.
+
+    Checks it is (or can be created as) a folder that a file can be created in (a private
+    probe file, removed at once, as are the folders made for it), and refuses when one of ``inputs`` is a file
+    this run would replace: one in ``out_dir`` whose name is among ``writes`` (names or
+    globs such as ``populations_*.csv``).
+
+    Raises
+    ------
+    OutputError
+        Naming the path and the cause.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output folder {out} exists and is not a folder")
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write into output folder {out}: {exc.strerror or exc}") from None
+    finally:
+        for p in created:  # deepest first: a run that stops early leaves no empty folders
+            try:
+                p.rmdir()
+            except OSError:
+                break
+    here = out.resolve()
+    globs = list(writes)
+    for item in inputs:
+        if item is None:
+            continue
+        p = Path(item)
+        try:
+            resolved = p.resolve()
+        except OSError:
+            continue
+        if resolved.parent == here and any(fnmatch.fnmatchcase(p.name, g) for g in globs):
+            raise OutputError(
+                f"input {p} is inside the output folder {out} under a name this run writes "
+                f"({p.name}); it would be overwritten. Move it, or choose another --out"
+            )
+    return out
+
+
+def begin_write(out_dir: Path, writer: str) -> None:
+    """Mark ``out_dir`` incomplete and remove temporary files an interrupted write left."""
+    for p in out_dir.iterdir():
+        if _TEMP.match(p.name) and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+    atomic_write_text(out_dir / INCOMPLETE, _INCOMPLETE_TEXT.format(writer=writer))
+
+
+def end_write(out_dir: Path) -> None:
+    """Clear the incomplete mark: every file of the write is in place."""
+    (out_dir / INCOMPLETE).unlink(missing_ok=True)
+
+
+def refuse_incomplete(path: str | os.PathLike, what: str = "results") -> None:
+    """Raise `OutputError` when ``path`` (a folder, or a file in one) carries the
+    incomplete mark of an unfinished write."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    if (folder / INCOMPLETE).exists():
+        raise OutputError(
+            f"{what} in {folder} are incomplete: a write there was interrupted or is under "
+            f"way ({folder / INCOMPLETE} is present); run the command that writes them again"
+        )
+
+
 def write_owned(
     out_dir: str | os.PathLike,
     planned: Iterable[str],
@@ -125,6 +279,8 @@ def write_owned(
     out = Path(out_dir)
     globs = [stale] if isinstance(stale, str) else list(stale)
     previous = owned_files(out, writer)
+    out.mkdir(parents=True, exist_ok=True)
+    begin_write(out, writer)
     record_outputs(out, previous | {n for n in planned if _plain_name(n)}, writer)
     written = [Path(p) for p in write()]
     here = out.resolve()
@@ -137,6 +293,7 @@ def write_owned(
             path.unlink()
             removed.append(path)
     record_outputs(out, names, writer)
+    end_write(out)
     return written, removed
 
 

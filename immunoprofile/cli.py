@@ -545,6 +545,10 @@ def gate_cmd(
     else:
         out_dir = Path(out)
     try:
+        from immunoprofile._files import check_output_dir
+        from immunoprofile.gating.run import GATE_OUTPUTS
+
+        check_output_dir(out_dir, [*files, samplesheet, template], GATE_OUTPUTS)
         with _clash_warnings_to_terminal():
             res = gate(
                 list(files),
@@ -712,7 +716,15 @@ def cluster_cmd(
     out_dir = Path(out)
     mk = [m.strip() for item in markers for m in item.split(",") if m.strip()] or None
     try:
-        from immunoprofile.clustering.api import cluster
+        from immunoprofile._files import check_output_dir
+        from immunoprofile.clustering.api import CLUSTER_OUTPUTS, cluster
+
+        check_output_dir(out_dir, [*files, samplesheet, gating_table], CLUSTER_OUTPUTS)
+        gated = None
+        if gating_table is not None:  # checked before the clustering work
+            from immunoprofile.clustering.agreement import read_gating_table
+
+            gated = read_gating_table(gating_table)
 
         with _clash_warnings_to_terminal():
             res = cluster(
@@ -737,12 +749,9 @@ def cluster_cmd(
         def outputs() -> list[str]:
             written = res.write(out_dir, manifest=False)
             if gating_table is not None:
-                import pandas as pd
-
                 from immunoprofile.clustering.agreement import agreement_pairs, agreement_table
                 from immunoprofile.quantify import write_csv
 
-                gated = pd.read_csv(gating_table)
                 ctab = res.table(include_metaclusters=False)
                 agree = agreement_table(gated, ctab, naming=res.naming_table())
                 written.append(str(write_csv(agree, out_dir / "agreement.csv")))
@@ -874,6 +883,10 @@ def compare_cmd(
 
     out_dir = Path(out)
     try:
+        from immunoprofile._files import check_output_dir
+        from immunoprofile.compare import COMPARE_OUTPUTS
+
+        check_output_dir(out_dir, [table], COMPARE_OUTPUTS)
         cmp = compare(
             table,
             baseline=baseline,

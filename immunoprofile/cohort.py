@@ -124,6 +124,69 @@ def _clean(value: object) -> str:
     return str(value).strip()
 
 
+#: the largest samplesheet read (a study lists thousands of files, not millions)
+MAX_SAMPLESHEET_BYTES = 64 * 2**20
+
+
+def _read_sheet_rows(path: Path) -> pd.DataFrame:
+    """The cells of a samplesheet CSV as text, one column per header field.
+
+    Read with the csv module rather than guessed at: a row with more fields than the header
+    would otherwise shift every column by one (pandas takes the first as an index), so
+    identities silently came from elsewhere. Trailing empty fields (a comma at the end of
+    each line, as spreadsheet exports write) are dropped; any other surplus is an error
+    naming the line.
+    """
+    import csv
+
+    try:
+        if not path.is_file():
+            raise IdentityError(
+                f"samplesheet {path} does not exist"
+                if not path.exists()
+                else f"samplesheet {path} is not a regular file"
+            )
+        if path.stat().st_size > MAX_SAMPLESHEET_BYTES:
+            raise IdentityError(
+                f"samplesheet {path} is {path.stat().st_size} bytes, more than a samplesheet "
+                f"can be ({MAX_SAMPLESHEET_BYTES})"
+            )
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IdentityError(f"samplesheet {path} is not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise IdentityError(f"samplesheet {path} cannot be read: {exc.strerror or exc}") from None
+    if "\x00" in text:
+        raise IdentityError(f"samplesheet {path} holds NUL bytes: not a CSV text file")
+    try:
+        rows = list(csv.reader(text.splitlines(), skipinitialspace=True, strict=True))
+    except csv.Error as exc:
+        raise IdentityError(f"samplesheet {path} cannot be read as CSV: {exc}") from None
+    numbered = [(i, r) for i, r in enumerate(rows, start=1) if any(c.strip() for c in r)]
+    if not numbered:
+        raise IdentityError(f"samplesheet {path} is empty (expected a header line)")
+    (_, header), body = numbered[0], numbered[1:]
+    while header and not header[-1].strip():
+        header = header[:-1]  # a header ending in a comma
+    width = len(header)
+    cells = []
+    for line, r in body:
+        extra = r[width:]
+        if any(c.strip() for c in extra):
+            raise IdentityError(
+                f"samplesheet {path}, line {line}: {len(r)} fields but the header has {width} "
+                f"({', '.join(header)}); surplus {extra!r}"
+            )
+        cells.append((r[:width] + [""] * width)[:width])
+    names = [h.strip() for h in header]
+    dupes = sorted({n.lower() for n in names if [m.lower() for m in names].count(n.lower()) > 1})
+    if dupes:
+        raise IdentityError(f"samplesheet {path}: column(s) {dupes} appear more than once")
+    out = pd.DataFrame(cells, columns=names, dtype=object)
+    out.attrs["lines"] = [line for line, _ in body]
+    return out
+
+
 def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
     """Read and check a samplesheet CSV.
 
@@ -141,12 +204,7 @@ def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
         twice with different identities.
     """
     path = Path(path)
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except FileNotFoundError:
-        raise IdentityError(f"samplesheet {path} does not exist") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise IdentityError(f"samplesheet {path} cannot be read as CSV: {exc}") from None
+    raw = _read_sheet_rows(path)
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     missing = [c for c in SAMPLESHEET_REQUIRED if c not in raw.columns]
     if missing:
@@ -161,7 +219,7 @@ def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
             "visit": raw["visit"].map(_clean),
             "tube": raw["tube"].map(_clean) if "tube" in raw.columns else "",
             "template": raw["template"].map(_clean) if "template" in raw.columns else "",
-            "row": range(2, len(raw) + 2),
+            "row": raw.attrs["lines"],
         }
     )
     controls = raw["control"].map(_clean) if "control" in raw.columns else [""] * len(raw)
@@ -181,7 +239,7 @@ def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
             v = float("nan")
         if not math.isfinite(v) or v < 0:
             raise IdentityError(
-                f"samplesheet {path}, line {i + 2}: lymphocytes_per_ul {text!r} is not a "
+                f"samplesheet {path}, line {raw.attrs['lines'][i]}: lymphocytes_per_ul {text!r} is not a "
                 f"non-negative number"
             )
         counts.append(v)

@@ -40,7 +40,14 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile import stats as _stats
-from immunoprofile._files import atomic_write_text
+from immunoprofile._files import (
+    atomic_write_text,
+    begin_write,
+    end_write,
+    refuse_incomplete,
+    spreadsheet_safe,
+    unescape_cell,
+)
 from immunoprofile.cohort import CLASH_COLUMN
 from immunoprofile.exceptions import ComparisonError
 from immunoprofile.quantify import tube_labels
@@ -169,15 +176,16 @@ class Comparison:
         (atomically: each file appears complete or not at all); returns the paths."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        begin_write(out, "immunoprofile compare")
         paths = {
             "changes": out / "changes.csv",
             "stats": out / "stats.csv",
             "problems": out / "problems.csv",
             "comparison": out / "comparison.json",
         }
-        atomic_write_text(paths["changes"], self.changes.to_csv(index=False))
-        atomic_write_text(paths["stats"], self.stats.to_csv(index=False))
-        atomic_write_text(paths["problems"], self.problems.to_csv(index=False))
+        atomic_write_text(paths["changes"], spreadsheet_safe(self.changes).to_csv(index=False))
+        atomic_write_text(paths["stats"], spreadsheet_safe(self.stats).to_csv(index=False))
+        atomic_write_text(paths["problems"], spreadsheet_safe(self.problems).to_csv(index=False))
         info = {
             "baseline": self.baseline,
             "followup": list(self.followup),
@@ -186,6 +194,7 @@ class Comparison:
             **self.meta,
         }
         atomic_write_text(paths["comparison"], json.dumps(info, indent=2, default=str))
+        end_write(out)
         return paths
 
     @classmethod
@@ -196,29 +205,38 @@ class Comparison:
         missing = [str(p) for p in need if not p.is_file()]
         if missing:
             raise ComparisonError(f"{d}: not a comparison directory; missing {missing}")
-        info = json.loads((d / "comparison.json").read_text())
+        refuse_incomplete(d, "comparison results")
+        info = _read_saved_json(d / "comparison.json")
         keep_str = {"patient": str, "followup_visit": str, "baseline_visit": str}
-        changes = pd.read_csv(d / "changes.csv", dtype=keep_str)
-        st = pd.read_csv(d / "stats.csv", dtype={"followup_visit": str})
+        changes = _read_saved_csv(d / "changes.csv", CHANGE_COLUMNS, dtype=keep_str)
+        st = _read_saved_csv(d / "stats.csv", STAT_COLUMNS, dtype={"followup_visit": str})
         prob_path = d / "problems.csv"
         problems = (
-            pd.read_csv(prob_path, dtype=str)
+            _read_saved_csv(prob_path, PROBLEM_COLUMNS, dtype=str)
             if prob_path.is_file() and prob_path.stat().st_size > 1
             else pd.DataFrame(columns=PROBLEM_COLUMNS)
         )
+        for frame in (changes, st, problems):
+            for c in ("patient", "population", "parent", "visit", "sample"):
+                if c in frame.columns:
+                    frame[c] = frame[c].map(unescape_cell)
+        bad = [k for k in ("baseline", "followup", "measures") if k not in info]
+        try:
+            if bad:
+                raise ValueError(f"missing {bad}")
+            followup = [str(v) for v in info["followup"]]
+            measures = [str(v) for v in info["measures"]]
+            conf = float(info.get("conf", 0.95))
+            if not isinstance(info["followup"], list) or not isinstance(info["measures"], list):
+                raise ValueError("followup and measures must be lists")
+        except (TypeError, ValueError) as exc:
+            raise ComparisonError(
+                f"{d / 'comparison.json'}: not a comparison written by immunoprofile ({exc})"
+            ) from None
         meta = {
             k: v for k, v in info.items() if k not in {"baseline", "followup", "measures", "conf"}
         }
-        return cls(
-            changes,
-            st,
-            problems,
-            info["baseline"],
-            list(info["followup"]),
-            list(info["measures"]),
-            float(info.get("conf", 0.95)),
-            meta,
-        )
+        return cls(changes, st, problems, str(info["baseline"]), followup, measures, conf, meta)
 
     def __repr__(self) -> str:
         pats = self.changes["patient"].nunique() if len(self.changes) else 0
@@ -229,16 +247,63 @@ class Comparison:
         )
 
 
+def _read_saved_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a results folder, or `ComparisonError` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ComparisonError(f"{path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ComparisonError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _read_saved_csv(path: Path, columns: Sequence[str], **kw: Any) -> pd.DataFrame:
+    """A CSV table from a results folder with the columns it must have, or
+    `ComparisonError` naming the file and what is wrong."""
+    try:
+        df = pd.read_csv(path, **kw)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ParserError is a ValueError
+        raise ComparisonError(f"{path}: cannot be read as CSV ({exc})") from None
+    missing = [c for c in columns if c not in df.columns and c != "method"]
+    if missing:
+        raise ComparisonError(
+            f"{path}: not a table written by immunoprofile compare: missing column(s) {missing}"
+        )
+    return df
+
+
+#: every name `immunoprofile compare` writes into its output folder
+COMPARE_OUTPUTS = (
+    "changes.csv",
+    "stats.csv",
+    "problems.csv",
+    "comparison.json",
+    "report.html",
+    "plots",
+)
+
+
 def _read_table(table: pd.DataFrame | str | PathLike) -> pd.DataFrame:
     if isinstance(table, pd.DataFrame):
         return table.copy()
+    if not isinstance(table, str | PathLike):
+        raise TypeError(
+            f"compare: expected a population table (DataFrame) or the path of one, got "
+            f"{type(table).__name__}"
+        )
     p = Path(table)
     if not p.is_file():
         raise ComparisonError(f"{p}: population table not found")
+    refuse_incomplete(p, "population tables")
     try:
         if p.suffix.lower() in {".parquet", ".pq"}:
             return pd.read_parquet(p)
-        return pd.read_csv(p, dtype={"patient": str, "visit": str, "sample": str})
+        t = pd.read_csv(p, dtype={"patient": str, "visit": str, "sample": str})
+        for c in ("sample", "patient", "visit", "tube", "population", "parent"):
+            if c in t.columns:
+                t[c] = t[c].map(unescape_cell)
+        return t
     except (OSError, ValueError) as exc:
         raise ComparisonError(f"{p}: cannot read population table ({exc})") from exc
 
@@ -283,6 +348,15 @@ def compare(
         Required columns missing, no row with a patient and visit (the samples are named),
         the baseline or a follow-up visit absent from the table, or an unknown measure.
     """
+    try:
+        conf = float(conf)
+    except (TypeError, ValueError):
+        raise ComparisonError(f"conf must be a number between 0 and 1, got {conf!r}") from None
+    if not 0.0 < conf < 1.0:
+        raise ComparisonError(
+            f"conf is the confidence level of the intervals, between 0 and 1 (e.g. 0.95); "
+            f"got {conf}"
+        )
     # a population measured in two tubes stays two populations (``lymphocytes [tcell]``)
     df = tube_labels(_read_table(table))
     where = "population table"
@@ -365,6 +439,7 @@ def compare(
     df["patient"] = df["patient"].astype(str).str.strip()
     df["visit"] = df["visit"].astype(str).str.strip()
     df["population"] = df["population"].astype(str)
+    df = _checked_measures(df, measures, problems, where)
     if populations is not None:
         wanted = [str(p) for p in populations]
         unknown = [p for p in wanted if p not in set(df["population"])]
@@ -467,6 +542,7 @@ def compare(
                 frames.append(_change_frame(full, base, fol, measure, baseline, v, parents, method))
     changes = pd.concat(frames, ignore_index=True)
     problems.extend(_ratio_problems(changes))
+    problems.extend(_missing_pair_problems(changes, have))
     st = _cohort_stats(changes, has_method, conf)
     cols = (["method"] if has_method else []) + CHANGE_COLUMNS
     changes = changes[cols]
@@ -494,7 +570,7 @@ def _change_frame(
     status[nb & ~nf] = "missing baseline"
     status[~nb & nf] = "missing follow-up"
     status[nb & nf] = "missing both"
-    status[~nb & ~nf & ((base <= 0) | (fol <= 0))] = "zero value (no ratio)"
+    status[~nb & ~nf & ((base == 0) | (fol == 0))] = "zero value (no ratio)"
     pops = index.get_level_values("population")
     out = pd.DataFrame(
         {
@@ -514,6 +590,93 @@ def _change_frame(
     )
     if method is not None:
         out.insert(0, "method", method)
+    return out
+
+
+#: measures that are shares of a parent (0-100 %); every measure is a count or share (>= 0)
+PERCENT_MEASURES = ("percent_of_parent", "percent_of_lymphocytes")
+
+
+def _checked_measures(
+    df: pd.DataFrame, measures: Sequence[str], problems: list[dict], where: str
+) -> pd.DataFrame:
+    """The table with every measure numeric and plausible; each value set aside is named.
+
+    Text that is not a number, an infinite value, a negative value and a percentage above
+    100 cannot be a population frequency: such a value is left out (as missing) and gets
+    a row in problems.csv saying which patient, visit, population and value. A measure
+    with no usable value at all is named too, instead of vanishing from the output.
+    """
+    df = df.copy()
+    for m in measures:
+        raw = df[m]
+        num = pd.to_numeric(raw, errors="coerce").astype(float)
+        given = ~raw.isna() & ~raw.astype(str).str.strip().isin(["", "nan", "NaN", "<NA>"])
+        not_num = given & num.isna()
+        v = num.to_numpy()
+        with np.errstate(invalid="ignore"):
+            bad_inf = ~np.isfinite(v) & ~np.isnan(v)
+            negative = np.isfinite(v) & (v < 0)
+            over = np.isfinite(v) & (v > 100) if m in PERCENT_MEASURES else np.zeros(len(v), bool)
+        reasons = [
+            (not_num.to_numpy(), "is not a number"),
+            (bad_inf, "is not finite"),
+            (negative, "is negative"),
+            (over, "is above 100 %"),
+        ]
+        for mask, why in reasons:
+            for i in np.flatnonzero(mask):
+                r = df.iloc[i]
+                problems.append(
+                    {
+                        "kind": "invalid_value",
+                        "patient": str(r["patient"]),
+                        "visit": str(r["visit"]),
+                        "sample": str(r["sample"]),
+                        "population": str(r["population"]),
+                        "message": f"{m} of patient {r['patient']} visit {r['visit']} "
+                        f"population {r['population']} is {raw.iloc[i]!r}, which {why}: "
+                        "left out of the comparison",
+                    }
+                )
+        drop = not_num.to_numpy() | bad_inf | negative | over
+        v = np.where(drop, np.nan, v)
+        df[m] = v
+        if len(df) and np.isnan(v).all():
+            problems.append(
+                {
+                    "kind": "empty_measure",
+                    "patient": "",
+                    "visit": "",
+                    "sample": "",
+                    "population": "",
+                    "message": f"{where}: measure {m} has no usable value in any row; "
+                    "its changes and statistics are all missing",
+                }
+            )
+    return df
+
+
+def _missing_pair_problems(changes: pd.DataFrame, have: dict[str, set]) -> list[dict]:
+    """A problem row per change left without a pair although the patient has both visits
+    (a population or value missing at one of them; absent visits are named already)."""
+    out = []
+    missing = changes[changes["status"].str.startswith("missing")]
+    for r in missing.itertuples():
+        visits = have.get(r.patient, set())
+        if r.baseline_visit not in visits or r.followup_visit not in visits:
+            continue
+        out.append(
+            {
+                "kind": "missing_value",
+                "patient": r.patient,
+                "visit": r.followup_visit,
+                "sample": "",
+                "population": r.population,
+                "message": f"patient {r.patient} {r.population} ({r.measure}): {r.status} "
+                f"value ({r.baseline_visit} -> {r.followup_visit}); the pair is left out",
+            }
+        )
     return out
 
 

@@ -36,6 +36,33 @@ def _fmt(v: float) -> str:
     return repr(float(v)) if v != int(v) else str(int(v))
 
 
+#: the largest spillover matrix file read: a 100 x 100 matrix is about 100 kB
+MAX_MATRIX_BYTES = 4 * 2**20
+
+
+def _read_matrix_text(p: Path) -> str:
+    """The text of a spillover matrix file: a regular file (not a device such as
+    /dev/zero, nor a FIFO) of at most `MAX_MATRIX_BYTES`, read with that bound."""
+    import stat
+
+    try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise CompensationError(f"{p}: a spillover file must be a regular file")
+        with open(p, "rb") as fh:
+            data = fh.read(MAX_MATRIX_BYTES + 1)
+    except OSError as e:
+        raise CompensationError(f"{p}: cannot read spillover file ({e.strerror or e})") from None
+    if len(data) > MAX_MATRIX_BYTES:
+        raise CompensationError(
+            f"{p}: more than {MAX_MATRIX_BYTES} bytes; not a spillover matrix file"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CompensationError(f"{p}: spillover file is not UTF-8 text ({e})") from None
+
+
 @dataclass(frozen=True, eq=False)
 class Spillover:
     """A square spillover matrix over named detectors.
@@ -137,10 +164,7 @@ class Spillover:
         semicolon, detected from the header.
         """
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8-sig")
-        except OSError as e:
-            raise CompensationError(f"{p}: cannot read spillover file ({e})") from None
+        text = _read_matrix_text(p)
         lines = [ln for ln in text.splitlines() if ln.strip()]
         if len(lines) < 2:
             raise CompensationError(f"{p}: a spillover file needs a header row and matrix rows")

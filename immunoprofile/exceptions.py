@@ -165,6 +165,21 @@ class ConfigError(ImmunoprofileError, ValueError):
     """A run configuration (``immunoprofile run --config``) is unreadable or invalid."""
 
 
+class ReportError(ImmunoprofileError, ValueError):
+    """A results folder cannot be turned into a report (a file in it is unreadable or
+    not in the layout immunoprofile writes)."""
+
+
+class BlankSampleError(ImmunoprofileError, ValueError):
+    """A file holds no usable events: none at all, none finite, or every channel one
+    constant value (an all-zero export of a failed acquisition)."""
+
+
+class OutputError(ImmunoprofileError, OSError):
+    """An output location cannot be written (not a folder, not writable, full), or a
+    write would replace one of the run's own input files."""
+
+
 # --- simulation ---------------------------------------------------------------------
 
 

@@ -65,6 +65,52 @@ class RunResult:
     clashes: list = field(default_factory=list)  # cohort.IdentityClash: files sharing an identity
 
 
+#: the largest run configuration read (a few settings and a file list)
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    """Safe-load YAML, refusing aliases: a run configuration needs none, and a few hundred
+    bytes of nested aliases (``&a [*b, *b, ...]``) expand to billions of items."""
+    import yaml
+
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                mark = event.start_mark
+                raise ConfigError(
+                    f"{path}, line {mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                    "accepted in a run configuration; write the values out"
+                )
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return yaml.safe_load(text)
+
+
+def _config_schema() -> dict[str, Any]:
+    from importlib.resources import files
+
+    text = files("immunoprofile").joinpath("schemas/run_config.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def _validate_config(cfg: dict[str, Any], path: Path) -> None:
+    """Check the settings' types against the shipped schema; name every bad one."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_config_schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors:
+            key = ".".join(str(x) for x in e.absolute_path) or "(top level)"
+            expected = e.schema.get("type") or e.validator
+            if e.validator == "oneOf":
+                expected = "text or a list of text" if key != "cluster_parent" else "text or null"
+            lines.append(f"{key}: {e.instance!r} is not valid ({expected}; {e.message})")
+        raise ConfigError(f"{path}: invalid setting(s): " + "; ".join(lines))
+
+
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a JSON or YAML run configuration; relative paths are taken from its folder.
 
@@ -74,25 +120,37 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found (or not a regular file)")
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{p}: {p.stat().st_size} bytes is too large for a run configuration "
+                f"(at most {MAX_CONFIG_BYTES})"
+            )
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: config is not UTF-8 text ({exc})") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config ({exc})") from None
     try:
         if p.suffix.lower() in {".yaml", ".yml"}:
-            import yaml
-
-            cfg = yaml.safe_load(text)
+            cfg = _load_yaml(text, p)
         else:
             cfg = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - json and yaml raise different classes
+    except ConfigError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.') or 'JSON'} ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - yaml's errors share no base class with json's
         raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.') or 'JSON'} ({exc})") from None
     if not isinstance(cfg, dict):
         raise ConfigError(
             f"{p}: the config must be a mapping of settings, got {type(cfg).__name__}"
         )
-    unknown = sorted(set(cfg) - CONFIG_KEYS)
+    unknown = sorted(str(k) for k in set(cfg) - CONFIG_KEYS)
     if unknown:
         raise ConfigError(f"{p}: unknown setting(s) {unknown}; known: {sorted(CONFIG_KEYS)}")
+    _validate_config(cfg, p)
     base = p.resolve().parent
 
     def rel(x: str) -> str:
@@ -185,6 +243,10 @@ def run_pipeline(
     t0 = time.perf_counter()
     if not files:
         raise ConfigError("run: no FCS files given (arguments or `files:` in the config)")
+    if cluster and umap:
+        from immunoprofile.clustering.embed import require_umap
+
+        require_umap()
     paths = expand_files(files)
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
@@ -193,7 +255,17 @@ def run_pipeline(
         )
     out = Path(out)
     gdir, cdir, kdir = out / "gating", out / "comparison", out / "clustering"
-    gdir.mkdir(parents=True, exist_ok=True)
+    from immunoprofile._files import check_output_dir
+    from immunoprofile.clustering.api import CLUSTER_OUTPUTS
+    from immunoprofile.compare import COMPARE_OUTPUTS
+    from immunoprofile.gating.run import GATE_OUTPUTS
+
+    inputs = [*paths, samplesheet, template if isinstance(template, str | os.PathLike) else None]
+    check_output_dir(out, inputs, ("run.json", "report.html", "truth_check.csv", "plots"))
+    check_output_dir(gdir, inputs, (*GATE_OUTPUTS, "file_provenance.csv"))
+    check_output_dir(cdir, inputs, COMPARE_OUTPUTS)
+    if cluster:
+        check_output_dir(kdir, inputs, CLUSTER_OUTPUTS)
 
     res = gate(
         paths,
@@ -229,17 +301,28 @@ def run_pipeline(
         from immunoprofile.clustering.api import cluster as run_cluster
 
         kdir.mkdir(parents=True, exist_ok=True)
-        cl = run_cluster(
-            ok,
-            markers=markers,
-            n_metaclusters=n_metaclusters,
-            seed=seed,
-            parent=cluster_parent,
-            template=res.template,
-            samplesheet=samplesheet,
-            pattern=pattern,
-            umap=umap,
-        )
+        try:
+            cl = run_cluster(
+                ok,
+                markers=markers,
+                n_metaclusters=n_metaclusters,
+                seed=seed,
+                parent=cluster_parent,
+                template=res.template,
+                samplesheet=samplesheet,
+                pattern=pattern,
+                umap=umap,
+                on_error="skip",
+            )
+        except ImmunoprofileError as exc:
+            # clustering is a cross-check of gating: without it the comparison and the
+            # report of the gated populations still stand
+            cl = None
+            cluster_info = {"error": str(exc)}
+            from immunoprofile._files import atomic_write_text
+
+            atomic_write_text(kdir / "errors.txt", f"clustering did not run: {exc}\n")
+    if cluster and ok and cl is not None:
         cl.write(kdir)
         ctab = cl.table(include_metaclusters=False)
         agree = agreement_table(table, ctab, naming=cl.naming_table())

@@ -19,11 +19,12 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from immunoprofile._files import atomic_write, write_owned
+from immunoprofile._files import atomic_write, spreadsheet_safe, write_owned
 from immunoprofile.gating.table import ROOT, hierarchy_table
 from immunoprofile.gating.table import TABLE_COLUMNS as SAMPLE_TABLE_COLUMNS
 
@@ -209,8 +210,10 @@ def safe_name(text: str) -> str:
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> Path:
-    """Write a DataFrame as CSV atomically."""
-    return atomic_write(path, lambda p: df.to_csv(p, index=index))
+    """Write a DataFrame as CSV atomically, text cells escaped against spreadsheet formulas
+    (`immunoprofile._files.spreadsheet_safe`)."""
+    safe = spreadsheet_safe(df)
+    return atomic_write(path, lambda p: safe.to_csv(p, index=index))
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -229,6 +232,15 @@ def _sheet_name(visit: str, used: set[str]) -> str:
     return name
 
 
+def _text_not_formulas(sheet: Any) -> None:
+    """Store every cell openpyxl took for a formula (text starting with ``=``) as text: a
+    patient or visit label is data, never something Excel should run."""
+    for row in sheet.iter_rows():
+        for cell in row:
+            if cell.data_type == "f":
+                cell.data_type = "s"
+
+
 def write_xlsx(wide: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Path:
     """Write per-visit wide tables to one workbook, one sheet per visit (openpyxl)."""
 
@@ -238,7 +250,9 @@ def write_xlsx(wide: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Pat
             if not wide:
                 pd.DataFrame().to_excel(xw, sheet_name="empty")
             for visit, df in wide.items():
-                df.to_excel(xw, sheet_name=_sheet_name(visit, used))
+                name = _sheet_name(visit, used)
+                df.to_excel(xw, sheet_name=name)
+                _text_not_formulas(xw.sheets[name])
 
     return atomic_write(path, _write)
 
@@ -250,6 +264,30 @@ VISIT_FILES = "populations_*.csv"
 def visit_file_name(visit: str) -> str:
     """File name of a visit's wide table: ``populations_<visit>.csv``."""
     return f"populations_{safe_name(visit)}.csv"
+
+
+def visit_file_names(visits: Iterable[str]) -> dict[str, str]:
+    """A distinct ``populations_<visit>.csv`` per visit label.
+
+    Labels that differ only in characters a file name cannot carry, or in case (``week 24``,
+    ``week_24``, ``Week_24``: one file on a case-insensitive disk), would share a name and
+    one table would overwrite the other; each of those gets a suffix made from its own
+    label (the first 8 hex digits of its SHA-1), so names stay the same from run to run.
+    """
+    import hashlib
+
+    labels = list(dict.fromkeys(str(v) for v in visits))
+    plain = {v: visit_file_name(v) for v in labels}
+    seen: dict[str, int] = {}
+    for name in plain.values():
+        seen[name.lower()] = seen.get(name.lower(), 0) + 1
+    out = {}
+    for v, name in plain.items():
+        if seen[name.lower()] > 1:
+            tag = hashlib.sha1(v.encode("utf-8")).hexdigest()[:8]
+            name = f"{name[: -len('.csv')]}-{tag}.csv"
+        out[v] = name
+    return out
 
 
 def write_population_files(
@@ -267,8 +305,9 @@ def write_population_files(
         write_csv(table, out_dir / "populations.csv"),
         write_parquet(table, out_dir / "populations.parquet"),
     ]
+    names = visit_file_names(wide)
     for visit, df in wide.items():
-        written.append(write_csv(df, out_dir / visit_file_name(visit), index=True))
+        written.append(write_csv(df, out_dir / names[visit], index=True))
     written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
     return written
 
@@ -287,7 +326,7 @@ def write_population_tables(
     out_dir.mkdir(parents=True, exist_ok=True)
     written, _ = write_owned(
         out_dir,
-        [visit_file_name(v) for v in wide],
+        list(visit_file_names(wide).values()),
         lambda: write_population_files(table, wide, out_dir),
         writer="immunoprofile gate",
         stale=VISIT_FILES,
@@ -307,6 +346,7 @@ __all__ = [
     "population_table",
     "safe_name",
     "visit_file_name",
+    "visit_file_names",
     "write_csv",
     "write_parquet",
     "write_population_files",

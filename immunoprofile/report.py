@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from immunoprofile._files import atomic_write_text
+from immunoprofile._files import atomic_write_text, refuse_incomplete
 from immunoprofile.cohort import CLASH_ERROR
 from immunoprofile.compare import (
     ENDPOINTS,
@@ -46,7 +46,7 @@ from immunoprofile.compare import (
     population_order,
     visit_sort_key,
 )
-from immunoprofile.exceptions import ComparisonError, ImmunoprofileError
+from immunoprofile.exceptions import ComparisonError, ImmunoprofileError, ReportError
 from immunoprofile.quantify import lab_tables, value_label
 
 VERSIONED = (
@@ -1046,6 +1046,35 @@ def _read_csv(path: Path | None, **kw: Any) -> pd.DataFrame | None:
         return pd.read_csv(path, **kw)
     except pd.errors.EmptyDataError:
         return None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ParserError is a ValueError
+        raise ReportError(f"{path}: cannot be read as CSV ({exc})") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from the results folder, or `ReportError` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ReportError(f"{path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _fitted_gates_file(path: Path) -> pd.DataFrame:
+    """The fitted-gates table of a ``gates.json``, or `ReportError` naming the file."""
+    data = _read_json(path)
+    if not isinstance(data.get("samples", {}), dict):
+        raise ReportError(
+            f"{path}: 'samples' should map each sample to its fitted gates, found "
+            f"{type(data.get('samples')).__name__}; not a gates.json written by immunoprofile"
+        )
+    try:
+        return fitted_gates_table(data)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ReportError(
+            f"{path}: not a gates.json written by immunoprofile ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _first(d: Path, names: Sequence[str]) -> Path | None:
@@ -1152,15 +1181,16 @@ def report_from_dir(
     d = Path(directory)
     if not d.is_dir():
         raise ImmunoprofileError(f"{d}: results directory not found")
+    refuse_incomplete(d, "results")
     run = {}
     if (d / "run.json").is_file():
-        run = json.loads((d / "run.json").read_text())
+        run = _read_json(d / "run.json")
     gdir = d / "gating" if (d / "gating").is_dir() else d
     pop_path = _first(gdir, ["populations.csv"]) or _first(d, ["populations.csv"])
     saved = d / "comparison" / "comparison.json"
     saved = saved if saved.is_file() else d / "comparison.json"
     if pop_path is None and saved.is_file():
-        ref = json.loads(saved.read_text()).get("populations")
+        ref = _read_json(saved).get("populations")
         pop_path = Path(ref) if ref else None
     table = _read_csv(pop_path, dtype={"patient": str, "visit": str, "sample": str})
     cdir = next(
@@ -1185,11 +1215,7 @@ def report_from_dir(
     fg_path = _first(gdir, ["gates.json", "fitted_gates*.json", "fitted_gates*.csv"])
     fitted = None
     if fg_path is not None:
-        fitted = (
-            fitted_gates_table(json.loads(fg_path.read_text()))
-            if fg_path.suffix == ".json"
-            else _read_csv(fg_path)
-        )
+        fitted = _fitted_gates_file(fg_path) if fg_path.suffix == ".json" else _read_csv(fg_path)
     cohort = _read_csv(_first(gdir, ["samples.csv", "cohort.csv", "files.csv"]))
     if cohort is None and qc is not None and {"sample"} <= set(qc.columns):
         ev = next((c for c in ("events", "n_events", "total_events") if c in qc.columns), None)
@@ -1206,7 +1232,7 @@ def report_from_dir(
     files_prov = _read_csv(gdir / "file_provenance.csv", dtype={"fcs_version": str, "date": str})
     processing = None
     if (gdir / "provenance.json").is_file():
-        processing = json.loads((gdir / "provenance.json").read_text(encoding="utf-8"))
+        processing = _read_json(gdir / "provenance.json")
     prov = {k: v for k, v in run.items() if k not in ("baseline", "followup")}
     if files_prov is not None:
         prov["files: acquisition and compensation source"] = files_prov

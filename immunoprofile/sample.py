@@ -95,6 +95,45 @@ def make_channel_table(
     )
 
 
+def blank_reason(events: np.ndarray, kinds: Sequence[str]) -> str | None:
+    """Why these events carry no measurement, or None when they do.
+
+    Blank: no events; no finite value in any scatter or fluorescence channel; or every such
+    channel holding one constant value (an all-zero file). The time channel is left out:
+    a blank acquisition still counts time.
+    """
+    if events.shape[0] == 0:
+        return "the file holds no events"
+    cols = [j for j, k in enumerate(kinds) if k != "time"] or list(range(events.shape[1]))
+    if not cols:
+        return "the file holds no channels"
+    sub = events[:, cols]
+    finite = np.isfinite(sub)
+    if not finite.any():
+        return "no event has a finite value (every value is NaN or infinite)"
+    lo = np.where(finite, sub, np.inf).min(axis=0)
+    hi = np.where(finite, sub, -np.inf).max(axis=0)
+    if np.all(~finite.any(axis=0) | (lo == hi)):
+        values = sorted({float(v) for v in lo[np.isfinite(lo)]})
+        shown = ", ".join(f"{v:g}" for v in values[:3])
+        return (
+            f"every channel holds a single constant value ({shown}) in all "
+            f"{events.shape[0]} events: a blank or failed acquisition"
+        )
+    return None
+
+
+def check_not_blank(sample: Sample) -> Sample:
+    """``sample``, or `BlankSampleError` naming the file when it carries no measurement."""
+    reason = blank_reason(sample.events, list(sample.channels["kind"]))
+    if reason is not None:
+        from immunoprofile.exceptions import BlankSampleError
+
+        where = str(sample.path) if sample.path is not None else (sample.name or "<sample>")
+        raise BlankSampleError(f"{where}: no usable events: {reason}")
+    return sample
+
+
 @dataclass(eq=False)
 class Sample:
     """Events of one FCS data set with their channel table, keywords and provenance.

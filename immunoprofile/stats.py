@@ -2,7 +2,10 @@
 
 Everything here works on one vector of paired differences ``d = followup - baseline``
 (or on p-values, for the false discovery rate) and is exact, never a normal
-approximation:
+approximation, up to `EXACT_MAX_N` pairs (far beyond any trial cohort); beyond that the
+signed-rank test and the interval use the normal approximation of the same statistic
+with the exact permutation variance (ties and zeros included), and the ``test`` field
+names it:
 
 * `hodges_lehmann`: the Hodges–Lehmann estimate of the median change (the median of the
   Walsh averages ``(d_i + d_j) / 2, i <= j``) and its distribution-free confidence
@@ -32,6 +35,24 @@ from scipy import stats as _st
 WILCOXON_EXACT = "wilcoxon exact"
 SIGN_FLIP = "sign-flip permutation (exact, mid-ranks)"
 NO_TEST = "none"
+#: the largest number of pairs given exact tests and intervals (the exact null
+#: distribution costs O(n**3) work; beyond this the normal approximation is accurate)
+EXACT_MAX_N = 400
+NORMAL_APPROX = f"signed-rank normal approximation (n > {EXACT_MAX_N}, tie-corrected)"
+
+
+def _sign_pattern_probs(ranks: np.ndarray) -> np.ndarray:
+    """P(T+ = t), t = 0 .. sum(ranks), for positive integer ``ranks`` over the ``2**n``
+    equally likely sign patterns: the generating function ``prod (1 + x**r) / 2``, halved
+    at each factor so that no count overflows (``2.0**1024`` does)."""
+    total = int(ranks.sum())
+    probs = np.zeros(total + 1, dtype=float)
+    probs[0] = 1.0
+    for r in ranks:
+        r = int(r)
+        probs[r:] = (probs[r:] + probs[:-r].copy()) * 0.5
+        probs[:r] *= 0.5
+    return probs
 
 
 def _clean(d: np.ndarray | list[float]) -> np.ndarray:
@@ -114,8 +135,16 @@ def hodges_lehmann(d: np.ndarray | list[float], conf: float = 0.95) -> HodgesLeh
     w = walsh_averages(x)
     est = float(np.median(w))
     m = w.size
-    cdf = np.cumsum(signed_rank_null_counts(n)) / 2.0**n  # P(T+ <= t)
     alpha2 = (1.0 - conf) / 2.0
+    if n > EXACT_MAX_N:  # normal approximation of P(T+ <= t), continuity-corrected
+        mean, sd = n * (n + 1) / 4.0, np.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)
+        t = int(np.floor(mean + sd * _st.norm.ppf(alpha2) - 0.5))
+        if t < 0:
+            return HodgesLehmann(est, np.nan, np.nan, np.nan, 0, n)
+        k = t + 1
+        level = 1.0 - 2.0 * float(_st.norm.cdf((t + 0.5 - mean) / sd))
+        return HodgesLehmann(est, float(w[k - 1]), float(w[m - k]), level, k, n)
+    cdf = np.cumsum(_sign_pattern_probs(np.arange(1, n + 1)))  # P(T+ <= t)
     ok = np.flatnonzero(cdf <= alpha2 + 1e-12)
     if ok.size == 0:  # even [min W, max W] covers less than conf
         return HodgesLehmann(est, np.nan, np.nan, np.nan, 0, n)
@@ -164,11 +193,7 @@ def sign_flip_pvalue(d: np.ndarray | list[float]) -> tuple[float, float]:
         return 0.0, 1.0
     r2 = np.rint(2.0 * _st.rankdata(np.abs(x))).astype(np.int64)  # doubled mid-ranks
     total = int(r2.sum())
-    counts = np.zeros(total + 1, dtype=float)
-    counts[0] = 1.0
-    for r in r2:
-        counts[r:] = counts[r:] + counts[:-r].copy()  # r >= 2: ranks start at 1
-    probs = counts / 2.0**n
+    probs = _sign_pattern_probs(r2)  # r >= 2: ranks start at 1
     t_plus = int(r2[x > 0].sum())
     s_obs = abs(2 * t_plus - total)  # |S| on the doubled scale
     values = np.arange(total + 1)
@@ -176,6 +201,22 @@ def sign_flip_pvalue(d: np.ndarray | list[float]) -> tuple[float, float]:
     p = float(min(1.0, probs[extreme].sum()))
     stat = min(t_plus, total - t_plus) / 2.0
     return float(stat), p
+
+
+def _normal_signed_rank(x: np.ndarray) -> tuple[float, float]:
+    """Two-sided p of the signed-rank statistic by its normal approximation, with the
+    permutation mean ``sum(r) / 2`` and variance ``sum(r**2) / 4`` of the mid-ranks of the
+    non-zero ``|d|`` (exact under ties), continuity-corrected. Returns (min(T+, T-), p)."""
+    x = x[x != 0.0]
+    if x.size == 0:
+        return 0.0, 1.0
+    r = _st.rankdata(np.abs(x))
+    total = float(r.sum())
+    t_plus = float(r[x > 0].sum())
+    sd = float(np.sqrt(np.sum(r**2) / 4.0))
+    dev = max(abs(t_plus - total / 2.0) - 0.5, 0.0)
+    p = float(min(1.0, 2.0 * _st.norm.sf(dev / sd))) if sd > 0 else 1.0
+    return min(t_plus, total - t_plus), p
 
 
 def signed_rank_test(d: np.ndarray | list[float]) -> SignedRankResult:
@@ -190,6 +231,9 @@ def signed_rank_test(d: np.ndarray | list[float]) -> SignedRankResult:
     n_zero = int(np.count_nonzero(x == 0.0))
     if n == 0:
         return SignedRankResult(np.nan, np.nan, NO_TEST, 0, 0)
+    if n - n_zero > EXACT_MAX_N:
+        stat, p = _normal_signed_rank(x)
+        return SignedRankResult(stat, p, NORMAL_APPROX, n, n_zero)
     ties = np.unique(np.abs(x)).size < n
     if n_zero == 0 and not ties:
         res = _st.wilcoxon(x, method="exact", alternative="two-sided")

@@ -249,6 +249,21 @@ def transform_from_dict(d: Mapping[str, Any] | Transform) -> Transform:
     return cls(**kwargs)
 
 
+#: the largest float32 value: events are float32, so a top of scale beyond it means nothing
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_top(obj: Any) -> None:
+    """T (top of scale) must be a finite positive number a float32 event can reach."""
+    t = float(obj.t)
+    _check(
+        math.isfinite(t) and 0 < t <= _F32_MAX,
+        f"T must be positive and at most {_F32_MAX:.3g}, the largest float32 event value "
+        f"(got {t:g})",
+        obj,
+    )
+
+
 def _check(cond: bool, what: str, obj: Any) -> None:
     if not cond:
         raise TransformError(f"invalid {type(obj).__name__} parameters {asdict(obj)}: {what}")
@@ -266,6 +281,7 @@ class Linear(Transform):
     a: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_top(self)
         _check(self.t > 0, "T must be > 0", self)
         # Gating-ML 2.0 asks for 0 <= A <= T; any A with T + A > 0 is a valid affine map
         # (FlowJo linear axes with a negative minimum need A < 0)
@@ -291,6 +307,7 @@ class Log(Transform):
     m: float = 4.5
 
     def __post_init__(self) -> None:
+        _check_top(self)
         _check(self.t > 0, "T must be > 0", self)
         _check(self.m > 0, "M must be > 0", self)
 
@@ -320,6 +337,7 @@ class Arcsinh(Transform):
     a: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_top(self)
         _check(self.t > 0, "T must be > 0", self)
         _check(self.m > 0, "M must be > 0", self)
         _check(0 <= self.a <= self.m, "A must be in [0, M]", self)
@@ -583,6 +601,7 @@ class Logicle(_Biexponential):
     """
 
     def __post_init__(self) -> None:
+        _check_top(self)
         _check(self.t > 0, "T must be > 0", self)
         _check(self.m > 0, "M must be > 0", self)
         _check(0 <= self.w <= self.m / 2, "W must be in [0, M/2]", self)
@@ -602,6 +621,7 @@ class Hyperlog(_Biexponential):
     Gating-ML 2.0 parameterisation; same meaning of T, W, M, A as logicle)."""
 
     def __post_init__(self) -> None:
+        _check_top(self)
         _check(self.t > 0, "T must be > 0", self)
         _check(self.m > 0, "M must be > 0", self)
         _check(0 < self.w <= self.m / 2, "W must be in (0, M/2]", self)

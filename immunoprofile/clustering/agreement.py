@@ -23,7 +23,9 @@ scikit-learn, and the per-sample frequency error in percentage points.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -172,6 +174,38 @@ def agreement_pairs(
     if populations is not None:
         both = both[both["population"].isin(list(populations))]
     return both.reset_index(drop=True)
+
+
+def read_gating_table(path: str | os.PathLike, value: str = "percent_of_parent") -> pd.DataFrame:
+    """A gated population table (``immunoprofile gate``'s populations.csv) to compare the
+    clusters with, checked: readable, with ``sample``, ``population`` and a numeric
+    ``value`` column. Raises `ClusteringError` naming the file, column and lines."""
+    from immunoprofile._files import unescape_cell
+
+    p = Path(path)
+    try:
+        df = pd.read_csv(p, dtype={"sample": str, "population": str})
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ParserError is a ValueError
+        raise ClusteringError(f"gating table {p}: cannot be read as CSV ({exc})") from None
+    missing = [c for c in ("sample", "population", value) if c not in df.columns]
+    if missing:
+        raise ClusteringError(
+            f"gating table {p}: missing column(s) {missing}; it has {list(df.columns)} "
+            "(expected the populations.csv of immunoprofile gate)"
+        )
+    num = pd.to_numeric(df[value], errors="coerce")
+    bad = df[value].notna() & num.isna()
+    if bad.any():
+        lines = [int(i) + 2 for i in np.flatnonzero(bad.to_numpy())]
+        shown = [str(x) for x in df.loc[bad, value].head(3)]
+        raise ClusteringError(
+            f"gating table {p}: column {value!r} must hold numbers; line(s) "
+            f"{lines[:10]}{' ...' if len(lines) > 10 else ''} hold {shown}"
+        )
+    df[value] = num.astype(float)
+    for c in ("sample", "population"):
+        df[c] = df[c].map(unescape_cell)
+    return df
 
 
 def agreement_table(

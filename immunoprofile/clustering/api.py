@@ -143,6 +143,9 @@ def _prepare(
         from immunoprofile.io.fcs import read_fcs
 
         sample = read_fcs(item)
+    from immunoprofile.sample import check_not_blank
+
+    check_not_blank(sample)
     rows = None
     ref_count = None
     res = None
@@ -179,6 +182,10 @@ def _prepare(
     if not np.isfinite(X).all():
         bad = int((~np.isfinite(X)).any(axis=1).sum())
         raise ClusteringError(f"{name}: {bad} events have NaN or infinite values in {chosen}")
+    if X.shape[0] == 0:
+        raise ClusteringError(
+            f"{name}: no events to cluster: population {parent!r} is empty in this file"
+        )
     prep = _Prepared(name, X, rows, sample.n_events, ref_count, dict(sample.keywords))
     if res is not None and gate_populations:
         found = [p for p in gate_populations if p in res.masks]
@@ -482,6 +489,13 @@ class ClusterResult:
         return [str(p) for p in written]
 
 
+#: every name (or glob) `immunoprofile cluster` may write into its output folder
+CLUSTER_OUTPUTS = (
+    "populations.csv", "populations.parquet", "metaclusters.csv", "metacluster_counts.csv",
+    "thresholds.csv", "unassigned.csv", "sample_gates.csv", "resolution.csv", "umap.csv",
+    "errors.csv", "agreement.csv", "agreement_pairs.csv", "*.png", "outputs.json",
+)  # fmt: skip
+
 #: outputs of `ClusterResult.write` and `immunoprofile cluster` that a run may or may not
 #: produce; one recorded by an earlier run into the same folder and not produced now is
 #: removed (the others are always rewritten)
@@ -645,7 +659,10 @@ def cluster(
     if isinstance(paths_or_samples, str | os.PathLike | Sample):
         items = [paths_or_samples]
     else:
-        items = list(paths_or_samples)
+        from immunoprofile.gating.run import _as_list, _check_items
+
+        items = _as_list(paths_or_samples, "cluster")
+        _check_items(items, "cluster")
     if not items:
         raise ClusteringError("cluster: no files given")
     if name_level not in ("metacluster", "node"):

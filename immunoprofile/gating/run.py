@@ -63,11 +63,11 @@ from immunoprofile.quantify import (
     concat_tables,
     per_visit,
     population_table,
-    visit_file_name,
+    visit_file_names,
     write_csv,
     write_population_files,
 )
-from immunoprofile.sample import Sample
+from immunoprofile.sample import Sample, check_not_blank
 
 ERROR_COLUMNS = (
     "file", "sample", "error_type", "message", "patient", "visit", "tube", "other_files",
@@ -175,6 +175,7 @@ def _gate_one(
     try:
         sample = _load(item)
         out.keywords = dict(sample.keywords)
+        check_not_blank(sample)  # a blank file is a failed file, not a row of zeros
         if fmo:
             res = _apply(sample, template, seed, compensation, fmo)
         else:
@@ -546,12 +547,19 @@ class GateResults:
 
         written, _ = write_owned(
             out_dir,
-            [visit_file_name(v) for v in wide],
+            list(visit_file_names(wide).values()),
             _write,
             writer="immunoprofile gate",
             stale=VISIT_FILES,
         )
         return written
+
+
+#: names (and globs) `GateResults.write` and ``gate --plots`` write into an output folder
+GATE_OUTPUTS = (
+    "populations.csv", "populations.parquet", VISIT_FILES, "populations.xlsx", "gates.json",
+    "provenance.json", "qc.csv", "errors.csv", "samples.csv", "outputs.json",
+)  # fmt: skip
 
 
 # --- provenance tables ------------------------------------------------------------------
@@ -794,6 +802,11 @@ def _resolve_template(template: Any) -> Any:
         from immunoprofile.gating.template import load_template
 
         return load_template(template)
+    if template is None or not hasattr(template, "populations"):
+        raise TypeError(
+            "gate: template must be a built-in template name ('tregs'), the path of a JSON "
+            f"template, a dict or a Template; got {type(template).__name__}"
+        )
     return template
 
 
@@ -875,6 +888,26 @@ def _template_per_file(
     return main, per_file, missing
 
 
+def _as_list(inputs: Any, what: str) -> list[Any]:
+    """The inputs as a list, or `TypeError` when they are not a collection of them."""
+    if isinstance(inputs, bytes | dict) or not hasattr(inputs, "__iter__"):
+        raise TypeError(
+            f"{what}: expected FCS file paths or Samples (one, or a list of them); got "
+            f"{type(inputs).__name__}"
+        )
+    return list(inputs)
+
+
+def _check_items(items: Sequence[Any], what: str) -> None:
+    """`TypeError` naming the first input that is neither a path nor a `Sample`."""
+    for i, x in enumerate(items):
+        if not isinstance(x, str | os.PathLike | Sample):
+            raise TypeError(
+                f"{what}: input {i} is a {type(x).__name__}; expected an FCS file path "
+                "(str or pathlib.Path) or an immunoprofile Sample"
+            )
+
+
 def gate(
     paths_or_samples: str | os.PathLike | Sample | Iterable[str | os.PathLike | Sample],
     template: Any,
@@ -943,11 +976,17 @@ def gate(
     if isinstance(paths_or_samples, str | os.PathLike | Sample):
         items = [paths_or_samples]
     else:
-        items = list(paths_or_samples)
+        items = _as_list(paths_or_samples, "gate")
     if not items:
         raise ImmunoprofileError("gate: no files given")
-    if int(jobs) < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    _check_items(items, "gate")
+    if isinstance(jobs, bool) or not isinstance(jobs, int | np.integer) or jobs < 1:
+        raise ValueError(f"gate: jobs must be a whole number >= 1, got {jobs!r}")
+    if samplesheet is not None and not isinstance(samplesheet, str | os.PathLike | pd.DataFrame):
+        raise TypeError(
+            "gate: samplesheet must be the path of a CSV file or a DataFrame; got "
+            f"{type(samplesheet).__name__}"
+        )
     if _is_tube_mapping(template):
         # validate every template up front: a bad name fails the run before any gating
         for spec in template.values():

@@ -350,13 +350,40 @@ def _builtin_text(name: str) -> str | None:
     return ref.read_text("utf-8") if ref.is_file() else None
 
 
+#: the deepest nesting a template may have (a boolean gate of boolean gates stays far below)
+MAX_TEMPLATE_DEPTH = 64
+
+
+def _check_depth(obj: Any, where: str) -> None:
+    """`TemplateError` when lists/objects nest deeper than `MAX_TEMPLATE_DEPTH` (checked
+    without recursion, before anything recursive such as the schema sees it)."""
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_TEMPLATE_DEPTH:
+            raise TemplateError(
+                f"{where}: nested more than {MAX_TEMPLATE_DEPTH} levels deep; not a gating template"
+            )
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
 def _parse_json(text: str, where: str) -> Any:
     try:
-        return json.loads(text)
+        obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TemplateError(
             f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
         ) from None
+    except RecursionError:
+        raise TemplateError(
+            f"{where}: nested too deeply to read (more than {MAX_TEMPLATE_DEPTH} levels is "
+            "not a gating template)"
+        ) from None
+    _check_depth(obj, where)
+    return obj
 
 
 def load_template(name_or_path: str | PathLike | Template | dict) -> Template:
@@ -374,6 +401,11 @@ def load_template(name_or_path: str | PathLike | Template | dict) -> Template:
         return name_or_path
     if isinstance(name_or_path, dict):
         return validate_template(name_or_path)
+    if not isinstance(name_or_path, str | PathLike):
+        raise TypeError(
+            "load_template expects a built-in template name, the path of a JSON template, "
+            f"a dict or a Template; got {type(name_or_path).__name__}"
+        )
     path = Path(name_or_path)
     if path.is_file():
         try:
@@ -400,6 +432,7 @@ def validate_template(obj_or_path: str | PathLike | dict | Template) -> Template
     Raises `TemplateError` naming the file and the place of the first problems.
     """
     if isinstance(obj_or_path, dict):
+        _check_depth(obj_or_path, "template")
         return _build(obj_or_path, None)
     return load_template(obj_or_path)
 

@@ -400,6 +400,10 @@ def _kw_int(kw: dict[str, str], key: str, src: _Source, default: int | None = No
     return int(f)
 
 
+#: the largest log-amplification ($PnE f1, plus log10 f2) whose values fit in a float64
+_MAX_DECADES = 307.0
+
+
 def _kw_float(kw: dict[str, str], key: str, src: _Source, default: float) -> float:
     v = kw.get(key)
     if v is None or not v.strip():
@@ -542,6 +546,15 @@ def _channels(kw: dict[str, str], n_par: int, src: _Source) -> list[_Channel]:
             raise FCSTextError(src.name, f"value {pne!r} is not 'f1,f2'", keyword=f"{p}E") from None
         if not (math.isfinite(f1) and math.isfinite(f2)) or f1 < 0:
             raise FCSTextError(src.name, f"value {pne!r} is not valid", keyword=f"{p}E")
+        scale_top = f1 + (math.log10(f2) if f2 > 0 else 0.0)
+        if f1 > 0 and scale_top > _MAX_DECADES:
+            pname = kw.get(f"{p}N", "").strip() or f"P{i}"
+            raise FCSTextError(
+                src.name,
+                f"value {pne!r} of parameter {i} ({pname}) asks for {f1:g} decades: values up "
+                f"to 10**{scale_top:.4g}, beyond what a float64 holds (10**308)",
+                keyword=f"{p}E",
+            )
         gain = _kw_float(kw, f"{p}G", src, 1.0)
         mask = None
         if kind == "u" and rng > 0:

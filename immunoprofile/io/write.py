@@ -191,6 +191,8 @@ def write_fcs(
     ------
     FCSError when the TEXT segment alone would not fit the 8-digit HEADER offsets.
     """
+    if not isinstance(sample, Sample):
+        raise TypeError(f"write_fcs: expected an immunoprofile Sample, got {type(sample).__name__}")
     path = Path(path)
     if mask is None:
         events = sample.events
