@@ -548,7 +548,7 @@ def gate_cmd(
         from immunoprofile._files import check_output_dir
         from immunoprofile.gating.run import GATE_OUTPUTS
 
-        check_output_dir(out_dir, [*files, samplesheet, template], GATE_OUTPUTS)
+        check_output_dir(out_dir, [*files, samplesheet, template, compensation], GATE_OUTPUTS)
         with _clash_warnings_to_terminal():
             res = gate(
                 list(files),
