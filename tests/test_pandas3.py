@@ -100,7 +100,7 @@ def test_plot_label_without_marker():
     res.sample.channels = table
     res.fitted = {"p": {"channels": ["FSC-A", "PE-A"]}}
     res.template = load_template("tregs")
-    _, label0 = gplots._column(res, "p", 0, "FSC-A")
-    _, label1 = gplots._column(res, "p", 1, "CD25")
+    label0 = gplots._column(res, "p", 0, "FSC-A")[1]
+    label1 = gplots._column(res, "p", 1, "CD25")[1]
     assert label0 == "FSC-A"
     assert label1 == "CD25 (PE-A)"
