@@ -548,7 +548,10 @@ def gate_cmd(
         from immunoprofile._files import check_output_dir
         from immunoprofile.gating.run import GATE_OUTPUTS
 
-        check_output_dir(out_dir, [*files, samplesheet, template, compensation], GATE_OUTPUTS)
+        template_files = [t.partition("=")[2] if "=" in t else t for t in template]
+        check_output_dir(
+            out_dir, [*files, samplesheet, *template_files, compensation], GATE_OUTPUTS
+        )
         with _clash_warnings_to_terminal():
             res = gate(
                 list(files),
