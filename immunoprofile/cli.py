@@ -1189,6 +1189,14 @@ def import_gates_cmd(
                     f"population(s), used by `gate` for files matching "
                     + ", ".join(f"{k}={v}" for k, v in entry["match"].items())
                 )
+            for pid in ws.magnetic_populations():
+                click.echo(
+                    f"note: {pid!r} has a magnetic gate: FlowJo moves it onto each sample's "
+                    "events before counting and the workspace keeps only the drawn position, "
+                    "which is what is imported; FlowJo's counts for it and the populations "
+                    "below it come from the moved gate",
+                    err=True,
+                )
             if fcs:
                 matched, missing, unused = ws.match_files(fcs)
                 for sid, path in matched.items():

@@ -183,6 +183,9 @@ def test_flowjo9_layout_read(fj9):
     kinds = {p.id: p.gate.kind for p in a02.populations}
     assert kinds["Live"] == "polygon" and kinds["Live/APC/mDC"] == "polygon"  # PolyRect
     assert kinds["Live/APC/mDC/IFNa+"] == "rectangle" and kinds["Live/CD14-MHC2-"] == "ellipse4"
+    # FlowJo moves these two onto each sample's events; the workspace keeps the drawn gate
+    assert ws.magnetic_populations() == ["Live/APC/B Cell", "Live/Monocytes"]
+    assert ws.magnetic_populations(a02) == ["Live/APC/B Cell", "Live/Monocytes"]
     # biexponential tables replaced by fitted logicles, well under one display channel
     assert FLOWJO9_FIT_ERRORS and max(FLOWJO9_FIT_ERRORS.values()) < 0.5
     with pytest.raises(WorkspaceError, match="2 samples are named 'a2004_O1T2pb05i'"):
@@ -216,6 +219,9 @@ def test_flowjo9_counts_with_fcs_from_the_cli(fj9, tmp_path):
     assert r.returncode == 0, r.stderr
     # A01 is not here: said so, naming its file
     assert "a2004_O1T2pb05i (a2004_O1T2pb05i_A1_A01.fcs)" in r.stderr
+    # the two magnetic gates are named: FlowJo counted them at moved positions
+    notes = [ln for ln in r.stderr.splitlines() if "magnetic gate" in ln]
+    assert [n.split("'")[1] for n in notes] == ["Live/APC/B Cell", "Live/Monocytes"]
     printed = {
         line.split("\t")[1]: int(line.split("\t")[3].removeprefix("immunoprofile "))
         for line in r.stdout.splitlines()
@@ -227,9 +233,18 @@ def test_flowjo9_counts_with_fcs_from_the_cli(fj9, tmp_path):
     assert printed == got  # import-gates --fcs and gate count through the same engine
     diff = {p: got[p] - int(c) for p, c in zip(ref["path"], ref["flowjo_count"])}
     within = {p: abs(d) <= max(0.02 * c, 2) for (p, d), c in zip(diff.items(), ref["flowjo_count"])}
-    # every gate outside the monocyte branch within 2 % (at least 2 events) of FlowJo
-    assert all(ok for p, ok in within.items() if not p.startswith("Live/Monocytes/")), diff
-    # the monocyte cytokine gates sit on a parent 34 events (1.8 %) short of FlowJo's
+    rows = read_wsp(fj9 / "A2004Analysis.xml").compare_counts(fcs.name, fcs)
+    moved = {r["population"] for r in rows if r["magnetic"]}
+    assert moved == {"Live/APC/B Cell", "Live/Monocytes"} | {
+        f"Live/Monocytes/{c}" for c in ("IFNa+", "IL-6+", "IL-12+", "TNFa+")
+    }
+    # every population FlowJo counted with a gate at its stored position: within 2 % (at
+    # least 2 events) of FlowJo, 12 of 12
+    fixed = [p for p in diff if p not in moved]
+    assert len(fixed) == 12 and all(within[p] for p in fixed), diff
+    # under the moved (magnetic) gates: B cells within 2 %, the drawn monocyte gate 34
+    # events (1.8 %) short of FlowJo's moved one, its cytokine gates 3 to 6 events short
+    assert within["Live/APC/B Cell"] and within["Live/Monocytes"], diff
     assert all(abs(diff[p]) <= 6 for p in diff if p.startswith("Live/Monocytes/")), diff
 
 
@@ -258,7 +273,7 @@ SYNTHETIC_FJ9 = _fj9_xml(
     """<SampleList><Sample sampleID="1" eventCount="5">
  <Keywords><Keyword name="$FIL" value="syn.fcs"/><Keyword name="$TOT" value="5"/></Keywords>
  <SampleNode name="syn" count="5">
-  <Population name="box" count="3"><PolygonGate><PolyRect xAxisName="A" yAxisName="B"><Polygon>
+  <Population name="box" count="3"><PolygonGate magnetic="1"><PolyRect xAxisName="A" yAxisName="B"><Polygon>
    <Vertex x="0" y="0"/><Vertex x="10" y="0"/><Vertex x="10" y="10"/><Vertex x="0" y="10"/>
   </Polygon></PolyRect></PolygonGate>
    <Population name="pos" count="2"><PolygonGate><Range xAxisName="A"><Polygon>
@@ -275,9 +290,12 @@ def test_flowjo9_synthetic_layout_hand_worked(tmp_path):
     ws = read_wsp(wsp)
     (smp,) = ws.samples.values()
     assert smp.file_name == "syn.fcs" and [p.id for p in smp.populations] == ["box", "box/pos"]
+    assert [p.gate.magnetic for p in smp.populations] == [True, False]
     data = {"A": np.array([1.0, 5.0, 9.0, 20.0, -3.0]), "B": np.array([1.0, 5.0, 9.0, 5.0, 5.0])}
     rows = ws.compare_counts(smp, data)
     assert [(r["population"], r["flowjo"], r["immunoprofile"]) for r in rows] == [
         ("box", 3, 3),
         ("box/pos", 2, 2),
     ]
+    # a population below a magnetic gate is marked too
+    assert [r["magnetic"] for r in rows] == [True, True]

@@ -71,6 +71,9 @@ class WspGate:
     edges: tuple[tuple[float, ...], ...] = ()
     refs: tuple[str, ...] = ()  # boolean: dependent population paths
     inside: bool = True
+    #: FlowJo 9 "magnetic" gate: FlowJo moves it onto each sample's events before counting,
+    #: and the workspace keeps only the drawn position
+    magnetic: bool = False
 
 
 @dataclass(frozen=True)
@@ -501,10 +504,13 @@ class FlowJoWorkspace:
         """Our count beside FlowJo's stored count for every population of ``sample``.
 
         Each row: ``population`` (path), ``flowjo`` (None when FlowJo stored none),
-        ``immunoprofile``, ``difference``.
+        ``immunoprofile``, ``difference``, and ``magnetic``: True when the population's
+        gate or one above it is a FlowJo 9 magnetic gate, whose stored count FlowJo took
+        at a position moved onto this sample's events (the workspace keeps the drawn one).
         """
         smp = sample if isinstance(sample, WspSample) else self.sample(sample)
         masks = self.analyze(smp, data)
+        moved = set(self.magnetic_populations(smp))
         rows = []
         for pop in smp.populations:
             ours = int(masks[pop.id].sum())
@@ -515,9 +521,29 @@ class FlowJoWorkspace:
                     "flowjo": pop.count,
                     "immunoprofile": ours,
                     "difference": None if pop.count is None else ours - pop.count,
+                    "magnetic": any(
+                        "/".join(pop.path[:i]) in moved for i in range(1, len(pop.path) + 1)
+                    ),
                 }
             )
         return rows
+
+    def magnetic_populations(self, sample: str | WspSample | None = None) -> list[str]:
+        """Paths of populations whose gate is magnetic (FlowJo 9: FlowJo moves the gate
+        onto each sample's events before counting and saves only the drawn position), in
+        one sample or, without ``sample``, in any sample or group of the workspace."""
+        if sample is not None:
+            smp = sample if isinstance(sample, WspSample) else self.sample(sample)
+            trees = [smp.populations]
+        else:
+            trees = [s.populations for s in self.samples.values()]
+            trees += [g.populations for g in self.groups.values()]
+        out: dict[str, None] = {}
+        for pops in trees:
+            for p in pops:
+                if p.gate.magnetic:
+                    out.setdefault(p.id)
+        return list(out)
 
     # --- templates ----------------------------------------------------------------------
 

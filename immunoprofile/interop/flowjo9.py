@@ -19,7 +19,11 @@ The older layout differs from FlowJo 10 in every part that matters for gating:
   4096, is kept with the transform (`FLOWJO9_FIT_ERRORS`) and is far below one channel
   on the workspaces seen;
 * samples carry no file path, only ``$FIL`` among their keywords, and two samples may
-  share a node name: files are matched by ``$FIL``.
+  share a node name: files are matched by ``$FIL``;
+* a gate may be "magnetic" (``<PolygonGate magnetic="1">``): FlowJo moves it onto each
+  sample's events before counting and saves only the drawn position, which is what can
+  be imported. Such gates are marked (`WspGate.magnetic`) so that callers can say that
+  FlowJo's counts for them, and for the populations below them, came from a moved gate.
 """
 
 from __future__ import annotations
@@ -239,6 +243,7 @@ def _gate(pop: ET.Element, where: str) -> WspGate:
             f"Ellipse inside <PolygonGate>; found {kinds})"
         )
     kind = _SHAPES[local_name(shape.tag)]
+    magnetic = (attr(holder, "magnetic") or "").strip() == "1"
     dims = [attr(shape, "xAxisName") or ""]
     if kind != "range":
         dims.append(attr(shape, "yAxisName") or "")
@@ -256,14 +261,14 @@ def _gate(pop: ET.Element, where: str) -> WspGate:
         if len(verts) != 2:
             raise WorkspaceError(f"{where}: a Range gate needs 2 vertices, has {len(verts)}")
         lo, hi = sorted(v[0] for v in verts)
-        return WspGate("rectangle", tuple(dims), (lo,), (hi,))
+        return WspGate("rectangle", tuple(dims), (lo,), (hi,), magnetic=magnetic)
     if kind == "ellipse4":
         if len(verts) != 4:
             raise WorkspaceError(f"{where}: an Ellipse gate needs 4 points, has {len(verts)}")
-        return WspGate("ellipse4", tuple(dims), edges=tuple(verts))
+        return WspGate("ellipse4", tuple(dims), edges=tuple(verts), magnetic=magnetic)
     if len(verts) < 3:
         raise WorkspaceError(f"{where}: a polygon needs 3 vertices, has {len(verts)}")
-    return WspGate("polygon", tuple(dims), vertices=tuple(verts))
+    return WspGate("polygon", tuple(dims), vertices=tuple(verts), magnetic=magnetic)
 
 
 __all__ = ["FLOWJO9_FIT_ERRORS", "is_flowjo9", "read_flowjo9"]
