@@ -593,6 +593,7 @@ def gate_cmd(
                 str(row.qc_flags), *gates,
             )  # fmt: skip
         Console().print(t)
+    _print_files_to_review(res.flagged_files())
     click.echo(
         f"wrote {len(table)} population rows for {len(summary) - res.n_failed} sample(s) to "
         f"{out_dir}/ (populations.csv, per-visit tables, gates.json, provenance.json, qc.csv, "
@@ -605,6 +606,17 @@ def gate_cmd(
         "gated, in populations.csv, left out of the per-visit tables",
         out_dir,
     )
+
+
+def _print_files_to_review(flagged: Any, width: int = 160) -> None:
+    """The gated files that carry QC flags, one line each with the rules that fired
+    (details in qc.csv); shown even with --quiet: a silent wrong number is worse."""
+    if flagged is None or not len(flagged):
+        return
+    click.echo(f"files to review ({len(flagged)}; every flag with its numbers in qc.csv):")
+    for row in flagged.itertuples():
+        line = f"  {row.sample}: {row.flags} flag(s): {row.rules}"
+        click.echo(line if len(line) <= width else line[: width - 3] + "...")
 
 
 @contextlib.contextmanager

@@ -131,6 +131,7 @@ def _check_outputs(out: Path, files: list[str], a: str, b: str, patient: str, vi
     identity; qc.csv flags them; the per-visit csv and xlsx leave them out."""
     samples = [Path(f).stem for f in files]
     pop = pd.read_csv(out / "populations.csv", dtype={"patient": str, "visit": str})
+    pop = pop.fillna({"qc": ""})  # a row without QC flags has an empty qc cell
     assert list(pop["sample"].unique()) == samples
     flagged = pop.groupby("sample", sort=False)["identity_clash"].all()
     assert flagged[flagged].index.tolist() == [Path(a).stem, Path(b).stem]

@@ -21,6 +21,12 @@ from immunoprofile.exceptions import AmbiguousMarkerError, GatingError, MarkerNo
 from immunoprofile.gating.adaptive import AdaptiveGate
 from immunoprofile.gating.gates import BooleanGate
 from immunoprofile.gating.plan import DERIVED, Plan, plan_template, resolve_name
+from immunoprofile.gating.qc import (
+    non_finite_flag,
+    non_finite_rows,
+    plausibility_flags,
+    trunk_flags,
+)
 from immunoprofile.gating.table import TABLE_COLUMNS, hierarchy_table
 from immunoprofile.gating.template import Template, load_template
 from immunoprofile.sample import Sample
@@ -43,7 +49,9 @@ class GatingResult:
         (bool), ``reason`` (str or None), ``params`` (what an adaptive gate fitted) and
         ``channels`` (the columns the dims resolved to).
     qc : list of ``{"population", "flag", "detail"}``; flags are ``too_few_events``,
-        ``fallback`` (an adaptive gate used its default position) and ``off_scale``.
+        ``fallback`` (an adaptive gate used its default position), ``off_scale``,
+        ``non_finite``, ``implausible``, ``scatter_cloud`` and ``monocytes_in_parent``
+        (see `immunoprofile.gating.qc`).
     provenance : (property) compensation and transforms applied, with their parameters.
     """
 
@@ -298,6 +306,17 @@ def apply_template(
     if not plan.ok:
         raise plan.error()
     template = plan.resolved()
+    qc: list[dict[str, Any]] = []
+    bad = non_finite_rows(sample.events)
+    if bad is not None:
+        # counted, flagged and left out of every population: one infinite detector value
+        # would otherwise spread through compensation into every channel of the event
+        qc.append(non_finite_flag(sample.events, bad, sample.channel_names))
+        clean = sample.events.copy()
+        clean[bad] = 0.0
+        sample = sample.with_events(
+            clean, {"step": "exclude_non_finite", "events": int(np.count_nonzero(bad))}
+        )
     raw = sample
     sample = prepare_sample(sample, template, compensation)
     cols_of = dict(plan.columns)
@@ -313,7 +332,7 @@ def apply_template(
 
     masks: dict[str, np.ndarray] = {}
     fitted: dict[str, dict[str, Any]] = {}
-    qc: list[dict[str, Any]] = [
+    qc += [
         {"population": step.population, "flag": "step_skipped", "detail": step.reason}
         for step in plan.skipped
     ]
@@ -327,7 +346,9 @@ def apply_template(
     )
     if comp is not None and comp.get("status") == "assumed":
         qc.insert(0, {"population": None, "flag": "compensation_assumed", "detail": comp["reason"]})
-    rows_of: dict[str | None, np.ndarray] = {None: np.arange(n)}
+    rows_of: dict[str | None, np.ndarray] = {
+        None: np.arange(n) if bad is None else np.flatnonzero(~bad)
+    }
     caches: dict[str | None, dict] = {}  # per parent: 1-D cuts shared by sibling gates
     values: dict[tuple[str | None, int], np.ndarray] = {}  # parent's rows of a column
     label = sample.name or "<sample>"
@@ -376,7 +397,7 @@ def apply_template(
                 _flag_off_scale(
                     qc,
                     pop.name,
-                    masks.get(parent),
+                    masks.get(parent) if parent is not None or bad is None else ~bad,
                     len(rows),
                     gate.dims,
                     off_scale,
@@ -405,6 +426,16 @@ def apply_template(
                     "detail": f"{count} events (< {min_events})",
                 }
             )
+    qc += plausibility_flags(template, {k: int(np.count_nonzero(m)) for k, m in masks.items()}, n)
+    qc += trunk_flags(
+        template,
+        column,
+        cols_of,
+        masks,
+        None if bad is None else ~bad,
+        sample.events,
+        None if "CD14" in cols_of else _optional_column(sample, "CD14"),
+    )
     return GatingResult(
         sample=sample,
         template=template,
@@ -555,6 +586,16 @@ def _add_derived(
         cols_of[d] = j
 
 
+def _optional_column(sample: Sample, marker: str) -> int | None:
+    """Column of ``marker`` in the sample's panel, or None when it has none (or several)."""
+    from immunoprofile.panel import Panel
+
+    try:
+        return int(Panel(sample).index(marker))
+    except MarkerNotFoundError:
+        return None
+
+
 def _used_columns(events: np.ndarray, cols_of: dict[str, int]) -> dict[int, np.ndarray]:
     """Contiguous copies of the columns the template uses (column index -> values)."""
     used = sorted(set(cols_of.values()))
@@ -583,7 +624,7 @@ def _parent_values(
     key = (parent, j)
     got = values.get(key)
     if got is None:
-        got = column[j] if parent is None else column[j][rows]
+        got = column[j] if parent is None and len(rows) == len(column[j]) else column[j][rows]
         values[key] = got
     return got
 

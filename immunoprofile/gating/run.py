@@ -218,6 +218,12 @@ def _plot_into(out: FileOutcome, res: Any, plots_dir: str) -> None:
         )
 
 
+def _tag(flag: dict[str, Any]) -> str:
+    """``rule:population`` (``rule`` for a flag on the whole file)."""
+    where = flag.get("population")
+    return str(flag.get("flag")) if where is None else f"{flag.get('flag')}:{where}"
+
+
 def _file_safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
@@ -292,7 +298,8 @@ class GateResults:
     # --- tables ---------------------------------------------------------------------
 
     def table(self) -> pd.DataFrame:
-        """The tidy population table (one row per sample x population), input order."""
+        """The tidy population table (one row per sample x population), input order; the
+        ``qc`` column names the QC flags that bear on each row (see `_qc_column`)."""
         if "table" not in self._cache:
             parts = []
             for ident, out in zip(self.identities, self.outcomes):
@@ -316,11 +323,75 @@ class GateResults:
                 # lymphocytes of each) stays two rows, told apart by this column
                 tube = {i.sample: i.tube for i in self.identities}
                 table.insert(table.columns.get_loc("visit") + 1, "tube", table["sample"].map(tube))
+            table["qc"] = self._qc_column(table)
             if self.clashes:
                 # every gated file keeps its rows; the flag says which ones are ambiguous
                 table[CLASH_COLUMN] = table["sample"].isin(self.clashing_samples)
             self._cache["table"] = table
         return self._cache["table"].copy()
+
+    def _file_qc(self) -> list[list[dict[str, Any]]]:
+        """Every QC flag of each file (input order): the file's own (from gating) and the
+        run's cohort-consistency flags (`immunoprofile.gating.qc.cohort_flags`)."""
+        if "file_qc" not in self._cache:
+            from immunoprofile.gating.qc import cohort_flags, file_record
+
+            ok = [i for i, o in enumerate(self.outcomes) if o.ok]
+            records = [
+                file_record(
+                    self.outcomes[i].counts,
+                    self.outcomes[i].parents,
+                    self.outcomes[i].total,
+                    self.outcomes[i].fitted,
+                    sample=self.identities[i].sample,
+                    patient=self.identities[i].patient,
+                    visit=self.identities[i].visit,
+                    group=self.identities[i].tube,
+                )
+                for i in ok
+            ]
+            extra = cohort_flags(records) if records else []
+            flags: list[list[dict[str, Any]]] = [list(o.qc) for o in self.outcomes]
+            for i, more in zip(ok, extra):
+                flags[i] += more
+            self._cache["file_qc"] = flags
+        return self._cache["file_qc"]
+
+    def _qc_column(self, table: pd.DataFrame) -> list[str]:
+        """Per row of the tidy table: the flags on its population, on an ancestor of it
+        (a wrong parent makes every descendant suspect) or on the whole file, as
+        ``flag:population`` (or ``flag``) joined by ``; `` (empty: no flag)."""
+        by_sample: dict[str, tuple[list[dict[str, Any]], dict[str, str | None]]] = {}
+        for ident, o, flags in zip(self.identities, self.outcomes, self._file_qc()):
+            by_sample[ident.sample] = (flags, o.parents)
+        from immunoprofile.gating.qc import flags_on
+
+        out = []
+        for sample, pop in zip(table["sample"], table["population"]):
+            flags, parents = by_sample.get(sample, ([], {}))
+            out.append("; ".join(dict.fromkeys(_tag(q) for q in flags_on(flags, pop, parents))))
+        return out
+
+    def flagged_files(self) -> pd.DataFrame:
+        """The files to review: one row per gated file with at least one QC flag, in input
+        order: ``sample, patient, visit, file, flags`` (count) and ``rules`` (the distinct
+        ``flag:population`` tags)."""
+        rows = []
+        for ident, o, flags in zip(self.identities, self.outcomes, self._file_qc()):
+            if not o.ok or not flags:
+                continue
+            tags = list(dict.fromkeys(_tag(q) for q in flags))
+            rows.append(
+                {
+                    "sample": ident.sample,
+                    "patient": ident.patient,
+                    "visit": ident.visit,
+                    "file": ident.file,
+                    "flags": len(flags),
+                    "rules": "; ".join(tags),
+                }
+            )
+        return pd.DataFrame(rows, columns=["sample", "patient", "visit", "file", "flags", "rules"])
 
     def unambiguous_table(self) -> pd.DataFrame:
         """The tidy table without the files whose identity another file also claims (the
@@ -348,7 +419,7 @@ class GateResults:
     def qc(self) -> pd.DataFrame:
         """QC flags of every file: ``sample, file, population, flag, detail``."""
         rows = []
-        for ident, out in zip(self.identities, self.outcomes):
+        for ident, flags in zip(self.identities, self._file_qc()):
             clash = self._clash_of(ident)
             if clash is not None:
                 rows.append(
@@ -369,7 +440,7 @@ class GateResults:
                     "flag": q.get("flag"),
                     "detail": q.get("detail"),
                 }
-                for q in out.qc
+                for q in flags
             )
         return pd.DataFrame(rows, columns=list(QC_COLUMNS))
 
@@ -413,7 +484,9 @@ class GateResults:
     def summary(self) -> pd.DataFrame:
         """One row per file: identity, events, status, QC flag count, seconds."""
         rows = []
-        for k, (ident, out) in enumerate(zip(self.identities, self.outcomes)):
+        for k, (ident, out, flags) in enumerate(
+            zip(self.identities, self.outcomes, self._file_qc())
+        ):
             per_sample = getattr(self.template_of(k), "samples", ())
             rows.append(
                 {
@@ -429,7 +502,7 @@ class GateResults:
                         if self._clash_of(ident) is not None
                         else "ok"
                     ),
-                    "qc_flags": len(out.qc),
+                    "qc_flags": len(flags),
                     "seconds": round(out.seconds, 3),
                     "file": ident.file,
                     "gates": _gates_label(out) if per_sample else None,

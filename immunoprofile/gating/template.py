@@ -52,6 +52,9 @@ class PopulationSpec:
     parent : parent population, or None for the root (all events).
     gate : a static `Gate` or an unfitted `AdaptiveGate` (fitted per sample by the engine).
     description : free text.
+    expected : plausible percent of parent as ``(low, high)`` (published healthy and patient
+        ranges), or None; a value outside it is a QC flag (`immunoprofile.gating.qc`).
+    expected_source : where that range comes from.
     """
 
     name: str
@@ -65,6 +68,9 @@ class PopulationSpec:
     def options(self) -> tuple[Gate | AdaptiveGate, ...]:
         """The gate, then its alternatives: the first whose markers a file has is used."""
         return (self.gate, *self.alternatives)
+
+    expected: tuple[float, float] | None = None
+    expected_source: str = ""
 
     @property
     def adaptive(self) -> bool:
@@ -87,6 +93,10 @@ class PopulationSpec:
             out["alternatives"] = [g.to_dict() for g in self.alternatives]
         if self.optional:
             out["optional"] = True
+        if self.expected is not None:
+            out["expected"] = {"percent_of_parent": list(self.expected)}
+            if self.expected_source:
+                out["expected"]["source"] = self.expected_source
         return out
 
 
@@ -476,6 +486,7 @@ def _build(obj: Any, path: Path | None, builtin: str | None = None) -> Template:
                 f"{place}: a boolean gate cannot have alternatives (it combines populations, "
                 "which every file has)"
             )
+        expected, source = _expected(pj.get("expected"), place)
         specs.append(
             PopulationSpec(
                 name=name,
@@ -484,6 +495,8 @@ def _build(obj: Any, path: Path | None, builtin: str | None = None) -> Template:
                 description=pj.get("description", ""),
                 alternatives=alternatives,
                 optional=bool(pj.get("optional", False)),
+                expected=expected,
+                expected_source=source,
             )
         )
 
@@ -574,6 +587,18 @@ def _compensation_mode(value: str | None) -> str:
     from immunoprofile.compensation import normalize_mode
 
     return normalize_mode(value)
+
+
+def _expected(spec: dict[str, Any] | None, place: str) -> tuple[tuple[float, float] | None, str]:
+    """A population's plausible range (low, high) and its source; the schema checked types."""
+    if not spec:
+        return None, ""
+    low, high = (float(x) for x in spec["percent_of_parent"])
+    if low > high:
+        raise TemplateError(
+            f"{place}: expected percent_of_parent [{low:g}, {high:g}] has low above high"
+        )
+    return (low, high), str(spec.get("source", ""))
 
 
 def _build_gate(spec: dict[str, Any], place: str) -> Gate | AdaptiveGate:

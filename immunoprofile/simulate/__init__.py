@@ -32,6 +32,7 @@ from immunoprofile.simulate.cohort import (
     simulate_sample,
     truth_frequencies,
 )
+from immunoprofile.simulate.conditions import Conditions
 from immunoprofile.simulate.panel import CHANNELS, MARKERS, PANEL, PANEL_PLAIN
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "POPULATION_LEAVES",
     "POPULATION_PARENTS",
     "CohortInfo",
+    "Conditions",
     "phenotype_table",
     "read_truth",
     "simulate_cohort",

@@ -22,7 +22,12 @@ from immunoprofile.gating.table import TABLE_COLUMNS, hierarchy_table
 from immunoprofile.sample import Sample, make_channel_table
 from immunoprofile.simulate import biology as bio
 from immunoprofile.simulate import panel
-from immunoprofile.simulate.engine import InstrumentState, simulate_events
+from immunoprofile.simulate.conditions import (
+    Conditions,
+    unimodal_b_phenotypes,
+    with_conditions,
+)
+from immunoprofile.simulate.engine import InstrumentState, scatter_profiles, simulate_events
 
 #: Default baseline -> follow-up effect: multiplier on a population's share of its parent
 #: (Treg share of CD4 up 30 %, Th17 share of memory CD4 down 30 %; B and NK unchanged).
@@ -32,7 +37,7 @@ CYTOMETER = "FACSymphony A5"
 _VISIT_NOISE = 0.07  # log-SD of visit-to-visit biological variation of every share
 _ANTIGEN_SD = 0.08  # log-SD of a person's antigen density per marker
 _EFFECT_SPREAD = 0.25  # relative patient-to-patient spread of an effect's log size
-_PURPOSE = {"patient": 1, "file": 2, "effect": 3, "date": 4, "tube": 5}
+_PURPOSE = {"patient": 1, "file": 2, "effect": 3, "date": 4, "tube": 5, "conditions": 6}
 
 
 @dataclass
@@ -82,9 +87,22 @@ def _with_antigen(state: InstrumentState, antigen: np.ndarray) -> InstrumentStat
     return dataclasses.replace(state, staining=state.staining * antigen)
 
 
-def draw_composition(rng: np.random.Generator) -> dict[str, float]:
-    """Event composition of one tube (`biology.COMPOSITION`)."""
-    return {k: bio.draw_share(rng, med, lo, hi) for k, (med, lo, hi) in bio.COMPOSITION.items()}
+def draw_composition(
+    rng: np.random.Generator, table: Mapping[str, tuple[float, float, float]] | None = None
+) -> dict[str, float]:
+    """Event composition of one tube (`biology.COMPOSITION`, or ``table`` in its layout)."""
+    table = bio.COMPOSITION if table is None else table
+    return {k: bio.draw_share(rng, med, lo, hi) for k, (med, lo, hi) in table.items()}
+
+
+def _phenotypes(conditions: Conditions, unimodal: bool) -> dict[str, np.ndarray]:
+    """`simulate_events` keyword arguments for the conditions (empty for the default)."""
+    out: dict[str, np.ndarray] = {}
+    if conditions.low_fsc:
+        out["profiles"] = scatter_profiles(conditions.scatter())
+    if unimodal:
+        out["medians"], out["spreads"] = unimodal_b_phenotypes(bio.MEDIANS, bio.SPREADS)
+    return out
 
 
 def _validate_effects(effects: Mapping[str, float] | None) -> dict[str, float]:
@@ -183,6 +201,7 @@ def simulate_sample(
     composition: Mapping[str, float] | None = None,
     name: str = "simulated",
     plain_markers: bool = False,
+    conditions: Conditions | None = None,
 ) -> tuple[Sample, pd.Categorical]:
     """One simulated tube in memory: ``(Sample, labels)``.
 
@@ -197,6 +216,9 @@ def simulate_sample(
     name : sample name.
     plain_markers : write bare marker names in $PnS (default: a few with fluorochrome
         suffixes, see `panel.PANEL`).
+    conditions : acquisition and donor conditions (`Conditions`: whole blood, scatter
+        voltages, dim stains, low-FSC lymphocytes, unimodal B markers; ``unimodal_b`` > 0
+        makes this donor unimodal). None: the default PBMC set-up.
 
     Returns
     -------
@@ -208,10 +230,14 @@ def simulate_sample(
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 99]))
     freq = draw_patient(rng)
     freq.update(_check_keys(frequencies, bio.FREQUENCIES, "frequencies"))
-    comp = draw_composition(rng)
+    cond = conditions or Conditions()
+    comp = draw_composition(rng, cond.composition())
     comp.update(_check_keys(composition, bio.COMPOSITION, "composition"))
     state = _with_antigen(InstrumentState.draw(rng, drift), draw_antigen(rng))
-    ev, codes = simulate_events(rng, int(events), bio.leaf_shares(freq), comp, state)
+    if not cond.is_default:
+        state = with_conditions(state, cond)
+    extra = _phenotypes(cond, cond.unimodal_b > 0)
+    ev, codes = simulate_events(rng, int(events), bio.leaf_shares(freq), comp, state, **extra)
     sample = _sample(ev, state, name, {"$FIL": f"{name}.fcs"}, plain_markers)
     return sample, pd.Categorical.from_codes(codes, categories=list(bio.LEAVES))
 
@@ -254,6 +280,7 @@ def simulate_cohort(
     plain_markers: bool = False,
     start_date: _dt.date = _dt.date(2019, 3, 4),
     tubes: Mapping[str, Sequence[str]] | None = None,
+    conditions: Conditions | None = None,
 ) -> CohortInfo:
     """Simulate a longitudinal cohort and write it to ``out_dir``.
 
@@ -281,6 +308,9 @@ def simulate_cohort(
         events and instrument state) with only that tube's detectors; the samplesheet
         gets a ``tube`` column and the ``TUBE NAME`` keyword the tube. None: one
         20-colour tube per visit.
+    conditions : acquisition and donor conditions of the whole cohort (`Conditions`);
+        each patient is a unimodal-B donor with probability ``conditions.unimodal_b``.
+        None: the default PBMC set-up (files identical to earlier versions).
 
     Returns
     -------
@@ -311,6 +341,7 @@ def simulate_cohort(
                     f"tube {tube!r}: needs a plain name and markers of the simulated panel "
                     f"({', '.join(panel.PANEL)}); unknown: {unknown}"
                 )
+    cond = conditions or Conditions()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     width = max(2, len(str(patients)))
@@ -331,6 +362,8 @@ def simulate_cohort(
             k: float(np.exp(np.log(f) * (1.0 + _EFFECT_SPREAD * erng.standard_normal())))
             for k, f in sorted(eff.items())
         }
+        unimodal = cond.unimodal_b > 0 and _rng(seed, "conditions", p).random() < cond.unimodal_b
+        extra = _phenotypes(cond, unimodal)
         drng = _rng(seed, "date", p)
         first = start_date + _dt.timedelta(days=int(p * 21 + drng.integers(0, 14)))
         for v, visit in enumerate(visits):
@@ -357,9 +390,11 @@ def simulate_cohort(
                 (tube, _rng(seed, "tube", p, v, t)) for t, tube in enumerate(tubes)
             ]  # fmt: skip
             for tube, trng in aliquots:
-                comp = draw_composition(trng)
+                comp = draw_composition(trng, cond.composition())
                 state = _with_antigen(InstrumentState.draw(trng, drift), antigen)
-                ev, codes = simulate_events(trng, int(events), shares, comp, state)
+                if not cond.is_default:
+                    state = with_conditions(state, cond)
+                ev, codes = simulate_events(trng, int(events), shares, comp, state, **extra)
                 stem = f"{pid}_{visit}" if tube is None else f"{pid}_{visit}_{tube}"
                 start = _dt.datetime(2000, 1, 1, 9, 0) + _dt.timedelta(
                     minutes=int(trng.integers(0, 420))

@@ -116,13 +116,24 @@ def _draw_components(rng: np.random.Generator, n: int, p: np.ndarray) -> np.ndar
     return np.repeat(np.arange(len(p)), counts)
 
 
+def scatter_profiles(table: dict[str, tuple[float, float, float, float]]) -> np.ndarray:
+    """A scatter-profile table (`biology.SCATTER` layout) as the array `simulate_events`
+    takes."""
+    return np.array([table[s] for s in _SCATTER_NAMES], dtype=np.float32)
+
+
 def _make_cells(
-    rng: np.random.Generator, comp: np.ndarray, state: InstrumentState
+    rng: np.random.Generator,
+    comp: np.ndarray,
+    state: InstrumentState,
+    medians: np.ndarray,
+    spreads: np.ndarray,
+    profiles: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Marker signal (n, n_markers), FSC-A, SSC-A and autofluorescence scale per cell."""
     n = comp.size
     prof = _COMP_PROFILE[comp]
-    pr = _PROFILE[prof]
+    pr = profiles[prof]
     z_size = rng.standard_normal(n, dtype=np.float32)
     z_ssc = rng.standard_normal(n, dtype=np.float32)
     log_size = pr[:, 1] * z_size
@@ -131,11 +142,11 @@ def _make_cells(
     # log-normal around the median; antigen content grows with cell size (~ FSC^0.6);
     # per-file staining and per-person antigen density scale each marker
     z = rng.standard_normal((n, len(panel.MARKERS)), dtype=np.float32)
-    z *= bio.SPREADS[comp]
+    z *= spreads[comp]
     z += (0.6 * log_size)[:, None]
     z += np.log(state.staining)[None, :]
     sig = np.exp(z, out=z)
-    sig *= bio.MEDIANS[comp]
+    sig *= medians[comp]
     af = _PROFILE_AF[prof] * np.exp(0.3 * rng.standard_normal(n, dtype=np.float32) + log_size)
     return sig, fsc, ssc, af
 
@@ -152,9 +163,19 @@ def simulate_events(
     leaf_shares: dict[str, float],
     composition: dict[str, float],
     state: InstrumentState,
+    medians: np.ndarray | None = None,
+    spreads: np.ndarray | None = None,
+    profiles: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate one file: events (n_events x channels, `panel.CHANNELS` order, float32)
-    and truth label codes (int8 indices into `biology.LEAVES`), in acquisition order."""
+    and truth label codes (int8 indices into `biology.LEAVES`), in acquisition order.
+
+    ``medians``/``spreads`` (components x markers) and ``profiles`` (`scatter_profiles`)
+    replace `biology.MEDIANS`, `biology.SPREADS` and `biology.SCATTER` (see
+    `immunoprofile.simulate.conditions`)."""
+    medians = bio.MEDIANS if medians is None else medians
+    spreads = bio.SPREADS if spreads is None else spreads
+    profiles = _PROFILE if profiles is None else profiles
     c = composition
     outer = np.array(
         [c["debris"], c["monocyte"], c["granulocyte"], c["doublet_myeloid"]], dtype=float
@@ -188,7 +209,7 @@ def simulate_events(
     )
     mpair_b = _draw_components(rng, n_mdbl, 0.75 * p_lymph + 0.25 * p_mono)
     comp = np.concatenate([*singles, dead, pair_a, pair_b, mpair_a, mpair_b])
-    sig, fsc, ssc, af = _make_cells(rng, comp, state)
+    sig, fsc, ssc, af = _make_cells(rng, comp, state, medians, spreads, profiles)
 
     n_single = sum(s.size for s in singles)
     sl_dead = slice(n_single, n_single + n_dead)

@@ -1,0 +1,586 @@
+"""Quality control of gating: rules that say when a gate may be wrong.
+
+A silent wrong number is the worst failure of a gating tool, so every rule here turns a
+sign of trouble into a QC flag ``{"population", "flag", "detail"}`` whose detail names the
+numbers. Flags never remove a file's rows; they go to ``qc.csv``, the ``qc`` column of the
+population table, the terminal summary and the "Files to review" section of the report.
+
+Per file (run by `immunoprofile.gating.engine.apply_template`):
+
+* ``non_finite``: events with a NaN or infinite value in any channel. They are counted and
+  left out of every population (one infinite detector value would otherwise spread through
+  compensation into every channel of the event).
+* ``implausible``: a population's percent of parent outside the range its template gives
+  (``expected.percent_of_parent``, from published healthy and patient ranges).
+* ``scatter_cloud``: a dense cloud of events outside the scatter gate sits at lower side
+  scatter than the gated cloud, i.e. the gate holds a larger-cell cloud (monocytes or
+  granulocytes) and not the lymphocytes, or cuts the lymphocyte cloud.
+* ``monocytes_in_parent``: the parent of T, B or NK cells holds a visible monocyte cloud:
+  events far above the gated lymphocytes (an internal negative control in the same file)
+  on CD14 or on side scatter.
+
+Per run (`cohort_flags`, from the tables of every file gated with one template):
+
+* ``cohort_outlier``: a population's percent of parent, or a gate's position, is a robust
+  outlier among the run's files: ``|x - median| / (1.4826 MAD) > 3`` (the robust SD of a
+  percentage taken as at least 10 % of min(median, 100 - median)) and the distance is
+  larger than what reporting error and biology explain (a floor, see the constants). A
+  frequency outlier shared by another visit of the same patient is that person's make-up
+  and is not flagged.
+* ``visit_change``: a patient's change between two visits is a robust outlier among the
+  changes of the other patients (same rule on the paired differences) and at least 30 %
+  of the earlier value; both files are flagged.
+
+Saturation (``off_scale``), ``too_few_events`` and ``fallback`` come from the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: |robust z| above which a value is an outlier among the run's files (issue 11)
+ROBUST_Z = 3.0
+#: robust z needs at least this many files (or patients, for visit changes)
+MIN_FILES = 5
+#: an outlier in percent of parent must also lie this far from the median (pp), or half
+#: the median for rare populations: closer values are within counting error and biology
+MIN_SHIFT_PP = 3.0
+MIN_SHIFT_RELATIVE = 0.5
+#: a gate position outlier must also lie this far from the run's median position: 0.15
+#: display units on a fluorescence axis (day-to-day gain drift of ~20 % moves a cut by
+#: ~0.035 units per SD on a 4.5-decade logicle axis), ln 1.7 on scatter (voltages)
+MIN_SHIFT_DISPLAY = 0.15
+MIN_SHIFT_LOG_SCATTER = float(np.log(1.7))
+#: populations whose parent is checked for a monocyte cloud
+LYMPHOCYTE_LINEAGES = ("T", "B", "NK")
+#: a parent holds a visible monocyte cloud when more than this share of its events lie
+#: far above the gated lymphocytes on CD14 or side scatter
+MONOCYTE_SHARE = 0.03
+#: "far above": robust SDs above the gated lymphocytes' median, and at least a minimum
+#: distance: CD14 6 SD and 0.25 display units (spillover spreading widens NK cells' CD14
+#: beyond that of B cells; monocytes sit ~0.5 units above lymphocytes); log side scatter
+#: 4 SD and ln 2 (monocytes have ~3x the side scatter of lymphocytes)
+MONOCYTE_SD = {"CD14": 6.0, "SSC": 4.0}
+MONOCYTE_MIN = {"CD14": 0.25, "SSC": float(np.log(2.0))}
+#: the robust SD of a percentage is taken as at least this share of min(median, 100 -
+#: median): between-person variation of blood immune subsets is rarely smaller (CVs of
+#: 15-40 % in reference-range studies such as Apoil et al. 2017), while a median/MAD over
+#: 5-15 files can come out much smaller by chance
+MIN_SD_RELATIVE = 0.1
+#: visit_change: besides the robust z and the shift floor, the change must be at least
+#: this share of the earlier value (within-person variation over months is ~10-20 %)
+MIN_CHANGE_RELATIVE = 0.3
+#: scatter_cloud: an ungated density peak at least this fraction of the gated peak
+CLOUD_DENSITY = 0.5
+
+#: trunk checks look at every k-th event so that about this many are used
+TRUNK_EVENTS = 200_000
+
+_MAD_SD = 1.4826  # MAD of a normal distribution -> its standard deviation
+
+
+def make_flag(population: str | None, rule: str, detail: str) -> dict[str, Any]:
+    """One QC flag record."""
+    return {"population": population, "flag": rule, "detail": detail}
+
+
+# --- non-finite event values -------------------------------------------------------------
+
+
+def non_finite_rows(events: np.ndarray) -> np.ndarray | None:
+    """Boolean mask of events with a NaN or infinite value in any channel, or None when
+    every value is finite (checked by a min/max pass first: no event-sized mask then)."""
+    if events.size == 0:
+        return None
+    if np.isfinite(events.min()) and np.isfinite(events.max()):
+        return None
+    return ~np.isfinite(events).all(axis=1)
+
+
+def non_finite_flag(events: np.ndarray, bad: np.ndarray, channels: Sequence[str]) -> dict:
+    """The ``non_finite`` flag: how many events, and which channels hold the values."""
+    per_channel = (~np.isfinite(events[bad])).sum(axis=0)
+    named = [f"{channels[j]} {int(c)}" for j, c in enumerate(per_channel) if c]
+    n, total = int(bad.sum()), len(events)
+    return make_flag(
+        None,
+        "non_finite",
+        f"{n} of {total} events ({100.0 * n / max(total, 1):.2f}%) have NaN or infinite "
+        f"values (per channel: {', '.join(named)}); left out of every population",
+    )
+
+
+# --- plausibility --------------------------------------------------------------------------
+
+
+def plausibility_flags(template: Any, counts: Mapping[str, int], total: int) -> list[dict]:
+    """``implausible`` flags: percent of parent outside the template's expected range."""
+    out = []
+    for pop in template.populations:
+        if pop.expected is None:
+            continue
+        parent = total if pop.parent is None else counts.get(pop.parent, 0)
+        if not parent:
+            continue
+        pct = 100.0 * counts.get(pop.name, 0) / parent
+        low, high = pop.expected
+        if low <= pct <= high:
+            continue
+        src = f"; {pop.expected_source}" if pop.expected_source else ""
+        out.append(
+            make_flag(
+                pop.name,
+                "implausible",
+                f"{pct:.2f}% of {pop.parent or 'all events'} is outside the expected "
+                f"{low:g}-{high:g}%{src}",
+            )
+        )
+    return out
+
+
+# --- trunk sanity ------------------------------------------------------------------------
+
+
+def _robust(x: np.ndarray) -> tuple[float, float]:
+    """Median and robust SD (1.4826 MAD) of ``x``."""
+    med = float(np.median(x))
+    return med, _MAD_SD * float(np.median(np.abs(x - med)))
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    """Log of scatter values; values at or below zero go to the smallest positive one."""
+    pos = x[x > 0]
+    floor = float(pos.min()) if len(pos) else 1e-6
+    return np.log(np.maximum(x, floor))
+
+
+def scatter_cloud_flag(
+    fsc: np.ndarray, ssc: np.ndarray, gated: np.ndarray, population: str, bins: int = 64
+) -> dict | None:
+    """``scatter_cloud`` when a dense cloud outside the gate has lower side scatter than the
+    gated cloud (lymphocytes are the dense cloud of lowest side scatter among the major
+    clouds; debris is diffuse and does not count).
+
+    ``fsc``, ``ssc``: the scatter values of the events the gate saw; ``gated``: its mask.
+    Densities are 2-D histograms on log scatter, smoothed over one bin."""
+    from scipy.ndimage import gaussian_filter
+
+    n_in = int(gated.sum())
+    if n_in < 50 or n_in == len(gated):
+        return None
+    lf, ls = _log(fsc), _log(ssc)
+    edges = [np.quantile(v, [0.002, 0.998]) for v in (lf, ls)]
+    if any(e[1] <= e[0] for e in edges):
+        return None
+    rng = [(float(e[0]), float(e[1])) for e in edges]
+    h_in, xe, ye = np.histogram2d(lf[gated], ls[gated], bins=bins, range=rng)
+    h_out, _, _ = np.histogram2d(lf[~gated], ls[~gated], bins=[xe, ye])
+    h_in = gaussian_filter(h_in, 1.0)
+    h_out = gaussian_filter(h_out, 1.0)
+    peak_in = float(h_in.max())
+    if peak_in <= 0:
+        return None
+    ycent = 0.5 * (ye[:-1] + ye[1:])
+    med_ssc = float(np.median(ls[gated]))
+    _, sd_ssc = _robust(ls[gated])
+    below = ycent < med_ssc - max(sd_ssc, ye[1] - ye[0])
+    if not below.any():
+        return None
+    low_part = h_out[:, below]
+    i, j = np.unravel_index(int(np.argmax(low_part)), low_part.shape)
+    peak_out = float(low_part[i, j])
+    if peak_out < CLOUD_DENSITY * peak_in:
+        return None
+    ssc_out = float(np.exp(ycent[below][j]))
+    fsc_out = float(np.exp(0.5 * (xe[i] + xe[i + 1])))
+    return make_flag(
+        population,
+        "scatter_cloud",
+        f"a dense cloud outside the gate (peak density {peak_out / peak_in:.2f} of the gated "
+        f"peak, at FSC {fsc_out:.3g}, SSC {ssc_out:.3g}) has lower side scatter than the "
+        f"gated cloud (median SSC {np.exp(med_ssc):.3g}): the gate may hold larger cells "
+        "and miss the lymphocytes",
+    )
+
+
+def monocyte_flags(
+    parent: str,
+    in_parent: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    lineages: Sequence[str],
+) -> list[dict]:
+    """``monocytes_in_parent``: share of the parent's events far above the gated
+    lymphocytes (``reference``: their values, an internal negative control) on CD14 or log
+    side scatter. ``in_parent`` and ``reference`` map ``"CD14"``/``"SSC"`` to values."""
+    out = []
+    n = min((len(v) for v in in_parent.values()), default=0)
+    if n < 50:
+        return out
+    for what, values in in_parent.items():
+        ref = reference.get(what)
+        if ref is None or len(ref) < 50:
+            continue
+        if what == "SSC":
+            values, ref = _log(values), _log(ref)
+        med, sd = _robust(ref)
+        k, floor = MONOCYTE_SD.get(what, 6.0), MONOCYTE_MIN.get(what, 0.0)
+        cut = med + max(k * sd, floor)
+        share = float(np.count_nonzero(values > cut)) / len(values)
+        if share > MONOCYTE_SHARE:
+            scale = "log side scatter" if what == "SSC" else what
+            out.append(
+                make_flag(
+                    parent,
+                    "monocytes_in_parent",
+                    f"{100 * share:.1f}% of {parent} (parent of {', '.join(lineages)}) lie "
+                    f"above {cut:.3g} on {scale}, i.e. more than max({k:g} robust SD, "
+                    f"{floor:.2g}) above the gated lymphocytes' median {med:.3g} (> "
+                    f"{MONOCYTE_SHARE:.0%}): a monocyte cloud left in the trunk",
+                )
+            )
+    return out
+
+
+def _scatter_dims(template: Any) -> tuple[str, str] | None:
+    """(forward, side) scatter names of the template's top-level two-dimensional gate."""
+    for pop in template.populations:
+        if pop.parent is None and not pop.is_boolean and len(pop.gate.dims) == 2:
+            a, b = pop.gate.dims
+            if "SSC" in b.upper():
+                return a, b
+            if "SSC" in a.upper():
+                return b, a
+    return None
+
+
+def _side_scatter(template: Any, cols_of: Mapping[str, int]) -> str | None:
+    dims = _scatter_dims(template)
+    if dims is not None:
+        return dims[1]
+    return next((m for m in cols_of if m.upper().startswith("SSC")), None)
+
+
+def trunk_flags(
+    template: Any,
+    column: Mapping[int, np.ndarray],
+    cols_of: Mapping[str, int],
+    masks: Mapping[str, np.ndarray],
+    finite: np.ndarray | None,
+    events: np.ndarray | None = None,
+    cd14: int | None = None,
+) -> list[dict]:
+    """``scatter_cloud`` and ``monocytes_in_parent`` flags of one gated file.
+
+    ``column``: contiguous transformed values of each used column (column index -> values
+    over all events); ``finite``: events that took part in gating (None: all);
+    ``events`` and ``cd14``: the transformed event matrix and the column of CD14 when the
+    panel has it but no gate uses it (the check still looks at it)."""
+    out = []
+    n = len(next(iter(masks.values()))) if masks else 0
+    # every k-th event (acquisition order is random): the same answer at a fraction of
+    # the cost on a large file
+    keep = np.arange(0, n, max(1, n // TRUNK_EVENTS))
+    if finite is not None:
+        keep = keep[finite[keep]]
+    masks = {k: m[keep] for k, m in masks.items()}
+    column = {j: column[j][keep] for j in set(cols_of.values()) if j in column}
+    if "CD14" not in cols_of and cd14 is not None and events is not None:
+        cols_of = {**cols_of, "CD14": cd14}
+        column[cd14] = events[keep, cd14]
+    dims = _scatter_dims(template)
+    if dims is not None:
+        root = next(p for p in template.populations if p.parent is None and dims[0] in p.gate.dims)
+        f, s = column[cols_of[dims[0]]], column[cols_of[dims[1]]]
+        flag = scatter_cloud_flag(f, s, masks[root.name], root.name)
+        if flag is not None:
+            out.append(flag)
+    side = _side_scatter(template, cols_of)
+    by_parent: dict[str, list[str]] = {}
+    for pop in template.populations:
+        if pop.name in LYMPHOCYTE_LINEAGES and pop.parent is not None:
+            by_parent.setdefault(pop.parent, []).append(pop.name)
+    for parent, lineages in by_parent.items():
+        ref_mask = np.zeros_like(masks[parent])
+        for name in lineages:
+            ref_mask |= masks[name]
+        checks = {}
+        for what, name in (("CD14", "CD14"), ("SSC", side)):
+            if name is not None and name in cols_of:
+                checks[what] = column[cols_of[name]]
+        if not checks:
+            continue
+        out += monocyte_flags(
+            parent,
+            {k: v[masks[parent]] for k, v in checks.items()},
+            {k: v[ref_mask] for k, v in checks.items()},
+            lineages,
+        )
+    return out
+
+
+# --- cohort consistency --------------------------------------------------------------------
+
+
+def _is_scatter(dim: str) -> bool:
+    return dim.upper().startswith(("FSC", "SSC"))
+
+
+def gate_positions(fitted: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """Scalar positions of each fitted gate: ``"<population> <dim> ..."`` -> (position,
+    floor): each threshold of a range or quadrant gate, and the centroid of a scatter
+    polygon or ellipse (the trunk's lymphocyte gate), per dimension. Fluorescence positions are in display units with floor
+    `MIN_SHIFT_DISPLAY`; scatter positions are logs (a voltage change multiplies scatter)
+    with floor `MIN_SHIFT_LOG_SCATTER`. Boolean gates have no position."""
+    out: dict[str, tuple[float, float]] = {}
+
+    def put(key: str, dim: str, value: Any) -> None:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return
+        if not np.isfinite(v):
+            return
+        if _is_scatter(dim):
+            if v > 0:
+                out[key + " (log)"] = (float(np.log(v)), MIN_SHIFT_LOG_SCATTER)
+        else:
+            out[key] = (v, MIN_SHIFT_DISPLAY)
+
+    for pop, rec in fitted.items():
+        if not isinstance(rec, dict) or rec.get("type") == "boolean":
+            continue
+        dims = [str(d) for d in rec.get("dims") or []]
+        kind = rec.get("type")
+        if kind == "range" and dims:
+            for side in ("min", "max"):
+                if rec.get(side) is not None:
+                    put(f"{pop} {dims[0]} {side}", dims[0], rec[side])
+        elif kind == "quadrant":
+            for d, t in zip(dims, rec.get("thresholds") or []):
+                put(f"{pop} {d} cut", d, t)
+        elif not all(_is_scatter(d) for d in dims):
+            # a fluorescence polygon (a mixture's posterior region, a hilo boundary) has
+            # no stable centre: its vertices follow the data range; its frequency is
+            # compared instead
+            continue
+        elif rec.get("vertices"):
+            v = np.asarray(rec["vertices"], dtype=float)
+            if v.ndim == 2 and v.shape[1] == len(dims) and np.isfinite(v).all():
+                for k, d in enumerate(dims):
+                    put(f"{pop} {d} centre", d, v[:, k].mean())
+        elif rec.get("center") is not None:
+            c = np.asarray(rec["center"], dtype=float).ravel()
+            for k, d in enumerate(dims[: len(c)]):
+                put(f"{pop} {d} centre", d, c[k])
+    return out
+
+
+def file_record(
+    counts: Mapping[str, int],
+    parents: Mapping[str, str | None],
+    total: int,
+    fitted: Mapping[str, Any],
+    **identity: Any,
+) -> dict[str, Any]:
+    """The record of one gated file that `cohort_flags` compares: percent of parent per
+    population and `gate_positions`, plus ``identity`` (``sample``, ``patient``,
+    ``visit``, ``group``)."""
+    percent = {}
+    for pop, count in counts.items():
+        parent = parents.get(pop)
+        base = total if parent is None else counts.get(parent, 0)
+        percent[pop] = 100.0 * count / base if base else float("nan")
+    return {**identity, "percent": percent, "positions": gate_positions(fitted)}
+
+
+def flags_on(flags: Sequence[Mapping[str, Any]], population: str, parents: Mapping) -> list:
+    """The flags that bear on ``population``: on it, on an ancestor (``parents`` maps a
+    population to its parent) or on the whole file (population None)."""
+    line = {population}
+    p = parents.get(population)
+    while p is not None and p not in line:
+        line.add(p)
+        p = parents.get(p)
+    return [q for q in flags if q.get("population") is None or q.get("population") in line]
+
+
+def robust_outliers(
+    values: Sequence[float], floor: Sequence[float] | float, min_sd: float = 0.0
+) -> list[tuple]:
+    """Indices of robust outliers: ``(i, z, value, median)`` for every finite value with
+    ``|value - median| > ROBUST_Z * max(1.4826 MAD, min_sd)`` and ``|value - median| >
+    floor``."""
+    x = np.asarray(values, dtype=float)
+    ok = np.isfinite(x)
+    if ok.sum() < MIN_FILES:
+        return []
+    med = float(np.median(x[ok]))
+    sd = max(_MAD_SD * float(np.median(np.abs(x[ok] - med))), float(min_sd))
+    floors = np.broadcast_to(np.asarray(floor, dtype=float), x.shape)
+    out = []
+    for i in np.flatnonzero(ok):
+        dev = float(x[i] - med)
+        if abs(dev) <= floors[i]:
+            continue
+        z = dev / sd if sd > 0 else float("inf") * np.sign(dev)
+        if abs(z) > ROBUST_Z:
+            out.append((int(i), z, float(x[i]), med))
+    return out
+
+
+def _shift_floor(median: float) -> float:
+    return min(MIN_SHIFT_PP, MIN_SHIFT_RELATIVE * abs(median))
+
+
+def _min_sd(median: float) -> float:
+    """Smallest robust SD a percentage is judged with: `MIN_SD_RELATIVE` of the smaller of
+    the median and 100 - median (a few files that happen to agree closely must not make
+    ordinary between-person variation look like an outlier)."""
+    return MIN_SD_RELATIVE * min(abs(median), abs(100.0 - median))
+
+
+def cohort_flags(files: Sequence[Mapping[str, Any]]) -> list[list[dict]]:
+    """Cohort-consistency flags of each file (same order as ``files``).
+
+    ``files``: one mapping per gated file with ``percent`` (population -> percent of
+    parent), ``positions`` (`gate_positions`), ``patient``, ``visit`` and ``group`` (files
+    are compared within a group, e.g. a tube). Files with a patient and two or more
+    visits also take part in the ``visit_change`` rule."""
+    flags: list[list[dict]] = [[] for _ in files]
+    groups: dict[Any, list[int]] = {}
+    for i, f in enumerate(files):
+        groups.setdefault(f.get("group"), []).append(i)
+    for idx in groups.values():
+        if len(idx) < MIN_FILES:
+            continue
+        _frequency_outliers(files, idx, flags)
+        _position_outliers(files, idx, flags)
+        _visit_changes(files, idx, flags)
+    return flags
+
+
+def _same_person(files, idx: list[int], k: int, pop: str, value: float, med: float) -> str:
+    """The sample of another visit of the same patient that lies on the same side of the
+    median by at least a third of this file's distance, or within half that distance of
+    this value: then the outlier is the person's make-up, which their other visit shares,
+    not a gate that failed in one file."""
+    me = files[idx[k]]
+    if not me.get("patient"):
+        return ""
+    for j in idx:
+        other = files[j]
+        if j == idx[k] or other.get("patient") != me["patient"]:
+            continue
+        v = other["percent"].get(pop, np.nan)
+        if not np.isfinite(v):
+            continue
+        same_side = (v - med) * (value - med) > 0 and abs(v - med) >= abs(value - med) / 3
+        if same_side or abs(v - value) <= 0.5 * abs(value - med):
+            return str(other.get("sample", ""))
+    return ""
+
+
+def _frequency_outliers(files, idx: list[int], flags: list[list[dict]]) -> None:
+    pops = list(dict.fromkeys(p for i in idx for p in files[i]["percent"]))
+    for pop in pops:
+        vals = [files[i]["percent"].get(pop, np.nan) for i in idx]
+        finite = [v for v in vals if v is not None and np.isfinite(v)]
+        if len(finite) < MIN_FILES:
+            continue
+        centre = float(np.median(finite))
+        floor = _shift_floor(centre)
+        for k, z, v, med in robust_outliers(vals, floor, _min_sd(centre)):
+            if _same_person(files, idx, k, pop, v, med):
+                continue
+            flags[idx[k]].append(
+                make_flag(
+                    pop,
+                    "cohort_outlier",
+                    f"{v:.2f}% of parent against the run's median {med:.2f}% over "
+                    f"{len(finite)} files (robust z {z:+.1f}, limit {ROBUST_Z:g}; shift "
+                    f"{v - med:+.2f} pp, floor {floor:.2f} pp)",
+                )
+            )
+
+
+def _position_outliers(files, idx: list[int], flags: list[list[dict]]) -> None:
+    keys = list(dict.fromkeys(k for i in idx for k in files[i]["positions"]))
+    for key in keys:
+        pairs = [files[i]["positions"].get(key) for i in idx]
+        vals = [p[0] if p else np.nan for p in pairs]
+        floor = next((p[1] for p in pairs if p), MIN_SHIFT_DISPLAY)
+        n = sum(1 for v in vals if np.isfinite(v))
+        pop = key.split(" ", 1)[0]
+        for k, z, v, med in robust_outliers(vals, floor):
+            flags[idx[k]].append(
+                make_flag(
+                    pop,
+                    "cohort_outlier",
+                    f"gate position {key} = {v:.3f} against the run's median {med:.3f} over "
+                    f"{n} files (robust z {z:+.1f}, limit {ROBUST_Z:g}; shift floor {floor:g})",
+                )
+            )
+
+
+def _visit_changes(files, idx: list[int], flags: list[list[dict]]) -> None:
+    by_patient: dict[str, list[int]] = {}
+    for i in idx:
+        if files[i].get("patient") and files[i].get("visit"):
+            by_patient.setdefault(str(files[i]["patient"]), []).append(i)
+    visits = list(dict.fromkeys(files[i]["visit"] for i in idx if files[i].get("visit")))
+    if len(visits) < 2:
+        return
+    first = visits[0]
+    pops = list(dict.fromkeys(p for i in idx for p in files[i]["percent"]))
+    for later in visits[1:]:
+        pairs = []
+        for _patient, rows in by_patient.items():
+            a = [i for i in rows if files[i]["visit"] == first]
+            b = [i for i in rows if files[i]["visit"] == later]
+            if len(a) == 1 and len(b) == 1:
+                pairs.append((a[0], b[0]))
+        if len(pairs) < MIN_FILES:
+            continue
+        for pop in pops:
+            base = [files[a]["percent"].get(pop, np.nan) for a, _ in pairs]
+            diff = [files[b]["percent"].get(pop, np.nan) - x for (_, b), x in zip(pairs, base)]
+            finite_base = [v for v in base if np.isfinite(v)]
+            if len(finite_base) < MIN_FILES:
+                continue
+            centre = float(np.median(finite_base))
+            floor = _shift_floor(centre)
+            for k, z, d, med in robust_outliers(diff, floor, _min_sd(centre)):
+                a, b = pairs[k]
+                if abs(d) < MIN_CHANGE_RELATIVE * abs(base[k]):
+                    continue
+                for i, other in ((a, b), (b, a)):
+                    flags[i].append(
+                        make_flag(
+                            pop,
+                            "visit_change",
+                            f"patient {files[i]['patient']}: {first} -> {later} change "
+                            f"{d:+.2f} pp of parent against the run's median change "
+                            f"{med:+.2f} pp over {len(pairs)} patients (robust z {z:+.1f}, "
+                            f"limit {ROBUST_Z:g}; floor {floor:.2f} pp); the other file "
+                            f"is {files[other].get('sample', '?')}",
+                        )
+                    )
+
+
+__all__ = [
+    "ROBUST_Z",
+    "cohort_flags",
+    "file_record",
+    "flags_on",
+    "gate_positions",
+    "make_flag",
+    "non_finite_flag",
+    "non_finite_rows",
+    "plausibility_flags",
+    "robust_outliers",
+    "scatter_cloud_flag",
+    "trunk_flags",
+]

@@ -1,0 +1,411 @@
+"""Gating QC: each rule triggered by a file (or cohort) built for it, and silent on a clean one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from immunoprofile.exceptions import TemplateError
+from immunoprofile.gating import qc as Q
+from immunoprofile.gating.engine import apply_template
+from immunoprofile.gating.run import gate
+from immunoprofile.gating.template import load_template, validate_template
+from immunoprofile.simulate import simulate_sample, truth_mask
+
+NEW_RULES = {
+    "non_finite",
+    "implausible",
+    "scatter_cloud",
+    "monocytes_in_parent",
+    "cohort_outlier",
+    "visit_change",
+}
+
+
+@pytest.fixture(scope="module")
+def clean():
+    """A clean 40,000-event file and its truth labels."""
+    return simulate_sample(events=40_000, seed=11, name="clean")
+
+
+def _rules(flags) -> set[str]:
+    return {q["flag"] for q in flags}
+
+
+def _template(name: str, edit) -> object:
+    """A built-in template as a dict, changed by ``edit``, then validated."""
+    obj = load_template(name).to_dict()
+    edit(obj)
+    return validate_template(obj)
+
+
+def _pop(obj: dict, name: str) -> dict:
+    return next(p for p in obj["populations"] if p["name"] == name)
+
+
+# --- the clean file ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tregs", "th17", "b_cells", "nk_cells"])
+def test_clean_file_raises_none_of_the_qc_rules(clean, name):
+    res = apply_template(clean[0], name)
+    assert not (_rules(res.qc) & NEW_RULES), res.qc
+
+
+# --- non-finite event values (issue 13, B3) ------------------------------------------------
+
+
+def test_non_finite_events_are_counted_excluded_and_flagged(clean):
+    sample, labels = clean
+    ev = sample.events.copy()
+    fsc = sample.channel_names.index("FSC-A")
+    det = sample.channel_names.index("PE-A")
+    ev[[3, 50, 700], det] = np.inf  # one detector: compensation would spread it
+    ev[900, fsc] = np.nan
+    bad = np.array([3, 50, 700, 900])
+    res = apply_template(sample.with_events(ev), "tregs")
+    nf = [q for q in res.qc if q["flag"] == "non_finite"]
+    assert len(nf) == 1 and nf[0]["population"] is None
+    assert nf[0]["detail"].startswith("4 of 40000 events (0.01%)")
+    assert "PE-A 3" in nf[0]["detail"] and "FSC-A 1" in nf[0]["detail"]
+    for m in res.masks.values():
+        assert not m[bad].any()  # left out of every population
+    # the other events gate as in the clean file (the excluded four aside)
+    ref = apply_template(sample, "tregs").table().set_index("population")
+    got = res.table().set_index("population")
+    for pop in ("live", "T", "CD4", "Treg"):
+        assert abs(got.loc[pop, "percent_of_parent"] - ref.loc[pop, "percent_of_parent"]) < 1.0
+    # against the truth too: one infinite detector value no longer wrecks the trunk
+    live_truth = truth_mask(labels, "live")[res.masks["singlets"]].mean() * 100
+    assert abs(got.loc["live", "percent_of_parent"] - live_truth) < 2.0
+
+
+def test_non_finite_rows_is_none_on_finite_data():
+    assert Q.non_finite_rows(np.ones((10, 3), np.float32)) is None
+    x = np.ones((4, 2), np.float32)
+    x[2, 1] = -np.inf
+    assert Q.non_finite_rows(x).tolist() == [False, False, True, False]
+
+
+# --- plausibility ----------------------------------------------------------------------------
+
+
+def test_value_outside_the_expected_range_is_flagged_with_its_numbers(clean):
+    def edit(obj):
+        _pop(obj, "T")["expected"] = {"percent_of_parent": [85, 100], "source": "test range"}
+
+    res = apply_template(clean[0], _template("tregs", edit))
+    t = res.table().set_index("population").loc["T", "percent_of_parent"]
+    assert t < 85
+    flags = [q for q in res.qc if q["flag"] == "implausible"]
+    assert [q["population"] for q in flags] == ["T"]
+    assert flags[0]["detail"] == f"{t:.2f}% of live is outside the expected 85-100%; test range"
+
+
+def test_builtin_templates_carry_expected_ranges_with_sources():
+    for name in ("tregs", "th17", "b_cells", "nk_cells", "immune_profile"):
+        t = load_template(name)
+        ranged = {p.name: p for p in t.populations if p.expected is not None}
+        for pop in ("T", "Treg", "Th17", "B", "NK", "B_transitional", "NK_CD56bright"):
+            if pop in t.names:
+                assert pop in ranged, (name, pop)
+                low, high = ranged[pop].expected
+                assert 0 <= low < high <= 100
+                assert ranged[pop].expected_source  # cited
+    # round trip through the JSON form
+    t = load_template("tregs")
+    assert validate_template(t.to_dict()).population("Treg").expected == (1.5, 15.0)
+
+
+def test_expected_range_with_low_above_high_is_a_located_template_error():
+    obj = load_template("tregs").to_dict()
+    _pop(obj, "Treg")["expected"] = {"percent_of_parent": [20, 5]}
+    with pytest.raises(TemplateError, match=r"populations\[5\] \(Treg\).*low above high"):
+        validate_template(obj)
+    _pop(obj, "Treg")["expected"] = {"percent_of_parent": [5, 120]}
+    with pytest.raises(TemplateError, match="expected"):
+        validate_template(obj)
+
+
+# --- trunk sanity --------------------------------------------------------------------------
+
+
+def _scatter_on_monocytes(obj):
+    """The scatter gate drawn around the monocyte cloud instead of the lymphocytes."""
+    _pop(obj, "lymphocytes")["gate"] = {
+        "type": "rectangle",
+        "dims": ["FSC-A", "SSC-A"],
+        "min": [0.3, 0.11],
+        "max": [0.55, 0.3],
+    }
+
+
+def test_scatter_gate_on_the_larger_cell_cloud_is_flagged(clean):
+    sample, labels = clean
+    res = apply_template(sample, _template("tregs", _scatter_on_monocytes))
+    gated = np.asarray(labels)[res.masks["lymphocytes"]]
+    assert (gated == "monocyte").mean() > 0.5  # the gate really holds the monocytes
+    flags = [q for q in res.qc if q["flag"] == "scatter_cloud"]
+    assert [q["population"] for q in flags] == ["lymphocytes"]
+    assert "lower side scatter than the gated cloud" in flags[0]["detail"]
+
+
+def test_scatter_cloud_on_synthetic_clouds():
+    rng = np.random.default_rng(0)
+    lym = np.c_[rng.normal(np.log(6e4), 0.1, 6000), rng.normal(np.log(1.3e4), 0.2, 6000)]
+    mono = np.c_[rng.normal(np.log(1e5), 0.12, 2000), rng.normal(np.log(4.5e4), 0.25, 2000)]
+    fsc, ssc = np.exp(np.r_[lym[:, 0], mono[:, 0]]), np.exp(np.r_[lym[:, 1], mono[:, 1]])
+    on_lym = np.r_[np.ones(6000, bool), np.zeros(2000, bool)]
+    assert Q.scatter_cloud_flag(fsc, ssc, on_lym, "lymphocytes") is None
+    flag = Q.scatter_cloud_flag(fsc, ssc, ~on_lym, "lymphocytes")
+    assert flag is not None and flag["flag"] == "scatter_cloud"
+
+
+def test_monocytes_left_in_the_parent_of_t_cells_are_flagged(clean):
+    sample, labels = clean
+
+    def edit(obj):
+        # a scatter gate wide enough for the monocytes and a live gate without CD14
+        _pop(obj, "lymphocytes")["gate"] = {
+            "type": "rectangle",
+            "dims": ["FSC-A", "SSC-A"],
+            "min": [0.1, 0.0],
+            "max": [0.6, 0.3],
+        }
+        _pop(obj, "live")["gate"] = {"type": "range", "dims": ["Viability"], "max": 0.45}
+
+    res = apply_template(sample, _template("tregs", edit))
+    mono = (np.asarray(labels)[res.masks["live"]] == "monocyte").mean()
+    assert mono > 0.1
+    flags = [q for q in res.qc if q["flag"] == "monocytes_in_parent"]
+    assert {q["population"] for q in flags} == {"live"}
+    assert any("on CD14" in q["detail"] for q in flags)
+    assert any("log side scatter" in q["detail"] for q in flags)
+
+
+# --- cohort consistency --------------------------------------------------------------------
+
+
+def _records(values, patients=None, visits=None, positions=None):
+    out = []
+    for i, v in enumerate(values):
+        out.append(
+            {
+                "sample": f"s{i}",
+                "patient": patients[i] if patients else None,
+                "visit": visits[i] if visits else None,
+                "group": None,
+                "percent": {"T": v},
+                "positions": positions[i] if positions else {},
+            }
+        )
+    return out
+
+
+def test_robust_outlier_by_median_and_mad():
+    values = [70.0, 71.0, 69.0, 72.0, 68.0, 70.5, 40.0]
+    # median 70, MAD 1 -> robust SD 1.4826; 40 is 20.2 SD below
+    (i, z, v, med), *rest = Q.robust_outliers(values, 3.0)
+    assert not rest and i == 6 and v == 40.0 and med == 70.0
+    assert z == pytest.approx(-30.0 / 1.4826)
+    assert Q.robust_outliers(values[:4], 3.0) == []  # too few files to judge
+
+
+def test_frequency_outlier_is_flagged_but_not_a_persons_shared_make_up():
+    values = [70, 71, 69, 72, 68, 70.5, 71.5, 69.5, 40, 55, 54]
+    patients = ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P10"]
+    flags = Q.cohort_flags(_records(values, patients))
+    hits = {i: f for i, f in enumerate(flags) if f}
+    assert set(hits) == {8}  # P10's two visits agree: their 55/54 is the person
+    (flag,) = hits[8]
+    assert flag["population"] == "T" and flag["flag"] == "cohort_outlier"
+    # median 69.5, MAD 1.5 (robust SD 2.224, below the floor 0.1 x (100 - 69.5) = 3.05):
+    # z = -29.5 / 3.05 = -9.7
+    assert flag["detail"].startswith(
+        "40.00% of parent against the run's median 69.50% over 11 files (robust z -9.7,"
+    )
+
+
+def test_robust_sd_floor_keeps_ordinary_spread_from_looking_like_an_outlier():
+    # eight files agree within 0.5 pp by chance (robust SD 0.37); 60 is 5.5 pp from the
+    # median: z 15 by MAD alone, but 1.6 against the floor 0.1 x (100 - 65.5) = 3.45
+    values = [65.0, 65.5, 65.2, 65.8, 65.4, 65.6, 65.9, 65.1, 60.0]
+    assert Q.robust_outliers(values, 3.0)  # MAD alone: an outlier
+    assert Q.cohort_flags(_records(values)) == [[]] * 9
+
+
+def test_small_shift_below_the_floor_is_not_a_cohort_outlier():
+    values = [10.0, 10.1, 10.0, 9.9, 10.0, 10.05, 12.0]  # z ~ 27, but only 2 pp away
+    assert Q.cohort_flags(_records(values)) == [[]] * 7
+
+
+def test_gate_position_outlier_is_flagged():
+    pos = [{"T CD3 min": (0.45 + 0.01 * (i % 3), 0.15)} for i in range(8)]
+    pos[5] = {"T CD3 min": (0.75, 0.15)}
+    flags = Q.cohort_flags(_records([70.0] * 8, positions=pos))
+    assert [bool(f) for f in flags] == [i == 5 for i in range(8)]
+    assert flags[5][0]["detail"].startswith("gate position T CD3 min = 0.750 against")
+
+
+def test_gate_positions_of_fitted_gates():
+    fitted = {
+        "T": {"type": "range", "dims": ["CD3"], "min": 0.46, "max": None},
+        "CD4": {"type": "quadrant", "dims": ["CD4", "CD8"], "thresholds": [0.48, 0.47]},
+        "lymphocytes": {
+            "type": "polygon",
+            "dims": ["FSC-A", "SSC-A"],
+            "vertices": [[0.2, 0.04], [0.3, 0.04], [0.3, 0.08], [0.2, 0.08]],
+        },
+        "Treg_memory": {"type": "boolean", "dims": ["Treg_naive"], "op": "not"},
+    }
+    pos = Q.gate_positions(fitted)
+    assert pos["T CD3 min"] == (0.46, Q.MIN_SHIFT_DISPLAY)
+    assert pos["CD4 CD8 cut"] == (0.47, Q.MIN_SHIFT_DISPLAY)
+    assert pos["lymphocytes SSC-A centre (log)"][0] == pytest.approx(np.log(0.06))
+    assert not any(k.startswith("Treg_memory") for k in pos)
+
+
+def test_implausible_visit_change_flags_both_files():
+    base = [70.0, 65.0, 72.0, 68.0, 75.0, 71.0]
+    later = [71.0, 66.5, 70.0, 69.0, 74.0, 38.0]  # P6 drops 33 pp, the rest move 1-2
+    values = base + later
+    patients = [f"P{i + 1}" for i in range(6)] * 2
+    visits = ["baseline"] * 6 + ["week24"] * 6
+    flags = Q.cohort_flags(_records(values, patients, visits))
+    changed = {i for i, f in enumerate(flags) for q in f if q["flag"] == "visit_change"}
+    assert changed == {5, 11}
+    detail = next(q["detail"] for q in flags[11] if q["flag"] == "visit_change")
+    assert detail.startswith("patient P6: baseline -> week24 change -33.00 pp of parent")
+    assert "the other file is s5" in detail
+
+
+# --- through gate(): qc.csv, the qc column, files to review -------------------------------
+
+
+@pytest.fixture(scope="module")
+def cohort_result():
+    """Six files; the fourth has a Treg share of CD4 far above the others."""
+    samples = []
+    for i in range(6):
+        freq = {"Treg": 0.30} if i == 3 else {"Treg": 0.07}
+        s, _ = simulate_sample(events=30_000, seed=100 + i, frequencies=freq, name=f"F{i}")
+        samples.append(s)
+    return gate(samples, "tregs")
+
+
+def test_cohort_outlier_reaches_qc_table_column_and_review_list(cohort_result):
+    res = cohort_result
+    qc = res.qc()
+    hit = qc[(qc["flag"] == "cohort_outlier") & (qc["population"] == "Treg")]
+    assert hit["sample"].tolist() == ["F3"]
+    table = res.table()
+    f3 = table[table["sample"] == "F3"].set_index("population")["qc"]
+    assert "cohort_outlier:Treg" in f3["Treg"]
+    assert "cohort_outlier:Treg" in f3["Treg_FOXP3"]  # a descendant: suspect too
+    assert "cohort_outlier:Treg" not in f3["CD4"]  # the parent is not
+    assert len(table) == 6 * 9  # a flagged file keeps every row
+    review = res.flagged_files()
+    assert "F3" in review["sample"].tolist()
+    row = review.set_index("sample").loc["F3"]
+    assert "cohort_outlier:Treg" in row["rules"]
+    summary = res.summary().set_index("sample")
+    assert summary.loc["F3", "qc_flags"] == len(qc[qc["sample"] == "F3"])
+
+
+def test_written_qc_csv_and_populations_qc_column(cohort_result, tmp_path):
+    cohort_result.write(tmp_path)
+    qc = pd.read_csv(tmp_path / "qc.csv")
+    assert list(qc.columns) == ["sample", "file", "population", "flag", "detail"]
+    assert ((qc["sample"] == "F3") & (qc["flag"] == "cohort_outlier")).any()
+    pop = pd.read_csv(tmp_path / "populations.csv", keep_default_na=False)
+    row = pop[(pop["sample"] == "F3") & (pop["population"] == "Treg")]
+    assert "cohort_outlier:Treg" in row["qc"].item()
+
+
+def test_review_section_lists_each_flagged_file_with_its_plot():
+    from immunoprofile.report import _review_section
+
+    qc = pd.DataFrame(
+        {
+            "sample": ["P01_week24", "P01_week24"],
+            "file": ["a.fcs", "a.fcs"],
+            "population": ["T", "live"],
+            "flag": ["cohort_outlier", "monocytes_in_parent"],
+            "detail": ["40.00% of parent against 70.00%", "12.0% of live ..."],
+        }
+    )
+    png = b"\x89PNG\r\n\x1a\n"
+    html = _review_section(qc, {"P01_week24": png}, None)
+    assert "1 file(s) carry QC flags" in html and "P01_week24 (2 flag(s))" in html
+    assert "cohort_outlier" in html and "data:image/png;base64" in html
+    assert "No QC flag" in _review_section(qc.iloc[:0], None, None)
+
+
+def test_cli_gate_lists_files_to_review(tmp_path):
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+    from immunoprofile.io.write import write_fcs
+
+    paths = []
+    for i in range(6):
+        freq = {"Treg": 0.30} if i == 2 else {"Treg": 0.07}
+        s, _ = simulate_sample(events=20_000, seed=200 + i, frequencies=freq, name=f"S{i}")
+        paths.append(str(write_fcs(s, tmp_path / f"S{i}.fcs")))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["gate", "--template", "tregs", *paths, "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "files to review" in r.output
+    line = next(x for x in r.output.splitlines() if x.strip().startswith("S2:"))
+    assert "cohort_outlier:Treg" in line
+    qc = pd.read_csv(out / "qc.csv")
+    assert set(qc.loc[qc["flag"] == "cohort_outlier", "sample"]) >= {"S2"}
+
+
+def test_report_from_dir_puts_review_first(tmp_path):
+    from immunoprofile.report import report_from_dir
+
+    # a minimal gating folder: populations, a qc flag, a plot
+    rows = []
+    for p in ("P1", "P2", "P3"):
+        for v, val in (("baseline", 5.0), ("week24", 6.0)):
+            rows.append(
+                {
+                    "sample": f"{p}_{v}", "patient": p, "visit": v, "population": "Treg",
+                    "parent": "CD4", "count": 50, "parent_count": 1000,
+                    "percent_of_parent": val, "percent_of_lymphocytes": val / 2, "qc": "",
+                }
+            )  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "populations.csv", index=False)
+    pd.DataFrame(
+        [{"sample": "P2_week24", "file": "x.fcs", "population": "Treg",
+          "flag": "implausible", "detail": "16.00% of CD4 is outside the expected 1.5-15%"}]
+    ).to_csv(tmp_path / "qc.csv", index=False)  # fmt: skip
+    (tmp_path / "plots").mkdir()
+    import matplotlib
+
+    from immunoprofile.report import embedded_images
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(1, 1))
+    fig.savefig(tmp_path / "plots" / "P2_week24.png")
+    plt.close(fig)
+    path = report_from_dir(tmp_path, baseline="baseline", followup="week24")
+    text = path.read_text()
+    assert text.index('id="review"') < text.index('id="key"')
+    review = text[text.index('id="review"') : text.index('id="key"')]
+    assert "P2_week24" in review and "implausible" in review
+    assert len(embedded_images(review)) == 1
+
+
+def test_template_expected_json_is_in_the_schema():
+    from immunoprofile.gating.template import template_schema
+
+    schema = template_schema()
+    assert "expected" in schema["$defs"]["population"]["properties"]
+    assert json.dumps(schema["$defs"]["expected"])
