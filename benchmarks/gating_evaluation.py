@@ -221,7 +221,9 @@ def file_table(df: pd.DataFrame) -> pd.DataFrame:
     advisory = rules.map(lambda r: any(x in ADVISORY for x in r))
     flagged = gate.groupby([df[k] for k in key]).any().rename("flagged")
     adv = advisory.groupby([df[k] for k in key]).any().rename("advisory")
-    return pd.concat([meets, off, flagged, adv], axis=1).reset_index()
+    names = rules.map(lambda r: {x for x in r if x and x not in ADVISORY})
+    union = names.groupby([df[k] for k in key]).agg(lambda v: "; ".join(sorted(set().union(*v))))
+    return pd.concat([meets, off, flagged, adv, union.rename("rules")], axis=1).reset_index()
 
 
 def recall_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -239,6 +241,8 @@ def summary_lines(df: pd.DataFrame) -> list[str]:
     fine = files[~files["off"]]
     false = fine["flagged"].sum()
     adv_only = (fine["advisory"] & ~fine["flagged"]).sum()
+    by_rule = fine[fine["flagged"]]["rules"].str.split("; ").explode().value_counts().to_dict()
+    rule_text = ", ".join(f"{k} {v}" for k, v in by_rule.items()) or "none"
     return [
         f"- files: {len(files)}; meeting every per-population target: "
         f"{files['meets_all'].sum()} ({100 * files['meets_all'].mean():.1f}%, target >= 97%)",
@@ -251,6 +255,7 @@ def summary_lines(df: pd.DataFrame) -> list[str]:
         f"population is more than {OFF_PP:g} pp off (target <= 5%); files with a gate flag "
         f"in all: {int(files['flagged'].sum())}; {int(adv_only)} more files carry only "
         f"{', '.join(sorted(ADVISORY))} (a rare subset with fewer than 50 events)",
+        f"- rules on the falsely flagged files (a file may carry several): {rule_text}",
     ]
 
 
@@ -291,7 +296,12 @@ def arm_section(name: str, df: pd.DataFrame) -> list[str]:
     rec = recall_rows(df)
     missed = rec[rec["flags"].eq("")]
     conds = df[["seed", "cohort", "conditions"]].drop_duplicates()
-    text = [f"## {name}", "", *summary_lines(df), "", "### Per population", ""]
+    cohorts = df[["seed", "cohort"]].drop_duplicates()
+    drawn = sorted(cohorts.loc[cohorts["cohort"] == "drift 1", "seed"])
+    text = [f"## {name}", "", f"{len(drawn)} seeds x 2 cohorts (seeds "]
+    text[-1] += ", ".join(map(str, drawn)) + ")."
+    text += ["", *summary_lines(df)]
+    text += ["", "### Per population", ""]
     text += [_md(population_table(df)), ""]
     if name.startswith("Widened"):
         text += ["### Conditions drawn per cohort", "", _md(conds), ""]
@@ -310,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--strong-drift", type=float, default=2.0)
     ap.add_argument("--widened", action="store_true", help="also the widened-conditions arm")
+    ap.add_argument(
+        "--widened-seeds", type=int, help="run the widened arm on the first N seeds only (time)"
+    )
     ap.add_argument("--jobs", type=int, default=1, help="cohorts in parallel processes")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "gating_evaluation.md")
     ap.add_argument("--csv", type=Path, help="also write the per-file x population rows")
@@ -325,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name, widened in arms.items():
         print(f"{name}:", flush=True)
+        arm_seeds = seeds[: args.widened_seeds] if widened and args.widened_seeds else seeds
         results[name] = evaluate(
-            seeds, args.patients, args.events, args.strong_drift, widened, args.jobs
+            arm_seeds, args.patients, args.events, args.strong_drift, widened, args.jobs
         )
     minutes = (time.perf_counter() - t0) / 60
     text = [

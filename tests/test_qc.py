@@ -222,10 +222,10 @@ def test_frequency_outlier_is_flagged_but_not_a_persons_shared_make_up():
     assert set(hits) == {8}  # P10's two visits agree: their 55/54 is the person
     (flag,) = hits[8]
     assert flag["population"] == "T" and flag["flag"] == "cohort_outlier"
-    # median 69.5, MAD 1.5 (robust SD 2.224, below the floor 0.1 x (100 - 69.5) = 3.05):
-    # z = -29.5 / 3.05 = -9.7
+    # median 69.5, MAD 1.5 (robust SD 2.224, below the floor 0.15 x (100 - 69.5) = 4.575):
+    # z = -29.5 / 4.575 = -6.4
     assert flag["detail"].startswith(
-        "40.00% of parent against the run's median 69.50% over 11 files (robust z -9.7,"
+        "40.00% of parent against the run's median 69.50% over 11 files (robust z -6.4,"
     )
 
 
@@ -242,12 +242,19 @@ def test_small_shift_below_the_floor_is_not_a_cohort_outlier():
     assert Q.cohort_flags(_records(values)) == [[]] * 7
 
 
-def test_gate_position_outlier_is_flagged():
+def test_gate_position_outlier_is_flagged_when_it_moved_the_frequency():
     pos = [{"T CD3 min": (0.45 + 0.01 * (i % 3), 0.15)} for i in range(8)]
     pos[5] = {"T CD3 min": (0.75, 0.15)}
-    flags = Q.cohort_flags(_records([70.0] * 8, positions=pos))
+    # T of file 5 is 10 pp low: robust z -2.2 against the SD floor 0.15 x 30 = 4.5 (not a
+    # frequency outlier by itself, but enough to back the position outlier)
+    values = [70.0] * 8
+    values[5] = 60.0
+    flags = Q.cohort_flags(_records(values, positions=pos))
     assert [bool(f) for f in flags] == [i == 5 for i in range(8)]
     assert flags[5][0]["detail"].startswith("gate position T CD3 min = 0.750 against")
+    assert flags[5][0]["detail"].endswith("T frequency robust z -2.2")
+    # the same cut moved within an empty valley (frequency unchanged): nothing to review
+    assert Q.cohort_flags(_records([70.0] * 8, positions=pos)) == [[]] * 8
 
 
 def test_gate_positions_of_fitted_gates():
@@ -270,7 +277,7 @@ def test_gate_positions_of_fitted_gates():
 
 def test_implausible_visit_change_flags_both_files():
     base = [70.0, 65.0, 72.0, 68.0, 75.0, 71.0]
-    later = [71.0, 66.5, 70.0, 69.0, 74.0, 38.0]  # P6 drops 33 pp, the rest move 1-2
+    later = [71.0, 66.5, 70.0, 69.0, 74.0, 30.0]  # P6 drops 41 pp, the rest move 1-2
     values = base + later
     patients = [f"P{i + 1}" for i in range(6)] * 2
     visits = ["baseline"] * 6 + ["week24"] * 6
@@ -278,7 +285,7 @@ def test_implausible_visit_change_flags_both_files():
     changed = {i for i, f in enumerate(flags) for q in f if q["flag"] == "visit_change"}
     assert changed == {5, 11}
     detail = next(q["detail"] for q in flags[11] if q["flag"] == "visit_change")
-    assert detail.startswith("patient P6: baseline -> week24 change -33.00 pp of parent")
+    assert detail.startswith("patient P6: baseline -> week24 change -41.00 pp of parent")
     assert "the other file is s5" in detail
 
 

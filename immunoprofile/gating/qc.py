@@ -23,12 +23,15 @@ Per run (`cohort_flags`, from the tables of every file gated with one template):
 
 * ``cohort_outlier``: a population's percent of parent, or a gate's position, is a robust
   outlier among the run's files: ``|x - median| / (1.4826 MAD) > 3`` (the robust SD of a
-  percentage taken as at least 10 % of min(median, 100 - median)) and the distance is
-  larger than what reporting error and biology explain (a floor, see the constants). A
+  percentage taken as at least 15 % of min(median, 100 - median) and at least its
+  binomial counting SD) and the distance is larger than what reporting error and biology
+  explain (a floor, see the constants). A gate position counts only when the frequency of
+  its population moved too (robust z beyond `POSITION_NEEDS_FREQUENCY_Z`): a cut moved
+  within an empty valley changes nothing. A
   frequency outlier shared by another visit of the same patient is that person's make-up
   and is not flagged.
 * ``visit_change``: a patient's change between two visits is a robust outlier among the
-  changes of the other patients (same rule on the paired differences) and at least 30 %
+  changes of the other patients (same rule on the paired differences) and at least 50 %
   of the earlier value; both files are flagged.
 
 Saturation (``off_scale``), ``too_few_events`` and ``fallback`` come from the engine.
@@ -66,13 +69,18 @@ MONOCYTE_SHARE = 0.03
 MONOCYTE_SD = {"CD14": 6.0, "SSC": 4.0}
 MONOCYTE_MIN = {"CD14": 0.25, "SSC": float(np.log(2.0))}
 #: the robust SD of a percentage is taken as at least this share of min(median, 100 -
-#: median): between-person variation of blood immune subsets is rarely smaller (CVs of
-#: 15-40 % in reference-range studies such as Apoil et al. 2017), while a median/MAD over
-#: 5-15 files can come out much smaller by chance
-MIN_SD_RELATIVE = 0.1
+#: median) (the low end of the between-person CVs of blood immune subsets, 15-40 % in
+#: reference-range studies such as Apoil et al. 2017: a median/MAD over 5-15 files can
+#: come out much smaller by chance), and at least the binomial counting SD of the file
+MIN_SD_RELATIVE = 0.15
+MIN_SD_RELATIVE = 0.15
+#: a gate position outlier is flagged only when its population's frequency is off too,
+#: by more than this robust z (the frequency rule's scale)
+POSITION_NEEDS_FREQUENCY_Z = 1.5
 #: visit_change: besides the robust z and the shift floor, the change must be at least
-#: this share of the earlier value (within-person variation over months is ~10-20 %)
-MIN_CHANGE_RELATIVE = 0.3
+#: this share of the earlier value (within-person variation over months is ~10-20 % for
+#: the major subsets and larger for rare ones such as plasmablasts)
+MIN_CHANGE_RELATIVE = 0.5
 #: scatter_cloud: an ungated density peak at least this fraction of the gated peak
 CLOUD_DENSITY = 0.5
 
@@ -388,12 +396,18 @@ def file_record(
     """The record of one gated file that `cohort_flags` compares: percent of parent per
     population and `gate_positions`, plus ``identity`` (``sample``, ``patient``,
     ``visit``, ``group``)."""
-    percent = {}
+    percent, base_of = {}, {}
     for pop, count in counts.items():
         parent = parents.get(pop)
         base = total if parent is None else counts.get(parent, 0)
         percent[pop] = 100.0 * count / base if base else float("nan")
-    return {**identity, "percent": percent, "positions": gate_positions(fitted)}
+        base_of[pop] = int(base)
+    return {
+        **identity,
+        "percent": percent,
+        "parent_count": base_of,
+        "positions": gate_positions(fitted),
+    }
 
 
 def flags_on(flags: Sequence[Mapping[str, Any]], population: str, parents: Mapping) -> list:
@@ -412,19 +426,21 @@ def robust_outliers(
 ) -> list[tuple]:
     """Indices of robust outliers: ``(i, z, value, median)`` for every finite value with
     ``|value - median| > ROBUST_Z * max(1.4826 MAD, min_sd)`` and ``|value - median| >
-    floor``."""
+    floor`` (``floor`` and ``min_sd``: one number, or one per value)."""
     x = np.asarray(values, dtype=float)
     ok = np.isfinite(x)
     if ok.sum() < MIN_FILES:
         return []
     med = float(np.median(x[ok]))
-    sd = max(_MAD_SD * float(np.median(np.abs(x[ok] - med))), float(min_sd))
+    mad_sd = _MAD_SD * float(np.median(np.abs(x[ok] - med)))
     floors = np.broadcast_to(np.asarray(floor, dtype=float), x.shape)
+    min_sds = np.broadcast_to(np.asarray(min_sd, dtype=float), x.shape)
     out = []
     for i in np.flatnonzero(ok):
         dev = float(x[i] - med)
         if abs(dev) <= floors[i]:
             continue
+        sd = max(mad_sd, float(min_sds[i]))
         z = dev / sd if sd > 0 else float("inf") * np.sign(dev)
         if abs(z) > ROBUST_Z:
             out.append((int(i), z, float(x[i]), med))
@@ -483,6 +499,30 @@ def _same_person(files, idx: list[int], k: int, pop: str, value: float, med: flo
     return ""
 
 
+def _counting_sd(files, idx: list[int], pop: str, centre: float) -> np.ndarray:
+    """Per file, the binomial SD (pp) of a percentage near ``centre`` with that file's
+    parent count: the noise of counting alone."""
+    p = min(max(centre / 100.0, 0.0), 1.0)
+    n = np.array([files[i].get("parent_count", {}).get(pop, 0) for i in idx], dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sd = 100.0 * np.sqrt(p * (1.0 - p) / n)
+    return np.where(n > 0, sd, 0.0)
+
+
+def _frequency_z(files, idx: list[int], pop: str) -> np.ndarray:
+    """Robust z of each file's percent of parent (NaN where missing), with the same
+    scale as the frequency rule."""
+    vals = np.array([files[i]["percent"].get(pop, np.nan) for i in idx], dtype=float)
+    ok = np.isfinite(vals)
+    if ok.sum() < MIN_FILES:
+        return np.full(len(idx), np.nan)
+    med = float(np.median(vals[ok]))
+    mad_sd = _MAD_SD * float(np.median(np.abs(vals[ok] - med)))
+    sd = np.maximum(mad_sd, np.maximum(_min_sd(med), _counting_sd(files, idx, pop, med)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (vals - med) / sd
+
+
 def _frequency_outliers(files, idx: list[int], flags: list[list[dict]]) -> None:
     pops = list(dict.fromkeys(p for i in idx for p in files[i]["percent"]))
     for pop in pops:
@@ -492,7 +532,8 @@ def _frequency_outliers(files, idx: list[int], flags: list[list[dict]]) -> None:
             continue
         centre = float(np.median(finite))
         floor = _shift_floor(centre)
-        for k, z, v, med in robust_outliers(vals, floor, _min_sd(centre)):
+        min_sd = np.maximum(_min_sd(centre), _counting_sd(files, idx, pop, centre))
+        for k, z, v, med in robust_outliers(vals, floor, min_sd):
             if _same_person(files, idx, k, pop, v, med):
                 continue
             flags[idx[k]].append(
@@ -508,19 +549,26 @@ def _frequency_outliers(files, idx: list[int], flags: list[list[dict]]) -> None:
 
 def _position_outliers(files, idx: list[int], flags: list[list[dict]]) -> None:
     keys = list(dict.fromkeys(k for i in idx for k in files[i]["positions"]))
+    freq_z: dict[str, np.ndarray] = {}
     for key in keys:
         pairs = [files[i]["positions"].get(key) for i in idx]
         vals = [p[0] if p else np.nan for p in pairs]
         floor = next((p[1] for p in pairs if p), MIN_SHIFT_DISPLAY)
         n = sum(1 for v in vals if np.isfinite(v))
         pop = key.split(" ", 1)[0]
+        if pop not in freq_z:
+            freq_z[pop] = _frequency_z(files, idx, pop)
         for k, z, v, med in robust_outliers(vals, floor):
+            fz = freq_z[pop][k]
+            if not (np.isfinite(fz) and abs(fz) > POSITION_NEEDS_FREQUENCY_Z):
+                continue  # the cut moved where it changes little: nothing to review
             flags[idx[k]].append(
                 make_flag(
                     pop,
                     "cohort_outlier",
                     f"gate position {key} = {v:.3f} against the run's median {med:.3f} over "
-                    f"{n} files (robust z {z:+.1f}, limit {ROBUST_Z:g}; shift floor {floor:g})",
+                    f"{n} files (robust z {z:+.1f}, limit {ROBUST_Z:g}; shift floor {floor:g}); "
+                    f"{pop} frequency robust z {fz:+.1f}",
                 )
             )
 
@@ -552,7 +600,12 @@ def _visit_changes(files, idx: list[int], flags: list[list[dict]]) -> None:
                 continue
             centre = float(np.median(finite_base))
             floor = _shift_floor(centre)
-            for k, z, d, med in robust_outliers(diff, floor, _min_sd(centre)):
+            count_sd = np.hypot(
+                _counting_sd(files, [a for a, _ in pairs], pop, centre),
+                _counting_sd(files, [b for _, b in pairs], pop, centre),
+            )
+            min_sd = np.maximum(_min_sd(centre), count_sd)
+            for k, z, d, med in robust_outliers(diff, floor, min_sd):
                 a, b = pairs[k]
                 if abs(d) < MIN_CHANGE_RELATIVE * abs(base[k]):
                     continue
