@@ -326,11 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="cohorts in parallel processes")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "gating_evaluation.md")
     ap.add_argument("--csv", type=Path, help="also write the per-file x population rows")
+    ap.add_argument("--commit", help="commit id to name in the document (default: git HEAD)")
     args = ap.parse_args(argv)
     # seeds < 2**31 drawn from the OS: new every run, printed so a run can be repeated
     seeds = args.seed_list or sorted(secrets.randbelow(2**31 - 2) for _ in range(args.seeds))
     print("seeds:", " ".join(map(str, seeds)), flush=True)
-    commit = _commit()
+    commit = args.commit or _commit()
     t0 = time.perf_counter()
     arms = {"Standard cohorts": False}
     if args.widened:
