@@ -372,3 +372,19 @@ def test_template_expected_json_is_in_the_schema():
     schema = template_schema()
     assert "expected" in schema["$defs"]["population"]["properties"]
     assert json.dumps(schema["$defs"]["expected"])
+
+
+def test_counting_noise_of_a_rare_population_is_not_an_outlier():
+    # plasmablast-like: 1 % of 300 parent events (3 events); one file at 2.4 % is a shift
+    # of 1.4 pp, z ~ 28 by a MAD of 0.05 pp, but within 2.4 binomial SDs
+    # (100 * sqrt(0.01 * 0.99 / 300) = 0.57 pp)
+    values = [1.0, 1.05, 0.95, 1.0, 1.02, 0.98, 2.4]
+    records = _records(values)
+    for r, v in zip(records, values):
+        r["percent"] = {"plasmablasts": v}
+        r["parent_count"] = {"plasmablasts": 300}
+    assert Q.cohort_flags(records) == [[]] * 7
+    for r in records:
+        r["parent_count"] = {"plasmablasts": 300_000}  # the same shift on many events
+    flags = Q.cohort_flags(records)
+    assert [bool(f) for f in flags] == [False] * 6 + [True]
