@@ -347,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     text = [
         "# Gating accuracy and QC on fresh random seeds",
         "",
-        "Made by `python benchmarks/gating_evaluation.py"
-        + (" --widened" if args.widened else "")
+        "Made by `python benchmarks/gating_evaluation.py "
+        + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
         + f"` on commit `{commit}` in {minutes:.0f} min. Seeds drawn for this run (default "
         "cohort seed s, strong-drift cohort seed s + 1): "
         + ", ".join(map(str, seeds))
