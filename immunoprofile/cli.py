@@ -70,11 +70,9 @@ def inspect(files: tuple[str, ...], dataset: int) -> None:
     import warnings
 
     from rich.console import Console
-    from rich.table import Table
 
     from immunoprofile.exceptions import FCSError, FCSWarning
     from immunoprofile.io.fcs import read_fcs_datasets, read_fcs_header
-    from immunoprofile.sample import marker_or_none
 
     console = Console(highlight=False)
     failed = 0
@@ -88,37 +86,54 @@ def inspect(files: tuple[str, ...], dataset: int) -> None:
                 failed += 1
                 click.secho(f"error: {exc}", fg="red", err=True)
                 continue
-        kw = meta.keywords
-        spill = next((k for k in _SPILL_KEYS if kw.get(k, "").strip()), None)
-        date = " ".join(x for x in (kw.get("$DATE", "").strip(), kw.get("$BTIM", "").strip()) if x)
-        console.print(f"[bold]{f}[/bold]")
-        console.print(
-            f"  FCS {meta.version} | {meta.n_events} events | {meta.n_channels} channels | "
-            f"data set {meta.dataset + 1} of {len(sets)}"
-        )
-        console.print(f"  cytometer: {kw.get('$CYT', '').strip() or '-'} | acquired: {date or '-'}")
-        console.print(f"  spillover: {'yes (' + spill + ')' if spill else 'no'}")
-        for w in caught:
-            console.print(f"  [yellow]note: {w.message}[/yellow]")
-        table = Table(show_edge=False, pad_edge=False, box=None)
-        for col in ("#", "channel", "marker", "range", "bits", "scale"):
-            table.add_column(col)
-        for i, row in enumerate(meta.channels.itertuples(index=False), start=1):
-            scale = f"log {row.log_decades:g} dec" if row.log_decades > 0 else "lin"
-            if row.gain not in (0.0, 1.0):
-                scale += f" gain {row.gain:g}"
-            table.add_row(
-                str(i),
-                str(row.name),
-                marker_or_none(row.marker) or "",
-                f"{row.range:.10g}",
-                str(row.bits),
-                scale,
-            )
-        console.print(table)
-        console.print()
+        try:
+            _describe_fcs(console, f, meta, sets, caught)
+        except Exception as exc:  # noqa: BLE001 - one odd file must not hide the others
+            failed += 1
+            click.secho(f"error: {f}: cannot be described ({type(exc).__name__}: {exc})",
+                        fg="red", err=True)  # fmt: skip
     if failed:
         fail(f"{failed} of {len(files)} file(s) could not be read")
+
+
+def _describe_fcs(console, f, meta, sets, caught) -> None:  # noqa: ANN001
+    """Print one file's summary and channel table (text from the file is escaped: a
+    name such as ``tube[1].fcs`` is not rich markup)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from immunoprofile.sample import marker_or_none
+
+    kw = meta.keywords
+    spill = next((k for k in _SPILL_KEYS if kw.get(k, "").strip()), None)
+    date = " ".join(x for x in (kw.get("$DATE", "").strip(), kw.get("$BTIM", "").strip()) if x)
+    console.print(f"[bold]{escape(str(f))}[/bold]")
+    console.print(
+        f"  FCS {meta.version} | {meta.n_events} events | {meta.n_channels} channels | "
+        f"data set {meta.dataset + 1} of {len(sets)}"
+    )
+    cyt = escape(kw.get("$CYT", "").strip() or "-")
+    console.print(f"  cytometer: {cyt} | acquired: {escape(date or '-')}")
+    console.print(f"  spillover: {'yes (' + spill + ')' if spill else 'no'}")
+    for w in caught:
+        console.print(f"  [yellow]note: {escape(str(w.message))}[/yellow]")
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for col in ("#", "channel", "marker", "range", "bits", "scale"):
+        table.add_column(col)
+    for i, row in enumerate(meta.channels.itertuples(index=False), start=1):
+        scale = f"log {row.log_decades:g} dec" if row.log_decades > 0 else "lin"
+        if row.gain not in (0.0, 1.0):
+            scale += f" gain {row.gain:g}"
+        table.add_row(
+            str(i),
+            escape(str(row.name)),
+            escape(marker_or_none(row.marker) or ""),
+            f"{row.range:.10g}",
+            str(row.bits),
+            scale,
+        )
+    console.print(table)
+    console.print()
 
 
 # === simulate ==============================================================

@@ -104,3 +104,34 @@ def test_plot_label_without_marker():
     label1 = gplots._column(res, "p", 1, "CD25")[1]
     assert label0 == "FSC-A"
     assert label1 == "CD25 (PE-A)"
+
+
+def test_inspect_shows_bracketed_names_and_goes_on(tmp_path, monkeypatch):
+    """B1: text from a file is never taken for terminal markup, and a file that cannot be
+    described is reported while the others still get their table."""
+    n = 20
+    cols = [np.arange(n, dtype=">f4"), np.arange(n, dtype=">f4")]
+    kw = standard_keywords(n, ["FSC-A", "[/FITC]-A"], byteord="4,3,2,1",
+                           extra={"$P2S": "CD3 [/b]", "$CYT": "[red]LSR"})  # fmt: skip
+    odd = tmp_path / "tube[1].fcs"
+    odd.write_bytes(build_fcs(kw, pack_columns(cols, [">f4", ">f4"])))
+    plain = _file_without_pns(tmp_path)
+    res = CliRunner().invoke(main, ["inspect", str(odd), str(plain)])
+    assert res.exit_code == 0, res.output
+    assert "tube[1].fcs" in res.output and "[/FITC]-A" in res.output
+    assert "CD3 [/b]" in res.output and "[red]LSR" in res.output
+
+    import immunoprofile.cli as cli
+
+    real = cli._describe_fcs
+
+    def boom(console, f, *a):
+        if str(f) == str(odd):
+            raise RuntimeError("renderer failed")
+        return real(console, f, *a)
+
+    monkeypatch.setattr(cli, "_describe_fcs", boom)
+    res = CliRunner().invoke(main, ["inspect", str(odd), str(plain)])
+    assert res.exit_code == 1
+    assert "cannot be described (RuntimeError: renderer failed)" in res.output
+    assert res.output.count("FSC-A") == 1  # the second file still got its table
