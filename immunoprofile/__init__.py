@@ -1,13 +1,15 @@
 """immunoprofile: flow cytometry immune profiling for longitudinal clinical studies.
 
 The public API is imported lazily so that ``import immunoprofile`` and the command
-line start fast; heavy modules (pandas, scikit-learn, matplotlib) load on first use.
+line start fast; heavy modules (pandas, scikit-learn, matplotlib) load on first use. The
+same names are imported under ``TYPE_CHECKING``, so IDEs and type checkers see the typed
+public API (signatures, docstrings) without the import cost at run time.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -51,7 +53,93 @@ _LAZY = {
     "export_fcs": "immunoprofile.interop.exchange",
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "Arcsinh",
+    "AsinhCofactor",
+    "Comparison",
+    "Hyperlog",
+    "Linear",
+    "Log",
+    "Logicle",
+    "Panel",
+    "Sample",
+    "Spillover",
+    "TransformSpec",
+    "__version__",
+    "apply_template",
+    "cluster",
+    "compare",
+    "compensate",
+    "decompensate",
+    "export_fcs",
+    "gate",
+    "inverse_transform",
+    "list_templates",
+    "load_template",
+    "normalize_marker",
+    "opencyto_to_template",
+    "read_fcs",
+    "read_fcs_datasets",
+    "read_fcs_header",
+    "read_gatingml",
+    "read_wsp",
+    "resolve_marker",
+    "simulate_cohort",
+    "to_anndata",
+    "transform",
+    "transform_from_dict",
+    "validate_template",
+    "write_fcs",
+    "write_gatingml",
+]
+
+if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load lazily
+    from immunoprofile.clustering.api import cluster
+    from immunoprofile.compare import Comparison, compare
+    from immunoprofile.compensation import (
+        Spillover,
+        compensate,
+        decompensate,
+    )
+    from immunoprofile.gating.engine import apply_template
+    from immunoprofile.gating.gatingml import (
+        read_gatingml,
+        write_gatingml,
+    )
+    from immunoprofile.gating.run import gate
+    from immunoprofile.gating.template import (
+        list_templates,
+        load_template,
+        validate_template,
+    )
+    from immunoprofile.interop.exchange import export_fcs, to_anndata
+    from immunoprofile.interop.flowjo import read_wsp
+    from immunoprofile.interop.opencyto import opencyto_to_template
+    from immunoprofile.io.fcs import (
+        read_fcs,
+        read_fcs_datasets,
+        read_fcs_header,
+    )
+    from immunoprofile.io.write import write_fcs
+    from immunoprofile.panel import (
+        Panel,
+        normalize_marker,
+        resolve_marker,
+    )
+    from immunoprofile.sample import Sample
+    from immunoprofile.simulate import simulate_cohort
+    from immunoprofile.transforms import (
+        Arcsinh,
+        AsinhCofactor,
+        Hyperlog,
+        Linear,
+        Log,
+        Logicle,
+        TransformSpec,
+        inverse_transform,
+        transform,
+        transform_from_dict,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -284,18 +284,15 @@ def benjamini_hochberg(pvalues: np.ndarray | list[float]) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values (q-values); NaN in, NaN out.
 
     ``q_(i) = min_{j >= i} min(1, m p_(j) / j)`` over the m non-missing p-values sorted
-    increasingly (Benjamini & Hochberg 1995, step-up procedure).
+    increasingly (Benjamini & Hochberg 1995, step-up procedure), computed by
+    `scipy.stats.false_discovery_control` on the non-missing values.
     """
     p = np.asarray(pvalues, dtype=float).ravel()
     q = np.full(p.shape, np.nan)
     ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
+    if ok.size == 0:
         return q
     if np.any((p[ok] < 0) | (p[ok] > 1)):
         raise ValueError(f"p-values must lie in [0, 1], got {p[ok].tolist()}")
-    order = ok[np.argsort(p[ok], kind="stable")]
-    ranked = p[order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    q[order] = np.minimum(ranked, 1.0)
+    q[ok] = _st.false_discovery_control(p[ok], method="bh")
     return q

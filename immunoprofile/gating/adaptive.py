@@ -139,9 +139,25 @@ class AdaptiveGate:
             names = _PARAM_NAMES[cls] = tuple(p for p in sig.parameters if p != "self")
         return list(names)
 
-    def get_params(self) -> dict[str, Any]:
-        """Hyperparameters as given to ``__init__``."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyperparameters as given to ``__init__`` (scikit-learn's estimator contract, so
+        `sklearn.base.clone` and grid searches work; no parameter is itself an estimator,
+        so ``deep`` changes nothing)."""
         return {p: getattr(self, p) for p in self._param_names()}
+
+    def set_params(self, **params: Any) -> AdaptiveGate:
+        """Set hyperparameters by name (scikit-learn's contract); returns the gate, unfitted
+        parameters checked as ``__init__`` checks them."""
+        names = set(self._param_names())
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise TemplateError(
+                f"{type(self).__name__}: unknown parameter(s) {unknown}; it has {sorted(names)}"
+            )
+        merged = {**self.get_params(), **params}
+        fresh = type(self)(**merged)
+        self.__dict__.update(fresh.__dict__)
+        return self
 
     def clone(self, **overrides: Any) -> AdaptiveGate:
         """An unfitted copy with the same hyperparameters (``overrides`` replace some)."""
@@ -163,7 +179,10 @@ class AdaptiveGate:
         return f"{type(self).__name__}({args})"
 
     def _check_common(self) -> None:
-        self.dims = tuple(str(d) for d in self.dims)
+        # keep the very object given when it is already a tuple of names: scikit-learn's
+        # clone checks that __init__ stores its parameters unchanged
+        if not (isinstance(self.dims, tuple) and all(isinstance(d, str) for d in self.dims)):
+            self.dims = tuple(str(d) for d in self.dims)
         if self.n_dims is not None and len(self.dims) != self.n_dims:
             raise TemplateError(
                 f"{self.type_name} gate takes {self.n_dims} dimension(s), got {list(self.dims)}"
