@@ -82,3 +82,55 @@ def test_save_gate_plots_one_png_per_gate(gated, tmp_path):
     assert [p.name for p in paths] == [f"{i:02d}_{n}.png" for i, n in enumerate(names, 1)]
     sizes = {Image.open(p).size for p in paths}
     assert len(sizes) == 1 and min(next(iter(sizes))) >= 450  # readable when enlarged
+
+
+def test_paired_and_clustering_plots_take_ax():
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from immunoprofile.compare import compare
+    from immunoprofile.plots import paired
+
+    rows = [
+        {"sample": f"P{i}_{v}", "patient": f"P{i}", "visit": v, "population": "Treg",
+         "parent": "CD4", "count": 100, "parent_count": 1000,
+         "percent_of_parent": 5.0 + i + (1 if v == "week24" else 0), "percent_of_lymphocytes": 1.0}
+        for i in range(5) for v in ("baseline", "week24")
+    ]  # fmt: skip
+    cmp = compare(pd.DataFrame(rows))
+    for fn, data in (
+        (paired.forest_plot, cmp.stats),
+        (paired.paired_plot, cmp.changes),
+    ):
+        fig = Figure()
+        ax = fig.add_subplot(1, 1, 1)
+        assert fn(data, "percent_of_parent", ax=ax) is fig
+        assert ax.has_data()
+    fig = Figure()
+    ax = fig.add_subplot(1, 1, 1)
+    assert paired.log2_heatmap(cmp.changes, "percent_of_parent", "week24", ax=ax) is fig
+    assert "% of CD4" in " ".join(
+        t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))
+    )
+
+
+def test_clustering_plots_take_ax():
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from immunoprofile.plots import clustering as cplots
+
+    emb = pd.DataFrame(
+        {"umap1": [0.0, 1.0, 2.0], "umap2": [1.0, 0.0, 1.0], "name": ["T", "B", "T"]}
+    )
+    fig = Figure()
+    ax = fig.add_subplot(1, 2, 1)
+    assert cplots.umap_plot(emb, color="name", ax=ax) is fig
+    assert len(ax.collections) == 2  # one scatter per category
+    summary = pd.DataFrame(
+        {"metacluster": ["MC01", "MC02"], "name": ["T", "B"], "percent": [60.0, 40.0],
+         "CD3": [0.8, 0.1], "CD19": [0.1, 0.7]}
+    )  # fmt: skip
+    ax2 = fig.add_subplot(1, 2, 2)
+    assert cplots.median_heatmap(summary, ["CD3", "CD19"], ax=ax2) is fig
+    assert ax2.get_images()[0].get_array().shape == (2, 2)

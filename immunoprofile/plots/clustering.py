@@ -35,6 +35,14 @@ def save(fig: Figure, path: str | PathLike, dpi: int = 120) -> None:
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
 
 
+def _target(ax: Any, width: float, height: float) -> tuple[Any, Any]:
+    """The figure and axes to draw into: the given matplotlib Axes, or a new figure."""
+    if ax is not None:
+        return ax.figure, ax
+    fig = new_figure(width, height)
+    return fig, fig.add_subplot(111)
+
+
 def _categorical_colours(n: int) -> list:
     from matplotlib import colormaps
 
@@ -42,13 +50,14 @@ def _categorical_colours(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def umap_plot(embedding: pd.DataFrame, color: str = "metacluster", size: float = 2.0) -> Figure:
+def umap_plot(
+    embedding: pd.DataFrame, color: str = "metacluster", size: float = 2.0, ax: Any = None
+) -> Figure:
     """Scatter of ``umap1``/``umap2`` coloured by a categorical column (``metacluster``,
     ``name``, ``visit``, ``sample``) or by a marker's values (continuous colour scale)."""
     if color not in embedding.columns:
         raise KeyError(f"embedding has no column {color!r}; it has {list(embedding.columns)}")
-    fig = new_figure(7.5, 6)
-    ax = fig.add_subplot(111)
+    fig, ax = _target(ax, 7.5, 6)
     col = embedding[color]
     if pd.api.types.is_numeric_dtype(col) and color not in ("node",):
         sc = ax.scatter(embedding["umap1"], embedding["umap2"], c=col, s=size, cmap="viridis",
@@ -71,7 +80,7 @@ def umap_plot(embedding: pd.DataFrame, color: str = "metacluster", size: float =
     return fig
 
 
-def median_heatmap(summary: pd.DataFrame, markers: Sequence[str]) -> Figure:
+def median_heatmap(summary: pd.DataFrame, markers: Sequence[str], ax: Any = None) -> Figure:
     """Median expression per metacluster (rows ``MCxx name (percent %)``) x marker.
 
     ``summary`` is `ClusterResult.metaclusters()`.
@@ -81,8 +90,7 @@ def median_heatmap(summary: pd.DataFrame, markers: Sequence[str]) -> Figure:
         f"{m} {n} ({p:.1f}%)"
         for m, n, p in zip(summary["metacluster"], summary["name"], summary["percent"])
     ]
-    fig = new_figure(0.45 * len(markers) + 3.5, 0.32 * len(labels) + 1.6)
-    ax = fig.add_subplot(111)
+    fig, ax = _target(ax, 0.45 * len(markers) + 3.5, 0.32 * len(labels) + 1.6)
     im = ax.imshow(mat, aspect="auto", cmap="magma", interpolation="nearest")
     ax.set_xticks(range(len(markers)), list(markers), rotation=90, fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
@@ -91,7 +99,7 @@ def median_heatmap(summary: pd.DataFrame, markers: Sequence[str]) -> Figure:
     return fig
 
 
-def som_grid_plot(result: Any) -> Figure:
+def som_grid_plot(result: Any, ax: Any = None) -> Figure:
     """SOM nodes at their grid positions, area proportional to events won in training,
     coloured by metacluster and labelled with the metacluster number."""
     from matplotlib.lines import Line2D
@@ -101,8 +109,7 @@ def som_grid_plot(result: Any) -> Figure:
     mc = result.node_metacluster
     colours = _categorical_colours(int(mc.max()) + 1)
     rows, cols = int(grid[:, 0].max()) + 1, int(grid[:, 1].max()) + 1
-    fig = new_figure(0.6 * cols + 2.5, 0.6 * rows + 0.8)
-    ax = fig.add_subplot(111)
+    fig, ax = _target(ax, 0.6 * cols + 2.5, 0.6 * rows + 0.8)
     size = 900.0 * counts / max(counts.max(), 1.0)
     ax.scatter(grid[:, 1], grid[:, 0], s=np.maximum(size, 4), c=[colours[m] for m in mc],
                edgecolors="k", linewidths=0.4)  # fmt: skip

@@ -16,12 +16,13 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from os import PathLike
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from immunoprofile.compare import MEASURE_UNITS, population_order, visit_sort_key
+from immunoprofile.quantify import value_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -55,6 +56,25 @@ def save(fig: Figure, path: str | PathLike, dpi: int = 120) -> None:
     fig.savefig(path, dpi=dpi)
 
 
+def pop_label(population: str, measure: str, parents: dict[str, str]) -> str:
+    """``Treg (% of CD4)``: a population with what its number is, the parent named."""
+    return f"{population} ({value_label(measure, parents.get(population))})"
+
+
+def _parents(frame: pd.DataFrame) -> dict[str, str]:
+    if "parent" not in frame.columns:
+        return {}
+    return frame.drop_duplicates("population").set_index("population")["parent"].to_dict()
+
+
+def _axes_for(ax: Any, n: int, what: str) -> list:
+    """The axes to draw ``n`` panels into: one Axes, or a sequence of ``n`` of them."""
+    axes = [ax] if not isinstance(ax, (list, tuple, np.ndarray)) else list(np.ravel(ax))
+    if len(axes) != n:
+        raise ValueError(f"{what}: {n} panel(s) to draw but {len(axes)} axes given (ax=)")
+    return axes
+
+
 def _select(
     changes: pd.DataFrame, measure: str, populations: Sequence[str] | None, method: str | None
 ) -> pd.DataFrame:
@@ -76,6 +96,7 @@ def paired_plot(
     populations: Sequence[str] | None = None,
     ncols: int = 4,
     method: str | None = None,
+    ax: Any = None,
 ) -> Figure:
     """Spaghetti plot: baseline → follow-up visit(s) per population, one line per patient.
 
@@ -86,6 +107,8 @@ def paired_plot(
     populations : panels to draw (default: every population, in hierarchy order).
     ncols : panels per row.
     method : ``gating`` or ``clustering`` when the table mixes both (default: the first).
+    ax : draw into this matplotlib Axes (one population) or these Axes (one per
+        population) instead of a new figure; their figure is returned.
     """
     c = _select(changes, measure, populations, method)
     pops = population_order(c["population"]) if populations is None else list(populations)
@@ -94,17 +117,22 @@ def paired_plot(
     visits = [base_name] + sorted(
         c["followup_visit"].unique(), key=lambda v: visit_sort_key(v, base_name)
     )
-    ncols = max(1, min(ncols, len(pops)))
-    nrows = int(np.ceil(len(pops) / ncols))
-    fig = _figure(2.7 * ncols + 0.4, 2.5 * nrows + 0.4)
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    parents = _parents(c)
+    if ax is not None:
+        axes = _axes_for(ax, len(pops), "paired_plot")
+        fig = axes[0].figure
+    else:
+        ncols = max(1, min(ncols, len(pops)))
+        nrows = int(np.ceil(len(pops) / ncols))
+        fig = _figure(2.7 * ncols + 0.4, 2.5 * nrows + 0.4)
+        axes = list(np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel())
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10"]
     patients = sorted(c["patient"].unique(), key=str)
     colour = {p: cmap(i % 10) for i, p in enumerate(patients)}
     x = np.arange(len(visits))
-    for ax, pop in zip(axes, pops):
+    for a, pop in zip(axes, pops):
         g = c[c["population"] == pop]
         # patient x visit matrix: baseline from any follow-up row, then each visit's value
         base = g.groupby("patient")["baseline"].first()
@@ -114,20 +142,21 @@ def paired_plot(
         mat = mat.reindex(patients)
         for pat, row in mat.iterrows():
             y = row.to_numpy(float)
-            ax.plot(x, y, "-o", color=colour[pat], lw=1.2, ms=3.5, alpha=0.85, label=str(pat))
+            a.plot(x, y, "-o", color=colour[pat], lw=1.2, ms=3.5, alpha=0.85, label=str(pat))
         med = mat.median(axis=0, skipna=True).to_numpy(float)
-        ax.plot(x, med, "-", color="black", lw=3.0, alpha=0.75, label="median")
-        ax.set_title(pop, fontsize=10)
-        ax.set_xticks(x, visits, fontsize=8)
-        ax.set_xlim(-0.3, len(visits) - 0.7)
-        ax.tick_params(axis="y", labelsize=8)
-        ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(pops) :]:
-        ax.set_visible(False)
-    axes[0].set_ylabel(MEASURE_LABELS.get(measure, measure), fontsize=9)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
-    fig.suptitle(f"{MEASURE_LABELS.get(measure, measure)}: one line per patient", fontsize=11)
+        a.plot(x, med, "-", color="black", lw=3.0, alpha=0.75, label="median")
+        a.set_title(pop, fontsize=10)
+        a.set_ylabel(value_label(measure, parents.get(pop)), fontsize=9)
+        a.set_xticks(x, visits, fontsize=8)
+        a.set_xlim(-0.3, len(visits) - 0.7)
+        a.tick_params(axis="y", labelsize=8)
+        a.grid(axis="y", alpha=0.3)
+    for a in axes[len(pops) :]:
+        a.set_visible(False)
+    if ax is None:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
+        fig.suptitle(f"{MEASURE_LABELS.get(measure, measure)}: one line per patient", fontsize=11)
     return fig
 
 
@@ -137,8 +166,11 @@ def log2_heatmap(
     followup_visit: str | None = None,
     populations: Sequence[str] | None = None,
     method: str | None = None,
+    ax: Any = None,
 ) -> Figure:
-    """Heatmap of log2(follow-up / baseline), patients (rows) × populations (columns)."""
+    """Heatmap of log2(follow-up / baseline), patients (rows) × populations (columns),
+    each column labelled with its parent; drawn into ``ax`` when given (its figure is
+    returned)."""
     c = _select(changes, measure, populations, method)
     if followup_visit is None:
         b = str(c["baseline_visit"].iloc[0])
@@ -154,14 +186,21 @@ def log2_heatmap(
     # out the rest (values beyond it get the end colour; the numbers are printed anyway)
     lim = float(np.percentile(np.abs(finite), 95)) if finite.size else 1.0
     lim = max(lim, 0.1)
-    fig = _figure(max(4.0, 0.55 * len(pops) + 2.2), max(2.6, 0.38 * len(mat) + 1.6))
-    ax = fig.subplots()
+    if ax is None:
+        fig = _figure(max(4.0, 0.55 * len(pops) + 2.2), max(2.6, 0.38 * len(mat) + 1.6))
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    parents = _parents(c)
     masked = np.ma.masked_invalid(vals)
     import matplotlib
 
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#d9d9d9")
     im = ax.imshow(masked, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(np.arange(len(pops)), pops, rotation=60, ha="right", fontsize=8)
+    ax.set_xticks(
+        np.arange(len(pops)), [pop_label(p, measure, parents) for p in pops],
+        rotation=60, ha="right", fontsize=8,
+    )  # fmt: skip
     ax.set_yticks(np.arange(len(mat)), [str(p) for p in mat.index], fontsize=8)
     if vals.size <= 400:
         for (i, j), v in np.ndenumerate(vals):
@@ -181,8 +220,10 @@ def forest_plot(
     populations: Sequence[str] | None = None,
     followup_visits: Sequence[str] | None = None,
     method: str | None = None,
+    ax: Any = None,
 ) -> Figure:
-    """Forest plot of Hodges–Lehmann estimates of the median change with exact CIs.
+    """Forest plot of Hodges–Lehmann estimates of the median change with exact CIs (drawn
+    into ``ax`` when given; its figure is returned).
 
     Populations run down the page in hierarchy order; with several follow-up visits each
     population has one line per visit, in the visit's colour. Each line is annotated with
@@ -204,8 +245,12 @@ def forest_plot(
     pops = [p for p in pops if p in set(s["population"])]
     visits = sorted(s["followup_visit"].unique(), key=lambda v: visit_sort_key(v))
     nv = len(visits)
-    fig = _figure(7.2, max(2.2, 0.34 * len(pops) * nv + 1.3))
-    ax = fig.subplots()
+    if ax is None:
+        fig = _figure(7.6, max(2.2, 0.34 * len(pops) * nv + 1.3))
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    parents = _parents(s)
     yticks = []
     for i, pop in enumerate(pops):
         yc = len(pops) - 1 - i
@@ -227,7 +272,7 @@ def forest_plot(
     for yc in yticks[:-1]:
         ax.axhline(yc - 0.5, color="#e0e0e0", lw=0.8)
     ax.axvline(0.0, color="grey", lw=1, ls="--")
-    ax.set_yticks(yticks, pops, fontsize=8)
+    ax.set_yticks(yticks, [pop_label(p, measure, parents) for p in pops], fontsize=8)
     ax.set_ylim(-0.7, len(pops) - 0.3)
     unit = MEASURE_UNITS.get(measure, "")
     ax.set_xlabel(
