@@ -241,11 +241,22 @@ def _text_not_formulas(sheet: Any) -> None:
                 cell.data_type = "s"
 
 
-def write_xlsx(wide: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Path:
-    """Write per-visit wide tables to one workbook, one sheet per visit (openpyxl)."""
+METADATA_SHEET = "metadata"
+
+
+def write_xlsx(
+    wide: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike,
+    meta: Mapping[str, object] | None = None,
+    files: pd.DataFrame | None = None,
+) -> Path:
+    """Write per-visit wide tables to one workbook, one sheet per visit (openpyxl), and a
+    ``metadata`` sheet: ``meta`` as item/value rows (template, software version, date,
+    what the values are), then ``files`` (one row per FCS file) below them. Text that
+    looks like a formula stays text."""
 
     def _write(p: Path) -> None:
-        used: set[str] = set()
+        used: set[str] = {METADATA_SHEET}
         with pd.ExcelWriter(p, engine="openpyxl") as xw:
             if not wide:
                 pd.DataFrame().to_excel(xw, sheet_name="empty")
@@ -253,8 +264,38 @@ def write_xlsx(wide: Mapping[str, pd.DataFrame], path: str | os.PathLike) -> Pat
                 name = _sheet_name(visit, used)
                 df.to_excel(xw, sheet_name=name)
                 _text_not_formulas(xw.sheets[name])
+            if meta or files is not None:
+                items = pd.DataFrame(
+                    [(str(k), "" if v is None else str(v)) for k, v in (meta or {}).items()],
+                    columns=["item", "value"],
+                )
+                items.to_excel(xw, sheet_name=METADATA_SHEET, index=False)
+                if files is not None and len(files):
+                    files.to_excel(
+                        xw, sheet_name=METADATA_SHEET, index=False, startrow=len(items) + 2
+                    )
+                _text_not_formulas(xw.sheets[METADATA_SHEET])
 
     return atomic_write(path, _write)
+
+
+def table_metadata(
+    template: str, value: str, files: pd.DataFrame | None = None
+) -> dict[str, object]:
+    """What a lab sheet needs to be read on its own: template, software version, date
+    written, what the numbers are, and how many files."""
+    import datetime as _dt
+
+    from immunoprofile import __version__
+
+    return {
+        "template": template,
+        "immunoprofile version": __version__,
+        "written (UTC)": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "values": f"{value} (header: population (unit and parent)); population (events) "
+        "beside each; rounded to 2 decimals",
+        "files": 0 if files is None else len(files),
+    }
 
 
 #: per-visit wide tables written beside ``populations.csv`` (a glob over their names)
@@ -291,11 +332,16 @@ def visit_file_names(visits: Iterable[str]) -> dict[str, str]:
 
 
 def write_population_files(
-    table: pd.DataFrame, wide: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike
+    table: pd.DataFrame,
+    wide: Mapping[str, pd.DataFrame],
+    out_dir: str | os.PathLike,
+    meta: Mapping[str, object] | None = None,
+    files: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write ``populations.csv`` and ``populations.parquet`` (the tidy ``table``), one
-    ``populations_<visit>.csv`` per wide table and ``populations.xlsx`` (a sheet per
-    visit) into ``out_dir``; returns the paths written, in that order.
+    ``populations_<visit>.csv`` per wide table (`lab_tables`) and ``populations.xlsx`` (a
+    sheet per visit and a ``metadata`` sheet from ``meta`` and ``files``) into
+    ``out_dir``; returns the paths written, in that order.
 
     No manifest: the callers (`write_population_tables`, `GateResults.write`) run this
     inside `immunoprofile._files.write_owned`, planning `visit_file_name` of each visit.
@@ -308,7 +354,7 @@ def write_population_files(
     names = visit_file_names(wide)
     for visit, df in wide.items():
         written.append(write_csv(df, out_dir / names[visit], index=True))
-    written.append(write_xlsx(wide, out_dir / "populations.xlsx"))
+    written.append(write_xlsx(wide, out_dir / "populations.xlsx", meta, files))
     return written
 
 
@@ -316,18 +362,21 @@ def write_population_tables(
     table: pd.DataFrame, out_dir: str | os.PathLike, value: str = "percent_of_parent"
 ) -> list[Path]:
     """Write ``populations.csv``, ``populations.parquet``, ``populations_<visit>.csv`` (one
-    wide table per visit) and ``populations.xlsx`` (a sheet per visit) into ``out_dir``.
+    lab table per visit, `lab_tables`) and ``populations.xlsx`` (a sheet per visit and a
+    metadata sheet) into ``out_dir``.
 
     ``outputs.json`` records what was written; a ``populations_<visit>.csv`` that an
     earlier write recorded there and this one does not produce is removed afterwards
     (see `immunoprofile._files.write_owned`)."""
     out_dir = Path(out_dir)
-    wide = per_visit(table, value) if len(table) else {}
+    wide = lab_tables(table, value) if len(table) else {}
+    meta = table_metadata("", value)
+    meta.pop("template")
     out_dir.mkdir(parents=True, exist_ok=True)
     written, _ = write_owned(
         out_dir,
         list(visit_file_names(wide).values()),
-        lambda: write_population_files(table, wide, out_dir),
+        lambda: write_population_files(table, wide, out_dir, meta),
         writer="immunoprofile gate",
         stale=VISIT_FILES,
     )
@@ -345,6 +394,7 @@ __all__ = [
     "per_visit",
     "population_table",
     "safe_name",
+    "table_metadata",
     "visit_file_name",
     "visit_file_names",
     "write_csv",

@@ -319,11 +319,15 @@ def test_cli_gate(fcs_cohort, tmp_path):
     assert "cells_per_ul" in pop.columns
     wide = pd.read_csv(out / "populations_week24.csv", index_col=0)
     assert list(wide.index) == ["P01", "P02"] and list(wide.columns) == [
-        "lymphocytes",
-        "T",
-        "CD4",
-        "nonT",
-    ]
+        "lymphocytes (% of all events)", "lymphocytes (events)", "T (% of lymphocytes)",
+        "T (events)", "CD4 (% of T)", "CD4 (events)", "nonT (% of lymphocytes)", "nonT (events)",
+    ]  # fmt: skip
+    tidy = pop[pop["visit"] == "week24"].set_index(["patient", "population"])
+    np.testing.assert_allclose(
+        wide["CD4 (% of T)"],
+        tidy.loc[[("P01", "CD4"), ("P02", "CD4")], "percent_of_parent"].round(2),
+    )
+    assert list(wide["CD4 (events)"]) == list(tidy.loc[[("P01", "CD4"), ("P02", "CD4")], "count"])
     # a clean batch exits 0, identity from a filename pattern
     r2 = CliRunner().invoke(
         main,
@@ -450,7 +454,7 @@ def test_cli_on_a_simulated_cohort(tmp_path):
         ["sample", "population", "percent_of_parent", "percent_of_parent_truth"]
     ]
     wide = pd.read_csv(out / "populations_week24.csv", index_col=0)
-    assert list(wide.index) == ["P01", "P02"] and "Treg" in wide.columns
+    assert list(wide.index) == ["P01", "P02"] and "Treg (% of CD4)" in wide.columns
 
 
 def test_cli_mixed_batch_loses_nothing(fcs_cohort, tmp_path):
@@ -565,7 +569,7 @@ def test_cli_gate_twice_into_one_folder_leaves_no_stale_visit_table(fcs_cohort, 
     wide = pd.read_csv(out / "populations_baseline.csv", index_col=0)
     assert sorted(wide.index) == ["P01", "P02"]
     sheets = pd.read_excel(out / "populations.xlsx", sheet_name=None)
-    assert list(sheets) == ["baseline"]
+    assert list(sheets) == ["baseline", "metadata"]
     manifest = json.loads((out / "outputs.json").read_text())
     assert "populations_baseline.csv" in manifest["files"]
     assert "populations_week24.csv" not in manifest["files"]

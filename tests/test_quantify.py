@@ -149,11 +149,12 @@ def test_writers(tmp_path):
     pq = pd.read_parquet(tmp_path / "populations.parquet")
     pd.testing.assert_frame_equal(pq, t)
     w = pd.read_csv(tmp_path / "populations_week_24.csv", index_col=0)
-    assert w.at["P01", "B"] == pytest.approx(25.0)
+    b_parent = t.set_index("population").loc["B", "parent"].iloc[0]
+    assert w.at["P01", f"B (% of {b_parent})"] == pytest.approx(25.0)
     assert (tmp_path / "populations_baseline.csv").exists()
     sheets = pd.read_excel(tmp_path / "populations.xlsx", sheet_name=None, index_col=0)
-    assert set(sheets) == {"baseline", "week 24"}
-    assert sheets["baseline"].at["P01", "Treg"] == pytest.approx(5.0)
+    assert set(sheets) == {"baseline", "week 24", "metadata"}
+    assert sheets["baseline"].at["P01", "Treg (% of CD4)"] == pytest.approx(5.0)
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -161,3 +162,47 @@ def test_safe_name():
     assert safe_name("week 24") == "week_24"
     assert safe_name("../x") == "x"
     assert safe_name("") == "unassigned"
+
+
+def test_lab_tables_round_name_unit_and_parent_and_carry_counts():
+    from immunoprofile.quantify import lab_tables
+
+    t = pd.DataFrame(
+        {
+            "sample": ["s1", "s1", "s2", "s2"], "patient": ["P1", "P1", "P2", "P2"],
+            "visit": ["v1"] * 4, "population": ["CD4", "Treg"] * 2,
+            "parent": ["T", "CD4"] * 2, "count": [700, 63, 650, 40],
+            "parent_count": [1000, 700, 1000, 650],
+            "percent_of_parent": [70.0, 9.000000000000001, 65.0, 6.153846153846154],
+            "percent_of_lymphocytes": [56.0, 5.04, 52.0, 3.2],
+        }
+    )  # fmt: skip
+    lab = lab_tables(t)["v1"]
+    assert list(lab.columns) == ["CD4 (% of T)", "CD4 (events)", "Treg (% of CD4)", "Treg (events)"]
+    assert lab.loc["P2", "Treg (% of CD4)"] == 6.15 and lab.loc["P1", "Treg (% of CD4)"] == 9.0
+    assert lab.loc["P2", "Treg (events)"] == 40
+    lymph = lab_tables(t, "percent_of_lymphocytes")["v1"]
+    assert "Treg (% of lymphocytes)" in lymph.columns
+
+
+def test_xlsx_metadata_sheet(tmp_path):
+    from immunoprofile.quantify import lab_tables, table_metadata, write_xlsx
+
+    t = pd.DataFrame(
+        {"sample": ["s1"], "patient": ["P1"], "visit": ["v1"], "population": ["CD4"],
+         "parent": ["T"], "count": [700], "parent_count": [1000],
+         "percent_of_parent": [70.0], "percent_of_lymphocytes": [56.0]}
+    )  # fmt: skip
+    files = pd.DataFrame({"sample": ["s1"], "file": ["/data/s1.fcs"]})
+    meta = table_metadata("tregs", "percent_of_parent", files)
+    write_xlsx(lab_tables(t), tmp_path / "p.xlsx", meta, files)
+    sheets = pd.read_excel(tmp_path / "p.xlsx", sheet_name=None, header=None)
+    assert list(sheets) == ["v1", "metadata"]
+    md = sheets["metadata"]
+    items = dict(zip(md[0], md[1]))
+    import immunoprofile
+
+    assert items["template"] == "tregs"
+    assert items["immunoprofile version"] == immunoprofile.__version__
+    assert str(items["written (UTC)"])[:2] == "20" and items["files"] in (1, "1")
+    assert "/data/s1.fcs" in md.astype(str).to_numpy().ravel().tolist()

@@ -61,8 +61,10 @@ from immunoprofile.quantify import (
     VISIT_FILES,
     atomic_write,
     concat_tables,
+    lab_tables,
     per_visit,
     population_table,
+    table_metadata,
     visit_file_names,
     write_csv,
     write_population_files,
@@ -586,8 +588,10 @@ class GateResults:
         """Write every output into ``out_dir``, each file atomically.
 
         ``populations.csv``, ``populations.parquet`` (every gated file),
-        ``populations_<visit>.csv`` and ``populations.xlsx`` (without files whose identity
-        is claimed twice), ``gates.json``, ``provenance.json``, ``qc.csv``, ``errors.csv``,
+        ``populations_<visit>.csv`` and ``populations.xlsx`` (lab tables: ``value`` rounded
+        to 2 decimals with events beside it, headers naming unit and parent; a metadata
+        sheet with template, version, date and files; without files whose identity is
+        claimed twice), ``gates.json``, ``provenance.json``, ``qc.csv``, ``errors.csv``,
         ``samples.csv``, and ``outputs.json`` (the manifest: what this write produced).
 
         A ``populations_<visit>.csv`` that an earlier write into the same folder produced
@@ -599,7 +603,9 @@ class GateResults:
         out_dir.mkdir(parents=True, exist_ok=True)
         table = self.table()
         clean = self.unambiguous_table()
-        wide = per_visit(clean, value) if len(clean) else {}
+        wide = lab_tables(clean, value) if len(clean) else {}
+        files = self.summary()[["sample", "patient", "visit", "events", "status", "file"]]
+        meta = table_metadata(_template_name(self.template), value, files)
 
         def _json(name: str, samples: dict[str, Any]) -> Path:
             text = json.dumps(
@@ -610,7 +616,7 @@ class GateResults:
             return atomic_write(out_dir / name, lambda p: p.write_text(text, encoding="utf-8"))
 
         def _write() -> list[Path]:
-            written = write_population_files(table, wide, out_dir)
+            written = write_population_files(table, wide, out_dir, meta, files)
             written.append(_json("gates.json", self.fitted_gates()))
             written.append(_json("provenance.json", self.provenance()))
             written.append(write_csv(self.qc(), out_dir / "qc.csv"))
