@@ -19,9 +19,35 @@ from immunoprofile import __version__
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="immunoprofile")
-def main() -> None:
+@click.option(
+    "--verbose",
+    "-v",
+    count=True,
+    help="Log each stage with its duration (-v), or everything (-vv), on stderr.",
+)
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress bars or summaries, warnings and errors only (as each command's -q).",
+)
+def main(verbose: int, quiet: bool) -> None:
     """Flow cytometry immune profiling: FCS files to per-visit population tables and
-    baseline-to-follow-up statistics."""
+    baseline-to-follow-up statistics.
+
+    Long stages show progress on stderr (gating, clustering, comparison, report);
+    ``immunoprofile -v COMMAND`` also logs each stage with its duration.
+    """
+    from immunoprofile.progress import configure_logging
+
+    configure_logging(verbose, quiet)
+
+
+def _quiet(local: bool = False) -> bool:
+    """A command's own --quiet, or the one given before the command name."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    return bool(local or (root is not None and root.params.get("quiet")))
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -159,8 +185,9 @@ def _parse_effect(text: str) -> tuple[str, float]:
 
 @main.command()
 @click.option(
-    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder."
-)
+    "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
+    help="Output folder.",
+)  # fmt: skip
 @click.option("--patients", default=7, show_default=True, type=click.IntRange(1, 999))
 @click.option(
     "--visits",
@@ -499,7 +526,18 @@ def templates_check(template: str, files: tuple[str, ...], compensation: str | N
     help="Files gated in parallel processes.",
 )
 @click.option("--scheduler", help="Dask scheduler address (tcp://host:8786); needs the dask extra.")
-@click.option("--plots", is_flag=True, help="Write a gating plot per sample into OUT/plots/.")
+@click.option(
+    "--plots",
+    is_flag=True,
+    help="Write a figure per gate and sample into OUT/plots/<sample>/ (instrument units).",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Seed of every random step of the adaptive gates (subsampling, mixture starts).",
+)
 @click.option(
     "--compensation",
     default=None,
@@ -522,6 +560,7 @@ def gate_cmd(
     jobs: int,
     scheduler: str | None,
     plots: bool,
+    seed: int,
     compensation: str | None,
     quiet: bool,
 ) -> None:
@@ -575,8 +614,9 @@ def gate_cmd(
                 pattern=pattern,
                 jobs=jobs,
                 scheduler=scheduler,
-                progress=not quiet,
+                progress=not _quiet(quiet),
                 plots_dir=out_dir / "plots" if plots else None,
+                seed=seed,
                 patient_keyword=list(patient_keyword) or None,
                 visit_keyword=list(visit_keyword) or None,
                 compensation=compensation,
@@ -588,7 +628,7 @@ def gate_cmd(
     table = res.table()
     errors = res.errors()
     failed = errors[errors["error_type"] != CLASH_ERROR]
-    if not quiet:
+    if not _quiet(quiet):
         t = Table(title=f"{len(summary)} file(s) gated with {res.template_names()}")
         tubes = "tube" in summary.columns
         per_sample = "gates" in summary.columns and summary["gates"].notna().any()
@@ -772,6 +812,7 @@ def cluster_cmd(
                 pattern=pattern,
                 on_error="skip",
                 sample_gates=sample_gates,
+                progress=not _quiet(),
             )
         from immunoprofile._files import write_owned
         from immunoprofile.clustering.api import CLUSTER_OPTIONAL_OUTPUTS
@@ -841,24 +882,38 @@ def cluster_cmd(
 
 def _print_stats(cmp, measure: str | None = None) -> None:  # noqa: ANN001
     """Rich table of the endpoint statistics (all populations when there are no endpoints)."""
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    measure = measure or cmp.measures[0]
-    st = cmp.endpoint_stats(measure=measure)
-    if st.empty:
-        st = cmp.stats[cmp.stats["measure"] == measure]
+    from immunoprofile.compare import ENDPOINTS
+    from immunoprofile.quantify import value_label
+    from immunoprofile.report import endpoint_measures
+
+    s = cmp.stats
+    if "method" in s.columns:
+        s = s[s["method"] == sorted(s["method"].unique())[0]]
+    eps = [p for p in ENDPOINTS if p in set(s["population"])]
+    if eps:  # as the report's key results: B and NK as % of lymphocytes unless asked
+        measures = endpoint_measures(eps, cmp.measures, measure)
+        parts = [s[(s["population"] == p) & (s["measure"] == measures[p])] for p in eps]
+        st = pd.concat(parts).sort_values("followup_visit", kind="stable")
+    else:
+        st = s[s["measure"] == (measure or cmp.measures[0])]
     t = Table(
-        title=f"{measure}: change from {cmp.baseline}",
-        caption="HL = Hodges-Lehmann median change with exact CI; p exact "
-        "(W = Wilcoxon signed-rank, S = sign-flip permutation with ties/zeros); q = BH",
+        title=f"change from {cmp.baseline}",
+        caption="HL = Hodges-Lehmann median change (pp = percentage points) with exact CI; "
+        "p exact (test W = Wilcoxon signed-rank, S = sign-flip permutation with "
+        "ties/zeros); q = Benjamini-Hochberg",
     )
-    for col in ("population", "visit", "n", "HL", "exact CI", "p", "q", ""):
-        t.add_column(col, justify="left" if col in ("population", "visit") else "right")
+    for col in ("population", "value", "visit", "n", "HL", "exact CI", "p", "q", "test"):
+        left = col in ("population", "value", "visit")
+        t.add_column(col, justify="left" if left else "right")
     for r in st.itertuples():
         ci = f"{r.hl_ci_low:+.2f}..{r.hl_ci_high:+.2f}" if r.hl_ci_low == r.hl_ci_low else "n/a"
         t.add_row(
             str(r.population),
+            value_label(str(r.measure), str(r.parent)),
             str(r.followup_visit),
             str(r.n_pairs),
             f"{r.hl_estimate:+.2f}",
@@ -879,10 +934,12 @@ def _print_stats(cmp, measure: str | None = None) -> None:  # noqa: ANN001
     help="Follow-up visit (repeat for several); default: every visit besides the baseline.",
 )
 @click.option(
+    "--measure",
     "--value",
+    "value",
     multiple=True,
-    help="Measure(s): percent_of_parent, percent_of_lymphocytes, cells_per_ul "
-    "(default: all present).",
+    help="Measure(s) to compare: percent_of_parent, percent_of_lymphocytes, cells_per_ul "
+    "(repeatable; default: all present). --value is the same option.",
 )
 @click.option("--population", multiple=True, help="Restrict to these populations (repeatable).")
 @click.option("--conf", default=0.95, show_default=True, help="Confidence level of HL intervals.")
@@ -928,12 +985,14 @@ def compare_cmd(
         cmp.meta["populations"] = str(Path(table).resolve())
         cmp.write(out_dir)
         if report:
+            from immunoprofile.progress import stage
             from immunoprofile.report import report_from_dir
 
-            html = report_from_dir(out_dir, command=_command_line())
+            with stage("writing the report", not _quiet(quiet)):
+                html = report_from_dir(out_dir, command=_command_line())
     except ImmunoprofileError as exc:
         fail(str(exc))
-    if not quiet:
+    if not _quiet(quiet):
         _print_stats(cmp)
     for p in cmp.problems.itertuples():
         click.secho(f"note: {p.message}", fg="yellow", err=True)
@@ -975,7 +1034,14 @@ def _command_line() -> str:
 )
 @click.option("--baseline", help="Recompute the comparison with this baseline visit.")
 @click.option("--followup", multiple=True, help="Recompute with these follow-up visit(s).")
-@click.option("--measure", help="Measure the headline and plots use (default the first).")
+@click.option(
+    "--measure",
+    "--value",
+    "measure",
+    help="One measure for every endpoint, the tables and the plots (percent_of_parent, "
+    "percent_of_lymphocytes, cells_per_ul). Default: B and NK as % of lymphocytes, the "
+    "other endpoints as % of parent. --value is the same option.",
+)
 def report_cmd(
     directory: str,
     out: str | None,
@@ -989,16 +1055,18 @@ def report_cmd(
     comparison is computed), or a `compare` output folder.
     """
     from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.progress import stage
     from immunoprofile.report import report_from_dir
 
     try:
-        path = report_from_dir(
-            directory,
-            out=out,
-            baseline=baseline,
-            followup=list(followup) or None,
-            measure=measure,
-        )
+        with stage("writing the report", not _quiet()):
+            path = report_from_dir(
+                directory,
+                out=out,
+                baseline=baseline,
+                followup=list(followup) or None,
+                measure=measure,
+            )
     except ImmunoprofileError as exc:
         fail(str(exc))
     click.echo(f"report: {path}")
@@ -1012,16 +1080,35 @@ def report_cmd(
     help="JSON or YAML file with any of: files, template, samplesheet, pattern, baseline, "
     "followup, out, jobs, cluster, seed, markers, n_metaclusters.",
 )
-@click.option("--template", "-t", help="Gating template (built-in name or JSON file).")
-@click.option("--samplesheet", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--template",
+    "-t",
+    help="Gating template (built-in name or JSON file).  [default: immune_profile]",
+)
+@click.option(
+    "--samplesheet",
+    type=click.Path(dir_okay=False, exists=True),
+    help="CSV with columns file,patient,visit[,tube][,lymphocytes_per_ul].",
+)
 @click.option("--pattern", help="Filename regex with named groups patient and visit.")
-@click.option("--baseline", help="Baseline visit name (default baseline).")
-@click.option("--followup", multiple=True, help="Follow-up visit(s) (default: all others).")
-@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Parallel processes.")
-@click.option("--cluster/--no-cluster", default=None, help="Also cluster (default on).")
-@click.option("--seed", type=int, help="Seed of every random step (default 0).")
-@click.option("--quiet", "-q", is_flag=True)
+@click.option("--baseline", help="Baseline visit name.  [default: baseline]")
+@click.option(
+    "--followup", multiple=True, help="Follow-up visit(s), repeatable.  [default: all others]"
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False),
+    help="Output folder.  [default: immunoprofile_results]",
+)
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Parallel processes.  [default: 1]")
+@click.option(
+    "--cluster/--no-cluster",
+    default=None,
+    help="Also cluster and report agreement with gating.  [default: cluster]",
+)
+@click.option("--seed", type=int, help="Seed of every random step.  [default: 0]")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary table.")
 def run_cmd(
     files: tuple[str, ...],
     config: str | None,
@@ -1039,7 +1126,8 @@ def run_cmd(
     """Gate + cluster + compare + report, from FILES or a config file.
 
     Writes OUT/gating/, OUT/clustering/, OUT/comparison/, OUT/run.json and
-    OUT/report.html. Command-line options override the config file.
+    OUT/report.html. Command-line options override the config file; the defaults shown
+    apply when neither gives a setting.
     """
     from immunoprofile.exceptions import ImmunoprofileError
     from immunoprofile.pipeline import load_config, run_pipeline
@@ -1060,10 +1148,10 @@ def run_cmd(
         }
         cfg.update({k: v for k, v in given.items() if v is not None})
         with _clash_warnings_to_terminal():
-            result = run_pipeline(**cfg, command=_command_line(), progress=not quiet)
+            result = run_pipeline(**cfg, command=_command_line(), progress=not _quiet(quiet))
     except ImmunoprofileError as exc:
         fail(str(exc))
-    if not quiet:
+    if not _quiet(quiet):
         _print_stats(result.comparison)
     click.echo(f"report: {result.report}")
     if result.n_failed:
@@ -1102,7 +1190,7 @@ def run_cmd(
 @click.option("--patients", default=7, show_default=True, type=click.IntRange(min=2))
 @click.option("--seed", default=0, show_default=True, help="Seed of the simulation and analysis.")
 @click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--quiet", "-q", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary table.")
 def demo_cmd(
     out: str, events: int | None, patients: int, seed: int, jobs: int, quiet: bool
 ) -> None:
@@ -1117,12 +1205,12 @@ def demo_cmd(
 
     try:
         result = run_demo(
-            out, events=events, patients=patients, seed=seed, jobs=jobs, progress=not quiet,
-            command=_command_line(),
+            out, events=events, patients=patients, seed=seed, jobs=jobs,
+            progress=not _quiet(quiet), command=_command_line(),
         )  # fmt: skip
     except ImmunoprofileError as exc:
         fail(str(exc))
-    if not quiet:
+    if not _quiet(quiet):
         _print_stats(result.comparison)
         click.echo(f"simulated files: {result.cohort_dir}")
         click.echo(f"took {result.seconds:.0f} s")

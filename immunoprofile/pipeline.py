@@ -29,6 +29,7 @@ import pandas as pd
 
 from immunoprofile.compare import Comparison, compare
 from immunoprofile.exceptions import ConfigError, ImmunoprofileError
+from immunoprofile.progress import stage
 
 DEFAULT_TEMPLATE = "immune_profile"
 CONFIG_KEYS = {
@@ -235,7 +236,9 @@ def run_pipeline(
     seed : seed of every random step.
     truth : optional known change per population (simulated cohorts), shown in the report.
     command : the command line to record in the provenance.
-    progress : show progress bars.
+    progress : show progress on stderr: a bar over files for gating and for clustering's
+        reading, a spinner with elapsed time for each other stage (SOM, metaclustering,
+        naming, comparison, report); each stage is also logged at INFO.
     """
     from immunoprofile.gating.run import gate
     from immunoprofile.report import report_from_dir, software_versions
@@ -313,6 +316,7 @@ def run_pipeline(
                 pattern=pattern,
                 umap=umap,
                 on_error="skip",
+                progress=progress,
             )
         except ImmunoprofileError as exc:
             # clustering is a cross-check of gating: without it the comparison and the
@@ -336,9 +340,10 @@ def run_pipeline(
             "parent": cluster_parent,
         }
 
-    cmp = compare(table, baseline=baseline, followup=followup, value=value)
-    cmp.meta["populations"] = str((gdir / "populations.csv").resolve())
-    cmp.write(cdir)
+    with stage("comparing visits", progress):
+        cmp = compare(table, baseline=baseline, followup=followup, value=value)
+        cmp.meta["populations"] = str((gdir / "populations.csv").resolve())
+        cmp.write(cdir)
     if truth is not None:
         from immunoprofile.quantify import write_csv
 
@@ -362,7 +367,8 @@ def run_pipeline(
         "versions": software_versions(),
     }
     _write_json(out / "run.json", run_info)
-    report = report_from_dir(out, command=run_info["command"])
+    with stage("writing the report", progress):
+        report = report_from_dir(out, command=run_info["command"])
     return RunResult(
         out=out,
         report=report,
@@ -480,7 +486,8 @@ def run_demo(
     kwargs: dict[str, Any] = {"patients": patients, "visits": tuple(visits), "seed": seed}
     if events is not None:
         kwargs["events"] = events
-    sim = simulate_cohort(cohort_dir, **kwargs)
+    with stage(f"simulating {patients} patients x {len(visits)} visits", progress):
+        sim = simulate_cohort(cohort_dir, **kwargs)
     files = sorted(str(p) for p in cohort_dir.glob("*.fcs"))
     sheet = cohort_dir / "samplesheet.csv"
     truth = _truth_table(cohort_dir, sim)

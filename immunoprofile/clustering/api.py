@@ -57,6 +57,7 @@ from immunoprofile.clustering.som import SOM
 from immunoprofile.cohort import CLASH_COLUMN, CLASH_ERROR
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
 from immunoprofile.gating.table import ROOT, in_subtree
+from immunoprofile.progress import counter, stage
 from immunoprofile.sample import Sample
 
 __all__ = ["cluster", "ClusterResult", "default_markers"]
@@ -587,6 +588,7 @@ def cluster(
     on_error: str = "raise",
     sample_gates: bool = True,
     min_cluster_f1: float = 0.95,
+    progress: bool = False,
 ) -> ClusterResult:
     """Cluster a cohort FlowSOM-style and name the clusters.
 
@@ -627,6 +629,9 @@ def cluster(
         within the few Treg nodes; transitional B cells, which get no node of their own).
         Without gates, only a population no cluster carries is named per event (by its
         rule). 0: gated populations always per cluster.
+    progress : show progress on stderr (a bar over the files, a spinner per stage: SOM,
+        metaclustering, naming, UMAP).
+
     Returns
     -------
     ClusterResult
@@ -693,23 +698,26 @@ def cluster(
     kept: list[int] = []
     errors: list[dict[str, str]] = []
     chosen: list[str] | None = list(markers) if markers is not None else None
-    for i, (item, name) in enumerate(zip(items, names)):
-        try:
-            prep, used = _prepare(item, name, chosen, template, parent, seed, gate_pops)
-        except ImmunoprofileError as exc:
-            if on_error == "raise":
-                raise
-            msg = str(exc)
-            if files[i] not in msg and name not in msg:
-                msg = f"{files[i]}: {msg}"
-            errors.append({"file": files[i], "sample": name, "error_type": type(exc).__name__,
-                           "message": msg, "patient": "", "visit": "", "tube": "",
-                           "other_files": ""})  # fmt: skip
-            continue
-        if chosen is None:
-            chosen = used
-        prepared.append(prep)
-        kept.append(i)
+    with counter("clustering: reading files", len(items), progress) as advance:
+        for i, (item, name) in enumerate(zip(items, names)):
+            try:
+                prep, used = _prepare(item, name, chosen, template, parent, seed, gate_pops)
+            except ImmunoprofileError as exc:
+                if on_error == "raise":
+                    raise
+                msg = str(exc)
+                if files[i] not in msg and name not in msg:
+                    msg = f"{files[i]}: {msg}"
+                errors.append({"file": files[i], "sample": name, "error_type": type(exc).__name__,
+                               "message": msg, "patient": "", "visit": "", "tube": "",
+                               "other_files": ""})  # fmt: skip
+                advance(f"{name}: FAILED ({type(exc).__name__})")
+                continue
+            if chosen is None:
+                chosen = used
+            prepared.append(prep)
+            kept.append(i)
+            advance(f"{name}: ok")
     if not prepared:
         raise ClusteringError(
             "cluster: no file could be used; " + "; ".join(e["message"] for e in errors)
@@ -758,9 +766,11 @@ def cluster(
             f"cluster: {train.shape[0]} training events for a {grid[0]}x{grid[1]} map; "
             "give more events or a smaller grid"
         )
-    som = SOM(grid=tuple(grid), n_epochs=n_epochs, seed=seed).fit(train)
-    meta = ConsensusMetaclustering(n_metaclusters, n_resamples=n_resamples, seed=seed)
-    meta.fit(som.cluster_centers_, sample_weight=som.counts_)
+    with stage(f"clustering: SOM {grid[0]}x{grid[1]} on {train.shape[0]:,} events", progress):
+        som = SOM(grid=tuple(grid), n_epochs=n_epochs, seed=seed).fit(train)
+    with stage("clustering: consensus metaclustering", progress):
+        meta = ConsensusMetaclustering(n_metaclusters, n_resamples=n_resamples, seed=seed)
+        meta.fit(som.cluster_centers_, sample_weight=som.counts_)
     node_dtype = np.int16 if n_nodes < 32768 else np.int32
     nodes = [som.predict(p.X).astype(node_dtype) for p in prepared]
 
@@ -776,7 +786,10 @@ def cluster(
         med = med.fillna(pd.DataFrame(codes, index=med.index, columns=med.columns))
     cluster_of_node = meta.labels_ if name_level == "metacluster" else np.arange(n_nodes)
     shares, file_shares = _gate_shares(prepared, nodes, cluster_of_node, n_groups, base_of)
-    naming = name_clusters(med, train, groups, rules=rules, thresholds=thresholds, shares=shares)
+    with stage("clustering: naming clusters", progress):
+        naming = name_clusters(
+            med, train, groups, rules=rules, thresholds=thresholds, shares=shares
+        )
     members = [sample_membership(naming, fs) for fs in file_shares] if shares else []
     event_level, resolution = _resolution(
         naming, members, prepared, nodes, cluster_of_node, base_of, float(min_cluster_f1)
@@ -820,7 +833,8 @@ def cluster(
     if umap:
         from immunoprofile.clustering.embed import embed_result
 
-        result.embedding = embed_result(result, n_events=umap_events, seed=seed)
+        with stage(f"clustering: UMAP of {umap_events:,} events", progress):
+            result.embedding = embed_result(result, n_events=umap_events, seed=seed)
     return result
 
 

@@ -1179,6 +1179,12 @@ def gate(
             o.error_type, o.message = "TemplateError", msg
             outcomes.append(o)
         outcomes.sort(key=lambda o: o.index)
+    from immunoprofile.progress import log
+
+    log.info(
+        "gating: %d files, %d failed, %.1f s of per-file work",
+        len(outcomes), sum(not o.ok for o in outcomes), sum(o.seconds for o in outcomes),
+    )  # fmt: skip
 
     # the keywords as gating read them; the HEADER look-ahead where a file failed to read
     identities = identify(
