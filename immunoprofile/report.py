@@ -757,7 +757,8 @@ def _gate_figures(sample: str, images: bytes | Mapping[str, bytes]) -> list[dict
     for name, png in images.items():
         m = _GATE_FILE.match(name)
         pop = m.group(2) if m else name
-        figs.append(_figure(_thumbnail(png, colors=64), f"{sample} {pop}", pop))
+        # written small by plots.gating.save_gate_plots: embedded as they are
+        figs.append(_figure(png, f"{sample} {pop}", pop))
     return figs
 
 

@@ -532,6 +532,9 @@ def save_gate_plots(
         x0, x1 = round(c * cell), round((c + 1) * cell)
         y0, y1 = round(r * cell), round((r + 1) * cell)
         crop = Image.fromarray(np.ascontiguousarray(rgba[y0:y1, x0:x1, :3]))
+        # 64 colours hold a density plot: a third of the bytes, so a report of every gate
+        # of every file stays small enough to email
+        crop = crop.quantize(colors=64, method=Image.Quantize.FASTOCTREE)
         path = folder / gate_plot_name(i + 1, name)
         out.append(atomic_write(path, lambda p, im=crop: im.save(p, format="PNG")))
     return out
