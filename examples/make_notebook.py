@@ -1,7 +1,10 @@
-"""Regenerate ``trial_analysis.ipynb`` from ``trial_analysis.py`` (cells split at ``# %%``).
+"""Regenerate ``trial_analysis.ipynb`` from ``trial_analysis.py`` (cells split at ``# %%``)
+and run it, so the notebook is stored with its outputs and inline figures.
 
-The script is the source of truth; ``tests/test_examples.py`` checks the two agree.
-Run: ``python examples/make_notebook.py``.
+The script is the source of truth; ``tests/test_examples.py`` checks the two agree and
+that the stored notebook ran cleanly. Run: ``python examples/make_notebook.py``
+(``--no-execute`` writes the cells only). The notebook runs in a scratch folder with the
+script's default parameters; nothing it writes is kept but the outputs in the notebook.
 """
 
 from __future__ import annotations
@@ -38,9 +41,32 @@ def build() -> nbformat.NotebookNode:
     return nb
 
 
+def execute(nb: nbformat.NotebookNode, timeout: int = 1800) -> nbformat.NotebookNode:
+    """Run every cell in a scratch folder with this source tree importable; outputs are
+    kept in the cells (figures as PNG)."""
+    import os
+    import tempfile
+
+    from nbclient import NotebookClient
+
+    repo = str(HERE.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])
+    with tempfile.TemporaryDirectory() as tmp:
+        client = NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": tmp}},
+            record_timing=False,
+        )  # fmt: skip
+        client.execute()
+    return nb
+
+
 if __name__ == "__main__":
+    import sys
+
     nb = build()
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating gives the same file
+    if "--no-execute" not in sys.argv[1:]:
+        nb = execute(nb)
     nbformat.write(nb, HERE / "trial_analysis.ipynb")
     print(f"wrote {HERE / 'trial_analysis.ipynb'} ({len(nb.cells)} cells)")

@@ -22,12 +22,12 @@ SHOTS = {
     # picture name: (section id, window height, extra CSS)
     "report_top": (None, 1100, ""),
     "report_key_results": ("key", 1250, ""),
-    "report_gating_page": ("gating", 1500, "details.page:not(:first-of-type){display:none}"),
+    "report_gating_page": ("gating", 1500, "details.page~details.page{display:none}"),
     "report_gate_enlarged": (
         "gating",
         1000,
-        "details.page:not(:first-of-type){display:none}"
-        "details.page:first-of-type figure:nth-of-type(15) img{position:fixed;top:0;left:0;"
+        "details.page~details.page{display:none}"
+        "details.page .gates figure:nth-of-type(15) img{position:fixed;top:0;left:0;"
         "right:0;bottom:0;margin:auto;max-width:96vw;max-height:96vh;height:96vh;width:auto;"
         "z-index:10;background:#fff;box-shadow:0 0 0 100vmax rgba(0,0,0,.6)}",
     ),

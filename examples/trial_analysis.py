@@ -20,7 +20,7 @@ from pathlib import Path
 
 OUT = Path("trial_example")  # everything is written below this folder
 PATIENTS = 7  # the trial enrolled 7 patients
-EVENTS = 50_000  # events per FCS file
+EVENTS = 20_000  # events per FCS file
 VISITS = ("baseline", "week24", "week48")
 SEED = 0  # every random step is seeded: the same seed gives the same numbers
 JOBS = 2  # files gated in parallel processes
@@ -70,7 +70,12 @@ res = ip.gate(files, template, samplesheet=samplesheet, jobs=JOBS, seed=SEED)
 table = res.table()
 print(res.errors() if len(res.errors()) else "every file gated")
 print(table[table["population"].isin(["Treg", "Th17", "B", "NK"])].head(8).to_string())
-res.write(OUT / "gating")  # populations.csv, per-visit tables, gates.json, qc.csv, ...
+written = res.write(OUT / "gating")  # populations.csv, per-visit tables, gates.json, qc.csv
+
+# %% 4b. Look at the gates of one file
+# Every gate on its parent's events, axes in the instrument's units (logicle decades), the
+# parent named in each title. In a notebook the figure shows inline by itself.
+res.plot(res.samples[0], "Treg")
 
 # %% 5. Per-visit tables: patients x populations, one per visit
 for visit, wide in res.per_visit("percent_of_parent").items():
@@ -140,6 +145,7 @@ paired.save(paired.paired_plot(cmp.changes, populations=endpoints), figs / "pair
 paired.save(paired.forest_plot(cmp.stats, populations=endpoints), figs / "forest.png")
 paired.save(paired.log2_heatmap(cmp.changes, followup_visit=VISITS[1]), figs / "heatmap.png")
 print(sorted(p.name for p in figs.glob("*.png")))
+paired.forest_plot(cmp.stats, populations=endpoints)  # shows inline in a notebook
 
 # %% 11. The report: one HTML file to email
 from immunoprofile.report import build_report, fitted_gates_table

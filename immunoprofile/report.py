@@ -758,7 +758,7 @@ def _gate_figures(sample: str, images: bytes | Mapping[str, bytes]) -> list[dict
         m = _GATE_FILE.match(name)
         pop = m.group(2) if m else name
         # written small by plots.gating.save_gate_plots: embedded as they are
-        figs.append(_figure(png, f"{sample} {pop}", pop))
+        figs.append(_figure(png, f"{sample} {pop}"))  # the figure's title names it
     return figs
 
 

@@ -64,3 +64,32 @@ def test_notebook_code_runs_small_cohort(tmp_path, monkeypatch):
     st = cmp.endpoint_stats(measure="percent_of_parent", followup="week24")
     assert set(st["population"]) == {"Treg", "Th17", "B", "NK"}
     assert (st["n_pairs"] == 3).all()
+
+
+def test_notebook_is_stored_with_outputs_and_inline_figures():
+    """The notebook in the repository ran (python examples/make_notebook.py): every code
+    cell has its outputs, none failed, and the figures show inline as PNG."""
+    nb = nbformat.read(EXAMPLES / "trial_analysis.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code)
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) >= 2  # a gate of one file and the forest plot
+    assert not any("<Figure" in o.get("data", {}).get("text/plain", "") and
+                   "image/png" not in o.get("data", {}) for o in outputs)  # fmt: skip
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "report:" in text and "every file gated" in text
+
+
+def test_figures_show_inline_without_matplotlib_inline():
+    """Figures the library returns carry _repr_png_, so IPython shows them as pictures."""
+    from IPython.core.formatters import PNGFormatter
+
+    from immunoprofile.plots import new_figure
+
+    fig = new_figure(2, 2)
+    fig.add_subplot().plot([0, 1], [1, 0])
+    png = PNGFormatter()(fig)
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"

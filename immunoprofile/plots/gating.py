@@ -359,7 +359,10 @@ def draw_gate(ax: Any, res: Any, population: str) -> Any:
             return ax
         ref_name, g = view
         highlight = res.masks[population]
-        ax.set_title(f"{title}; {text}", fontsize=TITLE_SIZE)
+        full = f"{title}; {text}"
+        if len(full.splitlines()[-1]) > 38:  # a long expression gets a line of its own
+            full = f"{title}\n= {text}"
+        ax.set_title(full, fontsize=TITLE_SIZE)
     if g is None or not g.dims:
         _no_gate(ax, "no drawable gate")
         return ax

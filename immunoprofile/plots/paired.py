@@ -36,12 +36,9 @@ _VISIT_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
 
 def _figure(width: float, height: float) -> Figure:
-    import matplotlib
+    from immunoprofile.plots import new_figure
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return new_figure(width, height, dpi=100, layout="constrained")
 
 
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = 110) -> bytes:
