@@ -605,7 +605,7 @@ class GateResults:
         clean = self.unambiguous_table()
         wide = lab_tables(clean, value) if len(clean) else {}
         files = self.summary()[["sample", "patient", "visit", "events", "status", "file"]]
-        meta = table_metadata(_template_name(self.template), value, files)
+        meta = table_metadata(self.template_names(), value, files)
 
         def _json(name: str, samples: dict[str, Any]) -> Path:
             text = json.dumps(
