@@ -92,7 +92,7 @@ th.grp{text-align:center;background:#e8edf2}
 th{background:#f3f5f7}td.l,th.l{text-align:left}
 tr:nth-child(even) td{background:#fafafa}
 td.small{background:#fff3cd!important;font-weight:600}
-td.flag{color:#b00020;font-weight:600;white-space:normal;min-width:9em}
+td.flag{color:#b00020;font-weight:600;white-space:normal;min-width:8em;overflow-wrap:anywhere}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.6em 1em;margin:1em 0}
 .note ul{margin:.4em 0 0}
 .short{font-size:1.05em}.caveat{color:#8a4b00}
@@ -396,7 +396,6 @@ def _key_results(
                     f"HL median change ({abbrev})": r["hl_estimate"],
                     "exact CI": f"{ci} ({level})" if level else ci,
                     "patients": _patients_moving(cmp.changes, pop, measure, visit),
-                    "direction": r["direction"],
                     "exact p": "n/a" if np.isnan(r["p_value"]) else f"{r['p_value']:.3g}",
                     "BH q": "n/a" if np.isnan(r["q_value"]) else f"{r['q_value']:.3g}",
                     "events/file min": lo,
