@@ -192,7 +192,9 @@ def lab_tables(
         cnt = counts[visit].reindex(index=wide.index, columns=wide.columns)
         cols: dict[str, pd.Series] = {}
         for pop in wide.columns:
-            cols[f"{pop} ({value_label(value, parents.get(pop))})"] = wide[pop].round(digits)
+            # a population two tubes share is a column per tube: ``T [tcell]``
+            parent = parents.get(pop, parents.get(str(pop).rsplit(" [", 1)[0]))
+            cols[f"{pop} ({value_label(value, parent)})"] = wide[pop].round(digits)
             cols[f"{pop} (events)"] = cnt[pop].astype("Int64")
         lab = pd.DataFrame(cols, index=wide.index)
         lab.index.name = "patient"

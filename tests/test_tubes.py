@@ -119,9 +119,16 @@ def test_two_tube_cohort_through_gate_compare_report(cohort, tmp_path):
     # per-visit tables: one row per patient, a column per tube for shared populations
     wide = pd.read_csv(out / "populations_baseline.csv", index_col=0)
     assert list(wide.index) == ["P01", "P02", "P03"]
-    assert {"lymphocytes [tcell]", "lymphocytes [bcell]", "B_naive", "Treg"} <= set(wide.columns)
+    # lab tables: value columns name unit and parent, the events beside each
+    assert {
+        "lymphocytes [tcell] (% of all events)", "lymphocytes [bcell] (% of all events)",
+        "B_naive (% of B)", "Treg (% of CD4)", "Treg (events)",
+        "singlets [tcell] (% of lymphocytes)",  # a tube's column names its parent too
+    } <= set(wide.columns)  # fmt: skip
     want = pop[(pop["sample"] == "P02_baseline_tcell") & (pop["population"] == "lymphocytes")]
-    assert wide.loc["P02", "lymphocytes [tcell]"] == pytest.approx(want["percent_of_parent"].item())
+    assert wide.loc["P02", "lymphocytes [tcell] (% of all events)"] == pytest.approx(
+        want["percent_of_parent"].item(), abs=0.005
+    )  # rounded to 2 decimals
 
     cmp_dir = tmp_path / "cmp"
     r = CliRunner().invoke(
