@@ -48,6 +48,8 @@ def test_skipped_blocks_say_why_and_are_few():
         assert why.startswith(ALLOWED_SKIPS), (line, why)
     run = [b for b in blocks if not b[3]]
     assert len(run) >= 0.7 * len(blocks)
+    for line, _, code, _ in run:  # a benchmark or an install must say it is one
+        assert not re.search(r"python benchmarks/|pip install", code), f"README line {line}"
 
 
 def test_python_blocks_import_what_they_use():
