@@ -80,15 +80,22 @@ class Unmixing:
 
     def unmixing(self) -> np.ndarray:
         """Detectors x fluorochromes ``U`` with ``fluorochromes = detectors @ U``."""
-        m = np.asarray(self.matrix, dtype=np.float64)
-        if self.inverted:
-            return m.T
-        if m.shape[0] == m.shape[1]:
-            try:
-                return np.linalg.inv(m)
-            except np.linalg.LinAlgError:
-                raise CompensationError(f"spectrum matrix {self.id!r} is singular") from None
-        return np.linalg.pinv(m)
+        return unmixing_matrix(self.matrix, self.inverted, self.id)
+
+
+def unmixing_matrix(matrix: Any, inverted: bool, mid: str) -> np.ndarray:
+    """Detectors x fluorochromes ``U`` of a Gating-ML spectrum matrix (fluorochromes x
+    detectors): its transpose when it is stored inverted already, else its inverse (square)
+    or pseudo-inverse (more detectors than fluorochromes)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if inverted:
+        return m.T
+    if m.shape[0] == m.shape[1]:
+        try:
+            return np.linalg.inv(m)
+        except np.linalg.LinAlgError:
+            raise CompensationError(f"spectrum matrix {mid!r} is singular") from None
+    return np.linalg.pinv(m)
 
 
 @dataclass(frozen=True)

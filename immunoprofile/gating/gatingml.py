@@ -35,7 +35,7 @@ import numpy as np
 from immunoprofile._files import atomic_write_text
 from immunoprofile._xml import attr, child, children, local_name, number, parse
 from immunoprofile.exceptions import CompensationError, GatingError, GatingMLError
-from immunoprofile.gating.dimensions import scaled_columns
+from immunoprofile.gating.dimensions import scaled_columns, unmixing_matrix
 from immunoprofile.gating.gates import (
     BooleanGate,
     EllipseGate,
@@ -133,15 +133,7 @@ class SpectrumMatrix:
 
     def unmixing(self) -> np.ndarray:
         """Detectors x fluorochromes matrix ``U`` with ``fluorochromes = detectors @ U``."""
-        m = np.asarray(self.matrix, dtype=np.float64)
-        if self.inverted_already:
-            return m.T
-        if m.shape[0] == m.shape[1]:
-            try:
-                return np.linalg.inv(m)
-            except np.linalg.LinAlgError:
-                raise CompensationError(f"spectrum matrix {self.id!r} is singular") from None
-        return np.linalg.pinv(m)
+        return unmixing_matrix(self.matrix, self.inverted_already, self.id)
 
     def apply(self, detector_columns: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Unmix: detector columns in ``detectors`` order -> ``{fluorochrome: values}``."""

@@ -191,6 +191,19 @@ def _parse_gate(el: ET.Element, where: str) -> WspGate:
 _BOOL_NODES = {"AndNode": "and", "OrNode": "or", "NotNode": "not"}
 
 
+def boolean_gate(pop: ET.Element, here: str) -> WspGate:
+    """The and/or/not gate of a FlowJo boolean node (FlowJo 9 and 10 write it alike)."""
+    deps = child(pop, "Dependents")
+    refs = tuple(
+        attr(d, "name") or ""
+        for d in (deps if deps is not None else [])
+        if local_name(d.tag) == "Dependent"
+    )
+    if not refs:
+        raise WorkspaceError(f"{here}: boolean node without dependents")
+    return WspGate(_BOOL_NODES[local_name(pop.tag)], refs=refs)
+
+
 def _parse_tree(node: ET.Element, prefix: tuple[str, ...], where: str) -> list[WspPopulation]:
     out: list[WspPopulation] = []
     subs = child(node, "Subpopulations")
@@ -204,15 +217,7 @@ def _parse_tree(node: ET.Element, prefix: tuple[str, ...], where: str) -> list[W
         path = (*prefix, name)
         here = f"{where} population {'/'.join(path)!r}"
         if tag in _BOOL_NODES:
-            deps = child(pop, "Dependents")
-            refs = tuple(
-                attr(d, "name") or ""
-                for d in (deps if deps is not None else [])
-                if local_name(d.tag) == "Dependent"
-            )
-            if not refs:
-                raise WorkspaceError(f"{here}: boolean node without dependents")
-            gate = WspGate(_BOOL_NODES[tag], refs=refs)
+            gate = boolean_gate(pop, here)
         else:
             gate_el = child(pop, "Gate")
             if gate_el is None or len(gate_el) == 0:

@@ -202,7 +202,7 @@ def _matrices(root: ET.Element, path: Path) -> list[tuple[SpectrumMatrix, str, s
 
 
 def _tree(node: ET.Element, prefix: tuple[str, ...], where: str) -> list[WspPopulation]:
-    from immunoprofile.interop.flowjo import WspGate, WspPopulation
+    from immunoprofile.interop.flowjo import WspPopulation, boolean_gate
 
     out: list[WspPopulation] = []
     for pop in node:
@@ -213,15 +213,7 @@ def _tree(node: ET.Element, prefix: tuple[str, ...], where: str) -> list[WspPopu
         path = (*prefix, name)
         here = f"{where} population {'/'.join(path)!r}"
         if tag in _BOOL_NODES:
-            deps = child(pop, "Dependents")
-            refs = tuple(
-                attr(d, "name") or ""
-                for d in (deps if deps is not None else [])
-                if local_name(d.tag) == "Dependent"
-            )
-            if not refs:
-                raise WorkspaceError(f"{here}: boolean node without dependents")
-            gate: WspGate = WspGate(_BOOL_NODES[tag], refs=refs)
+            gate = boolean_gate(pop, here)
         else:
             gate = _gate(pop, here)
         out.append(WspPopulation(path, gate, _int(attr(pop, "count"))))
