@@ -26,7 +26,7 @@ import math
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -376,14 +376,22 @@ def _read_flowjo10(path: Path, root: ET.Element) -> FlowJoWorkspace:
             smp.matrix, smp.matrix_name, smp.prefix, smp.suffix = _flowjo_matrix(m_el, where)
         smp.populations = _parse_tree(node, (), where)
         ws.samples[sid] = smp
+    ws.groups.update(read_groups(root, path, _parse_tree))
+    return ws
+
+
+def read_groups(root: ET.Element, path: Any, tree: Callable[..., list[WspPopulation]]) -> dict:
+    """The workspace's groups (FlowJo 9 and 10 store them alike), each population tree
+    read by ``tree``, the version's own population parser."""
+    groups: dict[str, WspGroup] = {}
     groups_el = child(root, "Groups")
     for gn in children(groups_el, "GroupNode") if groups_el is not None else []:
         g_el = child(gn, "Group")
         refs_el = child(g_el, "SampleRefs") if g_el is not None else None
         ids = [attr(r, "sampleID") or "" for r in (refs_el if refs_el is not None else [])]
         name = attr(gn, "name") or ""
-        ws.groups[name] = WspGroup(name, ids, _parse_tree(gn, (), f"{path} group {name!r}"))
-    return ws
+        groups[name] = WspGroup(name, ids, tree(gn, (), f"{path} group {name!r}"))
+    return groups
 
 
 # --------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def is_flowjo9(root: ET.Element) -> bool:
 
 def read_flowjo9(path: Path, root: ET.Element) -> FlowJoWorkspace:
     """Read the pre-10 layout (see the module docstring) into a `FlowJoWorkspace`."""
-    from immunoprofile.interop.flowjo import FlowJoWorkspace, WspGroup, WspSample
+    from immunoprofile.interop.flowjo import FlowJoWorkspace, WspSample, read_groups
 
     ws = FlowJoWorkspace(path=path, version=attr(root, "flowJoVersion", "") or "", layout="9")
     tables = _tables(root, path)
@@ -104,13 +104,7 @@ def read_flowjo9(path: Path, root: ET.Element) -> FlowJoWorkspace:
                     smp.transforms[key] = t
         smp.populations = _tree(node, (), where)
         ws.samples[sid] = smp
-    groups_el = child(root, "Groups")
-    for gn in children(groups_el, "GroupNode") if groups_el is not None else []:
-        g_el = child(gn, "Group")
-        refs_el = child(g_el, "SampleRefs") if g_el is not None else None
-        ids = [attr(r, "sampleID") or "" for r in (refs_el if refs_el is not None else [])]
-        gname = attr(gn, "name") or ""
-        ws.groups[gname] = WspGroup(gname, ids, _tree(gn, (), f"{path} group {gname!r}"))
+    ws.groups.update(read_groups(root, path, _tree))
     return ws
 
 
