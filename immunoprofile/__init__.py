@@ -35,6 +35,7 @@ _LAZY = {
     "Log": "immunoprofile.transforms",
     "Linear": "immunoprofile.transforms",
     "transform_from_dict": "immunoprofile.transforms",
+    "prepare": "immunoprofile.prepare",
     "normalize_marker": "immunoprofile.panel",
     "load_template": "immunoprofile.gating.template",
     "validate_template": "immunoprofile.gating.template",
@@ -78,6 +79,7 @@ __all__ = [
     "load_template",
     "normalize_marker",
     "opencyto_to_template",
+    "prepare",
     "read_fcs",
     "read_fcs_datasets",
     "read_fcs_header",
@@ -126,6 +128,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load laz
         normalize_marker,
         resolve_marker,
     )
+    from immunoprofile.prepare import prepare
     from immunoprofile.sample import Sample
     from immunoprofile.simulate import simulate_cohort
     from immunoprofile.transforms import (

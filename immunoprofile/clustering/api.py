@@ -57,6 +57,7 @@ from immunoprofile.clustering.som import SOM
 from immunoprofile.cohort import CLASH_COLUMN, CLASH_ERROR
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
 from immunoprofile.gating.table import ROOT, in_subtree
+from immunoprofile.prepare import prepare
 from immunoprofile.progress import counter, stage
 from immunoprofile.sample import Sample
 
@@ -169,9 +170,7 @@ def _prepare(
         if ref is not None and ref in res.masks and in_subtree(parent, ref, tree):
             ref_count = int(np.count_nonzero(res.masks[ref]))
     elif res is None and template is not None:
-        from immunoprofile.gating.engine import prepare_sample
-
-        sample = prepare_sample(sample, template)
+        sample = prepare(sample, **template.preparation())
     chosen = list(markers) if markers is not None else default_markers(sample)
     if not chosen:
         raise ClusteringError(f"{name}: no markers to cluster on (no channel has a $PnS name)")

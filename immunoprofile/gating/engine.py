@@ -29,6 +29,7 @@ from immunoprofile.gating.qc import (
 )
 from immunoprofile.gating.table import TABLE_COLUMNS, hierarchy_table
 from immunoprofile.gating.template import Template, load_template
+from immunoprofile.prepare import prepare
 from immunoprofile.sample import Sample
 
 #: a population's parent has more than this fraction of events at the top of a gate
@@ -154,59 +155,18 @@ class GatingResult:
 # --- preprocessing (compensation and transforms) -------------------------------------------
 
 
-def _done(sample: Sample, *steps: str) -> bool:
-    return any(isinstance(h, dict) and h.get("step") in steps for h in sample.history)
-
-
 def prepare_sample(
     sample: Sample, template: Template, compensation: str | Path | None = None
 ) -> Sample:
-    """Compensate and transform ``sample`` as ``template`` says, skipping what the sample's
-    history shows was already done (so a prepared sample can be gated again for free).
+    """Compensate and transform ``sample`` as ``template`` says (`immunoprofile.prepare.prepare`
+    with the template's `Template.preparation`), skipping what the sample's history shows
+    was already done (so a prepared sample can be gated again for free).
 
-    ``compensation`` overrides the template's mode: ``"auto"`` (the file's spillover
-    keyword unless the file shows it is compensated already; without one the data are
-    taken as compensated), ``"keyword"`` (``"file"``; an error without one), ``"none"``,
-    or a matrix file (a relative path in a template is relative to the template file).
-    See `immunoprofile.compensation.choose_compensation`. The decision is recorded in the
-    history as a ``compensation`` step (mode, status, source, reason).
+    ``compensation`` overrides the template's mode: ``"auto"``, ``"keyword"`` (``"file"``),
+    ``"none"``, or a matrix file (a relative path in a template is relative to the template
+    file). See `immunoprofile.compensation.choose_compensation`.
     """
-    from immunoprofile.compensation import _apply_to_sample, choose_compensation
-    from immunoprofile.compensation import compensate_array as _kernel
-
-    how = template.compensation if compensation is None else compensation
-    if isinstance(how, str) and how in template.matrices:
-        how = _template_matrix(template, how)
-    base = template.source.parent if compensation is None and template.source else None
-    transformed = _done(sample, "transform")
-    own = False
-    if not transformed and not _done(sample, "compensation"):
-        choice = choose_compensation(sample, how, base=base)
-        sample = sample.with_events(sample.events, step={"step": "compensation", **choice.record()})
-        if choice.spillover is not None:
-            compensated = _apply_to_sample(sample, choice.spillover, "compensate", _kernel)
-            # events this call made itself can take the transform in place (one events-sized
-            # array less: memory and the time to allocate it)
-            own = not np.may_share_memory(compensated.events, sample.events)
-            sample = compensated
-    if template.transforms is not None and not transformed:
-        from immunoprofile.transforms import transform
-
-        sample = transform(sample, template.transforms, overwrite=own)
-    return sample
-
-
-def _template_matrix(template: Template, mid: str) -> Any:
-    """A matrix of the template's own ``matrices`` as the spillover to compensate with."""
-    from immunoprofile.compensation import Spillover
-
-    m = template.matrices[mid]
-    if m.fluorochromes != m.detectors or m.inverted:
-        raise GatingError(
-            f"template {template.name!r}: compensation names matrix {mid!r}, which is not a "
-            "square spillover over its detectors"
-        )
-    return Spillover(m.detectors, np.asarray(m.matrix), source=f"template matrix {mid}")
+    return prepare(sample, **template.preparation(compensation))
 
 
 # --- marker resolution ---------------------------------------------------------------------

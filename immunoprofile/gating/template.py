@@ -33,7 +33,10 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from immunoprofile.exceptions import TemplateError
+import numpy as np
+
+from immunoprofile.compensation import Spillover, normalize_mode
+from immunoprofile.exceptions import GatingError, TemplateError
 from immunoprofile.gating.adaptive import AdaptiveGate, adaptive_from_dict, is_adaptive
 from immunoprofile.gating.dimensions import DerivedDimension, Unmixing
 from immunoprofile.gating.gates import GATE_TYPES, BooleanGate, Gate, gate_from_dict
@@ -180,6 +183,31 @@ class Template:
             compensation=self.compensation if entry.compensation is None else entry.compensation,
             samples=(),
         )
+
+    # --- preparation -------------------------------------------------------------------
+
+    def preparation(self, compensation: str | PathLike | None = None) -> dict[str, Any]:
+        """The keyword arguments of `immunoprofile.prepare.prepare` this template asks for.
+
+        ``compensation`` overrides the template's mode. A mode naming one of the template's
+        ``matrices`` becomes that matrix as a `Spillover`; a relative matrix path of the
+        template's own is relative to the template file.
+        """
+        how: Any = self.compensation if compensation is None else compensation
+        if isinstance(how, str) and how in self.matrices:
+            how = self._matrix_spillover(how)
+        base = self.source.parent if compensation is None and self.source else None
+        return {"compensation": how, "transforms": self.transforms, "base": base}
+
+    def _matrix_spillover(self, mid: str) -> Spillover:
+        """A matrix of the template's own ``matrices`` as the spillover to compensate with."""
+        m = self.matrices[mid]
+        if m.fluorochromes != m.detectors or m.inverted:
+            raise GatingError(
+                f"template {self.name!r}: compensation names matrix {mid!r}, which is not a "
+                "square spillover over its detectors"
+            )
+        return Spillover(m.detectors, np.asarray(m.matrix), source=f"template matrix {mid}")
 
     # --- lookup ----------------------------------------------------------------------
 
@@ -584,8 +612,6 @@ def _sample_gates(
 def _compensation_mode(value: str | None) -> str:
     """``auto``/``keyword``/``none`` (``file`` is the older name of ``keyword``), or a
     matrix path kept as written."""
-    from immunoprofile.compensation import normalize_mode
-
     return normalize_mode(value)
 
 
