@@ -46,6 +46,8 @@ _LAZY = {
     "compare": "immunoprofile.compare",
     "Comparison": "immunoprofile.compare",
     "simulate_cohort": "immunoprofile.simulate",
+    "example_path": "immunoprofile.examples",
+    "write_examples": "immunoprofile.examples",
     "read_gatingml": "immunoprofile.gating.gatingml",
     "write_gatingml": "immunoprofile.gating.gatingml",
     "read_wsp": "immunoprofile.interop.flowjo",
@@ -72,6 +74,7 @@ __all__ = [
     "compare",
     "compensate",
     "decompensate",
+    "example_path",
     "export_fcs",
     "gate",
     "inverse_transform",
@@ -91,6 +94,7 @@ __all__ = [
     "transform",
     "transform_from_dict",
     "validate_template",
+    "write_examples",
     "write_fcs",
     "write_gatingml",
 ]
@@ -103,6 +107,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load laz
         compensate,
         decompensate,
     )
+    from immunoprofile.examples import example_path, write_examples
     from immunoprofile.gating.engine import apply_template
     from immunoprofile.gating.gatingml import (
         read_gatingml,

@@ -299,6 +299,19 @@ def simulate(
     click.echo(table.groupby(level=0, sort=False).median().round(2).to_string())
 
 
+@main.command("examples")
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write the example files into.")  # fmt: skip
+def examples_cmd(out_dir: str) -> None:
+    """Write the example files the README uses: a simulated FCS file with a FlowJo 10
+    workspace, a Gating-ML 2.0 file and an openCyto template written for it, and a
+    simulated CyTOF-like file."""
+    from immunoprofile.examples import EXAMPLE_FILES, write_examples
+
+    for p in write_examples(out_dir):
+        click.echo(f"{p}: {EXAMPLE_FILES.get(p.name, 'simulated CyTOF-like file (no scatter)')}")
+
+
 # === templates =============================================================
 
 
