@@ -37,6 +37,7 @@ def prepare(
     compensation: str | PathLike | Spillover | None = "auto",
     transforms: Mapping[str, Any] | TransformSpec | str | None = None,
     base: Path | None = None,
+    overwrite: bool = False,
 ) -> Sample:
     """Compensate and transform ``sample``, skipping what its history shows was done.
 
@@ -52,21 +53,26 @@ def prepare(
     transforms : a spec for `immunoprofile.transforms.transform`; None applies no
         transform (the events stay on the compensated scale).
     base : the folder a relative matrix path is relative to (e.g. a template's folder).
+    overwrite : compensate and transform in ``sample.events`` itself, for a caller that owns
+        that array and drops ``sample`` (e.g. a file it read to gate it): no second
+        events-sized array. The values are the same either way.
 
     Returns
     -------
     A new Sample (or ``sample`` itself when nothing was left to do).
     """
     transformed = done(sample, "transform")
-    own = False
+    own = overwrite
     if not transformed and not done(sample, "compensation"):
         choice = choose_compensation(sample, compensation, base=base)
         sample = sample.with_events(sample.events, step={"step": "compensation", **choice.record()})
         if choice.spillover is not None:
-            compensated = _apply_to_sample(sample, choice.spillover, "compensate", compensate_array)
+            compensated = _apply_to_sample(
+                sample, choice.spillover, "compensate", compensate_array, overwrite=overwrite
+            )
             # events this call made itself can take the transform in place (one events-sized
             # array less: memory and the time to allocate it)
-            own = not np.may_share_memory(compensated.events, sample.events)
+            own = overwrite or not np.may_share_memory(compensated.events, sample.events)
             sample = compensated
     if transforms is not None and not transformed:
         sample = transform(sample, transforms, overwrite=own)

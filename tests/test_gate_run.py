@@ -84,7 +84,7 @@ def _sample(seed: int, name: str, **kw: str) -> Sample:
 
 @pytest.fixture
 def stand_in(monkeypatch):
-    monkeypatch.setattr(run, "_apply", lambda s, t, seed=0: _Result(s, t))
+    monkeypatch.setattr(run, "_apply", lambda s, t, seed=0, *a, **k: _Result(s, t))
     return _Template()
 
 

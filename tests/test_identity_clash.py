@@ -109,9 +109,9 @@ def test_api_clash_found_before_gating(cohort, tmp_path, monkeypatch):
         order: list[str] = []
         apply = run._apply
 
-        def spy(sample, template, seed=0, _apply=apply, _order=order):
+        def spy(sample, template, seed=0, *args, _apply=apply, _order=order, **kwargs):
             _order.append("gate")
-            return _apply(sample, template, seed)
+            return _apply(sample, template, seed, *args, **kwargs)
 
         def note(message, category, *a, _order=order, **k):
             _order.append(category.__name__)

@@ -135,13 +135,22 @@ def _load(item: str | os.PathLike | Sample) -> Sample:
 
 
 def _apply(
-    sample: Sample, template: Any, seed: int = 0, compensation: Any = None, fmo: Any = None
+    sample: Sample,
+    template: Any,
+    seed: int = 0,
+    compensation: Any = None,
+    fmo: Any = None,
+    copy: bool = True,
 ) -> Any:
+    """Gate one sample; ``copy=False`` when this module read it (the events may then be
+    compensated and transformed in place: one events-sized array less)."""
     from immunoprofile.gating.engine import apply_template
 
     if fmo:
-        return apply_template(sample, template, seed=seed, compensation=compensation, fmo=fmo)
-    return apply_template(sample, template, seed=seed, compensation=compensation)
+        return apply_template(
+            sample, template, seed=seed, compensation=compensation, fmo=fmo, copy=copy
+        )
+    return apply_template(sample, template, seed=seed, compensation=compensation, copy=copy)
 
 
 def _outcome_from_result(out: FileOutcome, res: Any, template: Any) -> None:
@@ -178,14 +187,11 @@ def _gate_one(
         sample = _load(item)
         out.keywords = dict(sample.keywords)
         check_not_blank(sample)  # a blank file is a failed file, not a row of zeros
+        own = not isinstance(item, Sample)  # read here: gated in place
         if fmo:
-            res = _apply(sample, template, seed, compensation, fmo)
+            res = _apply(sample, template, seed, compensation, fmo, copy=not own)
         else:
-            res = (
-                _apply(sample, template, seed)
-                if compensation is None
-                else _apply(sample, template, seed, compensation)
-            )
+            res = _apply(sample, template, seed, compensation, copy=not own)
         _outcome_from_result(out, res, template)
         if plots_dir is not None:
             _plot_into(out, res, plots_dir)
