@@ -107,13 +107,28 @@ def blank_reason(events: np.ndarray, kinds: Sequence[str]) -> str | None:
     cols = [j for j, k in enumerate(kinds) if k != "time"] or list(range(events.shape[1]))
     if not cols:
         return "the file holds no channels"
-    sub = events[:, cols]
-    finite = np.isfinite(sub)
-    if not finite.any():
+    # per-column minimum and maximum of the finite values: one reduction over the rows when
+    # every value is finite (a NaN or infinity shows in them), else over blocks of rows (a
+    # copy of all columns would cost a second events-sized array on a large file)
+    lo = events.min(axis=0)[cols].astype(np.float64)
+    hi = events.max(axis=0)[cols].astype(np.float64)
+    seen = np.ones(len(cols), dtype=bool)
+    if np.isfinite(lo).all() and np.isfinite(hi).all():
+        rows = 0  # no block to look at
+    else:
+        rows = events.shape[0]
+        lo = np.full(len(cols), np.inf)
+        hi = np.full(len(cols), -np.inf)
+        seen = np.zeros(len(cols), dtype=bool)
+    for start in range(0, rows, _BLANK_ROWS):
+        sub = events[start : start + _BLANK_ROWS][:, cols]
+        finite = np.isfinite(sub)
+        seen |= finite.any(axis=0)
+        lo = np.minimum(lo, np.where(finite, sub, np.inf).min(axis=0))
+        hi = np.maximum(hi, np.where(finite, sub, -np.inf).max(axis=0))
+    if not seen.any():
         return "no event has a finite value (every value is NaN or infinite)"
-    lo = np.where(finite, sub, np.inf).min(axis=0)
-    hi = np.where(finite, sub, -np.inf).max(axis=0)
-    if np.all(~finite.any(axis=0) | (lo == hi)):
+    if np.all(~seen | (lo == hi)):
         values = sorted({float(v) for v in lo[np.isfinite(lo)]})
         shown = ", ".join(f"{v:g}" for v in values[:3])
         return (
@@ -121,6 +136,9 @@ def blank_reason(events: np.ndarray, kinds: Sequence[str]) -> str | None:
             f"{events.shape[0]} events: a blank or failed acquisition"
         )
     return None
+
+
+_BLANK_ROWS = 65_536  # rows per block of `blank_reason`
 
 
 def check_not_blank(sample: Sample) -> Sample:

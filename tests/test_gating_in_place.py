@@ -131,3 +131,24 @@ def test_saturated_rows_found_in_one_pass_match_the_column_scan(monkeypatch):
     for j in want:
         assert np.array_equal(got[j], want[j])
     assert np.array_equal(got[1], np.flatnonzero(ev[:, 1] >= 1023.0))
+
+
+def test_blank_check_in_row_blocks(monkeypatch):
+    from immunoprofile import sample as sample_mod
+    from immunoprofile.sample import blank_reason
+
+    monkeypatch.setattr(sample_mod, "_BLANK_ROWS", 4)
+    kinds = ["scatter", "fluorescence", "time"]
+    ev = np.zeros((10, 3), np.float32)
+    ev[:, 2] = np.arange(10)  # time counts on in a blank acquisition
+    ev[:5, 1] = np.nan  # NaN in the first blocks, zeros after
+    assert "single constant value (0)" in blank_reason(ev, kinds)
+    ev[9, 0] = 3.0  # one value differs, in the last (short) block
+    assert blank_reason(ev, kinds) is None
+    ev[:, :2] = np.inf
+    assert "no event has a finite value" in blank_reason(ev, kinds)
+    # every value finite: one reduction over all rows, the same verdicts
+    ok = np.zeros((10, 3), np.float32)
+    assert "single constant value (0)" in blank_reason(ok, kinds)
+    ok[3, 1] = 1.0
+    assert blank_reason(ok, kinds) is None
