@@ -761,6 +761,15 @@ def _parse_metaclusters(text: str) -> int | tuple[int, int]:
               help="CSV with columns file,patient,visit[,tube][,lymphocytes_per_ul].")  # fmt: skip
 @click.option("--pattern", help="Filename regex with named groups patient and visit.")
 @click.option("--no-plots", is_flag=True, help="Skip the figures.")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Files read and mapped in parallel processes (the same result).")  # fmt: skip
+@click.option("--scheduler",
+              help="Dask scheduler address (tcp://host:8786): files read and mapped on that "
+              "cluster; needs the dask extra.")  # fmt: skip
+@click.option("--scratch", type=click.Path(file_okay=False),
+              help="Folder for each file's clustered events between reading and mapping "
+              "(default: a temporary folder with --jobs > 1 or --scheduler); on a cluster "
+              "of several machines, a folder on shared storage.")  # fmt: skip
 def cluster_cmd(
     files: tuple[str, ...],
     out: str,
@@ -778,6 +787,9 @@ def cluster_cmd(
     samplesheet: str | None,
     pattern: str | None,
     no_plots: bool,
+    jobs: int,
+    scheduler: str | None,
+    scratch: str | None,
 ) -> None:
     """Cluster FILES FlowSOM-style (SOM + consensus metaclusters), name the clusters by
     phenotype and write the population table (method=clustering) into OUT.
@@ -826,6 +838,9 @@ def cluster_cmd(
                 on_error="skip",
                 sample_gates=sample_gates,
                 progress=not _quiet(),
+                jobs=jobs,
+                scheduler=scheduler,
+                scratch=scratch,
             )
         from immunoprofile._files import write_owned
         from immunoprofile.clustering.api import CLUSTER_OPTIONAL_OUTPUTS

@@ -44,6 +44,13 @@ class FCSError(ImmunoprofileError):
         place = f" ({', '.join(where)})" if where else ""
         super().__init__(f"{self.path}{place}: {cause}")
 
+    def __reduce__(self) -> tuple:
+        # picklable (a worker process returns it to the caller): rebuilt from its parts
+        import functools
+
+        make = functools.partial(type(self), offset=self.offset, keyword=self.keyword)
+        return (make, (self.path, self.cause))
+
 
 class NotFCSError(FCSError):
     """The file does not start with an FCS HEADER."""

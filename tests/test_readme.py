@@ -108,6 +108,7 @@ EXTRA_USES = {
     "flowkit": re.compile(r"to_flowkit|from_flowkit|import flowkit"),
     "anndata": re.compile(r"h5ad|anndata"),
     "umap": re.compile(r"--umap|umap=True"),
+    "distributed": re.compile(r"--scheduler|dask\.distributed"),
 }
 
 

@@ -53,6 +53,7 @@ from immunoprofile.clustering.naming import (
     own_gate,
     sample_membership,
 )
+from immunoprofile.clustering.passes import load_events, run_pass, store_events
 from immunoprofile.clustering.som import SOM
 from immunoprofile.cohort import CLASH_COLUMN, CLASH_ERROR
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
@@ -98,7 +99,7 @@ def _describe(item: Any) -> str:
 @dataclass
 class _Prepared:
     name: str
-    X: np.ndarray  # float32 (n_clustered, n_markers)
+    X: np.ndarray | str  # float32 (n_clustered, n_markers), or its .npy in a scratch folder
     rows: np.ndarray | None  # rows of the file that were clustered (None = all)
     n_total: int
     reference_count: int | None
@@ -106,6 +107,11 @@ class _Prepared:
     gate_bits: np.ndarray | None = None  # per clustered event, bit k: in gate_names[k]
     gate_names: list[str] = field(default_factory=list)
     fitted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    n_events: int = 0  # clustered events (rows of X)
+
+    def events(self) -> np.ndarray:
+        """The clustered events (memory-mapped when kept in a scratch folder)."""
+        return load_events(self.X)
 
 
 def _bit_dtype(n: int) -> type:
@@ -139,6 +145,7 @@ def _prepare(
     seed: int,
     gate_populations: Sequence[str] = (),
 ) -> tuple[_Prepared, list[str]]:
+    own = not isinstance(item, Sample)  # read here: compensated and transformed in place
     if isinstance(item, Sample):
         sample = item
     else:
@@ -154,7 +161,7 @@ def _prepare(
     if parent is not None or (template is not None and gate_populations):
         from immunoprofile.gating.engine import apply_template
 
-        res = apply_template(sample, template, seed=seed)
+        res = apply_template(sample, template, seed=seed, copy=not own)
         sample = res.sample
     if parent is not None:
         assert res is not None
@@ -170,7 +177,7 @@ def _prepare(
         if ref is not None and ref in res.masks and in_subtree(parent, ref, tree):
             ref_count = int(np.count_nonzero(res.masks[ref]))
     elif res is None and template is not None:
-        sample = prepare(sample, **template.preparation())
+        sample = prepare(sample, **template.preparation(), overwrite=own)
     chosen = list(markers) if markers is not None else default_markers(sample)
     if not chosen:
         raise ClusteringError(f"{name}: no markers to cluster on (no channel has a $PnS name)")
@@ -187,6 +194,7 @@ def _prepare(
             f"{name}: no events to cluster: population {parent!r} is empty in this file"
         )
     prep = _Prepared(name, X, rows, sample.n_events, ref_count, dict(sample.keywords))
+    prep.n_events = X.shape[0]
     if res is not None and gate_populations:
         found = [p for p in gate_populations if p in res.masks]
         prep.gate_names = found
@@ -588,6 +596,9 @@ def cluster(
     sample_gates: bool = True,
     min_cluster_f1: float = 0.95,
     progress: bool = False,
+    jobs: int = 1,
+    scheduler: Any = None,
+    scratch: str | os.PathLike | None = None,
 ) -> ClusterResult:
     """Cluster a cohort FlowSOM-style and name the clusters.
 
@@ -630,6 +641,16 @@ def cluster(
         rule). 0: gated populations always per cluster.
     progress : show progress on stderr (a bar over the files, a spinner per stage: SOM,
         metaclustering, naming, UMAP).
+    jobs : worker processes for the per-file passes (reading, compensating, transforming
+        and pre-gating each file; mapping each file's events to the map). The map is
+        trained in this process on the pooled subsample; the result is the same for any
+        ``jobs``.
+    scheduler : a Dask scheduler address (``tcp://host:8786``) or ``Client``: the per-file
+        passes run on that cluster instead (files must be readable by its workers).
+    scratch : folder for each file's clustered events between the passes (one ``.npy``
+        per file, in a subfolder removed at the end). Default: kept in memory when serial, a temporary
+        folder with ``jobs`` > 1 or a ``scheduler``. On a cluster of several machines give
+        a folder on storage every worker and this process can reach.
 
     Returns
     -------
@@ -652,8 +673,7 @@ def cluster(
     >>> res = cluster(["P01_baseline.fcs"], parent="live", template="immune_profile")  # doctest: +SKIP
     >>> res.table().query("population == 'Treg'")  # doctest: +SKIP
     """
-    from immunoprofile.cohort import find_clashes, make_unique, resolve_identities, sample_names
-    from immunoprofile.gating.run import ERROR_COLUMNS  # the errors.csv columns of gating
+    from immunoprofile.cohort import make_unique, sample_names
 
     if umap:
         from immunoprofile.clustering.embed import require_umap
@@ -693,30 +713,171 @@ def cluster(
 
     if on_error not in ("raise", "skip"):
         raise ClusteringError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    jobs = int(jobs)
+    if jobs < 1:
+        raise ClusteringError(f"jobs must be >= 1, got {jobs}")
+    own_scratch = None
+    if scratch is not None or jobs > 1 or scheduler is not None:
+        import tempfile
+        from pathlib import Path
+
+        if scratch is not None:
+            Path(scratch).mkdir(parents=True, exist_ok=True)
+        # a folder of this run's own (removed at the end), inside ``scratch`` when given
+        own_scratch = tempfile.TemporaryDirectory(
+            prefix="immunoprofile-cluster-", dir=None if scratch is None else str(scratch)
+        )
+    scratch_dir = None if own_scratch is None else own_scratch.name
+    try:
+        return _cluster_files(
+            items=items, files=files, names=names, markers=markers, template=template,
+            parent=parent, seed=seed, gate_pops=gate_pops, on_error=on_error,
+            progress=progress, jobs=jobs, scheduler=scheduler, scratch_dir=scratch_dir,
+            samplesheet=samplesheet, pattern=pattern, subsample_per_sample=subsample_per_sample,
+            grid=grid, n_epochs=n_epochs, n_metaclusters=n_metaclusters,
+            n_resamples=n_resamples, name_level=name_level, rules=rules, thresholds=thresholds,
+            base_of=base_of, min_cluster_f1=min_cluster_f1, umap=umap, umap_events=umap_events,
+        )  # fmt: skip
+    finally:
+        if own_scratch is not None:
+            own_scratch.cleanup()
+
+
+def _cluster_files(
+    *,
+    items: list[Any],
+    files: list[str],
+    names: list[str],
+    markers: Sequence[str] | None,
+    template: Any,
+    parent: str | None,
+    seed: int,
+    gate_pops: list[str],
+    on_error: str,
+    progress: bool,
+    jobs: int,
+    scheduler: Any,
+    scratch_dir: str | None,
+    **kw: Any,
+) -> ClusterResult:
+    """`cluster` after its arguments are checked: the per-file passes and the map."""
     prepared: list[_Prepared] = []
     kept: list[int] = []
     errors: list[dict[str, str]] = []
     chosen: list[str] | None = list(markers) if markers is not None else None
+
+    def task(i: int) -> tuple:
+        item = items[i]
+        if scheduler is not None and isinstance(item, str | os.PathLike):
+            item = os.path.abspath(item)  # a Dask worker has a working folder of its own
+        return (i, item, names[i], chosen, template, parent, seed, gate_pops, scratch_dir)
+
     with counter("clustering: reading files", len(items), progress) as advance:
-        for i, (item, name) in enumerate(zip(items, names)):
-            try:
-                prep, used = _prepare(item, name, chosen, template, parent, seed, gate_pops)
-            except ImmunoprofileError as exc:
+
+        def done(i: int, got: Any) -> None:
+            bad = isinstance(got, ImmunoprofileError)
+            advance(f"{names[i]}: " + (f"FAILED ({type(got).__name__})" if bad else "ok"))
+
+        outcomes: list[Any] = []
+        # without markers the first usable file chooses them for all: files go one by one
+        # until one is read, then the rest in parallel with its markers
+        first = 0
+        while chosen is None and first < len(items):
+            outcomes.append(_prepare_pass(*task(first)))
+            done(first, outcomes[-1])
+            if isinstance(outcomes[-1], ImmunoprofileError) and on_error == "raise":
+                raise outcomes[-1]
+            if not isinstance(outcomes[-1], ImmunoprofileError):
+                chosen = outcomes[-1][1]
+            first += 1
+        start = first
+        outcomes += run_pass(
+            _prepare_pass,
+            [task(i) for i in range(start, len(items))],
+            jobs=jobs,
+            scheduler=scheduler,
+            on_done=lambda k, got: done(start + k, got),
+        )
+        for i, (got, name) in enumerate(zip(outcomes, names)):
+            if isinstance(got, ImmunoprofileError):
                 if on_error == "raise":
-                    raise
-                msg = str(exc)
+                    raise got
+                msg = str(got)
                 if files[i] not in msg and name not in msg:
                     msg = f"{files[i]}: {msg}"
-                errors.append({"file": files[i], "sample": name, "error_type": type(exc).__name__,
+                errors.append({"file": files[i], "sample": name, "error_type": type(got).__name__,
                                "message": msg, "patient": "", "visit": "", "tube": "",
                                "other_files": ""})  # fmt: skip
-                advance(f"{name}: FAILED ({type(exc).__name__})")
                 continue
-            if chosen is None:
-                chosen = used
-            prepared.append(prep)
+            prepared.append(got[0])
             kept.append(i)
-            advance(f"{name}: ok")
+    return _cluster_prepared(
+        prepared=prepared, kept=kept, errors=errors, chosen=chosen, files=files, names=names,
+        parent=parent, seed=seed, progress=progress, jobs=jobs, scheduler=scheduler,
+        template=template, **kw,
+    )  # fmt: skip
+
+
+def _prepare_pass(
+    index: int,
+    item: Any,
+    name: str,
+    markers: Sequence[str] | None,
+    template: Any,
+    parent: str | None,
+    seed: int,
+    gate_pops: Sequence[str],
+    scratch: str | None,
+) -> tuple[_Prepared, list[str]] | ImmunoprofileError:
+    """Pass 1 on one file (in a worker): read, prepare, pre-gate, keep the marker columns
+    (in ``scratch`` when given). A file that cannot be used returns its error."""
+    try:
+        prep, used = _prepare(item, name, markers, template, parent, seed, gate_pops)
+    except ImmunoprofileError as exc:
+        return exc
+    assert isinstance(prep.X, np.ndarray)
+    prep.X = store_events(prep.X, scratch, f"{index:06d}")
+    return prep, used
+
+
+def _map_pass(stored: np.ndarray | str, som: SOM, dtype: Any) -> np.ndarray:
+    """Pass 2 on one file (in a worker): the SOM node of every clustered event."""
+    return som.predict(load_events(stored)).astype(dtype)
+
+
+def _cluster_prepared(
+    *,
+    prepared: list[_Prepared],
+    kept: list[int],
+    errors: list[dict[str, str]],
+    chosen: list[str] | None,
+    files: list[str],
+    names: list[str],
+    parent: str | None,
+    seed: int,
+    progress: bool,
+    jobs: int,
+    scheduler: Any,
+    template: Any,
+    samplesheet: Any,
+    pattern: str | None,
+    subsample_per_sample: int,
+    grid: tuple[int, int],
+    n_epochs: int,
+    n_metaclusters: Any,
+    n_resamples: int,
+    name_level: str,
+    rules: Sequence[PhenotypeRule],
+    thresholds: Any,
+    base_of: dict[str, str | None],
+    min_cluster_f1: float,
+    umap: bool,
+    umap_events: int,
+) -> ClusterResult:
+    """The map, its metaclusters and names from the prepared files."""
+    from immunoprofile.cohort import find_clashes, resolve_identities
+    from immunoprofile.gating.run import ERROR_COLUMNS  # the errors.csv columns of gating
+
     if not prepared:
         raise ClusteringError(
             "cluster: no file could be used; " + "; ".join(e["message"] for e in errors)
@@ -745,17 +906,18 @@ def cluster(
     rng = np.random.default_rng(seed)
     picks = []
     for p in prepared:
-        n = p.X.shape[0]
+        n = p.n_events
         if n == 0:
             raise ClusteringError(f"{p.name}: no events to cluster (empty pre-gate {parent!r}?)")
         take = min(n, int(subsample_per_sample))
         picks.append(np.sort(rng.choice(n, size=take, replace=False)) if take < n else None)
     train = np.concatenate(
-        [p.X if idx is None else p.X[idx] for p, idx in zip(prepared, picks)], axis=0
+        [p.events() if idx is None else p.events()[idx] for p, idx in zip(prepared, picks)],
+        axis=0,
     )
     train_sample = np.concatenate(
         [
-            np.full(p.X.shape[0] if idx is None else idx.size, i, dtype=np.int32)
+            np.full(p.n_events if idx is None else idx.size, i, dtype=np.int32)
             for i, (p, idx) in enumerate(zip(prepared, picks))
         ]  # fmt: skip
     )
@@ -771,7 +933,10 @@ def cluster(
         meta = ConsensusMetaclustering(n_metaclusters, n_resamples=n_resamples, seed=seed)
         meta.fit(som.cluster_centers_, sample_weight=som.counts_)
     node_dtype = np.int16 if n_nodes < 32768 else np.int32
-    nodes = [som.predict(p.X).astype(node_dtype) for p in prepared]
+    with stage(f"clustering: mapping the events of {len(prepared)} files", progress):
+        nodes = run_pass(
+            _map_pass, [(p.X, som, node_dtype) for p in prepared], jobs=jobs, scheduler=scheduler
+        )
 
     train_nodes = som.labels_
     if name_level == "metacluster":
@@ -800,10 +965,10 @@ def cluster(
             continue
         gate_in, gate_known = _event_gates(p, base_of, event_level)
         masks = event_membership(
-            naming, p.X, cluster_of_node[nd], event_level, gate_in=gate_in,
+            naming, p.events(), cluster_of_node[nd], event_level, gate_in=gate_in,
             gate_known=gate_known, membership=members[i] if members else None,
         )  # fmt: skip
-        event_bits.append(_pack([masks[q] for q in event_level], p.X.shape[0]))
+        event_bits.append(_pack([masks[q] for q in event_level], p.n_events))
 
     result = ClusterResult(
         markers=list(chosen),
@@ -847,7 +1012,7 @@ def _warn_clashes(clashes: Sequence[Any]) -> None:
         clash_summary(clashes) + ". Every file is still clustered and keeps its rows in the "
         f"population table ({CLASH_COLUMN} True); " + CLASH_ADVICE,
         IdentityClashWarning,
-        stacklevel=3,
+        stacklevel=5,  # the caller of cluster()
     )
 
 
@@ -965,9 +1130,10 @@ def _resolution(
         cl = cluster_of_node[nd]
         gate_in, gate_known = _event_gates(prep, base_of, pops)
         gated &= set(gate_in)
+        X = prep.events()
         for pop in pops:
             a = member[pop][cl]
-            b = own_gate(naming, prep.X, pop, gate_in, gate_known) & member[naming.parents[pop]][cl]  # type: ignore[index]
+            b = own_gate(naming, X, pop, gate_in, gate_known) & member[naming.parents[pop]][cl]  # type: ignore[index]
             tp[pop] += int(np.count_nonzero(a & b))
             n_cl[pop] += int(np.count_nonzero(a))
             n_ev[pop] += int(np.count_nonzero(b))

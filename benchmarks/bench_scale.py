@@ -1,0 +1,322 @@
+"""Cohort scale: gate and cluster on 1 and 2 processes and on a 2-worker Dask cluster, and
+one file of 10 million events.
+
+Part 1, the cohort: ``--files`` simulated FCS files (default 100, 25 channels, ``--events``
+each) are gated with the ``tregs`` template and clustered (``cluster``: pre-gated on
+``live``, a 10x10 map trained on 2,000 events per file, every event of every file mapped)
+three ways, each in a fresh process: serially (``jobs=1``), on 2 worker processes
+(``jobs=2``) and on a ``dask.distributed.LocalCluster`` of 2 single-threaded worker
+processes. Reported per run: wall time, events per second per core (all events of the
+cohort / wall time / cores used), the speed-up over the serial run, the peak resident
+memory of the calling process and the largest peak of a worker (``ru_maxrss``: of the pool's
+processes after they exit; of each Dask worker, asked after the run). The tables of the
+parallel runs are compared with the serial one (they must be identical).
+
+Part 2, one large file: a 1M-event and a 10M-event file (25 channels; 10M x 25 float32 is
+1 GB) are written to the temporary folder, gated by ``gate`` (which compensates and
+transforms a file it reads in place) in a fresh process each, and deleted. Reported: time,
+CPU time, and the peak resident memory during the gating minus the process's size before it
+(Linux ``clear_refs``/``VmHWM``), as a multiple of the float32 event matrix. Targets:
+peak <= 2.5x the matrix, 10M time <= 11x the 1M time.
+
+Every process runs with one BLAS thread. The machine may be shared: the load average before
+and after is printed and written into the report. Run once, with ``nice``:
+``nice python benchmarks/bench_scale.py [--files 100] [--events 50000] [--big 10000000]
+[--out docs/scale.md]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SINGLE_THREAD = {
+    k: "1"
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+}
+CLUSTER_KW = {"template": "tregs", "parent": "live", "grid": (10, 10), "n_metaclusters": 12,
+              "subsample_per_sample": 2_000, "n_resamples": 20, "seed": 0,
+              "on_error": "skip"}  # fmt: skip
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _maxrss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0  # kB on Linux
+
+
+def _worker_peak_mb() -> float:
+    return _maxrss_mb()
+
+
+def _cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+# --- part 1: the cohort -------------------------------------------------------------------
+
+
+def cohort_worker(verb: str, mode: str, folder: str) -> dict[str, Any]:
+    """One run of ``verb`` (gate|cluster) on the cohort in ``folder``, ``mode`` serial|
+    processes|dask; in a fresh process."""
+    import immunoprofile as ip
+
+    files = sorted(str(p) for p in Path(folder).glob("*.fcs"))
+    jobs = 2 if mode == "processes" else 1
+    lc = client = None
+    scheduler = None
+    if mode == "dask":
+        from dask.distributed import Client, LocalCluster
+
+        lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(lc)
+        client.run(lambda: __import__("immunoprofile.gating.engine"))  # imports not timed
+        scheduler = client
+        dask_cpu0 = sum(client.run(_cpu_s).values())
+    c0, t0 = _cpu_s() + _cpu_s(resource.RUSAGE_CHILDREN), time.perf_counter()
+    if verb == "gate":
+        res = ip.gate(files, "tregs", jobs=jobs, scheduler=scheduler)
+        table = res.table()
+    else:
+        res = ip.cluster(files, jobs=jobs, scheduler=scheduler, **CLUSTER_KW)
+        table = res.table()
+    wall = time.perf_counter() - t0
+    cpu = _cpu_s() + _cpu_s(resource.RUSAGE_CHILDREN) - c0  # pools have exited: counted
+    workers = []
+    if client is not None:
+        cpu += sum(client.run(_cpu_s).values()) - dask_cpu0
+        workers = list(client.run(_worker_peak_mb).values())
+        client.close()
+        lc.close()
+    elif jobs > 1:
+        workers = [_maxrss_mb(resource.RUSAGE_CHILDREN)]
+    out = Path(folder) / f"table_{verb}_{mode}.csv"
+    table.to_csv(out, index=False)
+    return {"wall": wall, "cpu": cpu, "caller_mb": _maxrss_mb(), "worker_mb": workers,
+            "table": str(out)}  # fmt: skip
+
+
+def _fresh(args: list[str]) -> dict[str, Any]:
+    env = {**os.environ, **SINGLE_THREAD, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, __file__, *args], check=True, capture_output=True, text=True, env=env
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _file_events(folder: Path) -> int:
+    from immunoprofile.io.fcs import read_fcs_header
+
+    return sum(read_fcs_header(p).n_events for p in folder.glob("*.fcs"))
+
+
+def _markdown(rows: list[dict[str, Any]], formats: dict[str, str]) -> str:
+    """A Markdown table of ``rows`` (dicts with the same keys), numbers per ``formats``."""
+    head = list(rows[0])
+    cells = [[format(r[k], formats.get(k, "")) for k in head] for r in rows]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
+    out += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(out)
+
+
+# --- part 2: one large file ---------------------------------------------------------------
+
+
+def big_worker(path: str) -> dict[str, Any]:
+    """Gate one file with ``gate`` (as the command line does), measuring from a warm start."""
+    import immunoprofile as ip
+    from immunoprofile.io.fcs import read_fcs_header
+
+    warm = Path(path).with_name("warm.fcs")
+    ip.gate([str(warm)], "tregs")  # imports and first-call costs, not timed
+    meta = read_fcs_header(path)
+    n, p = meta.n_events, meta.n_channels
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current size
+    base = _status_mb("VmRSS")
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = ip.gate([path], "tregs")
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = _status_mb("VmHWM") - base
+    if len(res.errors()):
+        raise SystemExit(res.errors().to_string())
+    matrix = n * p * 4 / 2**20
+    counts = res.table().set_index("population")["count"].to_dict()
+    return {"events": n, "channels": p, "wall": wall, "cpu": cpu, "peak_mb": peak,
+            "matrix_mb": matrix, "counts": counts}  # fmt: skip
+
+
+def _write_file(path: Path, events: int, seed: int) -> None:
+    import immunoprofile as ip
+    from immunoprofile.simulate.cohort import simulate_sample
+
+    s, _ = simulate_sample(events=events, seed=seed, name=path.stem)
+    ip.write_fcs(s, path)
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=100)
+    ap.add_argument("--events", type=int, default=50_000, help="events per cohort file")
+    ap.add_argument("--big", type=int, default=10_000_000, help="events of the large file")
+    ap.add_argument("--small", type=int, default=1_000_000, help="events of its reference")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(REPO / "docs" / "scale.md"))
+    ap.add_argument("--no-dask", action="store_true", help="skip the LocalCluster runs")
+    ap.add_argument("--no-big", action="store_true", help="skip the large file")
+    ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.worker:
+        kind, *rest = args.worker
+        got = cohort_worker(*rest) if kind == "cohort" else big_worker(*rest)
+        print(json.dumps(got))
+        return 0
+
+    import pandas as pd
+
+    import immunoprofile as ip
+
+    load_before = _load()
+    lines = [
+        "# Scale: a cohort on 1 and 2 processes and on Dask, and one 10M-event file",
+        "",
+        f"Generated by `nice python benchmarks/bench_scale.py --files {args.files} --events "
+        f"{args.events} --big {args.big}` on {platform.machine()} with {os.cpu_count()} cores "
+        f"(Python {platform.python_version()}). Load average (1/5/15 min) before: "
+        f"{load_before}.",
+        "",
+    ]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        folder = Path(tmp) / "cohort"
+        patients = (args.files + 1) // 2
+        ip.simulate_cohort(folder, patients=patients, events=args.events, seed=args.seed)
+        extra = sorted(folder.glob("*.fcs"))[args.files :]
+        for p in extra:  # an odd --files: one follow-up less
+            p.unlink()
+        total = _file_events(folder)
+        n_files = len(list(folder.glob("*.fcs")))
+        modes = ["serial", "processes"] + ([] if args.no_dask else ["dask"])
+        for verb in ("gate", "cluster"):
+            base = None
+            for mode in modes:
+                r = _fresh(["--worker", "cohort", verb, mode, str(folder)])
+                cores = 1 if mode == "serial" else 2
+                same = None
+                if base is None:
+                    base = r
+                else:
+                    a = pd.read_csv(base["table"])
+                    b = pd.read_csv(r["table"])
+                    same = a.equals(b)
+                rows.append(
+                    {"verb": verb, "run": mode if mode == "serial" else f"2 {mode}",
+                     "wall s": r["wall"], "events/s/core": total / r["wall"] / cores,
+                     "cpu s": r["cpu"], "events/cpu-s": total / r["cpu"],
+                     "speed-up": base["wall"] / r["wall"], "caller peak MB": r["caller_mb"],
+                     "worker peak MB": max(r["worker_mb"] or [r["caller_mb"]]),
+                     "same table": "reference" if same is None else ("yes" if same else "NO")}
+                )  # fmt: skip
+                print(rows[-1], flush=True)
+    text = _markdown(rows, {"wall s": ".1f", "events/s/core": ",.0f", "speed-up": ".2f",
+                            "cpu s": ".1f", "events/cpu-s": ",.0f",
+                            "caller peak MB": ".0f", "worker peak MB": ".0f"})  # fmt: skip
+    print(text)
+    lines += [
+        f"## A cohort of {n_files} files ({total:,} events, 25 channels)",
+        "",
+        f"`gate` with the `tregs` template; `cluster` with `{CLUSTER_KW}`. Each run in a "
+        "fresh process, one BLAS thread per process. events/s/core = all events / wall time "
+        "/ cores used; cpu s: CPU time of the caller and its workers (Dask: the workers' "
+        "processes; the scheduler and nannies not counted), events/cpu-s = all events / cpu s "
+        "(what a core does when it is not shared). Worker peak: the largest peak resident memory of a worker process "
+        "(the process pool's, or each Dask worker's); caller peak: the calling process.",
+        "",
+        text,
+        "",
+    ]
+
+    if args.no_big:
+        Path(args.out).write_text("\n".join(lines))
+        return 0
+    big_rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_scale_big_") as tmp:
+        tmp = Path(tmp)
+        _write_file(tmp / "warm.fcs", 20_000, args.seed + 1)
+        for n in (args.small, args.big):
+            path = tmp / f"big_{n}.fcs"
+            _write_file(path, n, args.seed + 2)
+            r = _fresh(["--worker", "big", str(path)])
+            path.unlink()
+            big_rows.append(r)
+            print({k: v for k, v in r.items() if k != "counts"}, flush=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    small, big = big_rows
+    btext = _markdown(
+        [{"events": r["events"], "matrix MB": r["matrix_mb"], "wall s": r["wall"],
+          "cpu s": r["cpu"], "peak MB": r["peak_mb"], "peak / matrix": r["peak_mb"] /
+          r["matrix_mb"]} for r in big_rows],
+        {"events": ",", "matrix MB": ".0f", "wall s": ".2f", "cpu s": ".2f", "peak MB": ".0f",
+         "peak / matrix": ".2f"},
+    )  # fmt: skip
+    print(btext)
+    ratio_wall = big["wall"] / small["wall"]
+    ratio_cpu = big["cpu"] / small["cpu"]
+    scale = big["events"] / small["events"]
+    summary = (
+        f"{big['events']:,} events vs {small['events']:,} ({scale:.0f}x the events): "
+        f"{ratio_wall:.1f}x the wall time, {ratio_cpu:.1f}x the CPU time (target <= 11x); "
+        f"peak memory {big['peak_mb'] / big['matrix_mb']:.2f}x the float32 event matrix "
+        "(target <= 2.5x)."
+    )
+    print(summary)
+    lines += [
+        "## One large file",
+        "",
+        "`gate` (`tregs`) on one simulated file, each in a fresh process after a warm-up "
+        "gating of a small file. Peak: the growth of the resident set during the gating "
+        "(Linux VmHWM after clear_refs), which includes reading the file.",
+        "",
+        btext,
+        "",
+        summary,
+        "",
+        f"Load average after: {_load()}. The machine's cores were shared with other work, "
+        "so the wall times and speed-ups are lower bounds of what an idle machine gives.",
+        "",
+    ]
+    Path(args.out).write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""The per-file passes of `cluster`: run serially, in worker processes or on a Dask cluster.
+
+FlowSOM clusters a cohort larger than memory in two steps (Van Gassen et al., 2015,
+Cytometry A 87:636): the map is trained on a subsample of every file, then every event of
+every file is mapped to its node. `cluster` does the per-file work in two passes:
+
+1. *prepare*: read, compensate, transform and pre-gate one file, keep its marker columns;
+2. *map*: every clustered event of one file to its SOM node,
+
+and in between trains the map and its metaclusters on the pooled subsample in the calling
+process. A pass is a function applied to one file at a time, so a worker holds one file.
+Between passes a file's clustered events live in memory (serial runs) or in a scratch
+folder as ``.npy`` (parallel runs), read back memory-mapped one file at a time; on a Dask
+cluster that folder must be on storage every worker and the caller can reach.
+
+The passes give the same values wherever they run: each file's work depends only on the
+file and the seed, and the subsample is drawn in the calling process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from immunoprofile.exceptions import ImmunoprofileError
+
+__all__ = ["load_events", "run_pass", "store_events"]
+
+
+def store_events(X: np.ndarray, scratch: str | os.PathLike | None, key: str) -> np.ndarray | str:
+    """Keep one file's clustered events between passes: the array itself (``scratch``
+    None) or the path of a ``.npy`` written atomically into ``scratch``."""
+    if scratch is None:
+        return X
+    path = Path(scratch) / f"{key}.npy"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, X, allow_pickle=False)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def load_events(stored: np.ndarray | str) -> np.ndarray:
+    """The events kept by `store_events` (a read-only memory map when on disk)."""
+    if isinstance(stored, np.ndarray):
+        return stored
+    return np.load(stored, mmap_mode="r", allow_pickle=False)
+
+
+def run_pass(
+    fn: Callable[..., Any],
+    tasks: Sequence[tuple],
+    jobs: int = 1,
+    scheduler: Any = None,
+    on_done: Callable[[int, Any], None] = lambda i, r: None,
+) -> list[Any]:
+    """``[fn(*t) for t in tasks]``, serially, on ``jobs`` worker processes, or on the Dask
+    cluster ``scheduler`` (an address such as ``tcp://host:8786`` or a ``Client``).
+
+    ``fn`` must be a module-level function (it is pickled to the workers). Results come
+    back in task order; ``on_done(i, result)`` is called as each task finishes. An
+    exception raised by ``fn`` stops the pass (functions that must go on past a bad file
+    return their error instead)."""
+    if scheduler is not None:
+        return _run_dask(fn, tasks, scheduler, on_done)
+    if jobs <= 1 or len(tasks) <= 1:
+        out = []
+        for i, t in enumerate(tasks):
+            r = fn(*t)
+            on_done(i, r)
+            out.append(r)
+        return out
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from immunoprofile.gating.run import _mp_context
+
+    results: list[Any] = [None] * len(tasks)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=_mp_context()) as pool:
+        futures = {pool.submit(fn, *t): i for i, t in enumerate(tasks)}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            results[i] = fut.result()
+            on_done(i, results[i])
+    return results
+
+
+def _run_dask(
+    fn: Callable[..., Any], tasks: Sequence[tuple], scheduler: Any, on_done: Callable
+) -> list[Any]:
+    try:
+        from dask.distributed import Client
+        from dask.distributed import as_completed as dask_as_completed
+    except ImportError:
+        raise ImmunoprofileError(
+            "scheduler given but dask.distributed is not installed; "
+            "install the extra: pip install 'immunoprofile[dask]'"
+        ) from None
+    own = not isinstance(scheduler, Client)
+    try:
+        client = Client(scheduler) if own else scheduler
+    except OSError as exc:
+        raise ImmunoprofileError(f"cannot connect to Dask scheduler {scheduler!r}: {exc}") from None
+    try:
+        futures = [client.submit(fn, *t, pure=False) for t in tasks]
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(tasks)
+        for fut in dask_as_completed(futures):
+            i = index[fut.key]
+            results[i] = fut.result()
+            on_done(i, results[i])
+        return results
+    finally:
+        if own:
+            client.close()

@@ -1,0 +1,117 @@
+"""`cluster` with its per-file passes in worker processes, in a scratch folder and on a Dask
+`LocalCluster`: the same result as the serial run, down to every table it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from immunoprofile.clustering import api
+from immunoprofile.clustering.api import cluster
+from immunoprofile.clustering.passes import load_events, run_pass, store_events
+from immunoprofile.gating import run
+from immunoprofile.io.write import write_fcs
+from immunoprofile.simulate.cohort import simulate_sample
+
+SEEDS = [int(s) % 10_000 for s in np.random.SeedSequence(1616).generate_state(4)]
+KW = {"template": "tregs", "parent": "live", "grid": (5, 5), "n_metaclusters": 6,
+      "n_resamples": 10, "subsample_per_sample": 3_000, "seed": 7}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cohort")
+    out = []
+    for k, (p, v) in enumerate([("P1", "baseline"), ("P1", "week24"), ("P2", "baseline")]):
+        s, _ = simulate_sample(events=6_000, seed=SEEDS[k], name=f"{p}_{v}")
+        path = d / f"{p}_{v}.fcs"
+        write_fcs(s, path)
+        out.append(str(path))
+    bad = d / "P2_week24.fcs"
+    bad.write_bytes(b"not an FCS file" * 20)
+    return [*out, str(bad)]
+
+
+@pytest.fixture(scope="module")
+def serial(files):
+    return cluster(files, on_error="skip", **KW)
+
+
+def _same(a, b) -> None:
+    pd.testing.assert_frame_equal(a.table(), b.table())
+    pd.testing.assert_frame_equal(a.metaclusters(), b.metaclusters())
+    pd.testing.assert_frame_equal(a.errors, b.errors)
+    for x, y in zip(a.nodes, b.nodes):
+        assert np.array_equal(x, y)
+    assert np.array_equal(a.train_events, b.train_events)
+    assert np.array_equal(a.som.cluster_centers_, b.som.cluster_centers_)
+
+
+def test_two_processes_give_the_serial_result(files, serial, tmp_path):
+    assert serial.samples == ["P1_baseline", "P1_week24", "P2_baseline"]
+    assert list(serial.errors["file"]) == [files[3]]
+    par = cluster(files, on_error="skip", jobs=2, scratch=tmp_path / "scratch", **KW)
+    _same(serial, par)
+    # every event of every file was mapped: one node per event of the pre-gate
+    for i, nd in enumerate(par.nodes):
+        assert nd.shape == (par.rows[i].size,) and par.rows[i].size > 3_000
+    assert list((tmp_path / "scratch").iterdir()) == []  # the files' events removed
+
+
+def test_a_bad_file_still_raises_in_parallel(files):
+    from immunoprofile.exceptions import FCSError
+
+    with pytest.raises(FCSError):
+        cluster(files, jobs=2, **KW)
+
+
+def test_events_between_passes_round_trip(tmp_path):
+    X = np.random.default_rng(SEEDS[0]).normal(size=(1_000, 3)).astype(np.float32)
+    assert store_events(X, None, "a") is X
+    path = store_events(X, tmp_path, "a")
+    got = load_events(path)
+    assert isinstance(got, np.memmap) and np.array_equal(got, X)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
+    assert run_pass(divmod, [(7, 2), (9, 4)], jobs=2) == [(3, 1), (2, 1)]
+
+
+def test_dask_local_cluster_gate_and_cluster(files, serial, tmp_path):
+    """Both verbs on a 2-worker LocalCluster (processes): the serial tables."""
+    distributed = pytest.importorskip("dask.distributed")
+    good = files[:3]
+    gated = run.gate(good, "tregs")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as lc:
+        remote_gate = run.gate(good, "tregs", scheduler=lc.scheduler_address)
+        remote = cluster(
+            files, on_error="skip", scheduler=lc.scheduler_address, scratch=tmp_path, **KW
+        )
+    pd.testing.assert_frame_equal(gated.table(), remote_gate.table())
+    _same(serial, remote)
+
+
+def test_cluster_cli_jobs_two_writes_the_same_tables(files, tmp_path):
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+
+    outs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}"
+        args = ["cluster", *files[:3], "--out", str(out), "--template", "tregs", "--parent",
+                "live", "--grid", "5x5", "--metaclusters", "6", "--seed", "7", "--jobs", jobs]  # fmt: skip
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0, r.output
+        outs.append(out)
+    for name in ("populations.csv", "metaclusters.csv", "metacluster_counts.csv"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    assert Path(outs[0] / "populations.csv").stat().st_size > 500
+
+
+def test_prepare_pass_returns_the_error_of_a_bad_file(files):
+    got = api._prepare_pass(3, files[3], "bad", None, None, None, 0, [], None)
+    assert "P2_week24.fcs" in str(got) and isinstance(got, Exception)
