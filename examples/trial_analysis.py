@@ -64,11 +64,11 @@ print([p.name for p in template.populations])
 
 # %% 4. Gate every file
 # `gate` compensates, transforms and gates each file; a file that fails is reported in
-# `.errors()` and the others go on. `.table()` is the tidy population table: one row per
+# `.errors` and the others go on. `.table()` is the tidy population table: one row per
 # sample x population with counts, percent of parent and percent of lymphocytes.
 res = ip.gate(files, template, samplesheet=samplesheet, jobs=JOBS, seed=SEED)
 table = res.table()
-print(res.errors() if len(res.errors()) else "every file gated")
+print(res.errors if len(res.errors) else "every file gated")
 print(table[table["population"].isin(["Treg", "Th17", "B", "NK"])].head(8).to_string())
 written = res.write(OUT / "gating")  # populations.csv, per-visit tables, gates.json, qc.csv
 
@@ -156,7 +156,7 @@ report = build_report(
     table,
     cohort=res.summary(),
     qc=res.qc(),
-    errors=res.errors(),
+    errors=res.errors,
     fitted_gates=fitted_gates_table(res.fitted_gates()),
     agreement=agreement,
     provenance={"template name": template.name},

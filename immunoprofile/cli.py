@@ -320,29 +320,6 @@ def templates() -> None:
     """List, show, validate and check gating templates."""
 
 
-def _gate_label(pop: object) -> str:
-    gate = getattr(pop, "gate", None)
-    kind = getattr(gate, "type_name", None) or type(gate).__name__
-    if getattr(pop, "adaptive", False):
-        kind = f"adaptive {kind}"
-    dims = getattr(gate, "dims", ()) or ()
-    signs = getattr(gate, "signs", None) or (
-        (gate.side,) if isinstance(getattr(gate, "side", None), str) else None
-    )
-    if kind == "boolean":
-        terms = [("not " if c else "") + d for d, c in zip(dims, gate.complement)]
-        what = f"not {terms[0]}" if gate.op == "not" else f" {gate.op} ".join(terms)
-    elif signs is not None and len(signs) == len(dims):
-        what = " ".join(f"{d}{s}" for d, s in zip(dims, signs))
-    else:
-        what = ", ".join(map(str, dims))
-    for alt in getattr(pop, "alternatives", ()) or ():
-        what += f"; else {', '.join(alt.dims)}"
-    if getattr(pop, "optional", False):
-        what += "; else skipped"
-    return f"[{kind}] {what}"
-
-
 @templates.command("list")
 def templates_list() -> None:
     """List the built-in templates with their populations and markers."""
@@ -389,9 +366,11 @@ def templates_show(name: str) -> None:
         f"{', '.join(t.markers())})"
     )
     nodes: dict[str | None, Tree] = {None: root}
-    for p in t.populations:  # parents come before their children
-        parent = nodes.get(p.parent or None, root)
-        nodes[p.name] = parent.add(f"[bold]{p.name}[/bold]  [dim]{escape(_gate_label(p))}[/dim]")
+    for p in t.outline():  # parents come before their children
+        parent = nodes.get(p["parent"], root)
+        nodes[p["population"]] = parent.add(
+            f"[bold]{escape(p['population'])}[/bold]  [dim]{escape(p['gate'])}[/dim]"
+        )
     Console().print(root)
 
 
@@ -639,7 +618,7 @@ def gate_cmd(
         fail(str(exc))
     summary = res.summary()
     table = res.table()
-    errors = res.errors()
+    errors = res.errors
     failed = errors[errors["error_type"] != CLASH_ERROR]
     if not _quiet(quiet):
         t = Table(title=f"{len(summary)} file(s) gated with {res.template_names()}")
@@ -842,54 +821,13 @@ def cluster_cmd(
                 scheduler=scheduler,
                 scratch=scratch,
             )
-        from immunoprofile._files import write_owned
-        from immunoprofile.clustering.api import CLUSTER_OPTIONAL_OUTPUTS
-
-        def outputs() -> list[str]:
-            written = res.write(out_dir, manifest=False)
-            if gating_table is not None:
-                from immunoprofile.clustering.agreement import agreement_pairs, agreement_table
-                from immunoprofile.quantify import write_csv
-
-                ctab = res.table(include_metaclusters=False)
-                agree = agreement_table(gated, ctab, naming=res.naming_table())
-                written.append(str(write_csv(agree, out_dir / "agreement.csv")))
-                pairs = agreement_pairs(gated, ctab)
-                written.append(str(write_csv(pairs, out_dir / "agreement_pairs.csv")))
-            if not no_plots:
-                from immunoprofile.plots import clustering as cplots
-
-                figs = {
-                    "heatmap.png": cplots.median_heatmap(res.metaclusters(), res.markers),
-                    "som_grid.png": cplots.som_grid_plot(res),
-                }
-                if res.embedding is not None:
-                    for c in ("metacluster", "name", "visit"):
-                        figs[f"umap_{c}.png"] = cplots.umap_plot(res.embedding, c)
-                if gating_table is not None and len(agree):
-                    # the figure shows the study's endpoints (the CSV has every population)
-                    key = ["T", "CD4", "CD8", "Treg", "Th17", "B", "NK"]
-                    shown = agree[agree["population"].isin(key)]
-                    figs["agreement.png"] = cplots.agreement_plot(
-                        pairs, shown if len(shown) else agree
-                    )
-                for fname, fig in figs.items():
-                    cplots.save(fig, out_dir / fname)
-                    written.append(str(out_dir / fname))
-            return written
-
-        # outputs.json records what this run wrote; an optional output of an earlier run
-        # into OUT that this run does not produce (errors.csv, agreement.*, umap_*) goes
-        paths, _ = write_owned(
-            out_dir, [], outputs, writer="immunoprofile cluster", stale=CLUSTER_OPTIONAL_OUTPUTS
-        )
-        written = [str(p) for p in paths]
+        written = res.write(out_dir, gating=gated, plots=not no_plots)
     except ImmunoprofileError as exc:
         fail(str(exc))
     summ = res.metaclusters()
     named = summ[summ["name"] != "unassigned"]
     click.echo(
-        f"clustered {len(res.samples)} file(s) on {len(res.markers)} markers into "
+        f"clustered {len(res.clustered_samples)} file(s) on {len(res.markers)} markers into "
         f"{res.n_metaclusters} metaclusters ({len(named)} named, "
         f"{len(summ) - len(named)} unassigned); wrote {len(written)} files to {out_dir}/"
     )
@@ -1427,50 +1365,27 @@ def export_cmd(
     seed: int,
 ) -> None:
     """Gate FILES with a template and export the events with their population labels:
-    AnnData (.h5ad, for scanpy) or FCS files with a population column (for FlowJo)."""
-    from pathlib import Path
+    AnnData (.h5ad, for scanpy) or FCS files with a population column (for FlowJo).
 
+    Every file is read once; a file that cannot be read or gated is reported and the
+    others are still exported (exit status 1 when any failed)."""
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.gating.engine import apply_template
-    from immunoprofile.interop.exchange import export_fcs, write_h5ad
-    from immunoprofile.io.fcs import read_fcs
+    from immunoprofile.interop.export import export_events
 
     try:
-        results = [apply_template(read_fcs(f), template, seed=seed) for f in files]
-        if fmt == "h5ad":
-            meta = None
-            if samplesheet:
-                import pandas as pd
-
-                sheet = pd.read_csv(samplesheet, dtype=str)
-                if "file" not in sheet.columns:
-                    fail(f"{samplesheet}: needs a 'file' column")
-                    return
-                sheet["sample"] = [Path(f).stem for f in sheet["file"]]
-                meta = sheet.drop(columns=["file"])
-            path = write_h5ad(results, out, metadata=meta)
-            click.echo(f"{sum(r.sample.n_events for r in results)} events -> {path}")
-            return
-        out_dir = Path(out)
-        for f, res in zip(files, results):
-            if population is not None and population not in res.masks:
-                fail(f"template {res.template.name!r} has no population {population!r}")
-                return
-            mask = res.masks[population] if population else None
-            order = [p.name for p in res.template.populations]
-            raw = read_fcs(f)
-            suffix = f".{population}" if population else ""
-            dest = export_fcs(
-                raw,
-                out_dir / f"{Path(f).stem}{suffix}.fcs",
-                mask=mask,
-                populations=res.masks,
-                order=order,
-            )
-            n = int(mask.sum()) if mask is not None else raw.n_events
-            click.echo(f"{f}: {n} events -> {dest}")
+        res = export_events(list(files), template, fmt, out, population=population,
+                            samplesheet=samplesheet, seed=seed)  # fmt: skip
     except ImmunoprofileError as exc:
         fail(str(exc))
+    if fmt == "h5ad":
+        click.echo(f"{res.n_events} events -> {res.written[0]}")
+    else:
+        for row in res.exported.itertuples():
+            click.echo(f"{row.file}: {row.events} events -> {row.path}")
+    for message in res.errors["message"]:
+        click.secho(f"failed: {message}", fg="red", err=True)
+    if len(res.errors):
+        fail(f"{len(res.errors)} of {len(files)} file(s) failed")
 
 
 if __name__ == "__main__":  # pragma: no cover

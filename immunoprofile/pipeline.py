@@ -229,7 +229,7 @@ def run_pipeline(
     template : gating template (built-in name or JSON path).
     samplesheet, pattern : identity of each file (see `immunoprofile.gate`).
     baseline, followup, value : passed to `immunoprofile.compare`.
-    jobs : parallel processes for gating.
+    jobs : parallel processes for gating and for clustering's per-file work.
     cluster : also run unsupervised clustering and report its agreement with gating.
     markers, n_metaclusters, cluster_parent : clustering settings.
     umap : also embed a subsample with UMAP and draw it (slower: numba compiles on first use).
@@ -286,7 +286,7 @@ def run_pipeline(
     if table.empty:
         raise ImmunoprofileError(
             f"run: every file failed to gate; see {gdir / 'errors.csv'}:\n"
-            + "\n".join(res.errors()["message"].astype(str).head(5))
+            + "\n".join(res.errors["message"].astype(str).head(5))
         )
     n_failed = res.n_failed
 
@@ -317,6 +317,7 @@ def run_pipeline(
                 umap=umap,
                 on_error="skip",
                 progress=progress,
+                jobs=jobs,
             )
         except ImmunoprofileError as exc:
             # clustering is a cross-check of gating: without it the comparison and the

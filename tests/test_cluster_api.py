@@ -116,7 +116,7 @@ def test_node_level_naming_and_subsample(cohort):
 def test_write_outputs(cohort, tmp_path):
     _, _, res = cohort
     paths = res.write(tmp_path / "out")
-    names = {p.split("/")[-1] for p in paths}
+    names = {p.name for p in paths}
     assert {"populations.csv", "metaclusters.csv", "thresholds.csv", "unassigned.csv"} <= names
     back = pd.read_csv(tmp_path / "out" / "populations.csv")
     assert len(back) == len(res.table())
@@ -182,10 +182,12 @@ def test_bad_file_is_skipped_or_raised(cohort, tmp_path):
     with pytest.raises(FCSError):
         cluster([samples[0], str(junk)], n_resamples=5)
     res = cluster([samples[0], str(junk), samples[1]], n_resamples=5, on_error="skip")
-    assert res.samples == [samples[0].name, samples[1].name]
+    # every input is a sample of the result; the clustered ones are the two good files
+    assert res.samples == [samples[0].name, "junk", samples[1].name]
+    assert res.clustered_samples == [samples[0].name, samples[1].name]
     assert list(res.errors["file"]) == [str(junk)] and "junk.fcs" in res.errors["message"][0]
     paths = res.write(tmp_path / "o")
-    assert any(p.endswith("errors.csv") for p in paths)
+    assert any(p.name == "errors.csv" for p in paths)
 
 
 def test_gate_position_of_rectangles_and_mixture_regions():

@@ -97,7 +97,7 @@ def test_batch_with_a_bad_file(stand_in, tmp_path):
         _sample(2, "P01_week24", PATIENT_ID="P01", VISIT="week24"),
     ]
     res = run.gate(items, stand_in)
-    err = res.errors()
+    err = res.errors
     assert list(err.columns) == [
         "file", "sample", "error_type", "message", "patient", "visit", "tube", "other_files",
     ]  # fmt: skip
@@ -247,9 +247,9 @@ def test_real_engine_jobs_identical_and_bad_file(fcs_cohort):
     two = run.gate([*files, bad], tpl, jobs=2)
     pd.testing.assert_frame_equal(one.table(), two.table())
     assert one.fitted_gates() == two.fitted_gates()
-    pd.testing.assert_frame_equal(one.errors(), two.errors())
+    pd.testing.assert_frame_equal(one.errors, two.errors)
     assert list(one.table()["sample"].unique()) == [Path(f).stem for f in files]
-    err = one.errors()
+    err = one.errors
     assert len(err) == 1 and err.at[0, "file"] == bad and "P03_baseline.fcs" in err.at[0, "message"]
     # identity came from the FCS keywords
     wide = one.per_visit()
@@ -404,7 +404,7 @@ def test_failed_plot_is_a_qc_flag_not_an_error(stand_in, tmp_path, monkeypatch):
 
     monkeypatch.setattr(gplots, "save_gate_plots", boom)
     res = run.gate([_sample(1, "A")], stand_in, plots_dir=tmp_path / "plots")
-    assert res.errors().empty
+    assert res.errors.empty
     qc = res.qc()
     assert qc[qc["flag"] == "plot_failed"]["detail"].tolist() == ["RuntimeError: no ink"]
     assert len(res.table()) == len(_Template.populations)

@@ -70,7 +70,7 @@ def test_gate_lists_blank_file_in_errors(tmp_path):
     s = read_fcs(files[0])
     blank = Sample(np.zeros_like(s.events), s.channels, {}, name="P99_baseline")
     res = gate([*files, blank], "tregs")
-    err = res.errors()
+    err = res.errors
     assert list(err["sample"]) == ["P99_baseline"]
     assert err["error_type"].iloc[0] == "BlankSampleError"
     assert "single constant value" in err["message"].iloc[0]

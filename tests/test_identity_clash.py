@@ -71,7 +71,7 @@ def test_api_samplesheet_clash_gates_everything(cohort, tmp_path):
     mine = t[t["sample"] == "P01_week24"].reset_index(drop=True)
     pd.testing.assert_series_equal(mine["count"], alone["count"])
 
-    err = res.errors()
+    err = res.errors
     assert err["file"].tolist() == [files[1], files[3]]
     assert err["error_type"].tolist() == ["IdentityClashError"] * 2
     assert err["other_files"].tolist() == [files[3], files[1]]
@@ -250,7 +250,7 @@ def test_failed_file_still_clashes(cohort, tmp_path):
     cut.write_bytes(Path(files[0]).read_bytes()[:6000])
     with pytest.warns(IdentityClashWarning, match="P01_baseline_cut.fcs"):
         res = run.gate([*files, str(cut)], "tregs")
-    err = res.errors()
+    err = res.errors
     assert err["file"].tolist() == [files[0], str(cut), str(cut)]
     assert err["error_type"].tolist() == [
         "IdentityClashError", "TruncatedFCSError", "IdentityClashError",

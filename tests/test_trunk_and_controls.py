@@ -290,7 +290,7 @@ def test_samplesheet_control_column_brings_the_fmo_file(tmp_path):
     sheet.write_text("file,patient,visit,control\nP01_V1.fcs,P01,V1,IgD=fmo_IgD.fcs\n")
     assert read_samplesheet(sheet)["control"][0] == {"IgD": str(tmp_path / "fmo_IgD.fcs")}
     res = gate([tmp_path / "P01_V1.fcs"], str(tmp_path / "t.json"), samplesheet=sheet)
-    assert not len(res.errors())
+    assert not len(res.errors)
     rec = res.fitted_gates()["P01_V1"]["gates"]["IgD+"]
     assert rec["params"]["control"] == "FMO control fmo_IgD.fcs (99th percentile)"
     bad = tmp_path / "bad.csv"

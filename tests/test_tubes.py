@@ -169,7 +169,7 @@ def test_samplesheet_template_column_and_tube_without_template(cohort, tmp_path)
     files = list(sheet["file"])
     # P03's files have no template column value and no mapping entry for their tube
     res = gate(files, {"tcell": "tregs"}, samplesheet=path)
-    err = res.errors()
+    err = res.errors
     assert sorted(err["sample"]) == ["P03_baseline_bcell", "P03_week24_bcell"]
     assert err["error_type"].eq("TemplateError").all()
     assert "no template for tube 'bcell'" in err["message"].iloc[0]
@@ -190,7 +190,7 @@ def test_tube_from_the_keyword_and_from_a_pattern(cohort):
     files = [str(p) for p in cohort.fcs]
     # no samplesheet: patient, visit and tube from the PATIENT_ID, VISIT, TUBE NAME keywords
     res = gate(files, MAPPING)
-    assert res.errors().empty
+    assert res.errors.empty
     ids = res.identity_table().set_index("sample")
     assert ids.loc["P02_week24_bcell", "tube"] == "bcell"
     assert ids.loc["P02_week24_bcell", "source"] == "keywords"

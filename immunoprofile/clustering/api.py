@@ -37,11 +37,20 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from immunoprofile.batch import (
+    ERROR_COLUMNS,
+    as_inputs,
+    check_jobs,
+    clash_rows,
+    input_names,
+    warn_clashes,
+)
 from immunoprofile.clustering.metacluster import ConsensusMetaclustering
 from immunoprofile.clustering.naming import (
     DEFAULT_RULES,
@@ -60,6 +69,7 @@ from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
 from immunoprofile.gating.table import ROOT, in_subtree
 from immunoprofile.prepare import prepare
 from immunoprofile.progress import counter, stage
+from immunoprofile.results import error_table
 from immunoprofile.sample import Sample
 
 __all__ = ["cluster", "ClusterResult", "default_markers"]
@@ -88,12 +98,6 @@ def _resolve_columns(sample: Sample, markers: Sequence[str]) -> list[int]:
 
     panel = Panel(sample)
     return [int(panel.index(m)) for m in markers]
-
-
-def _describe(item: Any) -> str:
-    if isinstance(item, Sample):
-        return str(item.path) if item.path is not None else (item.name or "<sample>")
-    return str(item)
 
 
 @dataclass
@@ -271,9 +275,13 @@ class ClusterResult:
     sample_members: list[pd.DataFrame] = field(default_factory=list)
     sample_gates: pd.DataFrame = field(default_factory=pd.DataFrame)
     clashes: list[Any] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
     _cluster_of_node: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if not len(self.errors.columns):
+            self.errors = pd.DataFrame(columns=list(ERROR_COLUMNS))
+        self.errors = error_table(self.errors, ERROR_COLUMNS)
         self._cluster_of_node = (
             self.node_metacluster
             if self.name_level == "metacluster"
@@ -284,8 +292,24 @@ class ClusterResult:
 
     @property
     def samples(self) -> list[str]:
-        """Sample names of the clustered files, in input order."""
+        """Sample names of every input, in input order, failed files included (they are
+        in `errors`); the results protocol (`immunoprofile.results.BatchResults`)."""
+        return list(self.inputs) if self.inputs else self.clustered_samples
+
+    @property
+    def clustered_samples(self) -> list[str]:
+        """Sample names of the clustered files, in input order: file ``i`` of the per-file
+        lists (``nodes``, ``rows``, ``n_total``, `population_mask`)."""
         return [i.sample for i in self.identities]
+
+    def _file(self, i: int | str) -> int:
+        """The position of a clustered file, from itself or its sample name."""
+        if isinstance(i, str):
+            names = self.clustered_samples
+            if i not in names:
+                raise KeyError(f"no clustered sample {i!r}; clustered are {names}")
+            return names.index(i)
+        return int(i)
 
     @property
     def clashing_samples(self) -> list[str]:
@@ -321,8 +345,10 @@ class ClusterResult:
             out[_mc_label(mc)] = weights.groupby(level=0).sum().idxmax()
         return pd.Series(out, name="name")
 
-    def population_mask(self, i: int, population: str) -> np.ndarray:
-        """Boolean mask over ALL events of file ``i`` (False outside the pre-gate)."""
+    def population_mask(self, i: int | str, population: str) -> np.ndarray:
+        """Boolean mask over ALL events of clustered file ``i`` (its position among
+        `clustered_samples`, or its sample name); False outside the pre-gate."""
+        i = self._file(i)
         if population not in self.naming.membership.columns:
             raise ClusteringError(
                 f"no named population {population!r}; named are "
@@ -357,7 +383,9 @@ class ClusterResult:
         data = np.vstack(
             [np.bincount(self.metacluster_labels(i), minlength=k) for i in range(len(self.nodes))]
         )
-        return pd.DataFrame(data, index=self.samples, columns=[_mc_label(j) for j in range(k)])
+        return pd.DataFrame(
+            data, index=self.clustered_samples, columns=[_mc_label(j) for j in range(k)]
+        )
 
     def medians(self, level: str = "metacluster") -> pd.DataFrame:
         """Median marker expression per metacluster (or node) over the training subsample."""
@@ -449,22 +477,37 @@ class ClusterResult:
             df[CLASH_COLUMN] = df["sample"].isin(self.clashing_samples)
         return df.astype({"count": "int64", "parent_count": "int64"})
 
-    def write(self, out_dir: str | os.PathLike, manifest: bool = True) -> list[str]:
-        """Write ``populations.csv`` (+ Parquet), ``metaclusters.csv``, ``thresholds.csv``,
-        ``unassigned.csv``, ``resolution.csv``, (with per-sample gates)
-        ``sample_gates.csv``, (with UMAP) ``umap.csv`` and (with failed or clashing files)
-        ``errors.csv`` into ``out_dir`` (atomically); returns the paths.
+    def write(
+        self,
+        out_dir: str | os.PathLike,
+        manifest: bool = True,
+        gating: str | os.PathLike | pd.DataFrame | None = None,
+        plots: bool = False,
+    ) -> list[Path]:
+        """Write ``populations.csv`` (+ Parquet), ``metaclusters.csv``,
+        ``metacluster_counts.csv``, ``thresholds.csv``, ``unassigned.csv``,
+        ``resolution.csv``, (with per-sample gates) ``sample_gates.csv``, (with UMAP)
+        ``umap.csv`` and (with failed or clashing files) ``errors.csv`` into ``out_dir``
+        (atomically); returns the paths.
+
+        ``gating``: a gating population table (or the path of a ``populations.csv`` from
+        `immunoprofile gate`): also ``agreement.csv`` and ``agreement_pairs.csv``, the
+        agreement of clustering with gating per population (`agreement_table`).
+        ``plots``: also the figures ``heatmap.png`` and ``som_grid.png`` (+ ``umap_*.png``
+        with UMAP, ``agreement.png`` with ``gating``).
 
         With ``manifest``, ``outputs.json`` records what was written, and an optional
         output an earlier write into ``out_dir`` recorded but this one does not produce
         (an ``errors.csv`` from a run that had errors) is removed afterwards
         (`CLUSTER_OPTIONAL_OUTPUTS`; `immunoprofile._files.write_owned`)."""
-        from pathlib import Path
-
         from immunoprofile._files import write_owned
         from immunoprofile.quantify import write_csv, write_parquet
 
         out = Path(out_dir)
+        if gating is not None and not isinstance(gating, pd.DataFrame):
+            from immunoprofile.clustering.agreement import read_gating_table
+
+            gating = read_gating_table(gating)
         tab = self.table()
         th = self.naming.thresholds.copy()
         th["cuts"] = th["cuts"].map(lambda c: ";".join(f"{v:.4g}" for v in c))
@@ -486,16 +529,58 @@ class ClusterResult:
                 paths.append(write_csv(self.embedding, out / "umap.csv"))
             if len(self.errors):
                 paths.append(write_csv(self.errors, out / "errors.csv"))
+            agree = pairs = None
+            if gating is not None:
+                agree, pairs = self.agreement(gating)
+                paths.append(write_csv(agree, out / "agreement.csv"))
+                paths.append(write_csv(pairs, out / "agreement_pairs.csv"))
+            if plots:
+                paths += self._write_figures(out, agree, pairs)
             return paths
 
         if not manifest:
-            return [str(p) for p in _write()]
+            return _write()
         out.mkdir(parents=True, exist_ok=True)
         written, _ = write_owned(
             out, [], _write, writer="immunoprofile cluster", stale=CLUSTER_OPTIONAL_OUTPUTS
         )
-        return [str(p) for p in written]
+        return [Path(p) for p in written]
 
+    def agreement(self, gating: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Agreement of the clustering with a gating population table: per population
+        (`immunoprofile.clustering.agreement.agreement_table`, with how each population
+        was named) and per sample x population (`agreement_pairs`)."""
+        from immunoprofile.clustering.agreement import agreement_pairs, agreement_table
+
+        ctab = self.table(include_metaclusters=False)
+        agree = agreement_table(gating, ctab, naming=self.naming_table())
+        return agree, agreement_pairs(gating, ctab)
+
+    def _write_figures(
+        self, out: Path, agree: pd.DataFrame | None, pairs: pd.DataFrame | None
+    ) -> list[Path]:
+        from immunoprofile.plots import clustering as cplots
+
+        figs = {
+            "heatmap.png": cplots.median_heatmap(self.metaclusters(), self.markers),
+            "som_grid.png": cplots.som_grid_plot(self),
+        }
+        if self.embedding is not None:
+            for c in ("metacluster", "name", "visit"):
+                figs[f"umap_{c}.png"] = cplots.umap_plot(self.embedding, c)
+        if agree is not None and len(agree):
+            # the figure shows the study's endpoints (the CSV has every population)
+            shown = agree[agree["population"].isin(AGREEMENT_FIGURE_POPULATIONS)]
+            figs["agreement.png"] = cplots.agreement_plot(pairs, shown if len(shown) else agree)
+        paths = []
+        for fname, fig in figs.items():
+            cplots.save(fig, out / fname)
+            paths.append(out / fname)
+        return paths
+
+
+#: populations the agreement figure shows (agreement.csv has every population)
+AGREEMENT_FIGURE_POPULATIONS = ("T", "CD4", "CD8", "Treg", "Th17", "B", "NK")
 
 #: every name (or glob) `immunoprofile cluster` may write into its output folder
 CLUSTER_OUTPUTS = (
@@ -515,29 +600,9 @@ CLUSTER_OPTIONAL_OUTPUTS = (
 
 def _clash_rows(identities: Sequence[Any], clashes: Sequence[Any]) -> list[dict[str, str]]:
     """One errors row per file whose identity another file also claims (input order)."""
-    from immunoprofile.cohort import CLASH_ADVICE, clash_of
-
-    rows = []
-    for ident in identities:
-        clash = clash_of(ident.sample, clashes)
-        if clash is None:
-            continue
-        others = clash.others(ident.file)
-        rows.append(
-            {
-                "file": ident.file,
-                "sample": ident.sample,
-                "error_type": CLASH_ERROR,
-                "message": f"{ident.file}: {clash.identity} (from its {ident.source}) is also "
-                f"claimed by {', '.join(others)}; clustered, in populations.csv with "
-                f"{CLASH_COLUMN} True; " + CLASH_ADVICE,
-                "patient": ident.patient,
-                "visit": ident.visit,
-                "tube": ident.tube,
-                "other_files": ";".join(others),
-            }
-        )
-    return rows
+    return clash_rows(
+        identities, clashes, f"clustered, in populations.csv with {CLASH_COLUMN} True"
+    )
 
 
 def _row(ident: Any, pop: str, parent: str, count: int, pc: int, ref: int | None) -> dict:
@@ -646,7 +711,9 @@ def cluster(
         trained in this process on the pooled subsample; the result is the same for any
         ``jobs``.
     scheduler : a Dask scheduler address (``tcp://host:8786``) or ``Client``: the per-file
-        passes run on that cluster instead (files must be readable by its workers).
+        passes run on that cluster instead (files must be readable by its workers);
+        ``"threads"`` or ``"processes"``: Dask's local schedulers
+        (`immunoprofile.batch.run_batch` runs the passes).
     scratch : folder for each file's clustered events between the passes (one ``.npy``
         per file, in a subfolder removed at the end). Default: kept in memory when serial, a temporary
         folder with ``jobs`` > 1 or a ``scheduler``. On a cluster of several machines give
@@ -673,22 +740,16 @@ def cluster(
     >>> res = cluster(["P01_baseline.fcs"], parent="live", template="immune_profile")  # doctest: +SKIP
     >>> res.table().query("population == 'Treg'")  # doctest: +SKIP
     """
-    from immunoprofile.cohort import make_unique, sample_names
 
     if umap:
         from immunoprofile.clustering.embed import require_umap
 
         require_umap()  # before the work: an absent optional extra must not cost a run
 
-    if isinstance(paths_or_samples, str | os.PathLike | Sample):
-        items = [paths_or_samples]
-    else:
-        from immunoprofile.gating.run import _as_list, _check_items
-
-        items = _as_list(paths_or_samples, "cluster")
-        _check_items(items, "cluster")
+    items = as_inputs(paths_or_samples, "cluster")
     if not items:
         raise ClusteringError("cluster: no files given")
+    jobs = check_jobs(jobs, "cluster")
     if name_level not in ("metacluster", "node"):
         raise ClusteringError(f"name_level must be 'metacluster' or 'node', got {name_level!r}")
     if int(subsample_per_sample) < 1:
@@ -706,16 +767,10 @@ def cluster(
     # rule population -> the template population its per-sample share is taken among
     base_of = _gate_bases(template, rules) if (template is not None and sample_gates) else {}
     gate_pops = list(dict.fromkeys([*base_of, *(b for b in base_of.values() if b)]))
-    files = [_describe(x) for x in items]
-    given = [x.name if isinstance(x, Sample) and x.name else None for x in items]
-    # unique per file even when in-memory samples share a name: rows are keyed by sample
-    names = make_unique([g or d for g, d in zip(given, sample_names(files))])
+    files, names = input_names(items)
 
     if on_error not in ("raise", "skip"):
         raise ClusteringError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    jobs = int(jobs)
-    if jobs < 1:
-        raise ClusteringError(f"jobs must be >= 1, got {jobs}")
     own_scratch = None
     if scratch is not None or jobs > 1 or scheduler is not None:
         import tempfile
@@ -876,7 +931,6 @@ def _cluster_prepared(
 ) -> ClusterResult:
     """The map, its metaclusters and names from the prepared files."""
     from immunoprofile.cohort import find_clashes, resolve_identities
-    from immunoprofile.gating.run import ERROR_COLUMNS  # the errors.csv columns of gating
 
     if not prepared:
         raise ClusteringError(
@@ -885,6 +939,7 @@ def _cluster_prepared(
     assert chosen is not None
     all_files = files
     files = [files[i] for i in kept]
+    all_names = names
     names = [names[i] for i in kept]
     identities = resolve_identities(
         files,
@@ -987,6 +1042,7 @@ def _cluster_prepared(
         train_nodes=train_nodes,
         train_sample=train_sample,
         errors=pd.DataFrame(errors, columns=list(ERROR_COLUMNS)),
+        inputs=list(all_names),
         event_level=event_level,
         event_bits=event_bits,
         resolution=resolution,
@@ -1003,17 +1059,10 @@ def _cluster_prepared(
 
 
 def _warn_clashes(clashes: Sequence[Any]) -> None:
-    import warnings
-
-    from immunoprofile.cohort import CLASH_ADVICE, clash_summary
-    from immunoprofile.exceptions import IdentityClashWarning
-
-    warnings.warn(
-        clash_summary(clashes) + ". Every file is still clustered and keeps its rows in the "
-        f"population table ({CLASH_COLUMN} True); " + CLASH_ADVICE,
-        IdentityClashWarning,
-        stacklevel=5,  # the caller of cluster()
-    )
+    warn_clashes(
+        clashes, "Every file is still clustered and keeps its rows in the population table "
+        f"({CLASH_COLUMN} True); ", stacklevel=5,
+    )  # fmt: skip
 
 
 def _mc_codes(som: SOM, meta: ConsensusMetaclustering) -> np.ndarray:

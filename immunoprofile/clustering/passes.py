@@ -58,61 +58,21 @@ def run_pass(
     scheduler: Any = None,
     on_done: Callable[[int, Any], None] = lambda i, r: None,
 ) -> list[Any]:
-    """``[fn(*t) for t in tasks]``, serially, on ``jobs`` worker processes, or on the Dask
-    cluster ``scheduler`` (an address such as ``tcp://host:8786`` or a ``Client``).
+    """``[fn(*t) for t in tasks]``, serially, on ``jobs`` worker processes, or on Dask
+    (``scheduler``: an address such as ``tcp://host:8786``, a ``Client``, ``"threads"`` or
+    ``"processes"``), through the package's one batch runner (`immunoprofile.batch`).
 
     ``fn`` must be a module-level function (it is pickled to the workers). Results come
     back in task order; ``on_done(i, result)`` is called as each task finishes. An
     exception raised by ``fn`` stops the pass (functions that must go on past a bad file
-    return their error instead)."""
-    if scheduler is not None:
-        return _run_dask(fn, tasks, scheduler, on_done)
-    if jobs <= 1 or len(tasks) <= 1:
-        out = []
-        for i, t in enumerate(tasks):
-            r = fn(*t)
-            on_done(i, r)
-            out.append(r)
-        return out
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    return their error instead); so does a worker process that dies."""
+    from immunoprofile.batch import Task, run_batch
 
-    from immunoprofile.gating.run import _mp_context
-
-    results: list[Any] = [None] * len(tasks)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=_mp_context()) as pool:
-        futures = {pool.submit(fn, *t): i for i, t in enumerate(tasks)}
-        for fut in as_completed(futures):
-            i = futures[fut]
-            results[i] = fut.result()
-            on_done(i, results[i])
-    return results
-
-
-def _run_dask(
-    fn: Callable[..., Any], tasks: Sequence[tuple], scheduler: Any, on_done: Callable
-) -> list[Any]:
-    try:
-        from dask.distributed import Client
-        from dask.distributed import as_completed as dask_as_completed
-    except ImportError:
-        raise ImmunoprofileError(
-            "scheduler given but dask.distributed is not installed; "
-            "install the extra: pip install 'immunoprofile[dask]'"
-        ) from None
-    own = not isinstance(scheduler, Client)
-    try:
-        client = Client(scheduler) if own else scheduler
-    except OSError as exc:
-        raise ImmunoprofileError(f"cannot connect to Dask scheduler {scheduler!r}: {exc}") from None
-    try:
-        futures = [client.submit(fn, *t, pure=False) for t in tasks]
-        index = {f.key: i for i, f in enumerate(futures)}
-        results: list[Any] = [None] * len(tasks)
-        for fut in dask_as_completed(futures):
-            i = index[fut.key]
-            results[i] = fut.result()
-            on_done(i, results[i])
-        return results
-    finally:
-        if own:
-            client.close()
+    batch = [Task(i, f"task {i + 1} of {len(tasks)}", "", tuple(t)) for i, t in enumerate(tasks)]
+    outs = run_batch(
+        fn, batch, jobs, scheduler, catch=(), on_done=lambda o: on_done(o.index, o.value)
+    )
+    for o in outs:
+        if not o.ok:  # only a dead worker: fn's own exceptions propagate
+            raise ImmunoprofileError(o.message or "a worker process died")
+    return [o.value for o in outs]

@@ -21,10 +21,8 @@ import json
 import math
 import os
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,19 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile._files import write_owned
+from immunoprofile.batch import (
+    ERROR_COLUMNS,
+    Task,
+    as_inputs,
+    check_jobs,
+    clash_row,
+    error_message,
+    error_row,
+    input_names,
+    run_batch,
+    warn_clashes,
+)
 from immunoprofile.cohort import (
-    CLASH_ADVICE,
     CLASH_COLUMN,
     CLASH_ERROR,
     Identity,
@@ -46,10 +55,8 @@ from immunoprofile.cohort import (
     find_clashes,
     header_keywords,
     identity_table,
-    make_unique,
     read_samplesheet,
     resolve_identities,
-    sample_names,
 )
 from immunoprofile.exceptions import (
     CompensationWarning,
@@ -69,12 +76,11 @@ from immunoprofile.quantify import (
     write_csv,
     write_population_files,
 )
+from immunoprofile.results import ErrorTable, error_table
 from immunoprofile.sample import Sample, check_not_blank
 
-ERROR_COLUMNS = (
-    "file", "sample", "error_type", "message", "patient", "visit", "tube", "other_files",
-)  # fmt: skip
 QC_COLUMNS = ("sample", "file", "population", "flag", "detail")
+_LEFT_OUT = "left out of the per-visit tables and the comparison"
 
 
 # --- JSON helpers -------------------------------------------------------------------
@@ -196,17 +202,10 @@ def _gate_one(
         if plots_dir is not None:
             _plot_into(out, res, plots_dir)
     except Exception as exc:  # noqa: BLE001 - a bad file must not stop the batch
+        # caught here, not by the batch runner: the keywords read before the failure
+        # still identify the file
         out.error_type = type(exc).__name__
-        msg = str(exc) or repr(exc)
-        if not isinstance(exc, ImmunoprofileError):
-            # an unexpected failure: keep where it happened, for a bug report
-            tb = traceback.extract_tb(exc.__traceback__)
-            if tb:
-                last = tb[-1]
-                msg = f"{msg} (at {Path(last.filename).name}:{last.lineno})"
-        if file not in msg and Path(file).name not in msg:
-            msg = f"{file}: {msg}"
-        out.message = msg
+        out.message = error_message(exc, file)
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -452,7 +451,8 @@ class GateResults:
             )
         return pd.DataFrame(rows, columns=list(QC_COLUMNS))
 
-    def errors(self) -> pd.DataFrame:
+    @property
+    def errors(self) -> ErrorTable:
         """Files that failed or whose identity another file also claims, in input order:
         ``file, sample, error_type, message, patient, visit, tube, other_files`` (empty
         when there are none).
@@ -463,31 +463,14 @@ class GateResults:
         """
         rows = []
         for ident, out in zip(self.identities, self.outcomes):
-            base = {
-                "file": out.file,
-                "sample": out.sample,
-                "patient": ident.patient,
-                "visit": ident.visit,
-                "tube": ident.tube,
-                "other_files": "",
-            }
             if not out.ok:
-                rows.append({**base, "error_type": out.error_type, "message": out.message})
-            clash = self._clash_of(ident)
-            if clash is not None:
-                others = clash.others(ident.file)
-                kept = "gated, in populations.csv" if out.ok else "not gated (see above)"
-                rows.append(
-                    {
-                        **base,
-                        "other_files": ";".join(others),
-                        "error_type": CLASH_ERROR,
-                        "message": f"{ident.file}: {clash.identity} (from its "
-                        f"{ident.source}) is also claimed by {', '.join(others)}; {kept}, "
-                        "left out of the per-visit tables and the comparison; " + CLASH_ADVICE,
-                    }
-                )
-        return pd.DataFrame(rows, columns=list(ERROR_COLUMNS))
+                rows.append(error_row(out.file, out.sample, str(out.error_type),
+                                      str(out.message), ident))  # fmt: skip
+            kept = "gated, in populations.csv" if out.ok else "not gated (see above)"
+            row = clash_row(ident, self.clashes, f"{kept}, {_LEFT_OUT}")
+            if row is not None:
+                rows.append(row)
+        return error_table(rows, ERROR_COLUMNS)
 
     def summary(self) -> pd.DataFrame:
         """One row per file: identity, events, status, QC flag count, seconds."""
@@ -626,7 +609,7 @@ class GateResults:
             written.append(_json("gates.json", self.fitted_gates()))
             written.append(_json("provenance.json", self.provenance()))
             written.append(write_csv(self.qc(), out_dir / "qc.csv"))
-            written.append(write_csv(self.errors(), out_dir / "errors.csv"))
+            written.append(write_csv(self.errors, out_dir / "errors.csv"))
             written.append(write_csv(self.summary(), out_dir / "samples.csv"))
             return written
 
@@ -768,113 +751,6 @@ def _template_name(template: Any) -> str:
     return str(getattr(template, "name", "") or "")
 
 
-# --- the batch runner -------------------------------------------------------------------
-
-
-def _describe(item: Any) -> str:
-    if isinstance(item, Sample):
-        return str(item.path) if item.path is not None else (item.name or "<sample>")
-    return str(item)
-
-
-def _mp_context() -> Any:
-    """Start method for worker processes.
-
-    ``fork`` where the platform has it and it is safe enough (Linux): workers start at once
-    with the modules already imported, and scripts without an ``if __name__ ==
-    "__main__"`` guard still work (``spawn``/``forkserver`` re-run the main script in every
-    worker). Elsewhere the platform default (``spawn`` on macOS and Windows)."""
-    import multiprocessing as mp
-    import sys
-
-    if sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods():
-        return mp.get_context("fork")
-    return mp.get_context()
-
-
-def _run_local(
-    tasks: list[tuple],
-    jobs: int,
-    on_done: Callable[[FileOutcome], None],
-    on_start: Callable[[], None] = lambda: None,
-) -> list[FileOutcome]:
-    if jobs <= 1 or len(tasks) <= 1:
-        on_start()
-        outs = []
-        for t in tasks:
-            o = _gate_one(*t)
-            on_done(o)
-            outs.append(o)
-        return outs
-    from concurrent.futures.process import BrokenProcessPool
-
-    outs: list[FileOutcome | None] = [None] * len(tasks)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=_mp_context()) as pool:
-        futures = {pool.submit(_gate_one, *t): t for t in tasks}
-        # workers exist now: only then start the progress display (its thread must not be
-        # running while the pool forks)
-        on_start()
-        for fut in as_completed(futures):
-            t = futures[fut]
-            try:
-                o = fut.result()
-            except BrokenProcessPool as exc:
-                o = FileOutcome(
-                    index=t[0], file=t[2], sample=t[3], error_type="WorkerDied",
-                    message=f"{t[2]}: the worker process gating this file died ({exc})",
-                )  # fmt: skip
-            on_done(o)
-            outs[o.index] = o
-    return [o for o in outs if o is not None]
-
-
-def _run_dask(
-    tasks: list[tuple], scheduler: Any, on_done: Callable[[FileOutcome], None]
-) -> list[FileOutcome]:
-    try:
-        from dask.distributed import Client
-        from dask.distributed import as_completed as dask_as_completed
-    except ImportError:
-        raise ImmunoprofileError(
-            "scheduler given but dask.distributed is not installed; "
-            "install the extra: pip install 'immunoprofile[dask]'"
-        ) from None
-    own = not isinstance(scheduler, Client)
-    try:
-        client = Client(scheduler) if own else scheduler
-    except OSError as exc:
-        raise ImmunoprofileError(f"cannot connect to Dask scheduler {scheduler!r}: {exc}") from None
-    try:
-        scattered: dict[int, Any] = {}
-        for t in tasks:
-            if id(t[4]) not in scattered:
-                scattered[id(t[4])] = client.scatter(t[4], broadcast=True)
-        futures = [
-            client.submit(
-                _gate_one,
-                t[0],
-                t[1],
-                t[2],
-                t[3],
-                scattered[id(t[4])],
-                t[5],
-                t[6],
-                t[7],
-                pure=False,
-            )  # fmt: skip
-            for t in tasks
-        ]
-        outs: list[FileOutcome | None] = [None] * len(tasks)
-        for fut in dask_as_completed(futures):
-            o = fut.result()
-            on_done(o)
-            outs[o.index] = o
-        return [o for o in outs if o is not None]
-    finally:
-        if own:
-            client.close()
-
-
 def _is_tube_mapping(template: Any) -> bool:
     """``{tube: template}`` rather than one template given as a dict (``populations``)."""
     return isinstance(template, dict) and "populations" not in template
@@ -973,26 +849,6 @@ def _template_per_file(
     return main, per_file, missing
 
 
-def _as_list(inputs: Any, what: str) -> list[Any]:
-    """The inputs as a list, or `TypeError` when they are not a collection of them."""
-    if isinstance(inputs, bytes | dict) or not hasattr(inputs, "__iter__"):
-        raise TypeError(
-            f"{what}: expected FCS file paths or Samples (one, or a list of them); got "
-            f"{type(inputs).__name__}"
-        )
-    return list(inputs)
-
-
-def _check_items(items: Sequence[Any], what: str) -> None:
-    """`TypeError` naming the first input that is neither a path nor a `Sample`."""
-    for i, x in enumerate(items):
-        if not isinstance(x, str | os.PathLike | Sample):
-            raise TypeError(
-                f"{what}: input {i} is a {type(x).__name__}; expected an FCS file path "
-                "(str or pathlib.Path) or an immunoprofile Sample"
-            )
-
-
 def gate(
     paths_or_samples: str | os.PathLike | Sample | Iterable[str | os.PathLike | Sample],
     template: Any,
@@ -1035,7 +891,7 @@ def gate(
     Returns
     -------
     GateResults
-        With ``.table()``, ``.per_visit()``, ``.qc()``, ``.errors()``, ``.fitted_gates()``,
+        With ``.table()``, ``.per_visit()``, ``.qc()``, ``.errors``, ``.fitted_gates()``,
         ``.plot(sample, population)`` and ``.write(out_dir)``.
 
     Raises
@@ -1050,7 +906,7 @@ def gate(
     -----
     IdentityClashWarning
         Before gating, when several files claim the same patient, visit and tube. They are
-        all gated; ``.errors()`` lists them, ``.table()`` flags them (``identity_clash``)
+        all gated; ``.errors`` lists them, ``.table()`` flags them (``identity_clash``)
         and ``.per_visit()`` leaves them out.
 
     Examples
@@ -1058,15 +914,10 @@ def gate(
     >>> res = gate(["P01_baseline.fcs", "P01_week24.fcs"], "tregs")  # doctest: +SKIP
     >>> res.per_visit()["baseline"]  # doctest: +SKIP
     """
-    if isinstance(paths_or_samples, str | os.PathLike | Sample):
-        items = [paths_or_samples]
-    else:
-        items = _as_list(paths_or_samples, "gate")
+    items = as_inputs(paths_or_samples, "gate")
     if not items:
         raise ImmunoprofileError("gate: no files given")
-    _check_items(items, "gate")
-    if isinstance(jobs, bool) or not isinstance(jobs, int | np.integer) or jobs < 1:
-        raise ValueError(f"gate: jobs must be a whole number >= 1, got {jobs!r}")
+    jobs = check_jobs(jobs, "gate")
     if samplesheet is not None and not isinstance(samplesheet, str | os.PathLike | pd.DataFrame):
         raise TypeError(
             "gate: samplesheet must be the path of a CSV file or a DataFrame; got "
@@ -1078,11 +929,7 @@ def gate(
             _resolve_template(spec)
     else:
         template = _resolve_template(template)
-    files = [_describe(x) for x in items]
-    given_names = [x.name if isinstance(x, Sample) and x.name else None for x in items]
-    derived = sample_names(files)
-    # unique per file even when in-memory samples share a name: rows are keyed by sample
-    names = make_unique([g or d for g, d in zip(given_names, derived)])
+    files, names = input_names(items)
     sheet = None
     if samplesheet is not None:
         sheet = (
@@ -1132,52 +979,19 @@ def gate(
         pdir = str(plots_dir)
     fmo_of = controls_per_file(sheet, files)
     tasks = [
-        (i, item, files[i], names[i], templates[i], pdir, int(seed), comp, fmo_of[i] or None)
+        Task(i, files[i], names[i],
+             (i, item, files[i], names[i], templates[i], pdir, int(seed), comp, fmo_of[i] or None))
         for i, item in enumerate(items)
         if i not in no_template
-    ]
-
-    bar = None
-    if progress:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        bar = Progress(
-            TextColumn("gating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[last]}"),
-            console=Console(stderr=True),
-        )
-        task_id = bar.add_task("gating", total=len(tasks), last="")
-
-    def on_start() -> None:
-        if bar is not None:
-            bar.start()
-
-    def on_done(o: FileOutcome) -> None:
-        if bar is not None:
-            status = "ok" if o.ok else f"FAILED ({o.error_type})"
-            bar.update(task_id, advance=1, last=f"{o.sample}: {status}")
-
-    try:
-        if not tasks:
-            outcomes = []
-        elif scheduler is not None:
-            on_start()
-            outcomes = _run_dask(tasks, scheduler, on_done)
-        else:
-            outcomes = _run_local(tasks, int(jobs), on_done, on_start)
-    finally:
-        if bar is not None:
-            bar.stop()
+    ]  # fmt: skip
+    done = run_batch(_gate_one, tasks, jobs, scheduler, progress, label="gating")
+    # the per-file work records its own failures (FileOutcome); a worker that died is
+    # the batch runner's error outcome
+    outcomes = [
+        o.value if o.ok else FileOutcome(o.index, o.file, o.sample, error_type=o.error_type,
+                                         message=o.message, seconds=o.seconds)
+        for o in done
+    ]  # fmt: skip
     if no_template:
         # files of a tube without a template: an error row each, the batch goes on
         for i, msg in no_template.items():
@@ -1229,13 +1043,10 @@ def _warn_uncompensated(outcomes: list[FileOutcome]) -> None:
 
 
 def _warn_clashes(clashes: list[IdentityClash]) -> None:
-    warnings.warn(
-        clash_summary(clashes) + ". Every file is still gated and keeps its rows in the "
-        "population table; these are left out of the per-visit tables and the comparison; "
-        + CLASH_ADVICE,
-        IdentityClashWarning,
-        stacklevel=3,
-    )
+    warn_clashes(
+        clashes, f"Every file is still gated and keeps its rows in the population table; "
+        f"these are {_LEFT_OUT}; ", stacklevel=3,
+    )  # fmt: skip
 
 
 __all__ = [

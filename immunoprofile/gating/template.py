@@ -283,9 +283,12 @@ class Template:
             out["samples"] = [e.to_dict() for e in self.samples]
         return out
 
-    def tree(self) -> str:
-        """The hierarchy as an indented text tree, one population per line with its gate."""
-        lines = [f"{self.name}: {self.description}" if self.description else self.name]
+    def outline(self) -> list[dict[str, Any]]:
+        """The hierarchy, parents before children, one entry per population: ``population,
+        parent, depth`` (1 = a root population) and ``gate``, the gate in words
+        (``[adaptive threshold] CD25+ CD127-; else skipped``), as `tree` and ``immunoprofile
+        templates show`` print it."""
+        rows: list[dict[str, Any]] = []
 
         def walk(parent: str | None, depth: int) -> None:
             for p in self.children(parent):
@@ -293,10 +296,18 @@ class Template:
                 extra = "".join(f"; else {_gate_summary(g)}" for g in p.alternatives)
                 if p.optional:
                     extra += "; else skipped"
-                lines.append(f"{'  ' * depth}{p.name}  [{kind}] {_gate_summary(p.gate)}{extra}")
+                gate = f"[{kind}] {_gate_summary(p.gate)}{extra}"
+                rows.append({"population": p.name, "parent": parent, "depth": depth,
+                             "gate": gate})  # fmt: skip
                 walk(p.name, depth + 1)
 
         walk(None, 1)
+        return rows
+
+    def tree(self) -> str:
+        """The hierarchy as an indented text tree, one population per line with its gate."""
+        lines = [f"{self.name}: {self.description}" if self.description else self.name]
+        lines += [f"{'  ' * r['depth']}{r['population']}  {r['gate']}" for r in self.outline()]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

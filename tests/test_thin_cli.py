@@ -1,0 +1,109 @@
+"""What the command line does is in the API: export (each file read once, a bad file
+reported and the others exported), the cluster outputs with agreement and figures, and a
+template's outline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from immunoprofile.cli import main
+from immunoprofile.exceptions import ImmunoprofileError
+from immunoprofile.interop import export as export_mod
+from immunoprofile.interop.export import export_events
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> list[str]:
+    from immunoprofile.simulate import simulate_cohort
+
+    d = tmp_path_factory.mktemp("thin_cli")
+    simulate_cohort(d, patients=1, visits=("baseline", "week24"), events=3000, seed=9)
+    good = sorted(str(p) for p in d.glob("*.fcs"))
+    bad = d / "P05_baseline.fcs"
+    bad.write_bytes(Path(good[0]).read_bytes()[:4000])  # truncated
+    return [good[0], str(bad), good[1]]
+
+
+def test_export_reads_each_file_once_and_goes_on_past_a_bad_one(files, tmp_path, monkeypatch):
+    from immunoprofile.io import fcs
+
+    reads: list[str] = []
+    real = fcs.read_fcs
+
+    def counting(path, *a, **k):
+        reads.append(str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(fcs, "read_fcs", counting)
+    res = export_events(files, "tregs", "fcs", tmp_path, population="CD4")
+    assert reads == files  # once each, in order
+    assert res.errors["file"].tolist() == [files[1]]
+    assert res.errors["error_type"].iloc[0] == "TruncatedFCSError"
+    assert res.exported["file"].tolist() == [files[0], files[2]]
+    # the CD4 events of each exported file, counted independently by gating it
+    from immunoprofile.gating.engine import apply_template
+
+    for row in res.exported.itertuples():
+        n = int(apply_template(real(row.file), "tregs").masks["CD4"].sum())
+        assert row.events == n
+        back = real(row.path)
+        assert back.n_events == n and back.channel_names[-1] == "population"
+
+
+def test_export_checks_what_it_can_before_reading(files, tmp_path):
+    with pytest.raises(ImmunoprofileError, match="no population 'nope'"):
+        export_events(files, "tregs", "fcs", tmp_path, population="nope")
+    with pytest.raises(ImmunoprofileError, match="format must be one of"):
+        export_events(files, "tregs", "csv", tmp_path)
+    with pytest.raises(ImmunoprofileError, match="no file could be exported"):
+        export_events(files[1:2], "tregs", "fcs", tmp_path)
+
+
+def test_cli_export_reports_the_bad_file_and_exits_1(files, tmp_path):
+    r = CliRunner().invoke(
+        main, ["export", "--format", "fcs", "-t", "tregs", *files, "--out", str(tmp_path)]
+    )
+    assert r.exit_code == 1
+    assert f"failed: {files[1]}" in r.output and "1 of 3 file(s) failed" in r.output
+    assert sorted(p.name for p in tmp_path.glob("*.fcs")) == sorted(
+        Path(f).name for f in (files[0], files[2])
+    )
+    assert export_mod.EXPORT_FORMATS == ("h5ad", "fcs")
+
+
+def test_template_outline_is_what_templates_show_prints():
+    from immunoprofile.gating.template import load_template
+
+    t = load_template("tregs")
+    rows = t.outline()
+    assert [r["population"] for r in rows] == t.names  # parents first, template order
+    treg = next(r for r in rows if r["population"] == "Treg")
+    assert treg["parent"] == "CD4" and treg["gate"].endswith("CD25+ CD127-")
+    assert treg["depth"] == 1 + next(r["depth"] for r in rows if r["population"] == "CD4")
+    out = CliRunner().invoke(main, ["templates", "show", "tregs"]).output
+    assert "Treg" in out and "CD25+ CD127-" in out
+
+
+def test_cluster_write_with_gating_and_figures(files, tmp_path):
+    from immunoprofile.clustering.api import cluster
+    from immunoprofile.gating.run import gate
+
+    ok = [files[0], files[2]]
+    gated = gate(ok, "immune_profile").table()
+    cl = cluster(ok, template="immune_profile", parent="live", grid=(4, 4), n_metaclusters=4,
+                 n_resamples=5)  # fmt: skip
+    written = cl.write(tmp_path, gating=gated, plots=True)
+    names = {p.name for p in written}
+    assert {"agreement.csv", "agreement_pairs.csv", "heatmap.png", "som_grid.png"} <= names
+    agree = pd.read_csv(tmp_path / "agreement.csv")
+    expect, _ = cl.agreement(gated)
+    assert agree["population"].tolist() == expect["population"].tolist()
+    # the manifest lists exactly what was written
+    import json
+
+    manifest = json.loads((tmp_path / "outputs.json").read_text())
+    assert sorted(manifest["files"]) == sorted(names)
