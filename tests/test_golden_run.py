@@ -14,7 +14,9 @@ What is normalised, and nothing else (`NORMALISED`):
 * the temporary folder the run happens in (absolute paths in tables, JSON and the report);
 * per-file wall-clock seconds (``samples.csv`` and the report's table of files);
 * the date and time a table or report was written (``YYYY-MM-DD HH:MM UTC``);
-* the software versions recorded in ``run.json``;
+* the software versions recorded in ``run.json``, and the `` (source tree)`` after the
+  report's own version (present or not depending on whether packaging metadata lies in
+  the source folder);
 * xlsx workbooks are compared cell by cell (the zip container stores write times).
 
 The goldens hold for the library versions they were made with (`ENVIRONMENT`); where any of
@@ -47,6 +49,7 @@ NORMALISED = (
     "samples.csv seconds column and the report's seconds cells -> <SECONDS>",
     "YYYY-MM-DD HH:MM UTC -> <WHEN> (report, xlsx metadata sheet)",
     "run.json versions -> <VERSIONS>",
+    "' (source tree)' after immunoprofile's version in the report -> removed",
     "xlsx: compared cell by cell, not as zip bytes",
 )
 
@@ -110,6 +113,7 @@ def _text(path: Path, rel: str, tmp: list[str]) -> bytes:
         seconds = re.compile(rf"^(?P<head>(?:[^,\"]*,){{{k}}})[0-9.]+,", re.MULTILINE)
         text = seconds.sub(lambda m: m["head"] + "<SECONDS>,", text)
     if rel.endswith(".html"):
+        text = text.replace(" (source tree)", "")
         text = _HTML_SECONDS.sub(r"\1<SECONDS>\2", text)
         text = _WHEN.sub("<WHEN>", text)
     if rel.endswith("run.json"):
