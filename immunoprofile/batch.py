@@ -262,6 +262,26 @@ class FileBar:
         self.close()
 
 
+class _Notify:
+    """A `FileBar` that also tells the caller of each finished task."""
+
+    def __init__(self, bar: FileBar, on_done: Callable[[Outcome], None]) -> None:
+        self._bar, self._on_done = bar, on_done
+
+    def start(self) -> None:
+        self._bar.start()
+
+    def done(self, o: Outcome) -> None:
+        self._bar.done(o)
+        self._on_done(o)
+
+    def stop(self) -> None:
+        self._bar.stop()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 # --- the runner -------------------------------------------------------------------------------
 
 
@@ -283,6 +303,7 @@ def run_batch(
     label: str = "files",
     catch: type | tuple[type, ...] = Exception,
     fail_fast: bool = False,
+    on_done: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Run ``work(*task.args)`` for every task; one `Outcome` per task, in task order.
 
@@ -292,7 +313,8 @@ def run_batch(
     file). With ``fail_fast`` the batch stops at the first error outcome instead (in
     parallel, files not started yet are cancelled), for callers that raise it.
     ``progress``: show a bar over the files labelled ``label``, or a `FileBar` the caller
-    owns (one bar over several calls).
+    owns (one bar over several calls). ``on_done(outcome)`` is called as each task
+    finishes (in the calling process, in the order they finish).
     """
     catch = catch if isinstance(catch, tuple) else (catch,)
     tasks = list(tasks)
@@ -300,6 +322,8 @@ def run_batch(
         return []
     own = not isinstance(progress, FileBar)
     bar = FileBar(label, len(tasks), bool(progress)) if own else progress
+    if on_done is not None:
+        bar = _Notify(bar, on_done)
     try:
         if scheduler is None:
             outs = _run_local(work, tasks, int(jobs), catch, bar, fail_fast)

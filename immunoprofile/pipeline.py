@@ -29,6 +29,15 @@ import pandas as pd
 
 from immunoprofile.compare import Comparison, compare
 from immunoprofile.exceptions import ConfigError, ImmunoprofileError
+from immunoprofile.folder import (
+    CLUSTERING,
+    FILE_PROVENANCE,
+    GATING,
+    PLOTS,
+    RUN,
+    STAGES,
+    outputs,
+)
 from immunoprofile.progress import stage
 
 DEFAULT_TEMPLATE = "immune_profile"
@@ -257,18 +266,17 @@ def run_pipeline(
             f"run: file(s) not found: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
         )
     out = Path(out)
-    gdir, cdir, kdir = out / "gating", out / "comparison", out / "clustering"
+    # the folder's layout is `immunoprofile.folder`'s, which `report` reads back
+    gdir, cdir, kdir = (out / STAGES[s] for s in ("gating", "comparison", "clustering"))
     from immunoprofile._files import check_output_dir
-    from immunoprofile.clustering.api import CLUSTER_OUTPUTS
     from immunoprofile.compare import COMPARE_OUTPUTS
-    from immunoprofile.gating.run import GATE_OUTPUTS
 
     inputs = [*paths, samplesheet, template if isinstance(template, str | os.PathLike) else None]
-    check_output_dir(out, inputs, ("run.json", "report.html", "truth_check.csv", "plots"))
-    check_output_dir(gdir, inputs, (*GATE_OUTPUTS, "file_provenance.csv"))
+    check_output_dir(out, inputs, outputs("run"))
+    check_output_dir(gdir, inputs, (*outputs("gating"), FILE_PROVENANCE, PLOTS))
     check_output_dir(cdir, inputs, COMPARE_OUTPUTS)
     if cluster:
-        check_output_dir(kdir, inputs, CLUSTER_OUTPUTS)
+        check_output_dir(kdir, inputs, (*outputs("clustering"), PLOTS))
 
     res = gate(
         paths,
@@ -277,11 +285,11 @@ def run_pipeline(
         pattern=pattern,
         jobs=jobs,
         progress=progress,
-        plots_dir=gdir / "plots",
+        plots_dir=gdir / PLOTS,
         seed=seed,
     )
     res.write(gdir)
-    _write_file_provenance(paths, res, gdir / "file_provenance.csv")
+    _write_file_provenance(paths, res, gdir / FILE_PROVENANCE)
     table = res.table()
     if table.empty:
         raise ImmunoprofileError(
@@ -333,8 +341,8 @@ def run_pipeline(
         agree = agreement_table(table, ctab, naming=cl.naming_table())
         from immunoprofile.quantify import write_csv
 
-        write_csv(agree, kdir / "agreement.csv")
-        _cluster_figures(cl, table, ctab, agree, kdir / "plots", umap=umap)
+        write_csv(agree, kdir / CLUSTERING["agreement"])
+        _cluster_figures(cl, table, ctab, agree, kdir / PLOTS, umap=umap)
         cluster_info = {
             "markers": list(cl.markers),
             "n_metaclusters": int(getattr(cl, "n_metaclusters", n_metaclusters)),
@@ -343,12 +351,12 @@ def run_pipeline(
 
     with stage("comparing visits", progress):
         cmp = compare(table, baseline=baseline, followup=followup, value=value)
-        cmp.meta["populations"] = str((gdir / "populations.csv").resolve())
+        cmp.meta["populations"] = str((gdir / GATING["populations"]).resolve())
         cmp.write(cdir)
     if truth is not None:
         from immunoprofile.quantify import write_csv
 
-        write_csv(truth_check(truth, cmp), out / "truth_check.csv")
+        write_csv(truth_check(truth, cmp), out / RUN["truth_check"])
 
     tpl = res.template
     run_info = {
@@ -367,7 +375,7 @@ def run_pipeline(
         },
         "versions": software_versions(),
     }
-    _write_json(out / "run.json", run_info)
+    _write_json(out / RUN["run"], run_info)
     with stage("writing the report", progress):
         report = report_from_dir(out, command=run_info["command"])
     return RunResult(

@@ -47,6 +47,7 @@ from immunoprofile.compare import (
     visit_sort_key,
 )
 from immunoprofile.exceptions import ComparisonError, ImmunoprofileError, ReportError
+from immunoprofile.folder import FILE_PROVENANCE, RUN, ResultsFolder
 from immunoprofile.quantify import lab_tables, value_label
 
 VERSIONED = (
@@ -1077,14 +1078,6 @@ def _fitted_gates_file(path: Path) -> pd.DataFrame:
         ) from None
 
 
-def _first(d: Path, names: Sequence[str]) -> Path | None:
-    for n in names:
-        hits = sorted(d.glob(n))
-        if hits:
-            return hits[0]
-    return None
-
-
 def _images(folder: Path | None, limit: int = 60) -> dict[str, bytes]:
     if folder is None or not folder.is_dir():
         return {}
@@ -1170,35 +1163,34 @@ def report_from_dir(
 ) -> Path:
     """Build the report from a results directory and return the HTML path.
 
-    Looks for (each optional except a population table or a comparison):
-    ``run.json`` (provenance), ``gating/`` or the directory itself for
-    ``populations.csv``, ``qc*.csv``, ``errors*.csv``, ``fitted_gates*.csv|json``,
-    ``provenance.json`` and ``plots/*.png``; ``comparison/`` (or the directory) for a saved `Comparison` (computed
-    from the population table when absent); ``clustering/agreement*.csv`` and
-    ``clustering/*.png``; ``truth_check.csv``. The report is written to ``out`` or
-    ``DIR/report.html``.
+    The folder is read by its one definition (`immunoprofile.folder.ResultsFolder`):
+    what ``immunoprofile run`` wrote (``run.json``, ``gating/``, ``clustering/``,
+    ``comparison/``), or the folder of one ``gate``, ``cluster`` or ``compare``, each
+    output by the name its writer gave it (``qc.csv``, ``errors.csv``, ``gates.json``,
+    ``samples.csv``, ``provenance.json``, ``plots/``, ``agreement.csv``...). The saved
+    comparison is read as written; it is computed from the population table only where
+    none was written, or when ``baseline``/``followup`` ask for another one. The report
+    is written to ``out`` or ``DIR/report.html``.
     """
     d = Path(directory)
     if not d.is_dir():
         raise ImmunoprofileError(f"{d}: results directory not found")
     refuse_incomplete(d, "results")
+    folder = ResultsFolder.read(d)
     run = {}
-    if (d / "run.json").is_file():
-        run = _read_json(d / "run.json")
-    gdir = d / "gating" if (d / "gating").is_dir() else d
-    pop_path = _first(gdir, ["populations.csv"]) or _first(d, ["populations.csv"])
-    saved = d / "comparison" / "comparison.json"
-    saved = saved if saved.is_file() else d / "comparison.json"
-    if pop_path is None and saved.is_file():
+    if folder.path("run", "run") is not None:
+        run = _read_json(d / RUN["run"])
+    pop_path = folder.path("gating", "populations")
+    if pop_path is None and folder.stages.get("clustering") == d:
+        pop_path = folder.path("clustering", "populations")  # a cluster folder's own table
+    saved = folder.path("comparison", "comparison")
+    if pop_path is None and saved is not None:
         ref = _read_json(saved).get("populations")
         pop_path = Path(ref) if ref else None
     table = _read_csv(pop_path, dtype={"patient": str, "visit": str, "sample": str})
-    cdir = next(
-        (x for x in (d / "comparison", d) if (x / "stats.csv").is_file()),
-        None,
-    )
-    if cdir is not None and baseline is None and followup is None:
-        cmp = Comparison.read(cdir)
+    stats = folder.path("comparison", "stats")
+    if stats is not None and baseline is None and followup is None:
+        cmp = Comparison.read(stats.parent)  # the comparison as written
     elif table is not None:
         cmp = compare(
             table,
@@ -1210,29 +1202,26 @@ def report_from_dir(
             f"{d}: no populations.csv (in {d} or {d / 'gating'}) and no saved comparison "
             "(stats.csv); run `immunoprofile gate` or `immunoprofile compare` first"
         )
-    qc = _read_csv(_first(gdir, ["qc.csv", "qc*.csv"]))
-    errors = _read_csv(_first(gdir, ["errors.csv", "errors*.csv"]))
-    fg_path = _first(gdir, ["gates.json", "fitted_gates*.json", "fitted_gates*.csv"])
-    fitted = None
-    if fg_path is not None:
-        fitted = _fitted_gates_file(fg_path) if fg_path.suffix == ".json" else _read_csv(fg_path)
-    cohort = _read_csv(_first(gdir, ["samples.csv", "cohort.csv", "files.csv"]))
-    if cohort is None and qc is not None and {"sample"} <= set(qc.columns):
-        ev = next((c for c in ("events", "n_events", "total_events") if c in qc.columns), None)
-        if ev and table is not None:
-            ids = table[["sample", "patient", "visit"]].drop_duplicates("sample")
-            cohort = ids.merge(
-                qc[["sample", ev]].drop_duplicates("sample"), on="sample", how="left"
-            )
-    gimg_dir = next((x for x in (gdir / "plots", d / "plots") if x.is_dir()), None)
-    cldir = d / "clustering"
-    agreement = _read_csv(_first(cldir, ["agreement*.csv"])) if cldir.is_dir() else None
-    cl_imgs = _images(cldir / "plots" if (cldir / "plots").is_dir() else cldir, limit=6)
-    truth = _read_csv(d / "truth_check.csv")
-    files_prov = _read_csv(gdir / "file_provenance.csv", dtype={"fcs_version": str, "date": str})
+    qc = _read_csv(folder.path("gating", "qc"))
+    errors = _read_csv(folder.path("gating", "errors"))
+    fg_path = folder.path("gating", "gates")
+    fitted = _fitted_gates_file(fg_path) if fg_path is not None else None
+    cohort = _read_csv(folder.path("gating", "samples"))
+    gimg_dir = folder.path("gating", "plots") or folder.path("run", "plots")
+    cldir = folder.stages.get("clustering")
+    agreement = _read_csv(folder.path("clustering", "agreement"))
+    cl_imgs = {}
+    if cldir is not None:
+        cl_imgs = _images(folder.path("clustering", "plots") or cldir, limit=6)
+    truth = _read_csv(folder.path("run", "truth_check"))
+    gdir = folder.stages.get("gating")
+    files_prov = None
+    if gdir is not None:
+        files_prov = _read_csv(gdir / FILE_PROVENANCE, dtype={"fcs_version": str, "date": str})
     processing = None
-    if (gdir / "provenance.json").is_file():
-        processing = _read_json(gdir / "provenance.json")
+    prov_path = folder.path("gating", "provenance")
+    if prov_path is not None:
+        processing = _read_json(prov_path)
     prov = {k: v for k, v in run.items() if k not in ("baseline", "followup")}
     if files_prov is not None:
         prov["files: acquisition and compensation source"] = files_prov

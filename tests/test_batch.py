@@ -61,6 +61,14 @@ def test_an_uncaught_exception_is_a_bug_and_propagates():
     assert "(at test_batch.py:" in outs[1].message and outs[1].message.startswith("f5.fcs: ")
 
 
+def test_on_done_hears_of_every_task_in_the_order_they_finish():
+    heard = []
+    outs = run_batch(_square, _tasks([2, 3, 4]), jobs=2, catch=ImmunoprofileError,
+                     on_done=lambda o: heard.append((o.index, o.ok)))  # fmt: skip
+    assert sorted(heard) == [(0, True), (1, False), (2, True)]
+    assert [o.value for o in outs] == [4, None, 16]
+
+
 def test_fail_fast_stops_serial_batch_at_the_first_error():
     outs = run_batch(_square, _tasks([2, 3, 4]), catch=ImmunoprofileError, fail_fast=True)
     assert [o.index for o in outs] == [0, 1]

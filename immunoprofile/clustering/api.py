@@ -66,6 +66,7 @@ from immunoprofile.clustering.passes import load_events, run_pass, store_events
 from immunoprofile.clustering.som import SOM
 from immunoprofile.cohort import CLASH_COLUMN, CLASH_ERROR
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
+from immunoprofile.folder import CLUSTERING, CLUSTERING_OPTIONAL, WRITERS, outputs
 from immunoprofile.gating.table import ROOT, in_subtree
 from immunoprofile.prepare import prepare
 from immunoprofile.progress import counter, stage
@@ -513,27 +514,28 @@ class ClusterResult:
         th["cuts"] = th["cuts"].map(lambda c: ";".join(f"{v:.4g}" for v in c))
 
         def _write() -> list[Path]:
+            name = CLUSTERING  # the names of `immunoprofile.folder`
             paths = [
-                write_csv(tab, out / "populations.csv"),
-                write_parquet(tab, out / "populations.parquet"),
-                write_csv(self.metaclusters(), out / "metaclusters.csv"),
-                write_csv(self.counts(), out / "metacluster_counts.csv", index=True),
-                write_csv(th, out / "thresholds.csv"),
-                write_csv(self.unassigned(), out / "unassigned.csv", index=True),
+                write_csv(tab, out / name["populations"]),
+                write_parquet(tab, out / name["populations_parquet"]),
+                write_csv(self.metaclusters(), out / name["metaclusters"]),
+                write_csv(self.counts(), out / name["metacluster_counts"], index=True),
+                write_csv(th, out / name["thresholds"]),
+                write_csv(self.unassigned(), out / name["unassigned"], index=True),
             ]
             if len(self.sample_gates):
-                paths.append(write_csv(self.sample_gates, out / "sample_gates.csv"))
+                paths.append(write_csv(self.sample_gates, out / name["sample_gates"]))
             if len(self.resolution):
-                paths.append(write_csv(self.resolution, out / "resolution.csv"))
+                paths.append(write_csv(self.resolution, out / name["resolution"]))
             if self.embedding is not None:
-                paths.append(write_csv(self.embedding, out / "umap.csv"))
+                paths.append(write_csv(self.embedding, out / name["umap"]))
             if len(self.errors):
-                paths.append(write_csv(self.errors, out / "errors.csv"))
+                paths.append(write_csv(self.errors, out / name["errors"]))
             agree = pairs = None
             if gating is not None:
                 agree, pairs = self.agreement(gating)
-                paths.append(write_csv(agree, out / "agreement.csv"))
-                paths.append(write_csv(pairs, out / "agreement_pairs.csv"))
+                paths.append(write_csv(agree, out / name["agreement"]))
+                paths.append(write_csv(pairs, out / name["agreement_pairs"]))
             if plots:
                 paths += self._write_figures(out, agree, pairs)
             return paths
@@ -542,7 +544,7 @@ class ClusterResult:
             return _write()
         out.mkdir(parents=True, exist_ok=True)
         written, _ = write_owned(
-            out, [], _write, writer="immunoprofile cluster", stale=CLUSTER_OPTIONAL_OUTPUTS
+            out, [], _write, writer=WRITERS["clustering"], stale=CLUSTER_OPTIONAL_OUTPUTS
         )
         return [Path(p) for p in written]
 
@@ -583,19 +585,12 @@ class ClusterResult:
 AGREEMENT_FIGURE_POPULATIONS = ("T", "CD4", "CD8", "Treg", "Th17", "B", "NK")
 
 #: every name (or glob) `immunoprofile cluster` may write into its output folder
-CLUSTER_OUTPUTS = (
-    "populations.csv", "populations.parquet", "metaclusters.csv", "metacluster_counts.csv",
-    "thresholds.csv", "unassigned.csv", "sample_gates.csv", "resolution.csv", "umap.csv",
-    "errors.csv", "agreement.csv", "agreement_pairs.csv", "*.png", "outputs.json",
-)  # fmt: skip
+CLUSTER_OUTPUTS = outputs("clustering")
 
 #: outputs of `ClusterResult.write` and `immunoprofile cluster` that a run may or may not
 #: produce; one recorded by an earlier run into the same folder and not produced now is
 #: removed (the others are always rewritten)
-CLUSTER_OPTIONAL_OUTPUTS = (
-    "sample_gates.csv", "resolution.csv", "umap.csv", "errors.csv", "agreement.csv",
-    "agreement_pairs.csv", "agreement.png", "heatmap.png", "som_grid.png", "umap_*.png",
-)  # fmt: skip
+CLUSTER_OPTIONAL_OUTPUTS = CLUSTERING_OPTIONAL
 
 
 def _clash_rows(identities: Sequence[Any], clashes: Sequence[Any]) -> list[dict[str, str]]:

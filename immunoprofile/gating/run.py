@@ -64,6 +64,7 @@ from immunoprofile.exceptions import (
     IdentityClashWarning,
     ImmunoprofileError,
 )
+from immunoprofile.folder import GATING, WRITERS, outputs
 from immunoprofile.quantify import (
     VISIT_FILES,
     atomic_write,
@@ -606,28 +607,25 @@ class GateResults:
 
         def _write() -> list[Path]:
             written = write_population_files(table, wide, out_dir, meta, files)
-            written.append(_json("gates.json", self.fitted_gates()))
-            written.append(_json("provenance.json", self.provenance()))
-            written.append(write_csv(self.qc(), out_dir / "qc.csv"))
-            written.append(write_csv(self.errors, out_dir / "errors.csv"))
-            written.append(write_csv(self.summary(), out_dir / "samples.csv"))
+            written.append(_json(GATING["gates"], self.fitted_gates()))
+            written.append(_json(GATING["provenance"], self.provenance()))
+            written.append(write_csv(self.qc(), out_dir / GATING["qc"]))
+            written.append(write_csv(self.errors, out_dir / GATING["errors"]))
+            written.append(write_csv(self.summary(), out_dir / GATING["samples"]))
             return written
 
         written, _ = write_owned(
             out_dir,
             list(visit_file_names(wide).values()),
             _write,
-            writer="immunoprofile gate",
+            writer=WRITERS["gating"],
             stale=VISIT_FILES,
         )
         return written
 
 
-#: names (and globs) `GateResults.write` and ``gate --plots`` write into an output folder
-GATE_OUTPUTS = (
-    "populations.csv", "populations.parquet", VISIT_FILES, "populations.xlsx", "gates.json",
-    "provenance.json", "qc.csv", "errors.csv", "samples.csv", "outputs.json",
-)  # fmt: skip
+#: names (and globs) `GateResults.write` writes into an output folder (`immunoprofile.folder`)
+GATE_OUTPUTS = outputs("gating")
 
 
 # --- provenance tables ------------------------------------------------------------------
