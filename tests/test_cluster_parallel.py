@@ -51,7 +51,7 @@ def _same(a, b) -> None:
 
 
 def test_two_processes_give_the_serial_result(files, serial, tmp_path):
-    assert serial.samples == ["P1_baseline", "P1_week24", "P2_baseline"]
+    assert serial.clustered_samples == ["P1_baseline", "P1_week24", "P2_baseline"]
     assert list(serial.errors["file"]) == [files[3]]
     par = cluster(files, on_error="skip", jobs=2, scratch=tmp_path / "scratch", **KW)
     _same(serial, par)
