@@ -1186,27 +1186,6 @@ def demo_cmd(
 # === import-gates / export-gates / export ==================================
 
 
-def _xml_root(path) -> str | None:  # noqa: ANN001
-    """The local name of an XML file's root element (None when it is not XML): tells a
-    FlowJo workspace saved as .xml (FlowJo 9) from Gating-ML."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        for _, el in ET.iterparse(path, events=("start",)):
-            return el.tag.rsplit("}", 1)[-1]
-    except ET.ParseError:
-        return None
-    return None
-
-
-def _write_json_atomic(path, obj) -> None:  # noqa: ANN001
-    import json
-
-    from immunoprofile._files import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
 @main.command("import-gates")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option(
@@ -1245,65 +1224,38 @@ def import_gates_cmd(
     from pathlib import Path
 
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.gating.template import validate_template
+    from immunoprofile.interop.importing import import_gates
 
-    src, dest = Path(file), Path(out)
-    kind = src.suffix.lower()
+    dest = Path(out)
     try:
-        if kind == ".xml" and _xml_root(src) != "Workspace":
-            from immunoprofile.gating.gatingml import read_gatingml, strategy_to_template
-
-            tmpl = strategy_to_template(read_gatingml(src), name or src.stem)
-        elif kind in (".wsp", ".xml"):
-            from immunoprofile.interop.flowjo import read_wsp
-
-            ws = read_wsp(src)
-            tmpl = ws.to_template(
-                group=group,
-                sample=sample_name,
-                name=name,
-                spillover_csv=dest.with_suffix(".spillover.csv"),
-            )
-            for entry in tmpl.get("samples", []):
-                click.echo(
-                    f"sample {entry['name']}: its own gates for {len(entry['gates'])} "
-                    f"population(s), used by `gate` for files matching "
-                    + ", ".join(f"{k}={v}" for k, v in entry["match"].items())
-                )
-            for pid in ws.magnetic_populations():
-                click.echo(
-                    f"note: {pid!r} has a magnetic gate: FlowJo moves it onto each sample's "
-                    "events before counting and the workspace keeps only the drawn position, "
-                    "which is what is imported; FlowJo's counts for it and the populations "
-                    "below it come from the moved gate",
-                    err=True,
-                )
-            if fcs:
-                matched, missing, unused = ws.match_files(fcs)
-                for sid, path in matched.items():
-                    for r in ws.compare_counts(sid, path):
-                        fj = "-" if r["flowjo"] is None else r["flowjo"]
-                        click.echo(
-                            f"{r['sample']}\t{r['population']}\tFlowJo {fj}\t"
-                            f"immunoprofile {r['immunoprofile']}"
-                        )
-                for m in missing:
-                    click.echo(f"no FCS file for workspace sample {m}", err=True)
-                for u in unused:
-                    click.echo(f"{u}: not a sample of the workspace", err=True)
-        elif kind == ".csv":
-            from immunoprofile.interop.opencyto import opencyto_to_template
-
-            tmpl = opencyto_to_template(src, name)
-        else:
-            fail(f"{src}: unknown gate file type {src.suffix!r} (expected .xml, .wsp or .csv)")
-            return
-        validate_template(tmpl)
-        _write_json_atomic(dest, tmpl)
+        res = import_gates(file, name=name, group=group, sample=sample_name, fcs=fcs,
+                           spillover_csv=dest.with_suffix(".spillover.csv"))  # fmt: skip
+        res.save(dest)
     except ImmunoprofileError as exc:
         fail(str(exc))
         return
-    click.echo(f"{len(tmpl['populations'])} populations -> {dest}")
+    for entry in res.sample_gates:
+        click.echo(
+            f"sample {entry['name']}: its own gates for {entry['populations']} "
+            f"population(s), used by `gate` for files matching "
+            + ", ".join(f"{k}={v}" for k, v in entry["match"].items())
+        )
+    for pid in res.magnetic:
+        click.echo(
+            f"note: {pid!r} has a magnetic gate: FlowJo moves it onto each sample's "
+            "events before counting and the workspace keeps only the drawn position, "
+            "which is what is imported; FlowJo's counts for it and the populations "
+            "below it come from the moved gate",
+            err=True,
+        )
+    for r in res.counts.itertuples():
+        fj = "-" if r.flowjo is None else r.flowjo
+        click.echo(f"{r.sample}\t{r.population}\tFlowJo {fj}\timmunoprofile {r.immunoprofile}")
+    for m in res.missing:
+        click.echo(f"no FCS file for workspace sample {m}", err=True)
+    for u in res.unused:
+        click.echo(f"{u}: not a sample of the workspace", err=True)
+    click.echo(f"{res.n_populations} populations -> {dest}")
 
 
 @main.command("export-gates")

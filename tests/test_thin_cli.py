@@ -107,3 +107,28 @@ def test_cluster_write_with_gating_and_figures(files, tmp_path):
 
     manifest = json.loads((tmp_path / "outputs.json").read_text())
     assert sorted(manifest["files"]) == sorted(names)
+
+
+def test_import_gates_api_on_the_shipped_workspace(tmp_path):
+    import immunoprofile as ip
+    from immunoprofile.interop.importing import import_gates
+
+    wsp, fcs = ip.example_path("example.wsp"), ip.example_path("example.fcs")
+    res = import_gates(wsp, fcs=[fcs], spillover_csv=tmp_path / "ws.spillover.csv")
+    # the workspace's 13 populations; example.fcs has its own Treg gate
+    assert res.n_populations == 13
+    assert res.sample_gates == [{"name": "example.fcs", "populations": 1,
+                                 "match": {"$FIL": "example.fcs", "$TOT": "4000"}}]  # fmt: skip
+    assert res.magnetic == [] and res.missing == [] and res.unused == []
+    # immunoprofile counts every population as FlowJo stored it (87 Treg, 287 B cells)
+    counts = res.counts.set_index("population")
+    assert (counts["flowjo"] == counts["immunoprofile"]).all() and len(counts) == 13
+    assert counts.loc[counts.index.str.endswith("Treg") & ~counts.index.str.contains("not"),
+                      "flowjo"].tolist() == [87]  # fmt: skip
+    saved = res.save(tmp_path / "ws.json")
+    assert ip.load_template(saved).names == ip.load_template(res.template).names
+    # Gating-ML and openCyto files come in through the same function
+    assert import_gates(ip.example_path("example_gates.xml")).n_populations > 0
+    assert import_gates(ip.example_path("example_opencyto.csv")).n_populations > 0
+    with pytest.raises(ImmunoprofileError, match="unknown gate file type '.txt'"):
+        import_gates(tmp_path / "gates.txt")
