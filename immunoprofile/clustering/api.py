@@ -822,7 +822,10 @@ def _cluster_files(
             item = os.path.abspath(item)  # a Dask worker has a working folder of its own
         return (i, item, names[i], chosen, template, parent, seed, gate_pops, scratch_dir)
 
-    with counter("clustering: reading files", len(items), progress) as advance:
+    # a pool that forks must not start while a progress thread draws: the passes then show
+    # the batch runner's bar, started once the workers exist
+    forking = _forks(jobs, scheduler)
+    with counter("clustering: reading files", len(items), progress and not forking) as advance:
 
         def done(i: int, got: Any) -> None:
             bad = isinstance(got, ImmunoprofileError)
@@ -847,6 +850,9 @@ def _cluster_files(
             jobs=jobs,
             scheduler=scheduler,
             on_done=lambda k, got: done(start + k, got),
+            progress=progress and forking,
+            label="clustering: reading files",
+            names=names[start:],
         )
         for i, (got, name) in enumerate(zip(outcomes, names)):
             if isinstance(got, ImmunoprofileError):
@@ -866,6 +872,11 @@ def _cluster_files(
         parent=parent, seed=seed, progress=progress, jobs=jobs, scheduler=scheduler,
         template=template, **kw,
     )  # fmt: skip
+
+
+def _forks(jobs: int, scheduler: Any) -> bool:
+    """Whether the per-file passes run in a process pool this process forks."""
+    return (scheduler is None and jobs > 1) or scheduler == "processes"
 
 
 def _prepare_pass(
@@ -983,10 +994,15 @@ def _cluster_prepared(
         meta = ConsensusMetaclustering(n_metaclusters, n_resamples=n_resamples, seed=seed)
         meta.fit(som.cluster_centers_, sample_weight=som.counts_)
     node_dtype = np.int16 if n_nodes < 32768 else np.int32
-    with stage(f"clustering: mapping the events of {len(prepared)} files", progress):
+    forking = _forks(jobs, scheduler)
+    with stage(
+        f"clustering: mapping the events of {len(prepared)} files", progress and not forking
+    ):
         nodes = run_pass(
-            _map_pass, [(p.X, som, node_dtype) for p in prepared], jobs=jobs, scheduler=scheduler
-        )
+            _map_pass, [(p.X, som, node_dtype) for p in prepared], jobs=jobs, scheduler=scheduler,
+            progress=progress and forking, label="clustering: mapping events",
+            names=[p.name for p in prepared],
+        )  # fmt: skip
 
     train_nodes = som.labels_
     if name_level == "metacluster":

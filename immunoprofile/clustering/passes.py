@@ -57,6 +57,9 @@ def run_pass(
     jobs: int = 1,
     scheduler: Any = None,
     on_done: Callable[[int, Any], None] = lambda i, r: None,
+    progress: bool = False,
+    label: str = "files",
+    names: Sequence[str] | None = None,
 ) -> list[Any]:
     """``[fn(*t) for t in tasks]``, serially, on ``jobs`` worker processes, or on Dask
     (``scheduler``: an address such as ``tcp://host:8786``, a ``Client``, ``"threads"`` or
@@ -65,13 +68,19 @@ def run_pass(
     ``fn`` must be a module-level function (it is pickled to the workers). Results come
     back in task order; ``on_done(i, result)`` is called as each task finishes. An
     exception raised by ``fn`` stops the pass (functions that must go on past a bad file
-    return their error instead); so does a worker process that dies."""
+    return their error instead); so does a worker process that dies. ``progress``: a bar
+    labelled ``label`` over the tasks (named by ``names``), started once worker processes
+    exist (its drawing thread must not run while a pool forks)."""
     from immunoprofile.batch import Task, run_batch
 
-    batch = [Task(i, f"task {i + 1} of {len(tasks)}", "", tuple(t)) for i, t in enumerate(tasks)]
+    batch = [
+        Task(i, f"task {i + 1} of {len(tasks)}", names[i] if names else "", tuple(t))
+        for i, t in enumerate(tasks)
+    ]
     outs = run_batch(
-        fn, batch, jobs, scheduler, catch=(), on_done=lambda o: on_done(o.index, o.value)
-    )
+        fn, batch, jobs, scheduler, progress=progress, label=label, catch=(),
+        on_done=lambda o: on_done(o.index, o.value),
+    )  # fmt: skip
     for o in outs:
         if not o.ok:  # only a dead worker: fn's own exceptions propagate
             raise ImmunoprofileError(o.message or "a worker process died")
