@@ -2,7 +2,7 @@
 table (patients x populations), and writers for CSV, Parquet and Excel.
 
 Percentages come from counts and the gating hierarchy only, by the one definition in
-`immunoprofile.gating.table` (shared with `GatingResult.table` and the clustering table):
+`immunoprofile.hierarchy` (shared with `GatingResult.table` and the clustering table):
 
 * ``parent`` of a top-level population is ``"root"`` (all events of the file);
 * ``percent_of_parent = 100 * count / parent_count`` (NaN when the parent is empty);
@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile._files import atomic_write, spreadsheet_safe, write_owned
-from immunoprofile.gating.table import ROOT, hierarchy_table
-from immunoprofile.gating.table import TABLE_COLUMNS as SAMPLE_TABLE_COLUMNS
+from immunoprofile.hierarchy import ROOT, hierarchy_table
+from immunoprofile.hierarchy import TABLE_COLUMNS as SAMPLE_TABLE_COLUMNS
 
 TABLE_COLUMNS: tuple[str, ...] = ("sample", "patient", "visit", *SAMPLE_TABLE_COLUMNS)
 LYMPHOCYTES = "lymphocytes"

@@ -13,8 +13,8 @@ import pytest
 from immunoprofile.exceptions import TemplateError
 from immunoprofile.gating.engine import apply_template
 from immunoprofile.gating.run import gate
-from immunoprofile.gating.table import ROOT, hierarchy_table, in_subtree
 from immunoprofile.gating.template import validate_template
+from immunoprofile.hierarchy import ROOT, hierarchy_table, in_subtree
 from immunoprofile.quantify import population_table
 from immunoprofile.sample import Sample, make_channel_table
 

@@ -67,7 +67,7 @@ from immunoprofile.clustering.som import SOM
 from immunoprofile.cohort import CLASH_COLUMN, CLASH_ERROR
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
 from immunoprofile.folder import CLUSTERING, CLUSTERING_OPTIONAL, WRITERS, outputs
-from immunoprofile.gating.table import ROOT, in_subtree
+from immunoprofile.hierarchy import ROOT, in_subtree
 from immunoprofile.prepare import prepare
 from immunoprofile.progress import counter, stage
 from immunoprofile.results import error_table

@@ -27,8 +27,8 @@ from immunoprofile.gating.qc import (
     plausibility_flags,
     trunk_flags,
 )
-from immunoprofile.gating.table import TABLE_COLUMNS, hierarchy_table
 from immunoprofile.gating.template import Template, load_template
+from immunoprofile.hierarchy import TABLE_COLUMNS, hierarchy_table
 from immunoprofile.prepare import prepare
 from immunoprofile.sample import Sample
 
@@ -79,7 +79,7 @@ class GatingResult:
 
         Top-level populations have parent ``"root"`` (all events); percent of lymphocytes
         is relative to the template's reference population, NaN outside its subtree (see
-        `immunoprofile.gating.table`)."""
+        `immunoprofile.hierarchy`)."""
         import pandas as pd
 
         counts = self.counts

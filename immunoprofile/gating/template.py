@@ -40,7 +40,7 @@ from immunoprofile.exceptions import GatingError, TemplateError
 from immunoprofile.gating.adaptive import AdaptiveGate, adaptive_from_dict, is_adaptive
 from immunoprofile.gating.dimensions import DerivedDimension, Unmixing
 from immunoprofile.gating.gates import GATE_TYPES, BooleanGate, Gate, gate_from_dict
-from immunoprofile.gating.table import ROOT
+from immunoprofile.hierarchy import ROOT
 
 _SOURCE_TEMPLATES = Path(__file__).resolve().parents[2] / "gating"
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile.exceptions import SimulationError
-from immunoprofile.gating.table import TABLE_COLUMNS, hierarchy_table
+from immunoprofile.hierarchy import TABLE_COLUMNS, hierarchy_table
 from immunoprofile.sample import Sample, make_channel_table
 from immunoprofile.simulate import biology as bio
 from immunoprofile.simulate import panel
