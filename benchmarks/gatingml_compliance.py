@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from immunoprofile.gating.engine import apply_template  # noqa: E402
-from immunoprofile.gating.gatingml import read_gatingml, strategy_to_template  # noqa: E402
 from immunoprofile.gating.template import validate_template  # noqa: E402
 from immunoprofile.interop.flowjo import read_wsp  # noqa: E402
+from immunoprofile.interop.gatingml import read_gatingml, strategy_to_template  # noqa: E402
 from immunoprofile.io.fcs import read_fcs  # noqa: E402
 
 # truth file stem where it differs from the gate id

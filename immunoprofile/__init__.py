@@ -48,8 +48,8 @@ _LAZY = {
     "simulate_cohort": "immunoprofile.simulate",
     "example_path": "immunoprofile.examples",
     "write_examples": "immunoprofile.examples",
-    "read_gatingml": "immunoprofile.gating.gatingml",
-    "write_gatingml": "immunoprofile.gating.gatingml",
+    "read_gatingml": "immunoprofile.interop.gatingml",
+    "write_gatingml": "immunoprofile.interop.gatingml",
     "read_wsp": "immunoprofile.interop.flowjo",
     "opencyto_to_template": "immunoprofile.interop.opencyto",
     "to_anndata": "immunoprofile.interop.exchange",
@@ -109,10 +109,6 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load laz
     )
     from immunoprofile.examples import example_path, write_examples
     from immunoprofile.gating.engine import apply_template
-    from immunoprofile.gating.gatingml import (
-        read_gatingml,
-        write_gatingml,
-    )
     from immunoprofile.gating.run import gate
     from immunoprofile.gating.template import (
         list_templates,
@@ -121,6 +117,10 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load laz
     )
     from immunoprofile.interop.exchange import export_fcs, to_anndata
     from immunoprofile.interop.flowjo import read_wsp
+    from immunoprofile.interop.gatingml import (
+        read_gatingml,
+        write_gatingml,
+    )
     from immunoprofile.interop.opencyto import opencyto_to_template
     from immunoprofile.io.fcs import (
         read_fcs,

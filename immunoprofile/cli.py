@@ -1268,7 +1268,7 @@ def export_gates_cmd(template: str, file: str, out: str, seed: int) -> None:
     Gating-ML 2.0 (readable by flowkit, Cytobank and immunoprofile import-gates)."""
     from immunoprofile.exceptions import ImmunoprofileError
     from immunoprofile.gating.engine import apply_template
-    from immunoprofile.gating.gatingml import strategy_from_result, write_gatingml
+    from immunoprofile.interop.gatingml import strategy_from_result, write_gatingml
     from immunoprofile.io.fcs import read_fcs
 
     try:

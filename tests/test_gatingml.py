@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from immunoprofile.gating.gates import BooleanGate, PolygonGate, QuadrantGate, RangeGate
-from immunoprofile.gating.gatingml import (
+from immunoprofile.interop.gatingml import (
     Dimension,
     GateEntry,
     GatingMLError,
@@ -98,7 +98,7 @@ def suite(realdata):
 @pytest.fixture(scope="module")
 def data1(suite):
     """data1.fcs as float64 columns on the 'channel to scale' (MANIFEST.md section A)."""
-    from immunoprofile.gating.gatingml import scaled_columns
+    from immunoprofile.interop.gatingml import scaled_columns
     from immunoprofile.io.fcs import read_fcs
 
     return scaled_columns(read_fcs(suite / "data1.fcs", scale=False))
@@ -362,7 +362,7 @@ def fitted_treg(tmp_path_factory):
 
 
 def test_export_fitted_template_reimports_to_same_counts(fitted_treg, tmp_path):
-    from immunoprofile.gating.gatingml import strategy_from_result
+    from immunoprofile.interop.gatingml import strategy_from_result
     from immunoprofile.io.fcs import read_fcs
 
     path, res = fitted_treg
@@ -377,7 +377,7 @@ def test_export_fitted_template_reimports_to_same_counts(fitted_treg, tmp_path):
 
 def test_export_fitted_template_reads_in_flowkit(fitted_treg, tmp_path):
     fk = pytest.importorskip("flowkit")
-    from immunoprofile.gating.gatingml import strategy_from_result
+    from immunoprofile.interop.gatingml import strategy_from_result
 
     path, res = fitted_treg
     out = tmp_path / "tregs.xml"
@@ -420,8 +420,8 @@ def test_cli_export_gates_and_import_back(fitted_treg, tmp_path):
 
 
 def test_gatingml_to_template(suite, data1):
-    from immunoprofile.gating.gatingml import strategy_to_template
     from immunoprofile.gating.template import validate_template
+    from immunoprofile.interop.gatingml import strategy_to_template
 
     t = strategy_to_template(read_gatingml(suite / "gml" / "gml_quadrant1_gate.xml"), "q")
     tmpl = validate_template(t)

@@ -20,8 +20,8 @@ import pytest
 from test_gatingml import ALL_GATES, SUITE, truth
 
 from immunoprofile.gating.engine import apply_template
-from immunoprofile.gating.gatingml import read_gatingml, strategy_to_template
 from immunoprofile.gating.template import validate_template
+from immunoprofile.interop.gatingml import read_gatingml, strategy_to_template
 from immunoprofile.io.fcs import read_fcs
 from immunoprofile.sample import Sample, make_channel_table
 
@@ -175,7 +175,7 @@ def test_derived_dimensions_export_to_gatingml_and_back(suite, data1):
     # exported with export-gates' writer, re-imported: the same events; flowkit agrees
     import io
 
-    from immunoprofile.gating.gatingml import strategy_from_result, write_gatingml
+    from immunoprofile.interop.gatingml import strategy_from_result, write_gatingml
 
     tmpl = validate_template(
         strategy_to_template(read_gatingml(suite / "gml" / "gml_all_gates.xml"), "all")

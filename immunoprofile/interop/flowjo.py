@@ -44,7 +44,7 @@ from immunoprofile.gating.gates import (
     RangeGate,
     RectangleGate,
 )
-from immunoprofile.gating.gatingml import (
+from immunoprofile.interop.gatingml import (
     UNCOMPENSATED,
     Dimension,
     GateEntry,
@@ -500,8 +500,8 @@ class FlowJoWorkspace:
         """The sample's tree as the template `import-gates` writes (FlowJo 9 axes clipped to
         the plot range), applied by the template engine: the counts `gate` gives."""
         from immunoprofile.gating.engine import apply_template
-        from immunoprofile.gating.gatingml import _as_sample
         from immunoprofile.gating.template import validate_template
+        from immunoprofile.interop.gatingml import _as_sample
 
         tmpl = self.to_template(sample=smp.id)
         sample, values = _as_sample(data)

@@ -37,7 +37,7 @@ import numpy as np
 
 from immunoprofile._xml import attr, child, children, local_name, number
 from immunoprofile.exceptions import WorkspaceError
-from immunoprofile.gating.gatingml import ScaleTransform, SpectrumMatrix
+from immunoprofile.interop.gatingml import ScaleTransform, SpectrumMatrix
 
 if TYPE_CHECKING:
     from immunoprofile.interop.flowjo import FlowJoWorkspace, WspGate, WspPopulation

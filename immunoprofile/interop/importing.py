@@ -98,7 +98,7 @@ def import_gates(
     kind = src.suffix.lower()
     out: ImportedGates
     if kind == ".xml" and xml_root(src) != "Workspace":
-        from immunoprofile.gating.gatingml import read_gatingml, strategy_to_template
+        from immunoprofile.interop.gatingml import read_gatingml, strategy_to_template
 
         out = ImportedGates(strategy_to_template(read_gatingml(src), name or src.stem))
     elif kind in (".wsp", ".xml"):
