@@ -43,8 +43,8 @@ _LAZY = {
     "apply_template": "immunoprofile.gating.engine",
     "gate": "immunoprofile.gating.run",
     "cluster": "immunoprofile.clustering.api",
-    "compare": "immunoprofile.compare",
-    "Comparison": "immunoprofile.compare",
+    "compare": "immunoprofile.comparison",
+    "Comparison": "immunoprofile.comparison",
     "simulate_cohort": "immunoprofile.simulate",
     "example_path": "immunoprofile.examples",
     "write_examples": "immunoprofile.examples",
@@ -101,7 +101,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load lazily
     from immunoprofile.clustering.api import cluster
-    from immunoprofile.compare import Comparison, compare
+    from immunoprofile.comparison import Comparison, compare
     from immunoprofile.compensation import (
         Spillover,
         compensate,

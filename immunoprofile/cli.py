@@ -852,7 +852,7 @@ def _print_stats(cmp, measure: str | None = None) -> None:  # noqa: ANN001
     from rich.console import Console
     from rich.table import Table
 
-    from immunoprofile.compare import ENDPOINTS
+    from immunoprofile.comparison import ENDPOINTS
     from immunoprofile.quantify import value_label
     from immunoprofile.report import endpoint_measures
 
@@ -931,13 +931,13 @@ def compare_cmd(
     """
     from pathlib import Path
 
-    from immunoprofile.compare import compare
+    from immunoprofile.comparison import compare
     from immunoprofile.exceptions import ImmunoprofileError
 
     out_dir = Path(out)
     try:
         from immunoprofile._files import check_output_dir
-        from immunoprofile.compare import COMPARE_OUTPUTS
+        from immunoprofile.comparison import COMPARE_OUTPUTS
 
         check_output_dir(out_dir, [table], COMPARE_OUTPUTS)
         cmp = compare(

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from immunoprofile.compare import Comparison, compare
+from immunoprofile.comparison import Comparison, compare
 from immunoprofile.exceptions import ConfigError, ImmunoprofileError
 from immunoprofile.folder import (
     CLUSTERING,
@@ -269,7 +269,7 @@ def run_pipeline(
     # the folder's layout is `immunoprofile.folder`'s, which `report` reads back
     gdir, cdir, kdir = (out / STAGES[s] for s in ("gating", "comparison", "clustering"))
     from immunoprofile._files import check_output_dir
-    from immunoprofile.compare import COMPARE_OUTPUTS
+    from immunoprofile.comparison import COMPARE_OUTPUTS
 
     inputs = [*paths, samplesheet, template if isinstance(template, str | os.PathLike) else None]
     check_output_dir(out, inputs, outputs("run"))

@@ -38,7 +38,7 @@ import pandas as pd
 
 from immunoprofile._files import atomic_write_text, refuse_incomplete
 from immunoprofile.cohort import CLASH_ERROR
-from immunoprofile.compare import (
+from immunoprofile.comparison import (
     ENDPOINTS,
     MEASURE_UNITS,
     Comparison,

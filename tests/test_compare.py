@@ -15,7 +15,7 @@ import pytest
 from scipy import stats as st
 
 from immunoprofile import stats
-from immunoprofile.compare import Comparison, compare, visit_sort_key
+from immunoprofile.comparison import Comparison, compare, visit_sort_key
 from immunoprofile.exceptions import ComparisonError
 
 # --- independent reference computations --------------------------------------------
@@ -367,16 +367,56 @@ def test_visit_order():
     assert sorted(vs, key=visit_sort_key) == ["baseline", "week4", "week24", "week48", "screening"]
 
 
-def test_ip_compare_callable_after_submodule_import():
-    """Importing the submodule binds ``immunoprofile.compare`` to the module; the public
-    call ``ip.compare(table)`` must still work."""
-    import importlib
+def test_ip_compare_is_a_plain_function():
+    import inspect
 
     import immunoprofile as ip
 
-    importlib.import_module("immunoprofile.compare")
+    assert inspect.isfunction(ip.compare) and ip.compare is compare
+    assert ip.compare.__module__ == "immunoprofile.comparison"
     res = ip.compare(_table(), value="percent_of_parent")
     assert isinstance(res, Comparison) and len(res.stats) == 4
-    from immunoprofile import compare as c2
 
-    assert isinstance(c2(_table(), value="percent_of_parent"), Comparison)
+
+def test_old_module_path_warns_and_leaves_ip_compare_callable():
+    """``immunoprofile.compare`` was the module's name: importing from it still works (with a
+    DeprecationWarning), and ``ip.compare(table)`` keeps working after such an import
+    (run apart: the import rebinds the package attribute for the whole process)."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent(
+        """
+        import warnings
+        import pandas as pd
+        import immunoprofile as ip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from immunoprofile.compare import Comparison, compare
+        assert any(
+            issubclass(w.category, DeprecationWarning) and "immunoprofile.comparison" in str(w.message)
+            for w in caught
+        ), [str(w.message) for w in caught]
+        import immunoprofile.comparison as new
+        assert compare is new.compare and Comparison is new.Comparison
+        rows = [
+            {"sample": f"{p}_{v}", "patient": p, "visit": v, "population": "Treg",
+             "parent": "CD4", "count": 10, "parent_count": 100, "percent_of_parent": x}
+            for p, v, x in [("P1", "baseline", 5.0), ("P1", "week24", 7.0),
+                            ("P2", "baseline", 6.0), ("P2", "week24", 9.0)]
+        ]
+        res = ip.compare(pd.DataFrame(rows), value="percent_of_parent")
+        assert res.stats["median_change"].iloc[0] == 2.5, res.stats
+        print("ok")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=str(Path(__file__).resolve().parent.parent),
+        timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

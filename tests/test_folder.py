@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from immunoprofile.clustering.api import CLUSTER_OUTPUTS, cluster
-from immunoprofile.compare import compare
+from immunoprofile.comparison import compare
 from immunoprofile.folder import CLUSTERING, GATING, MANIFEST, ResultsFolder, outputs
 from immunoprofile.gating.run import GATE_OUTPUTS, gate
 from immunoprofile.report import report_from_dir

@@ -18,7 +18,7 @@ from scipy import stats as st
 
 from immunoprofile import stats
 from immunoprofile.cli import main
-from immunoprofile.compare import compare
+from immunoprofile.comparison import compare
 from immunoprofile.exceptions import (
     BlankSampleError,
     CompensationError,

@@ -75,7 +75,7 @@ def test_spreadsheet_safe_round_trip():
 
 
 def test_compare_reads_back_escaped_patients(tmp_path):
-    from immunoprofile.compare import compare
+    from immunoprofile.comparison import compare
 
     pats = ["=P1", "=P2", "=P3"] * 2
     visits = ["baseline"] * 3 + ["week24"] * 3
@@ -170,7 +170,7 @@ def test_disk_full_is_a_clear_error_and_leaves_no_temp(tmp_path):
 
 
 def test_interrupted_write_leaves_folder_marked_incomplete(tmp_path):
-    from immunoprofile.compare import compare
+    from immunoprofile.comparison import compare
 
     t = _table(["P1", "P1"], ["baseline", "week24"])
     write_population_tables(t, tmp_path)

@@ -87,7 +87,7 @@ def test_api_samplesheet_clash_gates_everything(cohort, tmp_path):
     assert list(wide["baseline"].index) == ["P01", "P02", "P03"]
     assert list(wide["week24"].index) == ["P03"]  # P01's file claims P02: neither is kept
     # the comparison leaves them out too, and says so
-    from immunoprofile.compare import compare
+    from immunoprofile.comparison import compare
 
     cmp = compare(t, baseline="baseline", followup="week24")
     kinds = cmp.problems.groupby("kind")["sample"].apply(list).to_dict()

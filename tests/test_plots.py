@@ -88,7 +88,7 @@ def test_paired_and_clustering_plots_take_ax():
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from immunoprofile.compare import compare
+    from immunoprofile.comparison import compare
     from immunoprofile.plots import paired
 
     rows = [

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from immunoprofile.cohort import read_samplesheet
-from immunoprofile.compare import compare
+from immunoprofile.comparison import compare
 from immunoprofile.exceptions import ComparisonError, ConfigError, IdentityError
 from immunoprofile.pipeline import CONFIG_KEYS, load_config
 

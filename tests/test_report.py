@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from immunoprofile.cli import main
-from immunoprofile.compare import Comparison, compare
+from immunoprofile.comparison import Comparison, compare
 from immunoprofile.report import (
     build_report,
     embedded_images,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from immunoprofile.compare import MEASURE_UNITS, population_order, visit_sort_key
+from immunoprofile.comparison import MEASURE_UNITS, population_order, visit_sort_key
 from immunoprofile.quantify import value_label
 
 if TYPE_CHECKING:  # pragma: no cover
