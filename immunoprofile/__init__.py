@@ -53,6 +53,8 @@ _LAZY = {
     "read_wsp": "immunoprofile.interop.flowjo",
     "opencyto_to_template": "immunoprofile.interop.opencyto",
     "to_anndata": "immunoprofile.interop.exchange",
+    "to_flowkit": "immunoprofile.interop.exchange",
+    "from_flowkit": "immunoprofile.interop.exchange",
     "export_fcs": "immunoprofile.interop.exchange",
 }
 
@@ -76,6 +78,7 @@ __all__ = [
     "decompensate",
     "example_path",
     "export_fcs",
+    "from_flowkit",
     "gate",
     "inverse_transform",
     "list_templates",
@@ -91,6 +94,7 @@ __all__ = [
     "resolve_marker",
     "simulate_cohort",
     "to_anndata",
+    "to_flowkit",
     "transform",
     "transform_from_dict",
     "validate_template",
@@ -115,7 +119,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load laz
         load_template,
         validate_template,
     )
-    from immunoprofile.interop.exchange import export_fcs, to_anndata
+    from immunoprofile.interop.exchange import export_fcs, from_flowkit, to_anndata, to_flowkit
     from immunoprofile.interop.flowjo import read_wsp
     from immunoprofile.interop.gatingml import (
         read_gatingml,

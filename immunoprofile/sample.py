@@ -9,6 +9,7 @@ result can be audited and reproduced.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -245,17 +246,29 @@ class Sample:
             cols = self.channel_names
         return pd.DataFrame(self.events, columns=cols, copy=False)
 
-    # --- exchange with other libraries (thin wrappers of immunoprofile.interop.exchange) ---
+    # --- deprecated: exchange with flowkit is `immunoprofile.interop.exchange`'s job ------
 
     @classmethod
     def from_flowkit(cls, fk_sample: Any, source: str = "raw") -> Sample:
-        """A Sample from a ``flowkit.Sample`` (see `immunoprofile.interop.exchange`)."""
+        """Deprecated: use ``immunoprofile.interop.exchange.from_flowkit`` (``ip.from_flowkit``)."""
+        warnings.warn(
+            "Sample.from_flowkit(fk) is deprecated: use ip.from_flowkit(fk) "
+            "(immunoprofile.interop.exchange); the method goes away in a later release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         from immunoprofile.interop.exchange import from_flowkit
 
         return from_flowkit(fk_sample, source=source)
 
     def to_flowkit(self, sample_id: str | None = None) -> Any:
-        """This sample as a ``flowkit.Sample`` (see `immunoprofile.interop.exchange`)."""
+        """Deprecated: use ``immunoprofile.interop.exchange.to_flowkit`` (``ip.to_flowkit``)."""
+        warnings.warn(
+            "Sample.to_flowkit() is deprecated: use ip.to_flowkit(sample) "
+            "(immunoprofile.interop.exchange); the method goes away in a later release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         from immunoprofile.interop.exchange import to_flowkit
 
         return to_flowkit(self, sample_id=sample_id)

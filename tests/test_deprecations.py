@@ -36,3 +36,22 @@ def test_old_from_import_spelling_still_works():
     import immunoprofile as ip
 
     assert read_gatingml is ip.read_gatingml
+
+
+def test_sample_flowkit_methods_warn_and_match_the_exchange_functions():
+    pytest.importorskip("flowkit")
+    import numpy as np
+
+    import immunoprofile as ip
+    from immunoprofile.sample import Sample, make_channel_table
+
+    ev = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.5]], dtype=np.float32)
+    s = Sample(ev, make_channel_table(["FSC-A", "FITC-A"], [None, "CD4"]), {}, name="s1")
+    with pytest.warns(DeprecationWarning, match=r"ip\.to_flowkit"):
+        fk = s.to_flowkit()
+    with pytest.warns(DeprecationWarning, match=r"ip\.from_flowkit"):
+        back = Sample.from_flowkit(fk)
+    new = ip.from_flowkit(ip.to_flowkit(s))
+    np.testing.assert_array_equal(back.events, s.events)
+    np.testing.assert_array_equal(new.events, back.events)
+    assert list(back.channels["marker"]) == list(new.channels["marker"]) == [None, "CD4"]
