@@ -1,5 +1,5 @@
 """FlowJo 9 (and earlier Mac/PC 7-9) workspaces: the older XML layout, read into the same
-model as FlowJo 10 (`immunoprofile.interop.flowjo`).
+model as FlowJo 10 (`immunoprofile.interop.wsp`).
 
 The older layout differs from FlowJo 10 in every part that matters for gating:
 
@@ -31,23 +31,27 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from immunoprofile._xml import attr, child, children, local_name, number
 from immunoprofile.exceptions import WorkspaceError
 from immunoprofile.interop.gatingml import ScaleTransform, SpectrumMatrix
-
-if TYPE_CHECKING:
-    from immunoprofile.interop.flowjo import FlowJoWorkspace, WspGate, WspPopulation
+from immunoprofile.interop.wsp import (
+    BOOL_NODES,
+    WspGate,
+    WspGroup,
+    WspPopulation,
+    WspSample,
+    boolean_gate,
+    read_groups,
+)
 
 #: table name -> largest difference (display channels of 4096) between FlowJo's table and
 #: the logicle fitted to it, for the tables read in this process
 FLOWJO9_FIT_ERRORS: dict[str, float] = {}
 
 _SHAPES = {"Polygon": "polygon", "PolyRect": "polygon", "Range": "range", "Ellipse": "ellipse4"}
-_BOOL_NODES = {"AndNode": "and", "OrNode": "or", "NotNode": "not"}
 
 
 def is_flowjo9(root: ET.Element) -> bool:
@@ -64,11 +68,10 @@ def is_flowjo9(root: ET.Element) -> bool:
     return False
 
 
-def read_flowjo9(path: Path, root: ET.Element) -> FlowJoWorkspace:
-    """Read the pre-10 layout (see the module docstring) into a `FlowJoWorkspace`."""
-    from immunoprofile.interop.flowjo import FlowJoWorkspace, WspSample, read_groups
-
-    ws = FlowJoWorkspace(path=path, version=attr(root, "flowJoVersion", "") or "", layout="9")
+def read_flowjo9(path: Path, root: ET.Element) -> tuple[dict[str, WspSample], dict[str, WspGroup]]:
+    """Read the pre-10 layout (see the module docstring): its samples (by sample id) and
+    groups (by name), for `immunoprofile.interop.flowjo.read_wsp`'s `FlowJoWorkspace`."""
+    samples: dict[str, WspSample] = {}
     tables = _tables(root, path)
     matrices = _matrices(root, path)
     sl = child(root, "SampleList")
@@ -76,7 +79,7 @@ def read_flowjo9(path: Path, root: ET.Element) -> FlowJoWorkspace:
         node = child(s_el, "SampleNode")
         if node is None:
             raise WorkspaceError(f"{path}: a <Sample> lacks its <SampleNode>")
-        sid = attr(s_el, "sampleID") or attr(node, "sampleID") or str(len(ws.samples) + 1)
+        sid = attr(s_el, "sampleID") or attr(node, "sampleID") or str(len(samples) + 1)
         name = attr(node, "name") or ""
         where = f"{path} sample {name!r} (id {sid})"
         ds = child(s_el, "DataSet")
@@ -103,9 +106,8 @@ def read_flowjo9(path: Path, root: ET.Element) -> FlowJoWorkspace:
                 if t is not None:
                     smp.transforms[key] = t
         smp.populations = _tree(node, (), where)
-        ws.samples[sid] = smp
-    ws.groups.update(read_groups(root, path, _tree))
-    return ws
+        samples[sid] = smp
+    return samples, read_groups(root, path, _tree)
 
 
 def _int(v: str | None) -> int | None:
@@ -196,17 +198,15 @@ def _matrices(root: ET.Element, path: Path) -> list[tuple[SpectrumMatrix, str, s
 
 
 def _tree(node: ET.Element, prefix: tuple[str, ...], where: str) -> list[WspPopulation]:
-    from immunoprofile.interop.flowjo import WspPopulation, boolean_gate
-
     out: list[WspPopulation] = []
     for pop in node:
         tag = local_name(pop.tag)
-        if tag not in ("Population", *_BOOL_NODES):
+        if tag not in ("Population", *BOOL_NODES):
             continue
         name = attr(pop, "name") or ""
         path = (*prefix, name)
         here = f"{where} population {'/'.join(path)!r}"
-        if tag in _BOOL_NODES:
+        if tag in BOOL_NODES:
             gate = boolean_gate(pop, here)
         else:
             gate = _gate(pop, here)
@@ -216,8 +216,6 @@ def _tree(node: ET.Element, prefix: tuple[str, ...], where: str) -> list[WspPopu
 
 
 def _gate(pop: ET.Element, where: str) -> WspGate:
-    from immunoprofile.interop.flowjo import WspGate
-
     holder = child(pop, "PolygonGate")
     shape = None
     if holder is not None:
