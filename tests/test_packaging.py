@@ -4,6 +4,7 @@ names resolve after a normal, non-editable ``pip install .``."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,8 +19,18 @@ BUILTINS = sorted(p.stem for p in (REPO / "gating").glob("*.json"))
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools leaves build/ and immunoprofile.egg-info/ in the tree it
+    # builds, and an egg-info in the checkout makes the package look installed to
+    # importlib.metadata for every later test run from it
+    src = tmp_path_factory.mktemp("src") / "immunoprofile-src"
+    skip = shutil.ignore_patterns(".git", "build", "*.egg-info", ".hypothesis", ".*cache*")
+    shutil.copytree(REPO / "immunoprofile", src / "immunoprofile", ignore=skip)
+    shutil.copytree(REPO / "gating", src / "gating", ignore=skip)
+    for name in ("setup.cfg", "setup.py", "pyproject.toml", "README.md", "MANIFEST.in"):
+        if (REPO / name).is_file():
+            shutil.copy2(REPO / name, src / name)
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-    proc = subprocess.run([*cmd, "-w", str(out), str(REPO)], capture_output=True, text=True)
+    proc = subprocess.run([*cmd, "-w", str(out), str(src)], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {proc.stderr.strip()[-300:]}")
     (whl,) = out.glob("immunoprofile-*.whl")
