@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from immunoprofile._threads import one_thread
 from immunoprofile.exceptions import CompensationError
 
 SPILLOVER_KEYWORDS = ("$SPILLOVER", "SPILL", "SPILLOVER", "$SPILL", "$COMP")
@@ -382,7 +383,7 @@ def _apply(
     full = full.astype(dtype)
     small = np.asarray(block, dtype=dtype)
     others = np.setdiff1d(np.arange(x.shape[1]), idx)
-    with _one_blas_thread(), np.errstate(invalid="ignore", over="ignore"):
+    with one_thread("blas"), np.errstate(invalid="ignore", over="ignore"):
         for start in range(0, len(x), _ROWS):
             xs = np.ascontiguousarray(x[start : start + _ROWS], dtype=dtype)
             res = xs @ full
@@ -391,22 +392,6 @@ def _apply(
                 res[:, idx] = xs[:, idx] @ small
             out[start : start + _ROWS] = res
     return out
-
-
-_CONTROLLER: list = []
-
-
-def _one_blas_thread():
-    """Context manager limiting BLAS to one thread (the controller is built once)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        import contextlib
-
-        return contextlib.nullcontext()
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def _where(sample) -> str:

@@ -54,6 +54,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from immunoprofile._json import jsonable
+from immunoprofile._threads import one_thread
 from immunoprofile.exceptions import GatingError, TemplateError
 from immunoprofile.gating.gates import (
     EllipseGate,
@@ -171,7 +173,7 @@ class AdaptiveGate:
         for k, v in self.get_params().items():
             if k == "random_state":
                 continue
-            out[k] = _jsonable(v)
+            out[k] = jsonable(v)
         return out
 
     def __repr__(self) -> str:
@@ -290,7 +292,7 @@ class AdaptiveGate:
         except _NoFit as exc:
             return self._use_fallback(str(exc))
         self.gate_ = gate
-        self.params_ = _jsonable(params)
+        self.params_ = jsonable(params)
         self.fallback_ = False
         self.reason_ = None
         return self
@@ -308,7 +310,7 @@ class AdaptiveGate:
 
     def _use_fallback(self, reason: str) -> AdaptiveGate:
         self.gate_ = self._fallback_gate()
-        self.params_ = {"fallback_position": _jsonable(self.gate_.to_dict())}
+        self.params_ = {"fallback_position": jsonable(self.gate_.to_dict())}
         self.fallback_ = True
         self.reason_ = reason
         return self
@@ -346,20 +348,6 @@ class AdaptiveGate:
 
 class _NoFit(Exception):
     """Raised inside ``_fit`` when the data give no answer; the message is the reason."""
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, tuple | list):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 # --- density on a grid --------------------------------------------------------------------
@@ -849,19 +837,6 @@ class TailGate(_OneDimGate):
         return self._finish(float(grid[cut]), {"peak": float(grid[peak]), "bandwidth": bw})
 
 
-_THREADPOOLS: list[Any] = []
-
-
-def _one_blas_thread():
-    """Context limiting BLAS/OpenMP to one thread. The thread-pool controller (which scans
-    the loaded libraries, ~4 ms) is made once per process, not once per fit."""
-    from threadpoolctl import ThreadpoolController
-
-    if not _THREADPOOLS:
-        _THREADPOOLS.append(ThreadpoolController())
-    return _THREADPOOLS[0].limit(limits=1)
-
-
 def _gaussian_mixture(
     X: np.ndarray, k: int, random_state: int | None, n_init: int = 1, means_init=None
 ):
@@ -887,7 +862,7 @@ def _gaussian_mixture(
         max_iter=200,
         random_state=random_state,
     )
-    with _one_blas_thread():
+    with one_thread():
         try:
             gm.fit(X)
         except MixtureFitError as exc:

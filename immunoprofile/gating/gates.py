@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from immunoprofile._json import jsonable
 from immunoprofile.exceptions import TemplateError
 
 GATE_TYPES: dict[str, type[Gate]] = {}
@@ -68,16 +69,8 @@ class Gate:
         out: dict[str, Any] = {"type": self.type_name}
         for f in fields(self):
             v = getattr(self, f.name)
-            out[f.name] = _jsonable(v)
+            out[f.name] = jsonable(v, finite=False)  # an open bound may be infinite
         return out
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, tuple | list):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 @register_gate("range")

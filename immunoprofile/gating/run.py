@@ -18,7 +18,6 @@ patient and visit would be ambiguous.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import warnings
@@ -27,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from immunoprofile._files import write_owned
+from immunoprofile._json import jsonable
 from immunoprofile.batch import (
     ERROR_COLUMNS,
     Task,
@@ -82,26 +81,6 @@ from immunoprofile.sample import Sample, check_not_blank
 
 QC_COLUMNS = ("sample", "file", "population", "flag", "detail")
 _LEFT_OUT = "left out of the per-visit tables and the comparison"
-
-
-# --- JSON helpers -------------------------------------------------------------------
-
-
-def jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and non-finite floats into plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # --- one file -----------------------------------------------------------------------

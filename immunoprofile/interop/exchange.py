@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from immunoprofile._json import jsonable
 from immunoprofile.exceptions import ExchangeError
 from immunoprofile.sample import Sample, make_channel_table
 
@@ -277,7 +278,7 @@ def _as_gated(item: Any) -> tuple[Sample, dict[str, np.ndarray], list[str], dict
         order = [p.name for p in item.template.populations]
         uns = {
             "template": item.template.name,
-            "fitted_gates": _jsonable(getattr(item, "fitted", {})),
+            "fitted_gates": _uns_value(getattr(item, "fitted", {})),
         }
         return item.sample, dict(item.masks), order, uns
     raise ExchangeError(
@@ -285,18 +286,10 @@ def _as_gated(item: Any) -> tuple[Sample, dict[str, np.ndarray], list[str], dict
     )
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if v is None or isinstance(v, str | int | float | bool):
-        return v
-    return str(v)
+def _uns_value(v: Any) -> Any:
+    """JSON-ready metadata for AnnData's ``uns``: NaN kept (HDF5 stores it), any other
+    object as its text."""
+    return jsonable(v, finite=False, text=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -398,8 +391,8 @@ def to_anndata(
     adata.uns["immunoprofile"] = {
         "samples": [s.name for s, *_ in gated],
         "populations": all_pops,
-        "gating_json": json.dumps(_jsonable(uns_gates)),
-        "history_json": json.dumps({s.name: _jsonable(s.history) for s, *_ in gated}),
+        "gating_json": json.dumps(_uns_value(uns_gates)),
+        "history_json": json.dumps({s.name: _uns_value(s.history) for s, *_ in gated}),
     }
     return adata
 
