@@ -81,8 +81,6 @@ def _fail_on_problems(
 #: the folder `gate` writes into when no --out is given (in the current folder)
 DEFAULT_OUT = "immunoprofile-results"
 
-_SPILL_KEYS = ("$SPILLOVER", "SPILL", "$SPILL", "SPILLOVER", "$COMP", "COMP")
-
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -128,10 +126,11 @@ def _describe_fcs(console, f, meta, sets, caught) -> None:  # noqa: ANN001
     from rich.markup import escape
     from rich.table import Table
 
+    from immunoprofile.compensation import SPILLOVER_KEYWORDS
     from immunoprofile.sample import marker_or_none
 
     kw = meta.keywords
-    spill = next((k for k in _SPILL_KEYS if kw.get(k, "").strip()), None)
+    spill = next((k for k in SPILLOVER_KEYWORDS if str(kw.get(k, "")).strip()), None)
     date = " ".join(x for x in (kw.get("$DATE", "").strip(), kw.get("$BTIM", "").strip()) if x)
     console.print(f"[bold]{escape(str(f))}[/bold]")
     console.print(
@@ -255,6 +254,7 @@ def simulate(
     Default effect at follow-up visits: Treg share of CD4 x1.3, Th17 share of memory CD4
     x0.7, B and NK unchanged.
     """
+    from immunoprofile.comparison import ENDPOINTS
     from immunoprofile.exceptions import ImmunoprofileError
     from immunoprofile.simulate import DEFAULT_EFFECTS, simulate_cohort
 
@@ -287,7 +287,7 @@ def simulate(
         fail(str(exc))
         return
     f = info.frequencies
-    key = f[f["population"].isin(["Treg", "Th17", "B", "NK"])]
+    key = f[f["population"].isin(ENDPOINTS)]
     table = key.pivot_table(
         index="visit", columns="population", values="percent_of_parent", sort=False
     )

@@ -29,6 +29,11 @@ import numpy as np
 from immunoprofile._threads import one_thread
 from immunoprofile.exceptions import CompensationError
 
+#: keywords holding a spillover matrix, in the order looked up (the one list for compensation,
+#: `inspect` and `run`'s file table): ``$SPILLOVER`` is the standard keyword of FCS 3.1 and
+#: 3.2 (Spidlen et al., Cytometry A 2010); ``$COMP`` the FCS 3.0 one it replaced; ``SPILL``
+#: (BD FACSDiva), ``SPILLOVER`` and ``$SPILL`` are vendor spellings of the same
+#: ``n,detectors...,values...`` form. Keywords are read upper-cased.
 SPILLOVER_KEYWORDS = ("$SPILLOVER", "SPILL", "SPILLOVER", "$SPILL", "$COMP")
 _COND_LIMIT = 1e12  # condition number above which a matrix counts as singular
 

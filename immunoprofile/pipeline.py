@@ -27,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from immunoprofile.comparison import Comparison, compare
+from immunoprofile.comparison import ENDPOINTS, Comparison, compare
+from immunoprofile.compensation import SPILLOVER_KEYWORDS
 from immunoprofile.exceptions import ConfigError, ImmunoprofileError
 from immunoprofile.folder import (
     CLUSTERING,
@@ -403,7 +404,7 @@ def file_provenance(paths: Sequence[str], samples: Sequence[str]) -> pd.DataFram
             rows.append({"sample": sample, "file": str(path), "error": str(exc)})
             continue
         kw = meta.keywords
-        spill = next((k for k in ("$SPILLOVER", "SPILL", "$COMP", "SPILLOVER") if kw.get(k)), None)
+        spill = next((k for k in SPILLOVER_KEYWORDS if str(kw.get(k, "")).strip()), None)
         n_spill = str(kw[spill]).split(",", 1)[0].strip() if spill else ""
         rows.append(
             {
@@ -437,7 +438,7 @@ def _cluster_figures(
     from immunoprofile.plots import clustering as cplots
 
     out.mkdir(parents=True, exist_ok=True)
-    endpoints = [p for p in ("Treg", "Th17", "B", "NK") if p in set(agree["population"])]
+    endpoints = [p for p in ENDPOINTS if p in set(agree["population"])]
     if endpoints:
         pairs = agreement_pairs(gated, clustered)
         fig = cplots.agreement_plot(pairs, agree[agree["population"].isin(endpoints)])

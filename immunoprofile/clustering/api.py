@@ -65,6 +65,7 @@ from immunoprofile.clustering.naming import (
 from immunoprofile.clustering.passes import load_events, run_pass, store_events
 from immunoprofile.clustering.som import SOM
 from immunoprofile.cohort import CLASH_COLUMN, CLASH_ERROR
+from immunoprofile.comparison import ENDPOINTS
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
 from immunoprofile.folder import CLUSTERING, CLUSTERING_OPTIONAL, WRITERS, outputs
 from immunoprofile.hierarchy import ROOT, in_subtree
@@ -582,7 +583,7 @@ class ClusterResult:
 
 
 #: populations the agreement figure shows (agreement.csv has every population)
-AGREEMENT_FIGURE_POPULATIONS = ("T", "CD4", "CD8", "Treg", "Th17", "B", "NK")
+AGREEMENT_FIGURE_POPULATIONS = ("T", "CD4", "CD8", *ENDPOINTS)
 
 #: every name (or glob) `immunoprofile cluster` may write into its output folder
 CLUSTER_OUTPUTS = outputs("clustering")
