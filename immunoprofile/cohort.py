@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from immunoprofile.exceptions import IdentityClashError, IdentityError
+from immunoprofile.io.fcs import read_fcs_header
 
 DEFAULT_PATIENT_KEYWORDS: tuple[str, ...] = ("PATIENT_ID", "PATIENT", "SUBJECT_ID", "SUBJECT")
 DEFAULT_VISIT_KEYWORDS: tuple[str, ...] = ("VISIT", "VISIT_ID", "TIMEPOINT", "TIME_POINT")
@@ -593,7 +594,6 @@ def header_keywords(files: Sequence[object]) -> list[dict[str, str] | None]:
     paths (in-memory samples) and files whose HEADER or TEXT cannot be read are None: the
     gating itself reports those files' errors.
     """
-    from immunoprofile.io.fcs import read_fcs_header
 
     out: list[dict[str, str] | None] = []
     for f in files:

@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 from immunoprofile.exceptions import ImmunoprofileError
+from immunoprofile.io.write import write_fcs
+from immunoprofile.simulate.mass_cytometry import simulate_cytof
 
 #: shipped file -> what it is
 EXAMPLE_FILES: dict[str, str] = {
@@ -48,9 +50,6 @@ def write_examples(out: str | os.PathLike, cytof: bool = True) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [Path(shutil.copyfile(example_path(n), out / n)) for n in EXAMPLE_FILES]
     if cytof:
-        from immunoprofile.io.write import write_fcs
-        from immunoprofile.simulate.mass_cytometry import simulate_cytof
-
         sample, _ = simulate_cytof(CYTOF_EVENTS, CYTOF_SEED, name="cytof_example")
         written.append(write_fcs(sample, out / CYTOF_FILE))
     return written

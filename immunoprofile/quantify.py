@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from immunoprofile import __version__
 from immunoprofile._files import atomic_write, spreadsheet_safe, write_owned
 from immunoprofile.hierarchy import ROOT, hierarchy_table
 from immunoprofile.hierarchy import TABLE_COLUMNS as SAMPLE_TABLE_COLUMNS
@@ -287,8 +288,6 @@ def table_metadata(
     """What a lab sheet needs to be read on its own: template, software version, date
     written, what the numbers are, and how many files."""
     import datetime as _dt
-
-    from immunoprofile import __version__
 
     return {
         "template": template,

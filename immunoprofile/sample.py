@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from immunoprofile.exceptions import BlankSampleError, MarkerNotFoundError
+
 CHANNEL_COLUMNS = ("name", "marker", "range", "bits", "gain", "log_decades", "log_offset", "kind")
 
 _SCATTER = re.compile(r"^(FSC|SSC|FS|SS)(\b|[-_ ]|$)", re.IGNORECASE)
@@ -146,8 +148,6 @@ def check_not_blank(sample: Sample) -> Sample:
     """``sample``, or `BlankSampleError` naming the file when it carries no measurement."""
     reason = blank_reason(sample.events, list(sample.channels["kind"]))
     if reason is not None:
-        from immunoprofile.exceptions import BlankSampleError
-
         where = str(sample.path) if sample.path is not None else (sample.name or "<sample>")
         raise BlankSampleError(f"{where}: no usable events: {reason}")
     return sample
@@ -217,8 +217,6 @@ class Sample:
         try:
             return names.index(name)
         except ValueError:
-            from immunoprofile.exceptions import MarkerNotFoundError
-
             raise MarkerNotFoundError(
                 f"{self.name or '<sample>'}: no channel named {name!r}; channels are {names}"
             ) from None

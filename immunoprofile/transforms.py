@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from immunoprofile.exceptions import TransformError
+from immunoprofile.panel import Panel
 
 LN10 = math.log(10.0)
 
@@ -733,7 +734,6 @@ class TransformSpec:
 
     def resolve(self, sample) -> dict[int, Transform]:
         """Concrete transform per channel index of ``sample`` (channels left out stay as is)."""
-        from immunoprofile.panel import Panel
 
         table = sample.channels
         out: dict[int, Transform] = {}

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from immunoprofile._files import unescape_cell
 from immunoprofile.exceptions import ClusteringError
 
 __all__ = [
@@ -180,7 +181,6 @@ def read_gating_table(path: str | os.PathLike, value: str = "percent_of_parent")
     """A gated population table (``immunoprofile gate``'s populations.csv) to compare the
     clusters with, checked: readable, with ``sample``, ``population`` and a numeric
     ``value`` column. Raises `ClusteringError` naming the file, column and lines."""
-    from immunoprofile._files import unescape_cell
 
     p = Path(path)
     try:

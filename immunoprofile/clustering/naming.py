@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile.exceptions import ClusteringError
+from immunoprofile.panel import canonical_marker
 
 __all__ = [
     "UNASSIGNED",
@@ -149,7 +150,6 @@ DEFAULT_RULES: tuple[PhenotypeRule, ...] = (
 def marker_key(name: str) -> str:
     """Comparison key of a marker label (``"CD25 PE"`` -> ``CD25``, ``"FoxP3"`` ->
     ``FOXP3``), through `immunoprofile.panel.canonical_marker`."""
-    from immunoprofile.panel import canonical_marker
 
     return canonical_marker(name) or str(name).strip().upper()
 

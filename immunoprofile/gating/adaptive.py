@@ -66,6 +66,7 @@ from immunoprofile.gating.gates import (
     RectangleGate,
     gate_from_dict,
 )
+from immunoprofile.gating.mixture import GaussianMixtureEM, MixtureFitError
 
 ADAPTIVE_TYPES: dict[str, type[AdaptiveGate]] = {}
 _PARAM_NAMES: dict[type, tuple[str, ...]] = {}  # class -> its __init__ parameter names
@@ -850,7 +851,6 @@ def _gaussian_mixture(
     ``predict_proba``/``predict``/``score_samples``. One BLAS thread: on a few thousand
     events threading only adds overhead, and parallel batches would oversubscribe.
     """
-    from immunoprofile.gating.mixture import GaussianMixtureEM, MixtureFitError
 
     if len(X) < 5 * k:
         raise _NoFit(f"too few events ({len(X)}) for a {k}-component mixture")

@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from immunoprofile.compensation import Spillover
 from immunoprofile.exceptions import CompensationError, GatingError, TemplateError
+from immunoprofile.transforms import transform_from_dict
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,6 @@ class DerivedDimension:
             )
         tr = spec.get("transform")
         if tr is not None:
-            from immunoprofile.transforms import transform_from_dict
-
             try:
                 transform_from_dict(dict(tr))
             except Exception as exc:  # noqa: BLE001 - any bad spec is a template error here
@@ -223,8 +223,6 @@ class DerivedColumns:
         else:
             vals = self._compensated(dim.channel, dim.compensation)  # type: ignore[arg-type]
         if dim.transform is not None:
-            from immunoprofile.transforms import transform_from_dict
-
             t = transform_from_dict(dict(dim.transform))
             with np.errstate(divide="ignore", invalid="ignore"):
                 vals = np.asarray(t.apply(vals, dtype=np.float64), dtype=np.float64)
@@ -248,7 +246,6 @@ class DerivedColumns:
 
 def file_spillover(sample: Any) -> tuple[list[str], np.ndarray] | None:
     """The spillover a Sample's keywords carry as ``(detectors, matrix)``, or None."""
-    from immunoprofile.compensation import Spillover
 
     sp = Spillover.from_sample(sample)
     if sp is None:

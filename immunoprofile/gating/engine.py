@@ -19,6 +19,12 @@ import numpy as np
 
 from immunoprofile.exceptions import AmbiguousMarkerError, GatingError, MarkerNotFoundError
 from immunoprofile.gating.adaptive import AdaptiveGate
+from immunoprofile.gating.dimensions import (
+    DerivedColumns,
+    check_unprocessed,
+    file_spillover,
+    raw_column,
+)
 from immunoprofile.gating.gates import BooleanGate
 from immunoprofile.gating.plan import DERIVED, Plan, plan_template, resolve_name
 from immunoprofile.gating.qc import (
@@ -29,6 +35,8 @@ from immunoprofile.gating.qc import (
 )
 from immunoprofile.gating.template import Template, load_template
 from immunoprofile.hierarchy import TABLE_COLUMNS, hierarchy_table
+from immunoprofile.io.fcs import read_fcs
+from immunoprofile.panel import Panel
 from immunoprofile.prepare import prepare
 from immunoprofile.sample import Sample
 
@@ -187,7 +195,6 @@ def resolve_dims(sample: Sample, template: Template, names: list[str]) -> dict[s
     resolves nowhere raises `MarkerNotFoundError` (from the panel, listing what the file
     has and the closest names).
     """
-    from immunoprofile.panel import Panel
 
     panel = Panel(sample)
     out: dict[str, int] = {}
@@ -440,8 +447,6 @@ def _gate_fmo(
         if isinstance(control, Sample):
             smp, name = control, control.name or "<FMO sample>"
         else:
-            from immunoprofile.io.fcs import read_fcs
-
             smp, name = read_fcs(control), Path(control).name
         try:
             res = apply_template(
@@ -525,12 +530,6 @@ def _add_derived(
 ) -> None:
     """Compute the template's derived dimensions that gates use (float64, from the values
     as read) and register them as extra columns after the file's own."""
-    from immunoprofile.gating.dimensions import (
-        DerivedColumns,
-        check_unprocessed,
-        file_spillover,
-        raw_column,
-    )
 
     used = [
         d
@@ -568,7 +567,6 @@ def _add_derived(
 
 def _optional_column(sample: Sample, marker: str) -> int | None:
     """Column of ``marker`` in the sample's panel, or None when it has none (or several)."""
-    from immunoprofile.panel import Panel
 
     try:
         return int(Panel(sample).index(marker))

@@ -18,10 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from immunoprofile.exceptions import AmbiguousMarkerError, MarkerNotFoundError
+from immunoprofile.exceptions import AmbiguousMarkerError, ImmunoprofileError, MarkerNotFoundError
 from immunoprofile.gating.adaptive import AdaptiveGate
 from immunoprofile.gating.gates import BooleanGate, Gate
 from immunoprofile.gating.template import PopulationSpec, Template
+from immunoprofile.io.fcs import read_fcs
+from immunoprofile.panel import Panel
 
 #: the column of a derived dimension in `Plan.columns` (the engine computes it)
 DERIVED = -1
@@ -195,7 +197,6 @@ def resolve_name(sample: Any, template: Template, name: str, panel: Any = None) 
     channel (``template.channels``) by exact $PnN, else the name and then its aliases
     through `immunoprofile.panel.Panel`. Raises `MarkerNotFoundError` (the panel's
     message for the name itself) or `AmbiguousMarkerError`."""
-    from immunoprofile.panel import Panel
 
     panel = panel if panel is not None else Panel(sample)
     pinned = template.channels.get(name)
@@ -234,7 +235,6 @@ def plan_template(sample: Any, template: Template) -> Plan:
     Never raises for a missing marker: see `Plan.ok` and `Plan.error`. An ambiguous
     marker (two channels carry it) raises `AmbiguousMarkerError` at once.
     """
-    from immunoprofile.panel import Panel
 
     panel = Panel(sample)
     found: dict[str, int | None] = {}
@@ -317,8 +317,6 @@ def check_files(template: Template, files: Any) -> list[tuple[str, Plan | None, 
     """`plan_template` for each file, reading only its header and TEXT (no events):
     ``(file, plan, sample, None)``, or ``(file, None, None, error message)`` for a file
     that cannot be read or has an ambiguous marker."""
-    from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.io.fcs import read_fcs
 
     out: list[tuple[str, Plan | None, Any, str | None]] = []
     for f in files:

@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from immunoprofile._files import atomic_write
 from immunoprofile._json import jsonable
 from immunoprofile.exceptions import ExchangeError
+from immunoprofile.io.write import write_fcs
 from immunoprofile.sample import Sample, make_channel_table
 
 # FCS 3.1 standard keywords other than $Pn* (FlowKit and FlowCytometryTools drop the '$')
@@ -465,7 +467,6 @@ def _cluster_lookup(clusters: Any):
 
 def write_h5ad(items: Sequence[Any] | Any, path: str | os.PathLike, **kw: Any) -> Path:
     """`to_anndata` and write it to ``path`` (.h5ad), through a temporary file."""
-    from immunoprofile._files import atomic_write
 
     adata = to_anndata(items, **kw)
     return atomic_write(path, adata.write_h5ad, suffix=".h5ad")
@@ -494,7 +495,6 @@ def export_fcs(
     ``IMMUNOPROFILE_CLUSTERS`` (``code=name`` pairs separated by ``;``), so the columns
     can be gated in FlowJo like any channel.
     """
-    from immunoprofile.io.write import write_fcs
 
     n = sample.n_events
     cols: list[np.ndarray] = [sample.events]

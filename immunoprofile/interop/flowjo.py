@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from immunoprofile._files import atomic_write_text
 from immunoprofile._xml import attr, child, children, local_name, number, parse
 from immunoprofile.exceptions import WorkspaceError
+from immunoprofile.gating.engine import apply_template
 from immunoprofile.gating.gates import (
     BooleanGate,
     EllipseGate,
@@ -43,6 +45,7 @@ from immunoprofile.gating.gates import (
     RangeGate,
     RectangleGate,
 )
+from immunoprofile.gating.template import validate_template
 from immunoprofile.interop.flowjo9 import is_flowjo9, read_flowjo9
 from immunoprofile.interop.gatingml import (
     UNCOMPENSATED,
@@ -51,6 +54,7 @@ from immunoprofile.interop.gatingml import (
     GatingMLStrategy,
     ScaleTransform,
     SpectrumMatrix,
+    _as_sample,
 )
 from immunoprofile.interop.wsp import (
     BOOL_NODES,
@@ -61,6 +65,7 @@ from immunoprofile.interop.wsp import (
     boolean_gate,
     read_groups,
 )
+from immunoprofile.io.fcs import read_fcs
 
 # --------------------------------------------------------------------------------------
 # parsing
@@ -392,8 +397,6 @@ class FlowJoWorkspace:
         mapping channel -> values of the sample's events on the channel scale)."""
         smp = sample if isinstance(sample, WspSample) else self.sample(sample)
         if isinstance(data, str | os.PathLike):
-            from immunoprofile.io.fcs import read_fcs
-
             data = read_fcs(data, scale=False)  # scaled to channel values in float64
         if self.layout == "9":
             return self._analyze_template(smp, data)
@@ -402,9 +405,6 @@ class FlowJoWorkspace:
     def _analyze_template(self, smp: WspSample, data: Any) -> dict[str, np.ndarray]:
         """The sample's tree as the template `import-gates` writes (FlowJo 9 axes clipped to
         the plot range), applied by the template engine: the counts `gate` gives."""
-        from immunoprofile.gating.engine import apply_template
-        from immunoprofile.gating.template import validate_template
-        from immunoprofile.interop.gatingml import _as_sample
 
         tmpl = self.to_template(sample=smp.id)
         sample, values = _as_sample(data)
@@ -592,7 +592,6 @@ class FlowJoWorkspace:
 def _write_spillover_csv(m: SpectrumMatrix, path: Path) -> Path:
     """A spillover matrix as CSV (header of detector names, one row per detector), the
     form `immunoprofile.compensation.Spillover.from_file` reads; written atomically."""
-    from immunoprofile._files import atomic_write_text
 
     lines = [",".join(m.detectors)] + [",".join(repr(float(v)) for v in row) for row in m.matrix]
     return atomic_write_text(path, "\n".join(lines) + "\n")

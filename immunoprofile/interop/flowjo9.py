@@ -46,6 +46,7 @@ from immunoprofile.interop.wsp import (
     boolean_gate,
     read_groups,
 )
+from immunoprofile.transforms import transform_from_dict
 
 #: table name -> largest difference (display channels of 4096) between FlowJo's table and
 #: the logicle fitted to it, for the tables read in this process
@@ -140,8 +141,6 @@ def _tables(root: ET.Element, path: Path) -> list[ScaleTransform]:
 def _fit_logicle(name: str, pairs: np.ndarray, path: Path) -> ScaleTransform:
     """The logicle (T = top value, A = 0; W and M fitted) closest to a display table."""
     from scipy.optimize import least_squares
-
-    from immunoprofile.transforms import transform_from_dict
 
     chan, x = pairs[:, 0], pairs[:, 1]
     top = float(chan.max())

@@ -36,6 +36,7 @@ from immunoprofile._files import atomic_write_text
 from immunoprofile._xml import attr, child, children, local_name, number, parse
 from immunoprofile.exceptions import CompensationError, GatingError, GatingMLError
 from immunoprofile.gating.dimensions import scaled_columns, unmixing_matrix
+from immunoprofile.gating.engine import apply_template
 from immunoprofile.gating.gates import (
     BooleanGate,
     EllipseGate,
@@ -44,7 +45,11 @@ from immunoprofile.gating.gates import (
     QuadrantGate,
     RangeGate,
     RectangleGate,
+    gate_from_dict,
 )
+from immunoprofile.gating.plan import resolve_name
+from immunoprofile.sample import Sample, make_channel_table
+from immunoprofile.transforms import transform_from_dict
 
 NS_GATING = "http://www.isac-net.org/std/Gating-ML/v2.0/gating"
 NS_TRANSFORMS = "http://www.isac-net.org/std/Gating-ML/v2.0/transformations"
@@ -79,7 +84,6 @@ class ScaleTransform:
 
     def build(self) -> Any:
         """The `immunoprofile.transforms` object computing this transformation."""
-        from immunoprofile.transforms import transform_from_dict
 
         return transform_from_dict({"type": self.kind, **dict(self.params)})
 
@@ -276,7 +280,6 @@ class GatingMLStrategy:
         -------
         dict mapping gate id -> bool array (absolute membership: parents applied).
         """
-        from immunoprofile.gating.engine import apply_template
 
         sample, values = _as_sample(data)
         tmpl, names = _template_and_names(self, "gatingml", derive_all=True, spillover=spillover)
@@ -293,7 +296,6 @@ class GatingMLStrategy:
 
 def _as_sample(data: Any) -> tuple[Any, dict[str, np.ndarray] | None]:
     """A Sample for the engine, and float64 channel values when the caller gave them."""
-    from immunoprofile.sample import Sample, make_channel_table
 
     if isinstance(data, Sample):
         return data, None
@@ -795,7 +797,6 @@ def strategy_from_result(result: Any) -> GatingMLStrategy:
         tid = f"{kind}_{ch}"
         s.transforms[tid] = ScaleTransform(tid, kind, params)
         tr_of[ch] = tid
-    from immunoprofile.gating.gates import gate_from_dict
 
     for pop in template.populations:
         rec = result.fitted.get(pop.name)
@@ -822,7 +823,6 @@ def strategy_from_result(result: Any) -> GatingMLStrategy:
 
 def _gml_transform(s: GatingMLStrategy, spec: dict[str, Any], where: str) -> str:
     """Register a template transform spec as a Gating-ML scale transformation; its id."""
-    from immunoprofile.transforms import transform_from_dict
 
     kind = str(spec.get("type", "")).lower()
     kind = {"linear": "flin", "log": "flog", "arcsinh": "fasinh", "asinh": "fasinh"}.get(kind, kind)
@@ -841,7 +841,6 @@ def _gml_transform(s: GatingMLStrategy, spec: dict[str, Any], where: str) -> str
 def _derived_dimension(s: GatingMLStrategy, template: Any, sample: Any, name: str) -> Dimension:
     """A template's derived dimension as a Gating-ML dimension (its compensation, ratio and
     transform; markers resolved to the file's channels)."""
-    from immunoprofile.gating.plan import resolve_name
 
     dim = template.dimensions[name]
     where = f"{s.source}: dimension {name!r}"

@@ -19,7 +19,12 @@ from typing import Any
 
 import pandas as pd
 
+from immunoprofile._files import atomic_write_text
 from immunoprofile.exceptions import ImmunoprofileError
+from immunoprofile.gating.template import validate_template
+from immunoprofile.interop.flowjo import read_wsp
+from immunoprofile.interop.gatingml import read_gatingml, strategy_to_template
+from immunoprofile.interop.opencyto import opencyto_to_template
 
 COUNT_COLUMNS = ("sample", "population", "flowjo", "immunoprofile")
 
@@ -52,7 +57,6 @@ class ImportedGates:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the template as JSON, atomically."""
-        from immunoprofile._files import atomic_write_text
 
         return atomic_write_text(Path(path), json.dumps(self.template, indent=2) + "\n")
 
@@ -92,20 +96,15 @@ def import_gates(
     Raises `ImmunoprofileError` (a `TemplateError` for gates that cannot be imported or a
     template that does not validate) naming the file.
     """
-    from immunoprofile.gating.template import validate_template
 
     src = Path(file)
     kind = src.suffix.lower()
     out: ImportedGates
     if kind == ".xml" and xml_root(src) != "Workspace":
-        from immunoprofile.interop.gatingml import read_gatingml, strategy_to_template
-
         out = ImportedGates(strategy_to_template(read_gatingml(src), name or src.stem))
     elif kind in (".wsp", ".xml"):
         out = _from_workspace(src, name, group, sample, fcs, spillover_csv)
     elif kind == ".csv":
-        from immunoprofile.interop.opencyto import opencyto_to_template
-
         out = ImportedGates(opencyto_to_template(src, name))
     else:
         raise ImmunoprofileError(
@@ -123,7 +122,6 @@ def _from_workspace(
     fcs: Sequence[str | os.PathLike],
     spillover_csv: str | os.PathLike | None,
 ) -> ImportedGates:
-    from immunoprofile.interop.flowjo import read_wsp
 
     ws = read_wsp(src)
     tmpl = ws.to_template(group=group, sample=sample, name=name, spillover_csv=spillover_csv)

@@ -45,7 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from immunoprofile.exceptions import TemplateError, UnsupportedMethodError
+from immunoprofile.exceptions import MarkerNotFoundError, TemplateError, UnsupportedMethodError
+from immunoprofile.gating.engine import resolve_dims
+from immunoprofile.gating.template import validate_template
 
 _SUPPORTED = (
     "mindensity",
@@ -725,9 +727,6 @@ def prune_template(template: dict[str, Any], sample: Any) -> tuple[dict[str, Any
     are also listed in the pruned template's description. Useful for a published template
     (e.g. HIPC Lyoplate) applied to a panel that stains only part of it.
     """
-    from immunoprofile.exceptions import MarkerNotFoundError
-    from immunoprofile.gating.engine import resolve_dims
-    from immunoprofile.gating.template import validate_template
 
     tmpl = validate_template(template)
     missing_dims: set[str] = set()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from immunoprofile.clustering.agreement import by_construction
 from immunoprofile.plots import new_figure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,7 +141,6 @@ def agreement_plot(pairs: pd.DataFrame, table: pd.DataFrame, value_label: str = 
     gate)`` (named per event by each sample's fitted gate, so it agrees with gating by
     construction) is drawn in grey with "by construction" in its title.
     """
-    from immunoprofile.clustering.agreement import by_construction
 
     pops = [p for p in table["population"] if p in set(pairs["population"])]
     if not pops:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from immunoprofile.gating.engine import resolve_dims
 from immunoprofile.gating.gates import (
     GATE_TYPES,
     BooleanGate,
@@ -38,7 +39,9 @@ from immunoprofile.gating.gates import (
     gate_from_dict,
 )
 from immunoprofile.plots import new_figure
+from immunoprofile.quantify import atomic_write
 from immunoprofile.sample import marker_or_none
+from immunoprofile.transforms import transform_from_dict
 
 MAX_POINTS = 60_000  # events drawn per panel (an even stride, so deterministic)
 GATE_COLOUR = "#d62728"
@@ -91,8 +94,6 @@ def _column(res: Any, population: str, k: int, dim: str) -> tuple[np.ndarray, st
     if channels and len(channels) > k and channels[k] in sample.channel_names:
         idx = sample.channel_index(channels[k])
     else:
-        from immunoprofile.gating.engine import resolve_dims
-
         idx = resolve_dims(sample, res.template, [dim])[dim]
     name = sample.channels["name"].iloc[int(idx)]
     marker = marker_or_none(sample.channels["marker"].iloc[int(idx)])
@@ -103,7 +104,6 @@ def _column(res: Any, population: str, k: int, dim: str) -> tuple[np.ndarray, st
 def channel_transform(sample: Any, channel: str) -> Any:
     """The transform the sample's history records for ``channel`` (a `Transform`), or
     None when the channel was not transformed."""
-    from immunoprofile.transforms import transform_from_dict
 
     spec = None
     for h in getattr(sample, "history", None) or ():
@@ -492,7 +492,6 @@ def save_gating_plot(
     res: Any, path: str | os.PathLike, title: str | None = None, dpi: int = 90
 ) -> Path:
     """Write the grid figure of one sample to ``path`` (PNG/PDF/SVG by suffix), atomically."""
-    from immunoprofile.quantify import atomic_write
 
     path = Path(path)
     fig = plot_gating(res, title=title)
@@ -516,8 +515,6 @@ def save_gate_plots(
     rendering (with its title, labels and ticks), which is several times faster than a
     figure per gate."""
     from PIL import Image
-
-    from immunoprofile.quantify import atomic_write
 
     names = [p.name for p in res.template.populations]
     folder = Path(folder)

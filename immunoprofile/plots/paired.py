@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile.comparison import MEASURE_UNITS, population_order, visit_sort_key
+from immunoprofile.plots import new_figure
 from immunoprofile.quantify import value_label
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,7 +37,6 @@ _VISIT_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
 
 def _figure(width: float, height: float) -> Figure:
-    from immunoprofile.plots import new_figure
 
     return new_figure(width, height, dpi=100, layout="constrained")
 

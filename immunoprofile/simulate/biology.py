@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from immunoprofile.exceptions import SimulationError
 from immunoprofile.simulate.panel import MARKERS
 
 # --- marker intensity levels ------------------------------------------------------------
@@ -490,8 +491,6 @@ def truth_mask(labels: Iterable[str] | pd.Series | pd.Categorical, population: s
     elif population in LEAVES:
         leaves = frozenset({population})
     else:
-        from immunoprofile.exceptions import SimulationError
-
         raise SimulationError(
             f"unknown population {population!r}; canonical populations are "
             f"{sorted(POPULATION_LEAVES)} and leaf labels are {list(LEAVES)}"

@@ -19,6 +19,7 @@ import pandas as pd
 
 from immunoprofile.exceptions import SimulationError
 from immunoprofile.hierarchy import TABLE_COLUMNS, hierarchy_table
+from immunoprofile.io.write import write_fcs
 from immunoprofile.sample import Sample, make_channel_table
 from immunoprofile.simulate import biology as bio
 from immunoprofile.simulate import panel
@@ -416,7 +417,6 @@ def simulate_cohort(
                     sample = _sample(ev, state, stem, kw, plain_markers)
                 else:
                     sample = _tube_sample(ev, state, stem, kw, plain_markers, tubes[tube])
-                from immunoprofile.io.write import write_fcs
 
                 fcs_path = write_fcs(sample, out / f"{stem}.fcs", extra_keywords=_pnv_keywords())
                 labels = pd.Categorical.from_codes(codes, categories=list(bio.LEAVES))
