@@ -145,3 +145,24 @@ def test_cli_cluster_jobs_2_writes_the_same_table_as_jobs_1(cohort, tmp_path):
         assert r.exit_code == 0, r.output
     for name in ("populations.csv", "metaclusters.csv", "metacluster_counts.csv"):
         assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_gate_on_dask_local_schedulers_gives_the_serial_results(cohort, scheduler):
+    pytest.importorskip("dask")
+    from immunoprofile.exceptions import IdentityClashWarning
+    from immunoprofile.gating.run import gate
+
+    files = cohort[:3]  # the bad file is the second
+    with pytest.warns(IdentityClashWarning, match="2 files share an identity") as caught:
+        one = gate(files, "tregs")
+        other = gate(files, "tregs", scheduler=scheduler, jobs=2)
+    # announced where gate was called, whatever ran the files
+    assert {Path(w.filename).name for w in caught} == {"test_batch.py"}
+    pd.testing.assert_frame_equal(one.table(), other.table(), check_exact=True)
+    pd.testing.assert_frame_equal(pd.DataFrame(one.errors), pd.DataFrame(other.errors))
+    # the truncated copy fails, and its TEXT still claims P01_baseline's identity
+    err = other.errors
+    assert err.loc[err["error_type"] != "IdentityClashError", "file"].tolist() == [cohort[1]]
+    assert sorted(err.loc[err["error_type"] == "IdentityClashError", "file"]) == sorted(cohort[:2])
+    assert one.samples == other.samples == [Path(f).stem for f in files]
