@@ -27,6 +27,7 @@ false-flag rate (files with a flag although no population is more than 3 pp off)
 from __future__ import annotations
 
 import argparse
+import pickle
 import secrets
 import subprocess
 import sys
@@ -78,7 +79,9 @@ def f1_target(population: str) -> float | None:
     return 0.95 if population in MAIN else 0.90
 
 
-def run_cohort(seed: int, drift: float, patients: int, events: int, widened: bool):
+def run_cohort(
+    seed: int, drift: float, patients: int, events: int, widened: bool, records: Path | None = None
+):
     """Simulate one cohort, gate every file with every template; one row per file x
     template x population with F1, error and the QC flags bearing on the population."""
     templates = [load_template(n) for n in TEMPLATES]
@@ -120,6 +123,12 @@ def run_cohort(seed: int, drift: float, patients: int, events: int, widened: boo
                 )
                 per_template[t.name].append((fcs.stem, list(res.qc), record, parents, stats))
     cohort = f"drift {drift:g}"
+    if records is not None:
+        # every file's record, own flags and per-population results: QC rules can be
+        # studied on them without gating again
+        records.mkdir(parents=True, exist_ok=True)
+        with open(records / f"{seed}_{drift:g}.pkl", "wb") as fh:
+            pickle.dump({"conditions": cond.describe(), "files": per_template}, fh)
     for tname, files in per_template.items():
         extra = cohort_flags([f[2] for f in files])
         for (stem, own, _, parents, stats), more in zip(files, extra):
@@ -152,11 +161,19 @@ def _one(args: tuple) -> pd.DataFrame:
     return run_cohort(*args)
 
 
-def evaluate(seeds: list[int], patients: int, events: int, strong: float, widened: bool, jobs: int):
+def evaluate(
+    seeds: list[int],
+    patients: int,
+    events: int,
+    strong: float,
+    widened: bool,
+    jobs: int,
+    records: Path | None = None,
+):
     tasks = []
     for s in seeds:
-        tasks.append((s, 1.0, patients, events, widened))
-        tasks.append((s + 1, strong, patients, events, widened))
+        tasks.append((s, 1.0, patients, events, widened, records))
+        tasks.append((s + 1, strong, patients, events, widened, records))
     t0 = time.perf_counter()
     frames = []
     if jobs > 1:
@@ -327,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "gating_evaluation.md")
     ap.add_argument("--csv", type=Path, help="also write the per-file x population rows")
     ap.add_argument("--commit", help="commit id to name in the document (default: git HEAD)")
+    ap.add_argument(
+        "--records", type=Path, help="folder for each cohort's file records (pickle, QC studies)"
+    )
     args = ap.parse_args(argv)
     # seeds < 2**31 drawn from the OS: new every run, printed so a run can be repeated
     seeds = args.seed_list or sorted(secrets.randbelow(2**31 - 2) for _ in range(args.seeds))
@@ -340,8 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, widened in arms.items():
         print(f"{name}:", flush=True)
         arm_seeds = seeds[: args.widened_seeds] if widened and args.widened_seeds else seeds
+        rec = (
+            None if args.records is None else args.records / ("widened" if widened else "standard")
+        )
         results[name] = evaluate(
-            arm_seeds, args.patients, args.events, args.strong_drift, widened, args.jobs
+            arm_seeds, args.patients, args.events, args.strong_drift, widened, args.jobs, rec
         )
     minutes = (time.perf_counter() - t0) / 60
     text = [

@@ -141,6 +141,57 @@ def test_tail_gate_cuts_where_density_falls_below_tol():
     assert isinstance(g_left.gate_, RangeGate) and g_left.gate_.max is not None
 
 
+def test_tail_gate_mirror_stops_at_a_broad_shoulder():
+    """Live cells N(0.3, 0.05) with a broad shoulder of dim events (debris, dying cells:
+    20 % of the events, uniform over 0.35-0.8) and a bright dead cloud: the plain walk
+    stays above 1 % of the peak through the shoulder; with ``mirror=1.5`` the cut is
+    where a peak 1.5 times as wide on its right half as on its left falls to 1 %:
+    0.3 + 1.5 x 3.03 x 0.05 (the left half's RMS distance from the peak is the SD)."""
+    rng = np.random.default_rng(16)
+    x = np.concatenate(
+        [
+            rng.normal(0.3, 0.05, 40_000),
+            rng.uniform(0.35, 0.8, 10_000),
+            rng.normal(0.9, 0.04, 2_000),
+        ]
+    )
+    plain = TailGate(("Viability",), side="-", tol=0.01, max_events=60_000).fit(x)
+    mirrored = TailGate(("Viability",), side="-", tol=0.01, mirror=1.5, max_events=60_000).fit(x)
+    assert plain.threshold_ > 0.75
+    assert mirrored.threshold_ == pytest.approx(0.3 + 1.5 * 3.03 * 0.05, abs=0.015)
+    assert mirrored.params_["walked"] == pytest.approx(plain.threshold_)
+    assert mirrored.params_["half_width"] == pytest.approx(0.05, abs=0.004)
+    assert mirrored.params_["shoulder"] is True
+    # a clean peak ends before the mirrored limit: the walk's cut is kept
+    clean = np.concatenate([rng.normal(0.3, 0.05, 40_000), rng.normal(0.9, 0.04, 2_000)])
+    a = TailGate(("Viability",), side="-", tol=0.01).fit(clean)
+    b = TailGate(("Viability",), side="-", tol=0.01, mirror=1.5).fit(clean)
+    assert a.threshold_ == b.threshold_ and b.params_["shoulder"] is False
+    with pytest.raises(TemplateError, match="mirror"):
+        TailGate(("Viability",), mirror=0.5)
+
+
+def test_density_min_absent_positive_population_is_not_a_fallback():
+    """CD14 in a lymphocyte gate that left every monocyte out: one peak, below the
+    search range. With ``absent`` the positive population is taken as absent and the cut
+    put where the peak tails off, but not below the search range (here 0.4 > the tail
+    at 0.13 + 3.03 x 0.05); without it the gate falls back. A single peak inside the
+    search range (which could be a unimodal marker) still falls back."""
+    rng = np.random.default_rng(21)
+    x = rng.normal(0.13, 0.05, 30_000)
+    kw = {"side": "-", "search": (0.4, 0.9), "fallback": 0.5}
+    g = DensityMinimumGate(("CD14",), absent=True, **kw).fit(x)
+    assert not g.fallback_
+    assert g.threshold_ == pytest.approx(0.4)
+    assert g.params_["tail"] == pytest.approx(0.13 + 3.03 * 0.05, abs=0.02)
+    assert "no positive population" in g.params_["control"]
+    assert DensityMinimumGate(("CD14",), **kw).fit(x).fallback_
+    narrow = DensityMinimumGate(("CD14",), absent=True, side="-", search=(0.15, 0.9)).fit(x)
+    assert narrow.threshold_ == pytest.approx(narrow.params_["tail"])
+    inside = DensityMinimumGate(("CD14",), absent=True, **kw).fit(x + 0.45)
+    assert inside.fallback_ and inside.threshold_ == 0.5
+
+
 def test_mixture_1d_threshold_is_posterior_crossing():
     # equal weights and variances: the posterior crosses 0.5 at the midpoint
     rng = np.random.default_rng(7)

@@ -20,6 +20,7 @@ NEW_RULES = {
     "implausible",
     "scatter_cloud",
     "monocytes_in_parent",
+    "viability_shoulder",
     "cohort_outlier",
     "visit_change",
 }
@@ -186,6 +187,82 @@ def test_monocytes_left_in_the_parent_of_t_cells_are_flagged(clean):
     assert any("log side scatter" in q["detail"] for q in flags)
 
 
+# --- a viability cut that ended at a broad shoulder --------------------------------------
+
+
+def _with_viability_shoulder(sample, labels, share=0.15, seed=3):
+    """The sample with ``share`` of its live lymphocytes given viability-dye values spread
+    log-uniformly from 3x their median to 20x (between live and dead cells, as debris
+    and dying cells reaching into the lymphocyte gate look), and the mask of them."""
+    rng = np.random.default_rng(seed)
+    lab = np.asarray(labels)
+    j = sample.channel_index("APC-Cy7-A")
+    live = np.flatnonzero(truth_mask(lab, "live"))
+    pick = rng.choice(live, size=int(share * len(live)), replace=False)
+    ev = sample.events.copy()
+    centre = float(np.median(ev[live, j]))
+    ev[pick, j] = np.exp(rng.uniform(np.log(3 * centre), np.log(20 * centre), len(pick)))
+    mask = np.zeros(len(ev), dtype=bool)
+    mask[pick] = True
+    return sample.with_events(ev), mask
+
+
+def test_viability_shoulder_is_cut_at_the_peak_and_flagged(clean):
+    """A broad shoulder of viability-dim events beside the live peak keeps the density
+    above 1 % of the peak far out: with ``mirror`` the live cut stops where the live
+    peak itself ends (most shoulder events leave ``live``), and the file is flagged
+    ``viability_shoulder`` on ``live``, naming the numbers."""
+    sample, labels = clean
+    shouldered, mask = _with_viability_shoulder(sample, labels)
+    res = apply_template(shouldered, "tregs")
+    p = res.fitted["live"]["params"]["Viability"]
+    assert p["walked"] > p["mirrored"] == res.fitted["live"]["thresholds"][0]
+    flags = [q for q in res.qc if q["flag"] == "viability_shoulder"]
+    assert [q["population"] for q in flags] == ["live"]
+    assert f"{p['mirrored']:.3f}" in flags[0]["detail"]
+    # the cut left out more of the shoulder than the plain walk would have
+    plain = _template(
+        "tregs", lambda o: _pop(o, "live")["gate"]["per_dim"]["Viability"].pop("mirror")
+    )
+    res0 = apply_template(shouldered, plain)
+    kept, kept0 = res.masks["live"][mask].mean(), res0.masks["live"][mask].mean()
+    assert kept < kept0 - 0.2
+    assert "viability_shoulder" not in _rules(res0.qc)
+    # the clean file's live peak tails off before the limit: no flag, same cut
+    assert "viability_shoulder" not in _rules(apply_template(sample, "tregs").qc)
+
+
+def test_shoulder_flags_read_nested_tail_params():
+    fitted = {
+        "live": {
+            "dims": ["Viability", "CD14"],
+            "params": {
+                "Viability": {
+                    "peak": 0.13,
+                    "walked": 0.85,
+                    "mirrored": 0.5,
+                    "half_width": 0.08,
+                    "shoulder": True,
+                },
+                "CD14": {"threshold": 0.5},
+            },
+        },
+        "FOXP3+": {
+            "dims": ["FOXP3"],
+            "params": {
+                "peak": 0.2,
+                "walked": 0.4,
+                "mirrored": 0.6,
+                "half_width": 0.1,
+                "shoulder": False,
+            },
+        },
+    }
+    flags = Q.shoulder_flags(fitted)
+    assert [(q["population"], q["flag"]) for q in flags] == [("live", "viability_shoulder")]
+    assert "9.0 times" in flags[0]["detail"]  # (0.85 - 0.13) / 0.08
+
+
 # --- cohort consistency --------------------------------------------------------------------
 
 
@@ -222,16 +299,16 @@ def test_frequency_outlier_is_flagged_but_not_a_persons_shared_make_up():
     assert set(hits) == {8}  # P10's two visits agree: their 55/54 is the person
     (flag,) = hits[8]
     assert flag["population"] == "T" and flag["flag"] == "cohort_outlier"
-    # median 69.5, MAD 1.5 (robust SD 2.224, below the floor 0.15 x (100 - 69.5) = 4.575):
-    # z = -29.5 / 4.575 = -6.4
+    # median 69.5, MAD 1.5 (robust SD 2.224, below the floor 0.25 x (100 - 69.5) = 7.625):
+    # z = -29.5 / 7.625 = -3.9
     assert flag["detail"].startswith(
-        "40.00% of parent against the run's median 69.50% over 11 files (robust z -6.4,"
+        "40.00% of parent against the run's median 69.50% over 11 files (robust z -3.9,"
     )
 
 
 def test_robust_sd_floor_keeps_ordinary_spread_from_looking_like_an_outlier():
     # eight files agree within 0.5 pp by chance (robust SD 0.37); 60 is 5.5 pp from the
-    # median: z 15 by MAD alone, but 1.6 against the floor 0.1 x (100 - 65.5) = 3.45
+    # median: z 15 by MAD alone, but 0.6 against the floor 0.25 x (100 - 65.5) = 8.6
     values = [65.0, 65.5, 65.2, 65.8, 65.4, 65.6, 65.9, 65.1, 60.0]
     assert Q.robust_outliers(values, 3.0)  # MAD alone: an outlier
     assert Q.cohort_flags(_records(values)) == [[]] * 9
@@ -245,14 +322,14 @@ def test_small_shift_below_the_floor_is_not_a_cohort_outlier():
 def test_gate_position_outlier_is_flagged_when_it_moved_the_frequency():
     pos = [{"T CD3 min": (0.45 + 0.01 * (i % 3), 0.15)} for i in range(8)]
     pos[5] = {"T CD3 min": (0.75, 0.15)}
-    # T of file 5 is 10 pp low: robust z -2.2 against the SD floor 0.15 x 30 = 4.5 (not a
+    # T of file 5 is 15 pp low: robust z -2.0 against the SD floor 0.25 x 30 = 7.5 (not a
     # frequency outlier by itself, but enough to back the position outlier)
     values = [70.0] * 8
-    values[5] = 60.0
+    values[5] = 55.0
     flags = Q.cohort_flags(_records(values, positions=pos))
     assert [bool(f) for f in flags] == [i == 5 for i in range(8)]
     assert flags[5][0]["detail"].startswith("gate position T CD3 min = 0.750 against")
-    assert flags[5][0]["detail"].endswith("T frequency robust z -2.2")
+    assert flags[5][0]["detail"].endswith("T frequency robust z -2.0")
     # the same cut moved within an empty valley (frequency unchanged): nothing to review
     assert Q.cohort_flags(_records([70.0] * 8, positions=pos)) == [[]] * 8
 

@@ -516,6 +516,10 @@ class DensityMinimumGate(_OneDimGate):
         values (``fit(..., controls={dim: values})``). See `_control_cut`.
     mixture : where neither a valley nor a control gives a cut, the Bayes cut of a
         two-component mixture of the parent, if the data support two (`_mixture_cut`).
+    absent : where the parent shows a single peak lying below ``search``, take it for
+        the negative population with no positive one present and cut where it tails off
+        (`_absent_cut`) instead of falling back: e.g. CD14 in a lymphocyte gate that left
+        every monocyte out. Tried right after the valley.
     fallback : default threshold (the last resort; ``params_["control"]`` records which
         source gave the cut, ``reason_`` every reason the others failed).
     max_events, random_state : subsampling for the fit.
@@ -540,6 +544,7 @@ class DensityMinimumGate(_OneDimGate):
         min_depth: float = 0.1,
         control: dict[str, Any] | None = None,
         mixture: bool = False,
+        absent: bool = False,
         fallback: float | None = None,
         max_events: int = 50_000,
         random_state: int | None = 0,
@@ -553,6 +558,7 @@ class DensityMinimumGate(_OneDimGate):
         self.min_depth = min_depth
         self.control = control
         self.mixture = mixture
+        self.absent = absent
         self.fallback = fallback
         self.max_events = max_events
         self.random_state = random_state
@@ -573,6 +579,11 @@ class DensityMinimumGate(_OneDimGate):
             return self._fit_valley(cols)
         except _NoFit as exc:
             valley_reason = str(exc)
+        if self.absent:
+            try:
+                return self._finish(*self._absent_cut(cols[0]))
+            except _NoFit:
+                pass
         # one peak (or no valley where one must be): an FMO control file, an internal
         # control population, then a mixture
         tried = [valley_reason]
@@ -592,6 +603,28 @@ class DensityMinimumGate(_OneDimGate):
             except _NoFit as exc:
                 tried.append(str(exc))
         raise _NoFit("; ".join(tried))
+
+    def _absent_cut(self, x: np.ndarray) -> tuple[float, dict[str, Any]]:
+        """With ``absent``: the parent shows one peak, below ``search``: it is the
+        negative population and no positive one is present (e.g. no monocytes left on
+        CD14 in a clean lymphocyte gate). The cut is where that peak tails off, as
+        `TailGate` with ``tol`` 0.01 and ``mirror`` 1.5 finds it, but not below the
+        search range (where the template expects a valley: the whole negative peak, with
+        the spillover spreading of its brighter cells, stays on its side)."""
+        grid, dens, _ = binned_density(x, adjust=self.adjust)
+        peaks = _merge_shallow(dens, _peaks(dens, self.min_prominence), float(self.min_depth))
+        if len(peaks) != 1 or self.search is None or grid[peaks[0]] >= float(self.search[0]):
+            raise _NoFit("not one peak below the search range")
+        tail = TailGate(
+            self.dims, side="-", tol=0.01, mirror=1.5, adjust=self.adjust, max_events=len(x)
+        )
+        _, params = tail._fit([x])
+        cut = max(float(params["threshold"]), float(self.search[0]))
+        return cut, {
+            **{k: v for k, v in params.items() if k != "threshold"},
+            "tail": float(params["threshold"]),
+            "control": "tail of the only peak (negative; no positive population present)",
+        }
 
     def _fit_valley(self, cols):
         grid, dens, bw = binned_density(cols[0], adjust=self.adjust)
@@ -783,6 +816,18 @@ class TailGate(_OneDimGate):
         ``"-"`` keeps the events below the cut (the main peak and everything under it).
     tail : the direction walked from the peak: ``"right"`` (default) or ``"left"``.
     tol : fraction of the peak height that ends the peak.
+    mirror : a number r >= 1, or None (off): also end the peak where a peak whose walked
+        half is r times as wide as its other half would have fallen to ``tol``, i.e. at
+        ``r * sqrt(2 ln(1/tol))`` times the other half's width (the root mean square
+        distance from the peak of the events on the side not walked), when the walk
+        ran on more than one such half-width beyond that limit. The side walked may hold a broad population without a valley of its own
+        (debris and dying cells between the live and the dead cells on a viability dye,
+        in PBMC whose debris reaches into the lymphocyte gate); the density then stays
+        above ``tol`` far beyond the peak and the plain walk lets that population in. The
+        other half is not touched by it: the peak's own width is read there (as a
+        negative population's spread is judged from its mirrored half). ``r`` allows for
+        a peak that is skewed towards the side walked (autofluorescence, spillover
+        spreading from bright markers).
     """
 
     def __init__(
@@ -795,6 +840,7 @@ class TailGate(_OneDimGate):
         search: Sequence[float] | None = None,
         bounds: Sequence[float] | None = None,
         fallback: float | None = None,
+        mirror: float | None = None,
         max_events: int = 50_000,
         random_state: int | None = 0,
     ) -> None:
@@ -802,6 +848,7 @@ class TailGate(_OneDimGate):
         self.side = side
         self.tail = tail
         self.tol = tol
+        self.mirror = mirror
         self.adjust = adjust
         self.search = search
         self.bounds = bounds
@@ -813,6 +860,10 @@ class TailGate(_OneDimGate):
             raise TemplateError(f"tail gate on {self.dims[0]}: tail must be 'right' or 'left'")
         if not 0.0 < float(tol) < 1.0:
             raise TemplateError(f"tail gate on {self.dims[0]}: tol must be in (0, 1), got {tol}")
+        if mirror is not None and (isinstance(mirror, bool) or not float(mirror) >= 1.0):
+            raise TemplateError(
+                f"tail gate on {self.dims[0]}: mirror must be a number >= 1 or null, got {mirror}"
+            )
 
     def _fit(self, cols):
         grid, dens, bw = binned_density(cols[0], adjust=self.adjust)
@@ -835,7 +886,32 @@ class TailGate(_OneDimGate):
             if not len(below):
                 raise _NoFit("density never falls below tol left of the main peak")
             cut = peak - int(below[0])
-        return self._finish(float(grid[cut]), {"peak": float(grid[peak]), "bandwidth": bw})
+        threshold = float(grid[cut])
+        params: dict[str, Any] = {"peak": float(grid[peak]), "bandwidth": bw}
+        if self.mirror is not None:
+            x, top = cols[0], float(grid[peak])
+            other = x[x <= top] if self.tail == "right" else x[x >= top]
+            if len(other) >= 10:
+                width = float(np.sqrt(np.mean((other - top) ** 2)))
+                reach = (
+                    float(self.mirror) * width * math.sqrt(2.0 * math.log(1.0 / float(self.tol)))
+                )
+                mirrored = top + reach if self.tail == "right" else top - reach
+                # a shoulder: the walk ran on more than one half-width beyond the limit
+                # (a peak merely a little more skewed than r allows keeps its cut)
+                beyond = (threshold - mirrored) if self.tail == "right" else (mirrored - threshold)
+                shoulder = beyond > width
+                params.update(
+                    {
+                        "walked": threshold,
+                        "mirrored": mirrored,
+                        "half_width": width,
+                        "shoulder": bool(shoulder),
+                    }
+                )
+                if shoulder:
+                    threshold = mirrored
+        return self._finish(threshold, params)
 
 
 def _gaussian_mixture(

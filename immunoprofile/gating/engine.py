@@ -31,6 +31,7 @@ from immunoprofile.gating.qc import (
     non_finite_flag,
     non_finite_rows,
     plausibility_flags,
+    shoulder_flags,
     trunk_flags,
 )
 from immunoprofile.gating.template import Template, load_template
@@ -414,6 +415,7 @@ def apply_template(
                 }
             )
     qc += plausibility_flags(template, {k: int(np.count_nonzero(m)) for k, m in masks.items()}, n)
+    qc += shoulder_flags(fitted)
     qc += trunk_flags(
         template,
         column,

@@ -18,12 +18,15 @@ Per file (run by `immunoprofile.gating.engine.apply_template`):
 * ``monocytes_in_parent``: the parent of T, B or NK cells holds a visible monocyte cloud:
   events far above the gated lymphocytes (an internal negative control in the same file)
   on CD14 or on side scatter.
+* ``viability_shoulder`` (``tail_shoulder`` on other channels): a tail cut whose peak
+  did not tail off where a peak of its own width would (`shoulder_flags`): debris or
+  dying cells without a valley of their own beside the live cells.
 
 Per run (`cohort_flags`, from the tables of every file gated with one template):
 
 * ``cohort_outlier``: a population's percent of parent, or a gate's position, is a robust
   outlier among the run's files: ``|x - median| / (1.4826 MAD) > 3`` (the robust SD of a
-  percentage taken as at least 15 % of min(median, 100 - median) and at least its
+  percentage taken as at least 25 % of min(median, 100 - median) and at least its
   binomial counting SD) and the distance is larger than what reporting error and biology
   explain (a floor, see the constants). A gate position counts only when the frequency of
   its population moved too (robust z beyond `POSITION_NEEDS_FREQUENCY_Z`): a cut moved
@@ -69,11 +72,12 @@ MONOCYTE_SHARE = 0.03
 MONOCYTE_SD = {"CD14": 6.0, "SSC": 4.0}
 MONOCYTE_MIN = {"CD14": 0.25, "SSC": float(np.log(2.0))}
 #: the robust SD of a percentage is taken as at least this share of min(median, 100 -
-#: median) (the low end of the between-person CVs of blood immune subsets, 15-40 % in
-#: reference-range studies such as Apoil et al. 2017: a median/MAD over 5-15 files can
-#: come out much smaller by chance), and at least the binomial counting SD of the file
-MIN_SD_RELATIVE = 0.15
-MIN_SD_RELATIVE = 0.15
+#: median) (a typical between-person CV of blood immune subsets, 15-40 % in
+#: reference-range studies such as Apoil et al. 2017, e.g. about 25-30 % for Tregs and
+#: more for Th17: a median/MAD over 5-15 files can come out much smaller by chance, and
+#: the low end of the range flagged people whose values were merely uncommon), and at
+#: least the binomial counting SD of the file
+MIN_SD_RELATIVE = 0.25
 #: a gate position outlier is flagged only when its population's frequency is off too,
 #: by more than this robust z (the frequency rule's scale)
 POSITION_NEEDS_FREQUENCY_Z = 1.5
@@ -146,6 +150,58 @@ def plausibility_flags(template: Any, counts: Mapping[str, int], total: int) -> 
                 f"{low:g}-{high:g}%{src}",
             )
         )
+    return out
+
+
+# --- a cut that ended at a broad shoulder ------------------------------------------------
+
+
+def _capped_tails(params: Any, where: str = "") -> list[tuple[str, dict]]:
+    """Every tail cut in a fitted gate's ``params`` (nested per dimension for thresholds
+    gates) that ended at its mirrored limit rather than where the density fell."""
+    out: list[tuple[str, dict]] = []
+    if not isinstance(params, Mapping):
+        return out
+    if "walked" in params and "mirrored" in params:
+        if params.get("shoulder"):
+            out.append((where, dict(params)))
+        return out
+    for key, sub in params.items():
+        if isinstance(sub, Mapping):
+            out += _capped_tails(sub, str(key))
+    return out
+
+
+def shoulder_flags(fitted: Mapping[str, Any]) -> list[dict]:
+    """``viability_shoulder`` (or, on another channel, ``tail_shoulder``): a tail cut with
+    ``mirror`` ended at the limit its peak's other half sets, because the density beyond
+    the peak stayed high: a broad population without a valley of its own sits next to
+    the peak (on a viability dye: debris and dying cells between the live and the dead
+    cells, e.g. when debris reaches into the lymphocyte scatter gate). The part of it
+    below the cut stays in the population and the part above it leaves the parent's
+    count too, so every percentage under that gate may be off: the file is flagged on
+    the population."""
+    out = []
+    for pop, rec in fitted.items():
+        if not isinstance(rec, Mapping):
+            continue
+        for dim, p in _capped_tails(rec.get("params") or {}):
+            name = dim or ", ".join(str(d) for d in rec.get("dims") or [])
+            rule = "viability_shoulder" if "viab" in name.lower() else "tail_shoulder"
+            peak, walked, limit = float(p.get("peak", np.nan)), p["walked"], p["mirrored"]
+            width = float(p.get("half_width", np.nan))
+            reach = (float(walked) - peak) / width if width > 0 else float("nan")
+            out.append(
+                make_flag(
+                    pop,
+                    rule,
+                    f"{name}: the density beyond the peak at {peak:.3f} stays high up to "
+                    f"{float(walked):.3f} ({reach:.1f} times the peak's other half-width "
+                    f"{width:.3f}): a broad shoulder (debris or dying cells) with no valley; "
+                    f"the cut was put at {float(limit):.3f}, where the peak itself ends, "
+                    "and the shoulder's events on this side of it remain in the population",
+                )
+            )
     return out
 
 
@@ -635,5 +691,6 @@ __all__ = [
     "plausibility_flags",
     "robust_outliers",
     "scatter_cloud_flag",
+    "shoulder_flags",
     "trunk_flags",
 ]
