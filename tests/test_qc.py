@@ -21,6 +21,7 @@ NEW_RULES = {
     "scatter_cloud",
     "monocytes_in_parent",
     "viability_shoulder",
+    "viability_dim_in_parent",
     "cohort_outlier",
     "visit_change",
 }
@@ -230,6 +231,38 @@ def test_viability_shoulder_is_cut_at_the_peak_and_flagged(clean):
     assert "viability_shoulder" not in _rules(res0.qc)
     # the clean file's live peak tails off before the limit: no flag, same cut
     assert "viability_shoulder" not in _rules(apply_template(sample, "tregs").qc)
+
+
+def test_viability_dim_events_in_the_parent_of_b_cells_are_flagged(clean):
+    """The shoulder's events below the live cut stay in ``live`` and, carrying no
+    lineage marker, land in ``nonT``: more than 1 % of the parent of B cells then lie
+    over 4 robust SD above the live T cells (``live`` minus ``nonT``) on the viability
+    dye. The clean file's parent holds none."""
+    sample, labels = clean
+    shouldered, mask = _with_viability_shoulder(sample, labels)
+    res = apply_template(shouldered, "b_cells")
+    flags = [q for q in res.qc if q["flag"] == "viability_dim_in_parent"]
+    assert [q["population"] for q in flags] == ["nonT"]
+    # the number in the detail, recomputed from the events
+    j = res.sample.channel_index("APC-Cy7-A")
+    v = res.sample.events[:, j]
+    t_cells = res.masks["live"] & ~res.masks["nonT"]
+    med = np.median(v[t_cells])
+    cut = med + 4 * 1.4826 * np.median(np.abs(v[t_cells] - med))
+    share = (v[res.masks["nonT"]] > cut).mean()
+    assert share > 0.01
+    assert flags[0]["detail"].startswith(f"{100 * share:.1f}% of nonT (parent of B)")
+    assert "viability_dim_in_parent" not in _rules(apply_template(sample, "b_cells").qc)
+
+
+def test_viability_dim_flag_on_arrays():
+    rng = np.random.default_rng(2)
+    t_cells = rng.normal(0.1, 0.05, 5_000)
+    clean_parent = rng.normal(0.1, 0.05, 5_000)
+    assert Q.viability_dim_flag("nonT", clean_parent, t_cells, ["B"]) is None
+    dim = np.r_[clean_parent, rng.uniform(0.35, 0.45, 150)]  # 2.9 % above 0.1 + 4 x 0.05
+    flag = Q.viability_dim_flag("nonT", dim, t_cells, ["B"])
+    assert flag["population"] == "nonT" and flag["detail"].startswith("2.9% of nonT")
 
 
 def test_shoulder_flags_read_nested_tail_params():

@@ -18,6 +18,9 @@ Per file (run by `immunoprofile.gating.engine.apply_template`):
 * ``monocytes_in_parent``: the parent of T, B or NK cells holds a visible monocyte cloud:
   events far above the gated lymphocytes (an internal negative control in the same file)
   on CD14 or on side scatter.
+* ``viability_dim_in_parent``: more than 1 % of the parent of T, B or NK cells lie more
+  than 4 robust SD above the live T cells (an internal control) on the viability dye:
+  debris or dying cells kept as live.
 * ``viability_shoulder`` (``tail_shoulder`` on other channels): a tail cut whose peak
   did not tail off where a peak of its own width would (`shoulder_flags`): debris or
   dying cells without a valley of their own beside the live cells.
@@ -85,6 +88,11 @@ POSITION_NEEDS_FREQUENCY_Z = 1.5
 #: this share of the earlier value (within-person variation over months is ~10-20 % for
 #: the major subsets and larger for rare ones such as plasmablasts)
 MIN_CHANGE_RELATIVE = 0.5
+#: viability_dim_in_parent: a share of the parent of T, B or NK cells above the live T
+#: cells' viability median by this many robust SD (a normal population has ~3 in 100,000
+#: events beyond 4 SD; spillover spreading widens B cells' viability, not T cells')
+VIABILITY_DIM_SD = 4.0
+VIABILITY_DIM_SHARE = 0.01
 #: scatter_cloud: an ungated density peak at least this fraction of the gated peak
 CLOUD_DENSITY = 0.5
 
@@ -382,7 +390,73 @@ def trunk_flags(
             {k: v[ref_mask] for k, v in checks.items()},
             lineages,
         )
+    viability = _viability_dim(template, cols_of)
+    if viability is not None:
+        values = column[cols_of[viability]]
+        parents = {p.name: p.parent for p in template.populations}
+        for parent, lineages in by_parent.items():
+            ref = _live_t_cells(masks, parents, parent)
+            if ref is None:
+                continue
+            flag = viability_dim_flag(parent, values[masks[parent]], values[ref], lineages)
+            if flag is not None:
+                out.append(flag)
     return out
+
+
+def _viability_dim(template: Any, cols_of: Mapping[str, int]) -> str | None:
+    """The viability dye's dimension name among the template's gate dimensions (a
+    boolean gate's dims name populations, which are left out)."""
+    names = {p.name for p in template.populations}
+    for pop in template.populations:
+        for d in getattr(pop.gate, "dims", ()) or ():
+            if (
+                isinstance(d, str)
+                and d.lower().startswith(("viab", "live", "dead"))
+                and d in cols_of
+                and d not in names
+            ):
+                return d
+    return None
+
+
+def _live_t_cells(
+    masks: Mapping[str, np.ndarray], parents: Mapping[str, str | None], parent: str
+) -> np.ndarray | None:
+    """Live T cells, the internal control of the viability check: the ``T`` population
+    when gated, else the events of the parent's parent that the parent's gate left out
+    (``live`` minus ``nonT``: the CD3+ or lineage+ cells)."""
+    if "T" in masks:
+        return masks["T"]
+    grand = parents.get(parent)
+    if grand is None or grand not in masks:
+        return None
+    return masks[grand] & ~masks[parent]
+
+
+def viability_dim_flag(
+    parent: str, in_parent: np.ndarray, reference: np.ndarray, lineages: Sequence[str]
+) -> dict | None:
+    """``viability_dim_in_parent``: more than `VIABILITY_DIM_SHARE` of the parent of T, B
+    or NK cells lie above the live T cells of the same file (an internal control of what
+    live cells look like on the dye) by more than `VIABILITY_DIM_SD` robust SD: a
+    population of viability-dim events (debris, dying cells) was kept as live and dilutes
+    every percentage of that parent."""
+    if len(in_parent) < 50 or len(reference) < 50:
+        return None
+    med, sd = _robust(reference)
+    cut = med + VIABILITY_DIM_SD * sd
+    share = float(np.count_nonzero(in_parent > cut)) / len(in_parent)
+    if share <= VIABILITY_DIM_SHARE:
+        return None
+    return make_flag(
+        parent,
+        "viability_dim_in_parent",
+        f"{100 * share:.1f}% of {parent} (parent of {', '.join(lineages)}) lie above "
+        f"{cut:.3g} on the viability dye, more than {VIABILITY_DIM_SD:g} robust SD above the "
+        f"live T cells' median {med:.3g} (> {VIABILITY_DIM_SHARE:.0%}): viability-dim "
+        "events (debris, dying cells) kept as live dilute this parent",
+    )
 
 
 # --- cohort consistency --------------------------------------------------------------------
@@ -693,4 +767,5 @@ __all__ = [
     "scatter_cloud_flag",
     "shoulder_flags",
     "trunk_flags",
+    "viability_dim_flag",
 ]
