@@ -210,25 +210,9 @@ class FileBar:
         self._t0, self._closed = time.perf_counter(), False
         self._bar: Any = None
         if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
+            from immunoprofile.progress import file_bar
 
-            from immunoprofile.progress import _console
-
-            self._bar = Progress(
-                TextColumn(label),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[last]}"),
-                console=_console(),
-            )
-            self._task = self._bar.add_task(label, total=total, last="")
+            self._bar, self._task = file_bar(label, total)
         self._started = False
 
     def start(self) -> None:

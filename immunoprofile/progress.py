@@ -71,14 +71,9 @@ def stage(label: str, enabled: bool = True) -> Iterator[None]:
     log.info("%s: %.1f s", label, time.perf_counter() - t0)
 
 
-@contextlib.contextmanager
-def counter(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
-    """A bar over ``total`` items; yields ``advance(text)`` to call once per item done."""
-    t0 = time.perf_counter()
-    if not enabled:
-        yield lambda text="": None
-        log.info("%s: %d in %.1f s", label, total, time.perf_counter() - t0)
-        return
+def file_bar(label: str, total: int) -> tuple[Any, Any]:
+    """A rich bar over ``total`` items on stderr, not yet started, and its task id; the
+    last item's text shows after the count."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -95,10 +90,21 @@ def counter(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[
         TextColumn("{task.fields[last]}"),
         console=_console(),
     )
-    task = bar.add_task(label, total=total, last="")
+    return bar, bar.add_task(label, total=total, last="")
+
+
+@contextlib.contextmanager
+def counter(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A bar over ``total`` items; yields ``advance(text)`` to call once per item done."""
+    t0 = time.perf_counter()
+    if not enabled:
+        yield lambda text="": None
+        log.info("%s: %d in %.1f s", label, total, time.perf_counter() - t0)
+        return
+    bar, task = file_bar(label, total)
     with bar:
         yield lambda text="": bar.update(task, advance=1, last=text)
     log.info("%s: %d in %.1f s", label, total, time.perf_counter() - t0)
 
 
-__all__ = ["configure_logging", "counter", "log", "stage"]
+__all__ = ["configure_logging", "counter", "file_bar", "log", "stage"]
