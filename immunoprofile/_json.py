@@ -3,6 +3,7 @@ writer of JSON (gates, fitted parameters, run records, AnnData metadata)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -39,3 +40,15 @@ def jsonable(value: Any, *, finite: bool = True, text: bool = False) -> Any:
 
 
 __all__ = ["jsonable"]
+
+
+def read_json_object(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """The JSON object stored in ``path``; ``error`` (naming the file and the cause) when it
+    cannot be read, is not JSON, or holds something other than an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise error(f"{path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data

@@ -46,6 +46,7 @@ from immunoprofile._files import (
     spreadsheet_safe,
     unescape_cell,
 )
+from immunoprofile._json import read_json_object
 from immunoprofile.cohort import CLASH_COLUMN
 from immunoprofile.exceptions import ComparisonError
 from immunoprofile.quantify import tube_labels
@@ -247,13 +248,7 @@ class Comparison:
 
 def _read_saved_json(path: Path) -> dict[str, Any]:
     """A JSON object from a results folder, or `ComparisonError` naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ComparisonError(f"{path}: cannot be read as JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ComparisonError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+    return read_json_object(path, ComparisonError)
 
 
 def _read_saved_csv(path: Path, columns: Sequence[str], **kw: Any) -> pd.DataFrame:

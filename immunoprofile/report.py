@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile._files import atomic_write_text, refuse_incomplete
+from immunoprofile._json import read_json_object
 from immunoprofile.cohort import CLASH_ERROR
 from immunoprofile.comparison import (
     ENDPOINTS,
@@ -1053,13 +1054,7 @@ def _read_csv(path: Path | None, **kw: Any) -> pd.DataFrame | None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from the results folder, or `ReportError` naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ReportError(f"{path}: cannot be read as JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ReportError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+    return read_json_object(path, ReportError)
 
 
 def _fitted_gates_file(path: Path) -> pd.DataFrame:
