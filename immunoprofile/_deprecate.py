@@ -31,3 +31,22 @@ def moved_module(old: str, new: str) -> Callable[[str], Any]:
         return getattr(target, name)
 
     return __getattr__
+
+
+def moved_names(old: str, names: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for module ``old``, some of whose names moved: each name
+    of ``names`` forwards to the module given for it, with a DeprecationWarning."""
+
+    def __getattr__(name: str) -> Any:
+        new = names.get(name)
+        if new is None:
+            raise AttributeError(f"module {old!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{old}.{name} moved to {new}.{name}; import it from there "
+            f"(the old spelling goes away in a later release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(new), name)
+
+    return __getattr__

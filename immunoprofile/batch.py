@@ -73,6 +73,14 @@ def as_inputs(inputs: Any, what: str) -> list[Any]:
     return items
 
 
+def absolute(item: Any) -> Any:
+    """A path made absolute (``str``), anything else as given: what a Dask worker needs, its
+    working folder being its own (on another machine, files on shared storage)."""
+    if isinstance(item, str | os.PathLike) and not isinstance(item, Sample):
+        return os.path.abspath(item)
+    return item
+
+
 def input_names(items: Sequence[Any]) -> tuple[list[str], list[str]]:
     """The file of every input (`describe`) and its sample name: a `Sample`'s own name, else
     one derived from the file names (`immunoprofile.cohort.sample_names`), unique per file
@@ -201,6 +209,19 @@ def _guarded(work: Callable[..., Any], task: Task, catch: tuple[type, ...]) -> O
 # --- progress ------------------------------------------------------------------------------
 
 
+def failure_of(o: Outcome) -> str | None:
+    """The error type of a file's failure, or None when it worked: the outcome's own error,
+    or one the per-file work recorded in its value instead of raising (work that must go on
+    past a bad file returns the exception, or a record with an ``error_type``, such as
+    `immunoprofile.gating.run.FileOutcome`)."""
+    if not o.ok:
+        return o.error_type
+    if isinstance(o.value, BaseException):
+        return type(o.value).__name__
+    recorded = getattr(o.value, "error_type", None)
+    return recorded if isinstance(recorded, str) else None
+
+
 class FileBar:
     """A bar over files (rich, on stderr), started only once worker processes exist: its
     drawing thread must not run while a pool forks."""
@@ -222,7 +243,8 @@ class FileBar:
 
     def done(self, o: Outcome) -> None:
         if self._bar is not None:
-            status = "ok" if o.ok else f"FAILED ({o.error_type})"
+            failed = failure_of(o)
+            status = "ok" if failed is None else f"FAILED ({failed})"
             self._bar.update(self._task, advance=1, last=f"{o.sample}: {status}")
 
     def stop(self) -> None:
@@ -468,6 +490,7 @@ __all__ = [
     "LOCAL_SCHEDULERS",
     "Outcome",
     "Task",
+    "absolute",
     "as_inputs",
     "check_jobs",
     "clash_row",
@@ -475,6 +498,7 @@ __all__ = [
     "describe",
     "error_message",
     "error_row",
+    "failure_of",
     "input_names",
     "raise_first",
     "run_batch",

@@ -937,7 +937,7 @@ def compare_cmd(
     out_dir = Path(out)
     try:
         from immunoprofile._files import check_output_dir
-        from immunoprofile.comparison import COMPARE_OUTPUTS
+        from immunoprofile.folder import COMPARE_OUTPUTS
 
         check_output_dir(out_dir, [table], COMPARE_OUTPUTS)
         cmp = compare(

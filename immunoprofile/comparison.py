@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from immunoprofile import stats as _stats
+from immunoprofile._deprecate import moved_names
 from immunoprofile._files import (
     atomic_write_text,
     begin_write,
@@ -49,6 +50,7 @@ from immunoprofile._files import (
 from immunoprofile._json import read_json_object
 from immunoprofile.cohort import CLASH_COLUMN
 from immunoprofile.exceptions import ComparisonError
+from immunoprofile.folder import COMPARISON, WRITERS
 from immunoprofile.quantify import tube_labels
 
 MEASURES = ("percent_of_parent", "percent_of_lymphocytes", "cells_per_ul")
@@ -175,13 +177,9 @@ class Comparison:
         (atomically: each file appears complete or not at all); returns the paths."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        begin_write(out, "immunoprofile compare")
-        paths = {
-            "changes": out / "changes.csv",
-            "stats": out / "stats.csv",
-            "problems": out / "problems.csv",
-            "comparison": out / "comparison.json",
-        }
+        begin_write(out, WRITERS["comparison"])
+        # the names of the one definition of a results folder (`immunoprofile.folder`)
+        paths = {k: out / COMPARISON[k] for k in ("changes", "stats", "problems", "comparison")}
         atomic_write_text(paths["changes"], spreadsheet_safe(self.changes).to_csv(index=False))
         atomic_write_text(paths["stats"], spreadsheet_safe(self.stats).to_csv(index=False))
         atomic_write_text(paths["problems"], spreadsheet_safe(self.problems).to_csv(index=False))
@@ -264,17 +262,6 @@ def _read_saved_csv(path: Path, columns: Sequence[str], **kw: Any) -> pd.DataFra
             f"{path}: not a table written by immunoprofile compare: missing column(s) {missing}"
         )
     return df
-
-
-#: every name `immunoprofile compare` writes into its output folder
-COMPARE_OUTPUTS = (
-    "changes.csv",
-    "stats.csv",
-    "problems.csv",
-    "comparison.json",
-    "report.html",
-    "plots",
-)
 
 
 def _read_table(table: pd.DataFrame | str | PathLike) -> pd.DataFrame:
@@ -744,3 +731,7 @@ def _cohort_stats(changes: pd.DataFrame, has_method: bool, conf: float) -> pd.Da
         st.loc[idx, "q_value"] = _stats.benjamini_hochberg(st.loc[idx, "p_value"].to_numpy())
     cols = (["method"] if has_method else []) + STAT_COLUMNS
     return st[cols].reset_index(drop=True)
+
+
+#: ``COMPARE_OUTPUTS`` is `immunoprofile.folder.COMPARE_OUTPUTS` (the old spelling warns)
+__getattr__ = moved_names("immunoprofile.comparison", {"COMPARE_OUTPUTS": "immunoprofile.folder"})

@@ -80,6 +80,10 @@ COMPARISON = {
     "report": "report.html",
 }
 
+#: every name `immunoprofile compare` may write into its output folder (with the report's
+#: figures folder)
+COMPARE_OUTPUTS = (*COMPARISON.values(), PLOTS)
+
 #: what `immunoprofile run` writes at the top of its folder
 RUN = {
     "run": "run.json",
@@ -170,6 +174,7 @@ class ResultsFolder:
 __all__ = [
     "CLUSTERING",
     "CLUSTERING_OPTIONAL",
+    "COMPARE_OUTPUTS",
     "COMPARISON",
     "FILE_PROVENANCE",
     "GATING",

@@ -32,6 +32,7 @@ from immunoprofile.compensation import SPILLOVER_KEYWORDS
 from immunoprofile.exceptions import ConfigError, ImmunoprofileError
 from immunoprofile.folder import (
     CLUSTERING,
+    COMPARE_OUTPUTS,
     FILE_PROVENANCE,
     GATING,
     PLOTS,
@@ -270,7 +271,6 @@ def run_pipeline(
     # the folder's layout is `immunoprofile.folder`'s, which `report` reads back
     gdir, cdir, kdir = (out / STAGES[s] for s in ("gating", "comparison", "clustering"))
     from immunoprofile._files import check_output_dir
-    from immunoprofile.comparison import COMPARE_OUTPUTS
 
     inputs = [*paths, samplesheet, template if isinstance(template, str | os.PathLike) else None]
     check_output_dir(out, inputs, outputs("run"))

@@ -166,3 +166,120 @@ def test_gate_on_dask_local_schedulers_gives_the_serial_results(cohort, schedule
     assert err.loc[err["error_type"] != "IdentityClashError", "file"].tolist() == [cohort[1]]
     assert sorted(err.loc[err["error_type"] == "IdentityClashError", "file"]) == sorted(cohort[:2])
     assert one.samples == other.samples == [Path(f).stem for f in files]
+
+
+# --- the progress bar's word for each file ----------------------------------------------------
+
+
+class _Bar:
+    """Stands in for the rich bar: records the text shown after each file."""
+
+    def __init__(self, shown: list[str]) -> None:
+        self.shown = shown
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def update(self, task, advance=1, last="") -> None:  # noqa: ANN001
+        self.shown.append(last)
+
+
+@pytest.fixture
+def shown(monkeypatch) -> list[str]:
+    from immunoprofile import progress
+
+    texts: list[str] = []
+    monkeypatch.setattr(progress, "file_bar", lambda label, total: (_Bar(texts), 0))
+    return texts
+
+
+def _returns_its_error(x: int) -> object:
+    return GatingError("three") if x == 3 else x
+
+
+def test_bar_marks_work_that_returns_its_error_failed(shown):
+    outs = run_batch(_returns_its_error, _tasks([1, 3]), jobs=2, progress=True)
+    assert [o.ok for o in outs] == [True, True]  # the work went on past the bad file
+    assert sorted(shown) == ["f1: ok", "f3: FAILED (GatingError)"]
+    assert [batch.failure_of(o) for o in outs] == [None, "GatingError"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_cluster_bar_marks_the_bad_file_failed(cohort, shown, jobs):
+    cluster(cohort[:3], jobs=jobs, progress=True, **SMALL)
+    # reading (the truncated copy fails), then mapping the events of the two others
+    assert [s for s in shown if s.startswith("P09")] == ["P09_baseline: FAILED (TruncatedFCSError)"]
+    assert all(s.endswith(": ok") for s in shown if not s.startswith("P09"))
+    assert shown.count("P01_week24: ok") == jobs  # read (and mapped, in processes)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_gate_bar_marks_the_bad_file_failed(cohort, shown, jobs):
+    from immunoprofile.gating.run import gate
+
+    with pytest.warns(Warning):  # the truncated copy claims P01_baseline's identity
+        gate(cohort[:3], "tregs", jobs=jobs, progress=True)
+    assert sorted(shown) == sorted(
+        ["P01_baseline: ok", "P09_baseline: FAILED (TruncatedFCSError)", "P01_week24: ok"]
+    )
+
+
+# --- a Dask cluster of other machines: absolute paths ------------------------------------------
+
+
+def test_gate_sends_absolute_paths_to_a_dask_cluster(cohort, tmp_path, monkeypatch):
+    """A worker on another machine has a working folder of its own: `gate` resolves the
+    files, the plots folder and a spillover file before sending them."""
+    distributed = pytest.importorskip("dask.distributed")
+    from immunoprofile.gating.run import gate
+
+    good = cohort[2:4]
+    serial = gate(good, "tregs")
+    monkeypatch.chdir(Path(good[0]).parent)
+    relative = [Path(f).name for f in good]
+    elsewhere = tmp_path / "worker_folder"
+    elsewhere.mkdir()
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as lc, distributed.Client(lc) as client:  # fmt: skip
+        client.run(os.chdir, str(elsewhere))  # the worker now sits in another folder
+        assert list(client.run(os.getcwd).values()) == [str(elsewhere)]
+        remote = gate(relative, "tregs", scheduler=client, plots_dir="plots")
+    assert remote.errors.empty, remote.errors["message"].tolist()
+    pd.testing.assert_frame_equal(
+        serial.table().drop(columns=["sample"]), remote.table().drop(columns=["sample"])
+    )
+    # the figures went to ./plots of the caller, not of the worker
+    made = sorted(p.parent.name for p in Path("plots").glob("*/*.png"))
+    assert set(made) == {Path(f).stem for f in good} and not (elsewhere / "plots").exists()
+
+
+def test_gate_sends_absolute_paths_to_dask_only(cohort, monkeypatch):
+    from immunoprofile.gating import run
+
+    sent: list[tuple] = []
+
+    class Sent(Exception):
+        pass
+
+    def record(work, tasks, *a, **k):  # noqa: ANN001
+        sent.extend(t.args for t in tasks)
+        raise Sent
+
+    monkeypatch.setattr(run, "run_batch", record)
+    monkeypatch.chdir(Path(cohort[2]).parent)
+    name = Path(cohort[2]).name
+    with pytest.raises(Sent):
+        run.gate([name], "tregs", scheduler="tcp://127.0.0.1:1", plots_dir="p")
+    with pytest.raises(Sent):
+        run.gate([name], "tregs", plots_dir="p")
+    (_, dask_item, dask_file, *_rest), (_, local_item, local_file, *_) = sent
+    assert dask_item == cohort[2] and dask_file == name  # rows keep the path as given
+    assert sent[0][5] == str(Path("p").resolve()) and sent[1][5] == "p"
+    assert local_item == name

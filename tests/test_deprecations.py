@@ -55,3 +55,15 @@ def test_sample_flowkit_methods_warn_and_match_the_exchange_functions():
     np.testing.assert_array_equal(back.events, s.events)
     np.testing.assert_array_equal(new.events, back.events)
     assert list(back.channels["marker"]) == list(new.channels["marker"]) == [None, "CD4"]
+
+
+def test_compare_outputs_moved_to_the_results_folder_definition():
+    from immunoprofile import comparison, folder
+
+    with pytest.warns(DeprecationWarning, match=r"immunoprofile\.folder\.COMPARE_OUTPUTS"):
+        old = comparison.COMPARE_OUTPUTS
+    assert old is folder.COMPARE_OUTPUTS
+    assert old == ("changes.csv", "stats.csv", "problems.csv", "comparison.json",
+                   "report.html", "plots")  # fmt: skip
+    with pytest.raises(AttributeError, match="no_such_name"):
+        comparison.no_such_name  # noqa: B018

@@ -33,6 +33,7 @@ from immunoprofile._json import jsonable
 from immunoprofile.batch import (
     ERROR_COLUMNS,
     Task,
+    absolute,
     as_inputs,
     check_jobs,
     clash_row,
@@ -955,10 +956,20 @@ def gate(
         Path(plots_dir).mkdir(parents=True, exist_ok=True)
         pdir = str(plots_dir)
     fmo_of = controls_per_file(sheet, files)
+    sent, sent_comp = items, comp
+    if scheduler is not None:
+        # a Dask worker resolves a relative path in its own working folder (on another
+        # machine: another folder): every path it gets is absolute
+        sent = [absolute(x) for x in items]
+        pdir = absolute(pdir) if pdir is not None else None
+        if comp is not None and comp not in ("auto", "keyword", "none"):
+            sent_comp = absolute(comp)
+        fmo_of = [{m: absolute(f) for m, f in fmo.items()} for fmo in fmo_of]
     tasks = [
         Task(i, files[i], names[i],
-             (i, item, files[i], names[i], templates[i], pdir, int(seed), comp, fmo_of[i] or None))
-        for i, item in enumerate(items)
+             (i, item, files[i], names[i], templates[i], pdir, int(seed), sent_comp,
+              fmo_of[i] or None))
+        for i, item in enumerate(sent)
         if i not in no_template
     ]  # fmt: skip
     done = run_batch(_gate_one, tasks, jobs, scheduler, progress, label="gating")
