@@ -115,3 +115,33 @@ def test_cluster_cli_jobs_two_writes_the_same_tables(files, tmp_path):
 def test_prepare_pass_returns_the_error_of_a_bad_file(files):
     got = api._prepare_pass(3, files[3], "bad", None, None, None, 0, [], None)
     assert "P2_week24.fcs" in str(got) and isinstance(got, Exception)
+
+
+def test_resolution_pass_counts_every_event_of_the_file(files, serial):
+    """Pass 3 evaluates each event's own gate only inside its parent's clusters; its counts
+    are those of every event of the file (gate or rule, and the parent by cluster)."""
+    from immunoprofile.clustering.naming import DEFAULT_RULES, own_gate
+    from immunoprofile.gating.template import load_template
+
+    tpl = load_template("tregs")
+    base_of = api._gate_bases(tpl, DEFAULT_RULES)
+    gate_pops = list(dict.fromkeys([*base_of, *(b for b in base_of.values() if b)]))
+    prep, _ = api._prepare_pass(0, files[0], "P1_baseline", serial.markers, tpl, "live",
+                                KW["seed"], gate_pops, None)  # fmt: skip
+    assert np.array_equal(prep.rows, serial.rows[0])
+    naming, nodes, member = serial.naming, serial.nodes[0], serial.sample_members[0]
+    cl = serial._cluster_of_node[nodes]
+    pops = [p for p, par in naming.parents.items() if par is not None]
+    got, gated = api._resolution_pass(
+        prep.light(), nodes, serial._cluster_of_node, naming, member, base_of, pops
+    )
+    gate_in, gate_known = api._event_gates(prep, base_of, pops)
+    assert gated == set(gate_in) and {"CD4", "Treg", "Treg_naive"} <= gated
+    X = prep.events()
+    for pop in pops:
+        a = member[pop].to_numpy()[cl]
+        b = own_gate(naming, X, pop, gate_in, gate_known)
+        b &= member[naming.parents[pop]].to_numpy()[cl]
+        want = (int((a & b).sum()), int(a.sum()), int(b.sum()))
+        assert got[pop] == want, pop
+    assert got["CD4"][1] > 1_000 and got["Treg"][2] > 0

@@ -13,6 +13,7 @@ from immunoprofile.clustering.naming import (
     PhenotypeRule,
     event_membership,
     name_clusters,
+    own_gate,
     parse_conditions,
     sample_membership,
     split_points,
@@ -158,6 +159,41 @@ def test_event_membership_by_rule_and_by_gate():
     assert ev["Treg"].sum() == 110 and ev["Treg"][:10].all() and not ev["Treg"][10:800].any()
     with pytest.raises(ClusteringError, match="no named population"):
         event_membership(nm, X, cl, ["B"])
+
+
+def _treg_naming():
+    med = pd.DataFrame({"CD3": [0.7, 0.1], "CD25": [0.3, 0.3]}, index=["a", "b"])
+    rng = np.random.default_rng(1)
+    X = np.c_[np.r_[rng.normal(0.7, 0.03, 900), rng.normal(0.1, 0.03, 300)],
+              np.r_[rng.normal(0.3, 0.04, 800), rng.normal(0.8, 0.04, 100),
+                    rng.normal(0.3, 0.04, 300)]].astype(np.float32)  # fmt: skip
+    cl = np.r_[np.zeros(900, int), np.ones(300, int)]
+    rules = [PhenotypeRule("T", None, "CD3+"), PhenotypeRule("Treg", "T", "CD25hi")]
+    return name_clusters(med, X, cl, rules=rules), X, cl, rng
+
+
+def test_own_gate_is_the_gate_where_known_and_the_rule_elsewhere():
+    nm, X, cl, rng = _treg_naming()
+    by_rule = own_gate(nm, X, "Treg")
+    assert by_rule.sum() == 100 and by_rule[800:900].all()
+    gate = rng.random(1200) < 0.3
+    for known in (np.ones(1200, bool), np.zeros(1200, bool), rng.random(1200) < 0.5):
+        got = own_gate(nm, X, "Treg", {"Treg": gate}, {"Treg": known})
+        assert np.array_equal(got, np.where(known, gate, by_rule))
+        assert got is not gate
+    # no gate_known: the gate applies everywhere
+    assert np.array_equal(own_gate(nm, X, "Treg", {"Treg": gate}), gate)
+
+
+def test_event_membership_is_the_parent_and_the_own_gate_of_every_event():
+    nm, X, cl, rng = _treg_naming()
+    gate, known = rng.random(1200) < 0.3, rng.random(1200) < 0.5
+    ev = event_membership(nm, X, cl, ["Treg"], gate_in={"Treg": gate},
+                          gate_known={"Treg": known})  # fmt: skip
+    inside = nm.membership["T"].to_numpy()[cl]
+    want = inside & own_gate(nm, X, "Treg", {"Treg": gate}, {"Treg": known})
+    assert inside.sum() == 900 and np.array_equal(ev["Treg"], want)
+    assert 0 < want.sum() < 900
 
 
 def test_hi_is_the_main_bright_mode_not_a_dim_shoulder():

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,12 @@ class _Prepared:
     def events(self) -> np.ndarray:
         """The clustered events (memory-mapped when kept in a scratch folder)."""
         return load_events(self.X)
+
+    def light(self) -> _Prepared:
+        """What the later passes need of this file (its events or their ``.npy``, and its
+        gate bits), without what only the caller keeps (rows, keywords, fitted gates):
+        less to send to a worker."""
+        return replace(self, rows=None, keywords={}, fitted={})
 
 
 def _bit_dtype(n: int) -> type:
@@ -703,9 +709,10 @@ def cluster(
     progress : show progress on stderr (a bar over the files, a spinner per stage: SOM,
         metaclustering, naming, UMAP).
     jobs : worker processes for the per-file passes (reading, compensating, transforming
-        and pre-gating each file; mapping each file's events to the map). The map is
-        trained in this process on the pooled subsample; the result is the same for any
-        ``jobs``.
+        and pre-gating each file; mapping each file's events to the map; counting how its
+        events agree with their gates; naming events; `immunoprofile.clustering.passes`).
+        The map is trained and the clusters named in this process on the pooled
+        subsample; the result is the same for any ``jobs``.
     scheduler : a Dask scheduler address (``tcp://host:8786``) or ``Client``: the per-file
         passes run on that cluster instead (files must be readable by its workers);
         ``"threads"`` or ``"processes"``: Dask's local schedulers
@@ -902,9 +909,18 @@ def _prepare_pass(
     return prep, used
 
 
-def _map_pass(stored: np.ndarray | str, som: SOM, dtype: Any) -> np.ndarray:
-    """Pass 2 on one file (in a worker): the SOM node of every clustered event."""
-    return som.predict(load_events(stored)).astype(dtype)
+def _map_pass(
+    prep: _Prepared,
+    som: SOM,
+    dtype: Any,
+    cluster_of_node: np.ndarray,
+    n_clusters: int,
+    base_of: Mapping[str, str | None],
+) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Pass 2 on one file (in a worker): the SOM node of every clustered event, and the
+    file's per-cluster counts of its gates (`_file_gate_counts`)."""
+    nodes = som.predict(prep.events()).astype(dtype)
+    return nodes, _file_gate_counts(prep, nodes, cluster_of_node, n_clusters, base_of)
 
 
 def _cluster_prepared(
@@ -996,46 +1012,57 @@ def _cluster_prepared(
         meta.fit(som.cluster_centers_, sample_weight=som.counts_)
     node_dtype = np.int16 if n_nodes < 32768 else np.int32
     forking = _forks(jobs, scheduler)
-    with stage(
-        f"clustering: mapping the events of {len(prepared)} files", progress and not forking
-    ):
-        nodes = run_pass(
-            _map_pass, [(p.X, som, node_dtype) for p in prepared], jobs=jobs, scheduler=scheduler,
-            progress=progress and forking, label="clustering: mapping events",
-            names=[p.name for p in prepared],
-        )  # fmt: skip
-
     train_nodes = som.labels_
     if name_level == "metacluster":
         groups, n_groups, label = meta.labels_[train_nodes], int(meta.labels_.max()) + 1, _mc_label
     else:
         groups, n_groups, label = train_nodes, n_nodes, _node_label
+    cluster_of_node = meta.labels_ if name_level == "metacluster" else np.arange(n_nodes)
+
+    def per_file(fn: Any, args: list[tuple], what: str) -> list[Any]:
+        with stage(f"clustering: {what} of {len(prepared)} files", progress and not forking):
+            return run_pass(
+                fn, args, jobs=jobs, scheduler=scheduler, progress=progress and forking,
+                label=f"clustering: {what}", names=[p.name for p in prepared],
+            )  # fmt: skip
+
+    light = [p.light() for p in prepared]
+    # pass 2: every event to its node, and each file's per-cluster gate counts
+    mapped = per_file(
+        _map_pass,
+        [(p, som, node_dtype, cluster_of_node, n_groups, base_of) for p in light],
+        "mapping the events",
+    )
+    nodes = [m[0] for m in mapped]
     med = _group_medians(train, groups, n_groups, chosen, label)
     # empty clusters get their code (nodes) so that they can still be named
     if med.isna().any().any():
         codes = som.cluster_centers_ if name_level == "node" else _mc_codes(som, meta)
         med = med.fillna(pd.DataFrame(codes, index=med.index, columns=med.columns))
-    cluster_of_node = meta.labels_ if name_level == "metacluster" else np.arange(n_nodes)
-    shares, file_shares = _gate_shares(prepared, nodes, cluster_of_node, n_groups, base_of)
+    shares, file_shares = _gate_shares([m[1] for m in mapped], n_groups, base_of)
     with stage("clustering: naming clusters", progress):
         naming = name_clusters(
             med, train, groups, rules=rules, thresholds=thresholds, shares=shares
         )
     members = [sample_membership(naming, fs) for fs in file_shares] if shares else []
-    event_level, resolution = _resolution(
-        naming, members, prepared, nodes, cluster_of_node, base_of, float(min_cluster_f1)
-    )
-    event_bits: list[np.ndarray | None] = []
-    for i, (p, nd) in enumerate(zip(prepared, nodes)):
-        if not event_level:
-            event_bits.append(None)
-            continue
-        gate_in, gate_known = _event_gates(p, base_of, event_level)
-        masks = event_membership(
-            naming, p.events(), cluster_of_node[nd], event_level, gate_in=gate_in,
-            gate_known=gate_known, membership=members[i] if members else None,
+    # pass 3: how well the clusters resolve each population, counted file by file
+    pops = [q for q, par in naming.parents.items() if par is not None]
+    counted = per_file(
+        _resolution_pass,
+        [(p, nd, cluster_of_node, naming, members[i] if members else None, base_of, pops)
+         for i, (p, nd) in enumerate(zip(light, nodes))],
+        "resolving populations",
+    )  # fmt: skip
+    event_level, resolution = _resolution(naming, pops, counted, float(min_cluster_f1))
+    # pass 4: populations named per event, one bit-field per file
+    event_bits: list[np.ndarray | None] = [None] * len(prepared)
+    if event_level:
+        event_bits = per_file(
+            _event_bits_pass,
+            [(p, nd, cluster_of_node, naming, members[i] if members else None, base_of,
+              event_level) for i, (p, nd) in enumerate(zip(light, nodes))],
+            "naming events",
         )  # fmt: skip
-        event_bits.append(_pack([masks[q] for q in event_level], p.n_events))
 
     result = ClusterResult(
         markers=list(chosen),
@@ -1107,40 +1134,55 @@ def _gate_bases(template: Any, rules: Sequence[PhenotypeRule]) -> dict[str, str 
     return out
 
 
-def _gate_shares(
-    prepared: Sequence[_Prepared],
-    nodes: Sequence[np.ndarray],
+def _file_gate_counts(
+    prep: _Prepared,
+    nodes: np.ndarray,
     cluster_of_node: np.ndarray,
+    n_clusters: int,
+    base_of: Mapping[str, str | None],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per population of one file: per cluster, the events its fitted gate put in the
+    population (among those in the population's base) and the events in the base."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if prep.gate_bits is None or not base_of:
+        return out
+    idx = {n: k for k, n in enumerate(prep.gate_names)}
+    cl = cluster_of_node[nodes]
+    for p, b in base_of.items():
+        if p not in idx or (b is not None and b not in idx):
+            continue
+        inp = _bit(prep.gate_bits, idx[p])
+        if b is None:
+            d = np.bincount(cl, minlength=n_clusters)
+        else:
+            inb = _bit(prep.gate_bits, idx[b])
+            d = np.bincount(cl[inb], minlength=n_clusters)
+            inp &= inb
+        out[p] = (np.bincount(cl[inp], minlength=n_clusters), d)
+    return out
+
+
+def _gate_shares(
+    counts: Sequence[Mapping[str, tuple[np.ndarray, np.ndarray]]],
     n_clusters: int,
     base_of: Mapping[str, str | None],
 ) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
     """Per population and cluster, the share of the cluster's events that their sample's
     fitted gate put in the population, among those it put in the population's base (NaN
     where fewer than `MIN_SHARE_EVENTS` events are known): pooled over all files, and per
-    file (one dict per file)."""
+    file (one dict per file), from each file's `_file_gate_counts`."""
     if not base_of:
-        return {}, [{} for _ in prepared]
+        return {}, [{} for _ in counts]
     num = {p: np.zeros(n_clusters) for p in base_of}
     den = {p: np.zeros(n_clusters) for p in base_of}
     per_file: list[dict[str, np.ndarray]] = []
-    for prep, nd in zip(prepared, nodes):
+    for got in counts:
         mine: dict[str, np.ndarray] = {}
         per_file.append(mine)
-        if prep.gate_bits is None:
-            continue
-        idx = {n: k for k, n in enumerate(prep.gate_names)}
-        cl = cluster_of_node[nd]
-        for p, b in base_of.items():
-            if p not in idx or (b is not None and b not in idx):
+        for p in base_of:
+            if p not in got:
                 continue
-            inp = _bit(prep.gate_bits, idx[p])
-            if b is None:
-                d = np.bincount(cl, minlength=n_clusters)
-            else:
-                inb = _bit(prep.gate_bits, idx[b])
-                d = np.bincount(cl[inb], minlength=n_clusters)
-                inp &= inb
-            k = np.bincount(cl[inp], minlength=n_clusters)
+            k, d = got[p]
             num[p] += k
             den[p] += d
             mine[p] = _share(k, d)
@@ -1154,21 +1196,77 @@ def _share(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den >= MIN_SHARE_EVENTS, num / np.maximum(den, 1), np.nan)
 
 
+def _resolution_pass(
+    prep: _Prepared,
+    nodes: np.ndarray,
+    cluster_of_node: np.ndarray,
+    naming: Naming,
+    member: pd.DataFrame | None,
+    base_of: Mapping[str, str | None],
+    pops: Sequence[str],
+) -> tuple[dict[str, tuple[int, int, int]], set[str]]:
+    """Pass 3 on one file (in a worker): per population with a parent, the events named
+    both by cluster and by their own gate within the parent's clusters, by cluster, and
+    by own gate (``tp, n_cluster, n_event``); and the populations with a per-sample gate
+    in this file."""
+    mine = naming.membership if member is None else member
+    member_of = {p: mine[p].to_numpy() for p in naming.parents}
+    cl = cluster_of_node[nodes]
+    gate_in, gate_known = _event_gates(prep, base_of, pops)
+    X = prep.events()
+    out: dict[str, tuple[int, int, int]] = {}
+    # an event counts by its own gate only inside its parent's clusters: the gates and
+    # rules are evaluated there only, once per parent
+    within: dict[str, tuple[np.ndarray, np.ndarray, dict, dict]] = {}
+    for pop in pops:
+        parent = naming.parents[pop]
+        assert parent is not None
+        if parent not in within:
+            rows = np.flatnonzero(member_of[parent][cl])
+            within[parent] = (
+                rows, X[rows], {q: g[rows] for q, g in gate_in.items()},
+                {q: k[rows] for q, k in gate_known.items()},
+            )  # fmt: skip
+        rows, Xp, gin, gkn = within[parent]
+        a = member_of[pop][cl]
+        b = own_gate(naming, Xp, pop, gin, gkn)  # in the parent's clusters
+        out[pop] = (
+            int(np.count_nonzero(a[rows] & b)), int(np.count_nonzero(a)), int(np.count_nonzero(b))
+        )  # fmt: skip
+    return out, set(gate_in)
+
+
+def _event_bits_pass(
+    prep: _Prepared,
+    nodes: np.ndarray,
+    cluster_of_node: np.ndarray,
+    naming: Naming,
+    member: pd.DataFrame | None,
+    base_of: Mapping[str, str | None],
+    event_level: Sequence[str],
+) -> np.ndarray:
+    """Pass 4 on one file (in a worker): the populations named per event, as one
+    bit-field per clustered event (bit k: in ``event_level[k]``)."""
+    gate_in, gate_known = _event_gates(prep, base_of, event_level)
+    masks = event_membership(
+        naming, prep.events(), cluster_of_node[nodes], event_level, gate_in=gate_in,
+        gate_known=gate_known, membership=member,
+    )  # fmt: skip
+    return _pack([masks[q] for q in event_level], prep.n_events)
+
+
 def _resolution(
     naming: Naming,
-    members: Sequence[pd.DataFrame],
-    prepared: Sequence[_Prepared],
-    nodes: Sequence[np.ndarray],
-    cluster_of_node: np.ndarray,
-    base_of: Mapping[str, str | None],
+    pops: Sequence[str],
+    counted: Sequence[tuple[Mapping[str, tuple[int, int, int]], set[str]]],
     min_f1: float,
 ) -> tuple[list[str], pd.DataFrame]:
     """Which populations the clusters resolve, and which are named per event.
 
-    For every population with a parent: over all files, the F1 agreement, among the
-    events of the parent's clusters, between membership by cluster and the events' own
-    gate (`own_gate`). Event-level naming needs a verdict per event that can be trusted
-    more than the clusters:
+    For every population with a parent (``pops``): over all files (each file's
+    `_resolution_pass`), the F1 agreement, among the events of the parent's clusters,
+    between membership by cluster and the events' own gate (`own_gate`). Event-level
+    naming needs a verdict per event that can be trusted more than the clusters:
 
     * a population with a per-sample fitted gate in every file scoring below ``min_f1``
       has its parent's children (and their descendants) named per event, so siblings
@@ -1180,24 +1278,17 @@ def _resolution(
     Returns the per-event populations (rule order) and a table ``population, parent,
     gate, f1, level``.
     """
-    pops = [p for p, par in naming.parents.items() if par is not None]
     tp = dict.fromkeys(pops, 0)
     n_cl = dict.fromkeys(pops, 0)
     n_ev = dict.fromkeys(pops, 0)
     gated = set(pops)
-    for i, (prep, nd) in enumerate(zip(prepared, nodes)):
-        mine = members[i] if members else naming.membership
-        member = {p: mine[p].to_numpy() for p in naming.parents}
-        cl = cluster_of_node[nd]
-        gate_in, gate_known = _event_gates(prep, base_of, pops)
-        gated &= set(gate_in)
-        X = prep.events()
+    for got, has_gate in counted:
+        gated &= has_gate
         for pop in pops:
-            a = member[pop][cl]
-            b = own_gate(naming, X, pop, gate_in, gate_known) & member[naming.parents[pop]][cl]  # type: ignore[index]
-            tp[pop] += int(np.count_nonzero(a & b))
-            n_cl[pop] += int(np.count_nonzero(a))
-            n_ev[pop] += int(np.count_nonzero(b))
+            a, c, e = got[pop]
+            tp[pop] += a
+            n_cl[pop] += c
+            n_ev[pop] += e
     f1 = {p: 2.0 * tp[p] / (n_cl[p] + n_ev[p]) if n_cl[p] + n_ev[p] else 1.0 for p in pops}
     split = {naming.parents[p] for p in pops if p in gated and f1[p] < min_f1}
     alone = {p for p in pops if p not in gated and n_cl[p] == 0 and n_ev[p] >= MIN_SHARE_EVENTS}

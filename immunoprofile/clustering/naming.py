@@ -50,6 +50,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -525,8 +526,20 @@ def event_membership(
         else:
             member = naming.membership if membership is None else membership
             inside = member[parent].to_numpy()[event_cluster]
-        out[pop] = inside & own_gate(naming, events, pop, gate_in, gate_known)
+        # the event's own gate, evaluated where the parent holds it
+        rows = np.flatnonzero(inside)
+        sub_in = None if gate_in is None else {q: _rows(g, rows) for q, g in gate_in.items()}
+        sub_known = (
+            None if gate_known is None else {q: _rows(k, rows) for q, k in gate_known.items()}
+        )
+        inside[rows] = own_gate(naming, events[rows], pop, sub_in, sub_known)
+        out[pop] = inside
     return out
+
+
+def _rows(mask: Any, rows: np.ndarray) -> Any:
+    """A per-event mask at ``rows`` (a scalar stays as it is)."""
+    return np.asarray(mask)[rows] if np.ndim(mask) else mask
 
 
 def own_gate(
@@ -539,6 +552,21 @@ def own_gate(
     """Whether each event passes ``population``'s own gate (parent not applied): the
     sample's fitted gate ``gate_in`` where ``gate_known``, the rule's pooled cuts
     elsewhere."""
+    if gate_in is None or population not in gate_in:
+        return _by_rule(naming, events, population)
+    known = gate_known.get(population, True) if gate_known is not None else True
+    known = np.broadcast_to(np.asarray(known, dtype=bool), (events.shape[0],))
+    out = np.array(gate_in[population], dtype=bool)  # a copy: the gate where known
+    unknown = ~known
+    if unknown.all():
+        return _by_rule(naming, events, population)
+    if unknown.any():  # the rule only where the gate does not apply
+        out[unknown] = _by_rule(naming, events[unknown], population)
+    return out
+
+
+def _by_rule(naming: Naming, events: np.ndarray, population: str) -> np.ndarray:
+    """Whether each event passes ``population``'s rule with the pooled cuts."""
     n = events.shape[0]
     by_rule = np.ones(n, dtype=bool)
     for alts in naming.conditions[population]:
@@ -546,9 +574,6 @@ def own_gate(
         for j, lvl, cuts in alts:
             ok |= _meets(events[:, j], lvl, cuts)
         by_rule &= ok
-    if gate_in is not None and population in gate_in:
-        known = gate_known.get(population, True) if gate_known is not None else True
-        by_rule = np.where(known, gate_in[population], by_rule)
     return by_rule
 
 

@@ -2,13 +2,18 @@
 
 FlowSOM clusters a cohort larger than memory in two steps (Van Gassen et al., 2015,
 Cytometry A 87:636): the map is trained on a subsample of every file, then every event of
-every file is mapped to its node. `cluster` does the per-file work in two passes:
+every file is mapped to its node. `cluster` does the per-file work in passes:
 
 1. *prepare*: read, compensate, transform and pre-gate one file, keep its marker columns;
-2. *map*: every clustered event of one file to its SOM node,
+2. *map*: every clustered event of one file to its SOM node, and the file's per-cluster
+   counts of its own gates (for naming);
+3. *resolve*: how well the named clusters agree with each event's own gate, counted;
+4. *name events*: the populations named per event (when the clusters do not resolve
+   them), one bit-field per file;
 
-and in between trains the map and its metaclusters on the pooled subsample in the calling
-process. A pass is a function applied to one file at a time, so a worker holds one file.
+and in between trains the map and its metaclusters on the pooled subsample and names the
+clusters in the calling process, which so never touches every event of the cohort. A
+pass is a function applied to one file at a time, so a worker holds one file.
 Between passes a file's clustered events live in memory (serial runs) or in a scratch
 folder as ``.npy`` (parallel runs), read back memory-mapped one file at a time; on a Dask
 cluster that folder must be on storage every worker and the caller can reach.
