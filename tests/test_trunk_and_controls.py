@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from immunoprofile.exceptions import GatingError
+from immunoprofile.exceptions import GatingError, TemplateError
 from immunoprofile.gating.adaptive import BlobGate, DensityMinimumGate
 from immunoprofile.gating.engine import apply_template
 from immunoprofile.gating.template import validate_template
@@ -137,6 +137,34 @@ def test_positive_control_and_bimodal_parent_keeps_its_valley():
     assert g.threshold_ == pytest.approx(float(np.quantile(pos, 0.05)))
 
 
+def test_mirrored_main_peak_of_the_parent_as_control_of_a_hi_subset():
+    """CD38hi B cells as a shoulder above the CD38+ naive B cells (no valley): with
+    ``mirror`` the parent itself is the control; the cut is the 99th percentile of a
+    normal curve as wide as the main peak's dim half, so the shoulder does not widen it,
+    while the plain 99th percentile of the parent would sit inside the shoulder."""
+    rng = np.random.default_rng(3)
+    main = rng.normal(0.55, 0.05, 20_000)
+    hi = rng.normal(0.72, 0.04, 2_000)  # 9 % of B, overlapping the main peak's tail
+    x = np.concatenate([main, hi])
+    spec = {"population": "B", "kind": "negative", "quantile": 0.99, "mirror": True}
+    g = DensityMinimumGate(("CD38",), side="+", control=spec, valley="above_mode")
+    g.fit(x, controls={"CD38": x})
+    assert not g.fallback_
+    expected = 0.55 + 2.3263 * 0.05  # the main peak's own 99th percentile
+    assert g.threshold_ == pytest.approx(expected, abs=0.012)
+    assert g.params_["control_sd"] == pytest.approx(0.05, rel=0.12)
+    assert g.params_["control"].startswith("main peak of negative control population B")
+    assert float(np.quantile(x, 0.99)) > g.threshold_ + 0.05
+    # the shoulder kept above the cut: 9.1 % of the parent against 9.1 % true
+    assert (x >= g.threshold_).mean() == pytest.approx(len(hi) / len(x), abs=0.015)
+    # a positive control is mirrored from its bright half: the cut lies below its peak
+    spec = {"population": "P", "kind": "positive", "quantile": 0.99, "mirror": True}
+    g = DensityMinimumGate(("CD38",), side="+", control=spec).fit(main, controls={"CD38": hi})
+    assert g.threshold_ == pytest.approx(0.72 - 2.3263 * 0.04, abs=0.012)
+    with pytest.raises(TemplateError, match="mirror must be true or false"):
+        DensityMinimumGate(("M",), control={"population": "B", "mirror": "yes"})
+
+
 def test_mixture_cut_only_when_the_data_support_two_components():
     rng = np.random.default_rng(2)
     # two overlapping populations: one density peak, but a clear two-component mixture
@@ -198,6 +226,49 @@ def test_engine_passes_the_control_population_and_records_it():
     assert rec["params"]["threshold"] == pytest.approx(expected, rel=1e-6)
     assert rec["params"]["control"].startswith("negative control population T")
     assert not [q for q in res.qc if q["population"] == "IgD+"]
+
+
+def test_engine_list_of_controls_takes_the_stricter_cut():
+    """IgD+ must clear two controls: above the T cells' IgD (99th percentile, 0.35 here)
+    and inside the B cells' own IgD+ peak (its 1st percentile mirrored from the bright
+    half: 0.55 - 2.33 x 0.05 = 0.43). The stricter, 0.43, wins: the IgD-dim B cells at
+    0.40, above every T cell but below the IgD+ peak, stay out; both cuts are recorded."""
+    rng = np.random.default_rng(4)
+    n = 30_000
+    t = rng.random(n) < 0.5
+    dim = ~t & (rng.random(n) < 0.15)
+    cd3 = np.where(t, rng.normal(0.7, 0.05, n), rng.normal(0.2, 0.05, n))
+    igd = np.where(t, rng.normal(0.30, 0.02, n), np.where(dim, 0.40, 0.55))
+    igd = igd + np.where(t, 0.0, rng.normal(0.0, np.where(dim, 0.02, 0.05), n))
+    ev = np.column_stack([cd3, igd]).astype(np.float32)
+    ch = make_channel_table(["A-A", "B-A"], ["CD3", "IgD"], ranges=[1024.0, 1024.0])
+    pops = [dict(p) for p in CONTROL_TEMPLATE["populations"]]
+    pops[2] = {
+        **pops[2],
+        "gate": {
+            **pops[2]["gate"],
+            "control": [
+                {"population": "T", "quantile": 0.99},
+                {"population": "nonT", "kind": "positive", "quantile": 0.99, "mirror": True},
+            ],
+        },
+    }
+    res = apply_template(
+        Sample(ev, ch, name="two"), validate_template({**CONTROL_TEMPLATE, "populations": pops})
+    )
+    p = res.fitted["IgD+"]["params"]
+    t_cut = float(np.quantile(ev[res.masks["T"], 1].astype(np.float64), 0.99))
+    assert p["control_cuts"][0] == pytest.approx(t_cut, rel=1e-6)
+    assert p["control_cuts"][1] == pytest.approx(0.55 - 2.3263 * 0.05, abs=0.012)
+    assert p["threshold"] == max(p["control_cuts"])
+    assert "(the stricter cut)" in p["control"]
+    assert "negative control population T" in p["control"]
+    assert "main peak of positive control population nonT" in p["control"]
+    kept = res.masks["IgD+"]
+    # the IgD-dim B cells are left out (the T cells' cut alone would keep 99 % of them)
+    assert kept[~t & dim].mean() < 0.05
+    assert (ev[~t & dim, 1] >= p["control_cuts"][0]).mean() > 0.99
+    assert kept[~t & ~dim].mean() > 0.97
 
 
 def test_engine_control_must_be_gated_first():

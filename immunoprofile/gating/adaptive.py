@@ -49,6 +49,7 @@ import copy
 import inspect
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -513,7 +514,10 @@ class DensityMinimumGate(_OneDimGate):
         name, "exclude": [names], "kind": "negative" | "positive", "quantile": 0.99}``,
         a population of the same file known negative (cut at its ``quantile``) or
         positive (cut at its ``1 - quantile``) for the marker; the engine passes its
-        values (``fit(..., controls={dim: values})``). See `_control_cut`.
+        values (``fit(..., controls={dim: values})``). With ``"mirror": true`` the
+        quantile is that of the control's main peak mirrored from its far half
+        (`_mirrored_peak_cut`), so the parent itself can be the control of a "hi"
+        subset. See `_control_cut`.
     mixture : where neither a valley nor a control gives a cut, the Bayes cut of a
         two-component mixture of the parent, if the data support two (`_mixture_cut`).
     absent : where the parent shows a single peak lying below ``search``, take it for
@@ -542,7 +546,7 @@ class DensityMinimumGate(_OneDimGate):
         min_prominence: float = 0.03,
         valley: str = "lowest",
         min_depth: float = 0.1,
-        control: dict[str, Any] | None = None,
+        control: dict[str, Any] | list[dict[str, Any]] | None = None,
         mixture: bool = False,
         absent: bool = False,
         fallback: float | None = None,
@@ -664,12 +668,18 @@ class DensityMinimumGate(_OneDimGate):
 
 
 def _check_control(control: Any, where: str) -> None:
-    """Validate an internal control spec (see `DensityMinimumGate`)."""
+    """Validate an internal control spec, or a list of them (see `DensityMinimumGate`)."""
     if control is None:
+        return
+    if isinstance(control, list):
+        if not control:
+            raise TemplateError(f"{where}: control list is empty")
+        for one in control:
+            _check_control(one, where)
         return
     if not isinstance(control, dict) or not isinstance(control.get("population"), str):
         raise TemplateError(f"{where}: control must be a dict with a 'population' name")
-    unknown = set(control) - {"population", "exclude", "kind", "quantile"}
+    unknown = set(control) - {"population", "exclude", "kind", "quantile", "mirror"}
     if unknown:
         raise TemplateError(f"{where}: control has no field(s) {sorted(unknown)}")
     if control.get("kind", "negative") not in ("negative", "positive"):
@@ -680,6 +690,8 @@ def _check_control(control: Any, where: str) -> None:
     ex = control.get("exclude", [])
     if not isinstance(ex, list) or not all(isinstance(e, str) for e in ex):
         raise TemplateError(f"{where}: control exclude must be a list of population names")
+    if not isinstance(control.get("mirror", False), bool):
+        raise TemplateError(f"{where}: control mirror must be true or false")
 
 
 #: a control population needs at least this many events to place a cut
@@ -694,11 +706,33 @@ def _control_cut(gate: _OneDimGate, why: str) -> tuple[float, dict[str, Any]]:
     which only 1 % of certainly negative cells lie, the way an expert reads a fluorescence
     minus one or an unstained control. A known-positive population (``"positive"``) sets
     it at its ``1 - quantile`` quantile. The control's values come from the engine
-    (``fit(..., controls=)``); `_NoFit` when it gave none or too few.
+    (``fit(..., controls=)``); `_NoFit` when it gave none or too few. With a list of
+    controls (one array of values each), every one must be cleared: the strictest cut
+    for the gate's side wins, e.g. IgD+ B cells above the T cells' IgD and inside the
+    B cells' own IgD+ peak.
     """
-    spec = gate.control or {}
+    specs = gate.control if isinstance(gate.control, list) else [gate.control or {}]
+    given = getattr(gate, "_controls", {}).get(gate.dims[0])
+    if len(specs) == 1:
+        return _one_control_cut(gate, specs[0], given, why)
+    if given is None:
+        given = [None] * len(specs)
+    cuts = [_one_control_cut(gate, sp, v, why) for sp, v in zip(specs, given)]
+    # every control must be cleared: the strictest cut for the side kept
+    pick = max if gate.side == "+" else min
+    t, params = pick(cuts, key=lambda c: c[0])
+    return t, {
+        **params,
+        "control": " and ".join(c[1]["control"] for c in cuts) + " (the stricter cut)",
+        "control_cuts": [c[0] for c in cuts],
+    }
+
+
+def _one_control_cut(
+    gate: _OneDimGate, spec: dict[str, Any], values: Any, why: str
+) -> tuple[float, dict[str, Any]]:
+    """The cut from one control spec and its values (see `_control_cut`)."""
     dim = gate.dims[0]
-    values = getattr(gate, "_controls", {}).get(dim)
     name = spec.get("population", "?")
     if spec.get("exclude"):
         name += " not " + " or ".join(spec["exclude"])
@@ -710,15 +744,60 @@ def _control_cut(gate: _OneDimGate, why: str) -> tuple[float, dict[str, Any]]:
         raise _NoFit(f"control population {name} has {len(values)} events on {dim}")
     kind = spec.get("kind", "negative")
     q = float(spec.get("quantile", 0.99))
-    t = float(np.quantile(values, q if kind == "negative" else 1.0 - q))
+    extra: dict[str, Any] = {}
+    if spec.get("mirror"):
+        t, extra = _mirrored_peak_cut(values, q, kind, dim, name)
+        source = (
+            f"main peak of {kind} control population {name}, mirrored from its "
+            f"{'dim' if kind == 'negative' else 'bright'} half ({100 * q:g}th percentile"
+            f"{'' if kind == 'negative' else ' from the top'})"
+        )
+    else:
+        t = float(np.quantile(values, q if kind == "negative" else 1.0 - q))
+        source = (
+            f"{kind} control population {name} ({100 * q:g}th percentile"
+            f"{'' if kind == 'negative' else ' from the top'})"
+        )
     lo, hi = (None, None) if gate.search is None else map(float, gate.search)
     return t, {
-        "control": f"{kind} control population {name} ({100 * q:g}th percentile"
-        f"{'' if kind == 'negative' else ' from the top'})",
+        "control": source,
+        **extra,
         "control_events": int(len(values)),
         "why": why,
         "search": None if lo is None else [lo, hi],
     }
+
+
+def _mirrored_peak_cut(
+    values: np.ndarray, q: float, kind: str, dim: str, name: str
+) -> tuple[float, dict[str, Any]]:
+    """Cut at the ``q`` quantile of a control's main peak taken as a normal curve whose
+    width is read on the peak's far side from the cut (its dim half for a ``negative``
+    control, bright half for a ``positive`` one): the half width at half maximum of the
+    density, over sqrt(2 ln 2). The events on the near side (a shoulder of brighter
+    cells without a valley of their own, e.g. CD38hi transitional B cells above the
+    mature naive B cells) do not widen it, so the control may be the parent population
+    itself: the cut then says "brighter than the bulk of the parent", the way an expert
+    reads a "hi" subset off the main population when no valley separates them."""
+    grid, dens, _ = binned_density(values)
+    top = int(np.argmax(dens))
+    half = 0.5 * float(dens[top])
+    step = -1 if kind == "negative" else 1
+    j = top
+    while 0 <= j + step < len(dens) and dens[j + step] > half:
+        j += step
+    k = j + step
+    if not 0 <= k < len(dens):
+        raise _NoFit(f"the main peak of control population {name} on {dim} has no half width")
+    # linear interpolation of where the density crosses half the peak height
+    frac = (float(dens[j]) - half) / max(float(dens[j]) - float(dens[k]), 1e-300)
+    crossing = float(grid[j]) + frac * float(grid[k] - grid[j])
+    sd = abs(float(grid[top]) - crossing) / math.sqrt(2.0 * math.log(2.0))
+    if not sd > 0:
+        raise _NoFit(f"the main peak of control population {name} on {dim} has no width")
+    z = statistics.NormalDist().inv_cdf(q)
+    t = float(grid[top]) - step * z * sd
+    return t, {"control_peak": float(grid[top]), "control_sd": sd}
 
 
 #: the share of a negative control's events left above a cut taken from it

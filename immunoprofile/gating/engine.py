@@ -494,17 +494,20 @@ def _control_values(
         return None
     out: dict[str, np.ndarray] = {}
     for dim, spec in specs.items():
-        names = [spec["population"], *spec.get("exclude", [])]
-        missing = [c for c in names if c not in masks]
-        if missing:
-            raise GatingError(
-                f"{label}: population {name!r}: control population(s) {missing} are not "
-                "gated before it (a control must come earlier in the template)"
-            )
-        keep = masks[spec["population"]].copy()
-        for ex in spec.get("exclude", []):
-            keep &= ~masks[ex]
-        out[dim] = column[cols_of[dim]][keep]
+        values = []
+        for one in spec if isinstance(spec, list) else [spec]:
+            names = [one["population"], *one.get("exclude", [])]
+            missing = [c for c in names if c not in masks]
+            if missing:
+                raise GatingError(
+                    f"{label}: population {name!r}: control population(s) {missing} are not "
+                    "gated before it (a control must come earlier in the template)"
+                )
+            keep = masks[one["population"]].copy()
+            for ex in one.get("exclude", []):
+                keep &= ~masks[ex]
+            values.append(column[cols_of[dim]][keep])
+        out[dim] = values if isinstance(spec, list) else values[0]
     return out
 
 

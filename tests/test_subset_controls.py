@@ -1,0 +1,60 @@
+"""Subset gates of the built-in templates on unimodal or multi-peak markers: FOXP3 on
+CD25hi CD127lo cells, CD38 on B cells. Hand-made events with known membership;
+the gates are the templates' own (loaded from the built-in JSON)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from immunoprofile.gating.template import load_template
+
+
+def _gate(template: str, population: str):
+    pop = next(p for p in load_template(template).populations if p.name == population)
+    return pop.gate.clone()
+
+
+def _foxp3_treg_gate(rng, n=6_000):
+    """Cells of a CD25hi CD127lo gate: FOXP3+ Tregs (86 %), FOXP3-dim activated cells
+    (9 %) and conventional CD4 cells that slipped in (5 %), each a clear peak."""
+    parts = [
+        rng.normal(0.72, 0.04, int(0.86 * n)),
+        rng.normal(0.46, 0.04, int(0.09 * n)),
+        rng.normal(0.22, 0.04, int(0.05 * n)),
+    ]
+    return np.concatenate(parts), len(parts[0])
+
+
+def test_foxp3_cut_is_the_valley_below_the_foxp3_peak():
+    """Two valleys inside the search range: the lowest lies between the conventional and
+    the FOXP3-dim cells (about 0.34) and would count the FOXP3-dim cells as FOXP3+
+    (+9 pp); the template takes the valley right below the dominant FOXP3+ peak."""
+    rng = np.random.default_rng(11)
+    x, n_pos = _foxp3_treg_gate(rng)
+    g = _gate("tregs", "Treg_FOXP3").fit(x)
+    assert not g.fallback_
+    assert g.params_["control"] == "density valley of the parent"
+    assert 0.55 < g.threshold_ < 0.65
+    assert (x >= g.threshold_).sum() == pytest.approx(n_pos, rel=0.01)
+    lowest = g.clone(valley="lowest").fit(x)
+    assert lowest.threshold_ < 0.42  # the valley that let the FOXP3-dim cells in
+
+
+def test_b_cell_cd38hi_from_the_b_cells_main_peak():
+    """CD38 on B cells with no valley above the main peak (as in the Lyoplate tube):
+    transitional B cells a shoulder above the naive B cells; T cells carry CD38 too and
+    reach into the shoulder. CD38hi starts at the 99th percentile of the B cells' main
+    peak mirrored from its dim half, not at the T cells' 99th percentile."""
+    rng = np.random.default_rng(13)
+    naive = rng.normal(0.55, 0.06, 9_000)
+    trans = rng.normal(0.74, 0.05, 900)
+    memory = rng.normal(0.2, 0.1, 900)  # CD38lo memory B cells below
+    b = np.concatenate([naive, trans, memory])
+    g = _gate("b_cells", "B_transitional")
+    g.fit(np.column_stack([rng.normal(0.6, 0.05, len(b)), b]), controls={"CD38": b})
+    cd38 = g.fitted_dict()["params"]["CD38"]
+    assert cd38["control"].startswith("main peak of negative control population B")
+    assert cd38["threshold"] == pytest.approx(0.55 + 2.3263 * 0.06, abs=0.015)
+    share = (b >= cd38["threshold"]).mean()
+    assert share == pytest.approx(len(trans) / len(b), abs=0.02)
