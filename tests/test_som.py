@@ -68,6 +68,21 @@ def test_deterministic_for_a_seed_and_random_init_differs():
     assert not np.array_equal(a, c)
 
 
+def test_threads_give_the_same_map_bit_for_bit():
+    # 7 chunks of 1,000 events (the last shorter), coarse epochs on 3,000 of them
+    X, _, _ = blobs(n=6_500, d=7)
+    kw = {"grid": (4, 4), "n_epochs": 6, "seed": 3, "chunk_size": 1_000, "coarse_events": 3_000}
+    one = SOM(**kw).fit(X)
+    for threads in (2, 3, 8):
+        som = SOM(n_threads=threads, **kw).fit(X)
+        assert som.cluster_centers_.tobytes() == one.cluster_centers_.tobytes()
+        assert np.array_equal(som.labels_, one.labels_)
+        assert np.array_equal(som.counts_, one.counts_)
+        assert som.quantization_error_ == one.quantization_error_
+        assert np.array_equal(som.predict(X[::-1]), one.predict(X[::-1]))
+    assert one.counts_.sum() == 6_500 and (one.counts_ > 0).sum() >= 5
+
+
 def test_topology_neighbouring_nodes_are_closer_than_far_nodes():
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, (20000, 2)).astype(np.float32)
@@ -101,6 +116,8 @@ def test_bad_parameters_and_unfitted_and_width_mismatch():
         SOM(init="kmeans").fit(X)
     with pytest.raises(ClusteringError, match="not fitted"):
         SOM().predict(X)
+    with pytest.raises(ClusteringError, match="n_threads"):
+        SOM(n_threads=0).fit(X)
     som = SOM(grid=(2, 2), n_epochs=2).fit(X)
     with pytest.raises(ClusteringError, match="6 markers"):
         som.predict(X[:, :3])

@@ -20,12 +20,19 @@ The early, wide-neighbourhood epochs only place the map coarsely and run on a ra
 subsample (``coarse_events``), so large inputs cost about four passes over every event.
 All arithmetic on events is float32; the map is initialised on the plane of the first two
 principal components (deterministic), or from random events (``init="random"``, seeded).
+Step 1 may run on several threads (``n_threads``): each chunk is computed alike and step 2
+adds the chunks up in order, so the map does not depend on the number of threads.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
+from immunoprofile._threads import one_thread
 from immunoprofile.exceptions import ClusteringError
 
 __all__ = ["SOM", "grid_coordinates"]
@@ -69,6 +76,10 @@ class SOM:
         only place the map coarsely, so they train on a random subsample of this many
         events (None = always all events); the fine epochs and the final assignment use
         every event.
+    n_threads : threads finding the best-matching units of the chunks of events in
+        ``fit`` and ``predict`` (each chunk's matrix product runs on one BLAS thread).
+        The map is the same for any number: every chunk is computed alike and the
+        per-node sums are added up in chunk order.
 
     Attributes
     ----------
@@ -97,6 +108,7 @@ class SOM:
         seed: int = 0,
         chunk_size: int = 65536,
         coarse_events: int | None = 100_000,
+        n_threads: int = 1,
     ) -> None:
         self.grid = grid
         self.n_epochs = n_epochs
@@ -106,6 +118,7 @@ class SOM:
         self.seed = seed
         self.chunk_size = chunk_size
         self.coarse_events = coarse_events
+        self.n_threads = n_threads
 
     # --- parameters ---------------------------------------------------------------------
 
@@ -121,6 +134,8 @@ class SOM:
             raise ClusteringError(f"SOM init must be 'pca' or 'random', got {self.init!r}")
         if int(self.chunk_size) < 1:
             raise ClusteringError(f"SOM chunk_size must be >= 1, got {self.chunk_size}")
+        if int(self.n_threads) < 1:
+            raise ClusteringError(f"SOM n_threads must be >= 1, got {self.n_threads}")
 
     def _initial_codes(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n_nodes = self.grid_.shape[0]
@@ -155,6 +170,36 @@ class SOM:
         np.subtract(half_sq, d, out=d)
         return d.argmin(axis=1)
 
+    def _bmus(
+        self, X: np.ndarray, codes: np.ndarray, half_sq: np.ndarray
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, best-matching units)`` of every chunk of ``X``, in order; on
+        ``n_threads`` threads (at most that many chunks' distances exist at a time)."""
+        step = int(self.chunk_size)
+        starts = range(0, X.shape[0], step)
+        threads = min(int(getattr(self, "n_threads", 1)), len(starts))
+        if threads <= 1:
+            for start in starts:
+                yield start, self._bmu_chunk(X[start : start + step], codes, half_sq)
+            return
+
+        def one(start: int) -> np.ndarray:
+            return self._bmu_chunk(X[start : start + step], codes, half_sq)
+
+        with one_thread("blas"), ThreadPoolExecutor(threads) as pool:
+            window: deque = deque()
+            it = iter(starts)
+            for start in it:  # keep ``threads`` chunks in flight, hand them out in order
+                window.append((start, pool.submit(one, start)))
+                if len(window) == threads:
+                    break
+            while window:
+                start, fut = window.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    window.append((nxt, pool.submit(one, nxt)))
+                yield start, fut.result()
+
     def _epoch_sums(
         self,
         X: np.ndarray,
@@ -169,9 +214,8 @@ class SOM:
         half_sq = 0.5 * np.einsum("ij,ij->i", codes, codes)
         sq_err = 0.0
         step = int(self.chunk_size)
-        for start in range(0, X.shape[0], step):
+        for start, bmu in self._bmus(X, codes, half_sq):
             Xc = X[start : start + step]
-            bmu = self._bmu_chunk(Xc, codes, half_sq)
             if labels_out is not None:
                 labels_out[start : start + step] = bmu
             counts += np.bincount(bmu, minlength=n_nodes)
@@ -239,8 +283,8 @@ class SOM:
         half_sq = 0.5 * np.einsum("ij,ij->i", codes, codes)
         out = np.empty(X.shape[0], dtype=np.int32)
         step = int(self.chunk_size)
-        for start in range(0, X.shape[0], step):
-            out[start : start + step] = self._bmu_chunk(X[start : start + step], codes, half_sq)
+        for start, bmu in self._bmus(X, codes, half_sq):
+            out[start : start + step] = bmu
         return out
 
     def fit_predict(self, X: np.ndarray, y: None = None) -> np.ndarray:
