@@ -79,6 +79,35 @@ def f1_target(population: str) -> float | None:
     return 0.95 if population in MAIN else 0.90
 
 
+def lost_at(
+    truth: np.ndarray,
+    gated: np.ndarray,
+    population: str,
+    parents: dict[str, str | None],
+    masks: dict[str, np.ndarray],
+) -> str:
+    """Where a population's true events were lost, gate by gate from the root (each
+    ancestor's gate, then the population's own), and how many false events it kept:
+    ``"live 42; B_transitional 4; false 3"``. Says which gate of the chain a miss comes
+    from (a subset whose cells a trunk gate drops is no fault of the subset's gate)."""
+    chain: list[str] = []
+    node: str | None = population
+    while node is not None:
+        chain.insert(0, node)
+        node = parents.get(node)
+    kept = truth
+    parts = []
+    for name in chain:
+        n = int(np.count_nonzero(kept & ~masks[name]))
+        if n:
+            parts.append(f"{name} {n}")
+        kept = kept & masks[name]
+    false = int(np.count_nonzero(gated & ~truth))
+    if false:
+        parts.append(f"false {false}")
+    return "; ".join(parts)
+
+
 def run_cohort(
     seed: int, drift: float, patients: int, events: int, widened: bool, records: Path | None = None
 ):
@@ -110,7 +139,12 @@ def run_cohort(
                         tp, gp = truth_mask(labels, p.parent), res.masks[p.parent]
                     truth_pct = 100.0 * tm.sum() / max(int(tp.sum()), 1)
                     gated_pct = 100.0 * gm.sum() / max(int(gp.sum()), 1)
-                    stats[p.name] = (f1_score(tm, gm), truth_pct, gated_pct)
+                    stats[p.name] = (
+                        f1_score(tm, gm),
+                        truth_pct,
+                        gated_pct,
+                        lost_at(tm, gm, p.name, parents, res.masks),
+                    )
                 record = file_record(
                     counts,
                     parents,
@@ -134,7 +168,7 @@ def run_cohort(
         for (stem, own, _, parents, stats), more in zip(files, extra):
             flags = own + more
             rules = sorted({q["flag"] for q in flags})
-            for pop, (f1, truth_pct, gated_pct) in stats.items():
+            for pop, (f1, truth_pct, gated_pct, lost) in stats.items():
                 on = flags_on(flags, pop, parents)
                 rows.append(
                     {
@@ -148,6 +182,7 @@ def run_cohort(
                         "truth_pct": truth_pct,
                         "gated_pct": gated_pct,
                         "error": gated_pct - truth_pct,
+                        "lost_at": lost,
                         "flags": "; ".join(
                             dict.fromkeys(f"{q['flag']}:{q.get('population')}" for q in on)
                         ),
@@ -276,6 +311,32 @@ def summary_lines(df: pd.DataFrame) -> list[str]:
     ]
 
 
+def miss_causes(df: pd.DataFrame) -> pd.DataFrame:
+    """Per population, over the file rows missing a target: the true events lost at each
+    gate of the chain (summed over those files, largest first) and the false events kept."""
+    first = _first(df)
+    first = first[~first["population"].isin(TRUNK)]
+    miss = first[~_meets(first)]
+    rows = []
+    for pop, g in miss.groupby("population", sort=False):
+        total: dict[str, int] = {}
+        for text in g["lost_at"].fillna(""):
+            for part in filter(None, str(text).split("; ")):
+                name, n = part.rsplit(" ", 1)
+                total[name] = total.get(name, 0) + int(n)
+        false = total.pop("false", 0)
+        lost = sorted(total.items(), key=lambda kv: -kv[1])
+        rows.append(
+            {
+                "population": pop,
+                "files missing": len(g),
+                "true events lost, by gate": ", ".join(f"{k} {v}" for k, v in lost) or "-",
+                "false events kept": false,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def flag_counts(df: pd.DataFrame) -> pd.DataFrame:
     """How often each rule fired (file x template x population rows bearing it)."""
     tags = df["flags"].str.split("; ").explode()
@@ -320,6 +381,17 @@ def arm_section(name: str, df: pd.DataFrame) -> list[str]:
     text += ["", *summary_lines(df)]
     text += ["", "### Per population", ""]
     text += [_md(population_table(df)), ""]
+    if "lost_at" in df.columns:
+        text += [
+            "### Where the files missing a target lost their events",
+            "",
+            "Over the file rows that miss a population's target: the true events of that "
+            "population dropped at each gate of its chain (a trunk gate, an ancestor, or "
+            "its own gate), summed over those files, and the false events it kept.",
+            "",
+            _md(miss_causes(df)),
+            "",
+        ]
     if name.startswith("Widened"):
         text += ["### Conditions drawn per cohort", "", _md(conds), ""]
     text += [f"### Errors > {OFF_PP:g} pp on {', '.join(RECALL_POPULATIONS)} ({len(rec)})", ""]
@@ -327,6 +399,19 @@ def arm_section(name: str, df: pd.DataFrame) -> list[str]:
     text += [f"Not flagged: {len(missed)}.", "", "### Rules that fired", ""]
     text += [_md(flag_counts(df)), ""]
     return text
+
+
+def _shown(argv: list[str]) -> list[str]:
+    """The command line as the document quotes it (the note's text left out)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            out.append("...")
+            skip = False
+            continue
+        out.append(a)
+        skip = a == "--note"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--records", type=Path, help="folder for each cohort's file records (pickle, QC studies)"
     )
+    ap.add_argument("--note", help="a paragraph placed under the title (e.g. why fewer seeds)")
     args = ap.parse_args(argv)
     # seeds < 2**31 drawn from the OS: new every run, printed so a run can be repeated
     seeds = args.seed_list or sorted(secrets.randbelow(2**31 - 2) for _ in range(args.seeds))
@@ -371,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Gating accuracy and QC on fresh random seeds",
         "",
         "Made by `python benchmarks/gating_evaluation.py "
-        + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+        + " ".join(_shown(argv if argv is not None else sys.argv[1:]))
         + f"` on commit `{commit}` in {minutes:.0f} min. Seeds drawn for this run (default "
         "cohort seed s, strong-drift cohort seed s + 1): "
         + ", ".join(map(str, seeds))
@@ -388,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         "(recall population) but, as the trunk, carries no F1 target.",
         "",
     ]
+    if args.note:
+        text[4:4] = [args.note, ""]
     for name, df in results.items():
         text += arm_section(name, df)
     out = "\n".join(text) + "\n"

@@ -233,14 +233,30 @@ def test_viability_shoulder_is_cut_at_the_peak_and_flagged(clean):
     assert "viability_shoulder" not in _rules(apply_template(sample, "tregs").qc)
 
 
+def _tail_viability(obj) -> None:
+    """The live gate's viability cut where the live peak tails off (``tail`` with
+    ``mirror``, as in ``tregs``) instead of the B tube's valley to the dead cells."""
+    for pop in obj["populations"]:
+        if pop["name"] == "live":
+            for gate in [pop["gate"], *pop.get("alternatives", [])]:
+                gate["per_dim"]["Viability"] = {
+                    "type": "tail", "tol": 0.01, "mirror": 1.5, "fallback": 0.45
+                }  # fmt: skip
+
+
 def test_viability_dim_events_in_the_parent_of_b_cells_are_flagged(clean):
-    """The shoulder's events below the live cut stay in ``live`` and, carrying no
-    lineage marker, land in ``nonT``: more than 1 % of the parent of B cells then lie
-    over 4 robust SD above the live T cells (``live`` minus ``nonT``) on the viability
-    dye. The clean file's parent holds none."""
+    """With a viability cut at the live peak's tail, the shoulder's events below the cut
+    stay in ``live`` and, carrying no lineage marker, land in ``nonT``: more than 1 % of
+    the parent of B cells then lie over 4 robust SD above the live T cells (``live``
+    minus ``nonT``) on the viability dye. The clean file's parent holds none. The
+    built-in ``b_cells`` cuts at the valley between the live peak and the shoulder and
+    leaves the shoulder out (under 3 % of its events kept), so nothing is flagged."""
     sample, labels = clean
     shouldered, mask = _with_viability_shoulder(sample, labels)
-    res = apply_template(shouldered, "b_cells")
+    own = apply_template(shouldered, "b_cells")
+    assert (mask & own.masks["live"]).sum() < 0.03 * mask.sum()
+    assert "viability_dim_in_parent" not in _rules(own.qc)
+    res = apply_template(shouldered, _template("b_cells", _tail_viability))
     flags = [q for q in res.qc if q["flag"] == "viability_dim_in_parent"]
     assert [q["population"] for q in flags] == ["nonT"]
     # the number in the detail, recomputed from the events
