@@ -75,6 +75,44 @@ def _cpu_s(who: int = resource.RUSAGE_SELF) -> float:
 
 # --- part 1: the cohort -------------------------------------------------------------------
 
+#: the per-file passes of `cluster` (`immunoprofile.clustering.passes`), by function
+PASSES = {
+    "_prepare_pass": "pass 1: read, prepare, pre-gate",
+    "_map_pass": "pass 2: map every event",
+    "_resolution_pass": "pass 3: resolution counts",
+    "_event_bits_pass": "pass 4: populations named per event",
+}
+
+
+def _record_phases(api: Any) -> list[dict[str, Any]]:
+    """Record the CPU time of each phase of the `cluster` runs that follow: per phase the
+    calling process's CPU (all its threads), its worker processes' (children reaped when
+    a pass's pool exits) and the wall time. The per-file passes are the parallel phases;
+    the steps between them run in the caller."""
+    rec: list[dict[str, Any]] = []
+
+    def timed(name: Any, fn: Any) -> Any:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            c0, h0, t0 = _cpu_s(), _cpu_s(resource.RUSAGE_CHILDREN), time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                rec.append({"phase": name(a) if callable(name) else name,
+                            "caller": _cpu_s() - c0,
+                            "workers": _cpu_s(resource.RUSAGE_CHILDREN) - h0,
+                            "wall": time.perf_counter() - t0})  # fmt: skip
+
+        return wrapper
+
+    api.run_pass = timed(lambda a: PASSES.get(a[0].__name__, a[0].__name__), api.run_pass)
+    api.SOM.fit = timed("SOM training", api.SOM.fit)
+    api.ConsensusMetaclustering.fit = timed("consensus metaclustering",
+                                            api.ConsensusMetaclustering.fit)  # fmt: skip
+    api._group_medians = timed("cluster medians", api._group_medians)
+    api.name_clusters = timed("naming clusters", api.name_clusters)
+    api.sample_membership = timed("per-sample membership", api.sample_membership)
+    return rec
+
 
 def cohort_worker(verb: str, mode: str, folder: str) -> dict[str, Any]:
     """One run of ``verb`` (gate|cluster) on the cohort in ``folder``, ``mode`` serial|
@@ -94,14 +132,25 @@ def cohort_worker(verb: str, mode: str, folder: str) -> dict[str, Any]:
         scheduler = client
         dask_cpu0 = sum(client.run(_cpu_s).values())
     c0, t0 = _cpu_s() + _cpu_s(resource.RUSAGE_CHILDREN), time.perf_counter()
+    phases: list[dict[str, Any]] = []
     if verb == "gate":
         res = ip.gate(files, "tregs", jobs=jobs, scheduler=scheduler)
         table = res.table()
     else:
+        from immunoprofile.clustering import api  # what ``ip.cluster`` imports: timed
+
+        imported = _cpu_s() - c0, time.perf_counter() - t0
+        phases = _record_phases(api)
+        phases.append({"phase": "import", "caller": imported[0], "workers": 0.0,
+                       "wall": imported[1]})  # fmt: skip
         res = ip.cluster(files, jobs=jobs, scheduler=scheduler, **CLUSTER_KW)
         table = res.table()
     wall = time.perf_counter() - t0
     cpu = _cpu_s() + _cpu_s(resource.RUSAGE_CHILDREN) - c0  # pools have exited: counted
+    if phases:
+        known = sum(p["caller"] + p["workers"] for p in phases)
+        phases.append({"phase": "other (caller)", "caller": cpu - known, "workers": 0.0,
+                       "wall": wall - sum(p["wall"] for p in phases)})  # fmt: skip
     workers = []
     if client is not None:
         cpu += sum(client.run(_cpu_s).values()) - dask_cpu0
@@ -113,7 +162,7 @@ def cohort_worker(verb: str, mode: str, folder: str) -> dict[str, Any]:
     out = Path(folder) / f"table_{verb}_{mode}.csv"
     table.to_csv(out, index=False)
     return {"wall": wall, "cpu": cpu, "caller_mb": _maxrss_mb(), "worker_mb": workers,
-            "table": str(out)}  # fmt: skip
+            "table": str(out), "phases": phases}  # fmt: skip
 
 
 def _fresh(args: list[str]) -> dict[str, Any]:
@@ -173,6 +222,57 @@ def _write_file(path: Path, events: int, seed: int) -> None:
     ip.write_fcs(s, path)
 
 
+# --- CPU per phase of `cluster` ------------------------------------------------------------
+
+
+def _phase_totals(phases: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for p in phases:
+        t = out.setdefault(p["phase"], {"caller": 0.0, "workers": 0.0, "wall": 0.0})
+        for k in ("caller", "workers", "wall"):
+            t[k] += p[k]
+    return out
+
+
+def _phase_section(serial: list[dict[str, Any]], two: list[dict[str, Any]]) -> list[str]:
+    """The `cluster` runs' CPU per phase, and the speed-up 2 processes could reach if the
+    per-file passes halved and everything else stayed (Amdahl)."""
+    a, b = _phase_totals(serial), _phase_totals(two)
+    order = ["import", PASSES["_prepare_pass"], "SOM training", "consensus metaclustering",
+             PASSES["_map_pass"], "cluster medians", "naming clusters",
+             "per-sample membership", PASSES["_resolution_pass"],
+             PASSES["_event_bits_pass"], "other (caller)"]  # fmt: skip
+    rows = []
+    for ph in [*order, *(k for k in a if k not in order)]:
+        x, y = a.get(ph), b.get(ph)
+        if x is None and y is None:
+            continue
+        x = x or {"caller": 0.0, "workers": 0.0, "wall": 0.0}
+        y = y or {"caller": 0.0, "workers": 0.0, "wall": 0.0}
+        rows.append({"phase": ph, "in": "workers" if ph in PASSES.values() else "caller",
+                     "serial cpu s": x["caller"], "serial wall s": x["wall"],
+                     "2 proc. caller cpu s": y["caller"], "2 proc. workers cpu s": y["workers"],
+                     "2 proc. wall s": y["wall"]})  # fmt: skip
+    par = sum(r["serial cpu s"] for r in rows if r["in"] == "workers")
+    total = sum(r["serial cpu s"] for r in rows)
+    bound = total / (total - par + par / 2)
+    fmt = {k: ".2f" for k in rows[0] if k not in ("phase", "in")}
+    return [
+        "### `cluster`: CPU time per phase",
+        "",
+        "From the two `cluster` runs above: per phase, the calling process's CPU time (all "
+        "its threads) and its worker processes' (2 processes), and the wall time. The "
+        "per-file passes run in the workers; the rest runs in the caller between them.",
+        "",
+        _markdown(rows, fmt),
+        "",
+        f"Serially the per-file passes are {par:.1f} of {total:.1f} CPU seconds "
+        f"({100 * par / total:.0f} %); if they halved on 2 processes and the rest stayed, "
+        f"the speed-up would be {bound:.2f}x (Amdahl's bound for this split).",
+        "",
+    ]
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -191,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "docs" / "scale.md"))
     ap.add_argument("--no-dask", action="store_true", help="skip the LocalCluster runs")
     ap.add_argument("--no-big", action="store_true", help="skip the large file")
+    ap.add_argument("--verbs", nargs="+", default=["gate", "cluster"],
+                    choices=["gate", "cluster"], help="the verbs run on the cohort")  # fmt: skip
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -225,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         total = _file_events(folder)
         n_files = len(list(folder.glob("*.fcs")))
         modes = ["serial", "processes"] + ([] if args.no_dask else ["dask"])
-        for verb in ("gate", "cluster"):
+        phase_runs: dict[str, list[dict[str, Any]]] = {}
+        for verb in args.verbs:
             base = None
             for mode in modes:
                 r = _fresh(["--worker", "cohort", verb, mode, str(folder)])
@@ -246,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                      "same table": "reference" if same is None else ("yes" if same else "NO")}
                 )  # fmt: skip
                 print(rows[-1], flush=True)
+                if r.get("phases") and mode in ("serial", "processes"):
+                    phase_runs[mode] = r["phases"]
     text = _markdown(rows, {"wall s": ".1f", "events/s/core": ",.0f", "speed-up": ".2f",
                             "cpu s": ".1f", "events/cpu-s": ",.0f",
                             "caller peak MB": ".0f", "worker peak MB": ".0f"})  # fmt: skip
@@ -263,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         text,
         "",
     ]
+    if len(phase_runs) == 2:
+        lines += _phase_section(phase_runs["serial"], phase_runs["processes"])
+        print("\n".join(lines[-12:]))
 
     if args.no_big:
         Path(args.out).write_text("\n".join(lines))

@@ -145,18 +145,3 @@ def test_resolution_pass_counts_every_event_of_the_file(files, serial):
         want = (int((a & b).sum()), int(a.sum()), int(b.sum()))
         assert got[pop] == want, pop
     assert got["CD4"][1] > 1_000 and got["Treg"][2] > 0
-
-
-def test_markers_from_the_first_files_header_or_the_serial_order(files, serial):
-    """In parallel the first file's header proposes the markers, so every file is read at
-    once; the result is the serial one, also when the first file cannot be read (then the
-    files are read in the serial order: the first usable one chooses)."""
-    assert api._header_markers(files[0]) == serial.markers
-    assert len(serial.markers) == 19 and "CD4" in serial.markers
-    assert api._header_markers(files[3]) is None  # not an FCS file
-    bad_first = [files[3], *files[:3]]
-    one = cluster(bad_first, on_error="skip", **KW)
-    two = cluster(bad_first, on_error="skip", jobs=2, **KW)
-    assert one.markers == serial.markers and list(two.errors["file"]) == [files[3]]
-    _same(one, two)
-    pd.testing.assert_frame_equal(one.table(), serial.table())

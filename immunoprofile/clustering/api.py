@@ -80,11 +80,9 @@ __all__ = ["cluster", "ClusterResult", "default_markers"]
 _NOT_LINEAGE = re.compile(r"viab|live|dead|zombie|7-?aad|dapi|\bpi\b|l/d|fvs|time", re.IGNORECASE)
 
 
-def default_markers(sample: Any) -> list[str]:
+def default_markers(sample: Sample) -> list[str]:
     """Fluorescence channels with a marker name ($PnS), minus viability dyes: the markers
-    FlowSOM is usually run on when nobody says otherwise. ``sample``: a `Sample`, or
-    anything with its channel table (``channels``), such as a file's header
-    (`immunoprofile.io.fcs.read_fcs_header`)."""
+    FlowSOM is usually run on when nobody says otherwise."""
     out = []
     for name, marker, kind in zip(
         sample.channels["name"], sample.channels["marker"], sample.channels["kind"]
@@ -117,7 +115,6 @@ class _Prepared:
     gate_names: list[str] = field(default_factory=list)
     fitted: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_events: int = 0  # clustered events (rows of X)
-    file_markers: list[str] = field(default_factory=list)  # `default_markers` of the file
 
     def events(self) -> np.ndarray:
         """The clustered events (memory-mapped when kept in a scratch folder)."""
@@ -127,7 +124,7 @@ class _Prepared:
         """What the later passes need of this file (its events or their ``.npy``, and its
         gate bits), without what only the caller keeps (rows, keywords, fitted gates):
         less to send to a worker."""
-        return replace(self, rows=None, keywords={}, fitted={}, file_markers=[])
+        return replace(self, rows=None, keywords={}, fitted={})
 
 
 def _bit_dtype(n: int) -> type:
@@ -211,7 +208,6 @@ def _prepare(
         )
     prep = _Prepared(name, X, rows, sample.n_events, ref_count, dict(sample.keywords))
     prep.n_events = X.shape[0]
-    prep.file_markers = chosen if markers is None else default_markers(sample)
     if res is not None and gate_populations:
         found = [p for p in gate_populations if p in res.masks]
         prep.gate_names = found
@@ -829,12 +825,11 @@ def _cluster_files(
     errors: list[dict[str, str]] = []
     chosen: list[str] | None = list(markers) if markers is not None else None
 
-    def task(i: int, use: list[str] | None = None) -> tuple:
+    def task(i: int) -> tuple:
         item = items[i]
         if scheduler is not None and isinstance(item, str | os.PathLike):
             item = os.path.abspath(item)  # a Dask worker has a working folder of its own
-        use = chosen if use is None else use
-        return (i, item, names[i], use, template, parent, seed, gate_pops, scratch_dir)
+        return (i, item, names[i], chosen, template, parent, seed, gate_pops, scratch_dir)
 
     # a pool that forks must not start while a progress thread draws: the passes then show
     # the batch runner's bar, started once the workers exist
@@ -846,26 +841,10 @@ def _cluster_files(
             advance(f"{names[i]}: " + (f"FAILED ({type(got).__name__})" if bad else "ok"))
 
         outcomes: list[Any] = []
-        proposal = None
-        if chosen is None and len(items) > 1 and (jobs > 1 or scheduler is not None):
-            proposal = _header_markers(items[0])
-        if proposal:
-            # in parallel, the first file's header proposes the markers and every file is
-            # read at once; kept when the first file, once read, chooses the same ones
-            # (as it does unless reading it fails): the result of the serial order below
-            tried = run_pass(
-                _prepare_pass, [task(i, proposal) for i in range(len(items))], jobs=jobs,
-                scheduler=scheduler, progress=progress and forking,
-                label="clustering: reading files", names=names,
-            )  # fmt: skip
-            read = tried[0]
-            if not isinstance(read, ImmunoprofileError) and read[0].file_markers == proposal:
-                chosen, outcomes = proposal, tried
-                for i, got in enumerate(tried):
-                    done(i, got)
         # without markers the first usable file chooses them for all: files go one by one
-        # until one is read, then the rest in parallel with its markers
-        first = len(outcomes)
+        # until one is read (in this process, which so imports what reading needs once,
+        # before the workers fork), then the rest in parallel with its markers
+        first = 0
         while chosen is None and first < len(items):
             outcomes.append(_prepare_pass(*task(first)))
             done(first, outcomes[-1])
@@ -903,19 +882,6 @@ def _cluster_files(
         parent=parent, seed=seed, progress=progress, jobs=jobs, scheduler=scheduler,
         template=template, **kw,
     )  # fmt: skip
-
-
-def _header_markers(item: Any) -> list[str] | None:
-    """The markers `default_markers` chooses for a file, from its header alone (None when
-    the header cannot be read)."""
-    if isinstance(item, Sample):
-        return default_markers(item)
-    from immunoprofile.io.fcs import read_fcs_header
-
-    try:
-        return default_markers(read_fcs_header(item))
-    except (ImmunoprofileError, OSError):
-        return None
 
 
 def _forks(jobs: int, scheduler: Any) -> bool:
