@@ -19,6 +19,8 @@ _LAZY = {
     "read_fcs": "immunoprofile.io.fcs",
     "read_fcs_datasets": "immunoprofile.io.fcs",
     "read_fcs_header": "immunoprofile.io.fcs",
+    "describe_fcs": "immunoprofile.describe",
+    "describe_files": "immunoprofile.describe",
     "write_fcs": "immunoprofile.io.write",
     "Panel": "immunoprofile.panel",
     "resolve_marker": "immunoprofile.panel",
@@ -40,6 +42,8 @@ _LAZY = {
     "load_template": "immunoprofile.gating.template",
     "validate_template": "immunoprofile.gating.template",
     "list_templates": "immunoprofile.gating.template",
+    "templates_table": "immunoprofile.gating.template",
+    "check_template": "immunoprofile.gating.plan",
     "apply_template": "immunoprofile.gating.engine",
     "gate": "immunoprofile.gating.run",
     "cluster": "immunoprofile.clustering.api",
@@ -72,10 +76,13 @@ __all__ = [
     "TransformSpec",
     "__version__",
     "apply_template",
+    "check_template",
     "cluster",
     "compare",
     "compensate",
     "decompensate",
+    "describe_fcs",
+    "describe_files",
     "example_path",
     "export_fcs",
     "from_flowkit",
@@ -93,6 +100,7 @@ __all__ = [
     "read_wsp",
     "resolve_marker",
     "simulate_cohort",
+    "templates_table",
     "to_anndata",
     "to_flowkit",
     "transform",
@@ -111,12 +119,15 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time names load laz
         compensate,
         decompensate,
     )
+    from immunoprofile.describe import describe_fcs, describe_files
     from immunoprofile.examples import example_path, write_examples
     from immunoprofile.gating.engine import apply_template
+    from immunoprofile.gating.plan import check_template
     from immunoprofile.gating.run import gate
     from immunoprofile.gating.template import (
         list_templates,
         load_template,
+        templates_table,
         validate_template,
     )
     from immunoprofile.interop.exchange import export_fcs, from_flowkit, to_anndata, to_flowkit

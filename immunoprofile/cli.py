@@ -91,72 +91,43 @@ def inspect(files: tuple[str, ...], dataset: int) -> None:
     Only HEADER and TEXT are read. A file that cannot be read is reported and the
     command goes on to the next one, exiting non-zero at the end.
     """
-    import warnings
-
     from rich.console import Console
 
-    from immunoprofile.exceptions import FCSError, FCSWarning
-    from immunoprofile.io.fcs import read_fcs_datasets, read_fcs_header
+    from immunoprofile.describe import describe_files
 
+    described, errors = describe_files(files, dataset=dataset)
     console = Console(highlight=False)
-    failed = 0
-    for f in files:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FCSWarning)
-            try:
-                meta = read_fcs_header(f, dataset=dataset, check_data=True)
-                sets = read_fcs_datasets(f)
-            except FCSError as exc:
-                failed += 1
-                click.secho(f"error: {exc}", fg="red", err=True)
-                continue
-        try:
-            _describe_fcs(console, f, meta, sets, caught)
-        except Exception as exc:  # noqa: BLE001 - one odd file must not hide the others
-            failed += 1
-            click.secho(f"error: {f}: cannot be described ({type(exc).__name__}: {exc})",
-                        fg="red", err=True)  # fmt: skip
-    if failed:
-        fail(f"{failed} of {len(files)} file(s) could not be read")
+    for d in described:
+        _print_description(console, d)
+    for message in errors["message"]:
+        click.secho(f"error: {message}", fg="red", err=True)
+    if len(errors):
+        fail(f"{len(errors)} of {len(files)} file(s) could not be read")
 
 
-def _describe_fcs(console, f, meta, sets, caught) -> None:  # noqa: ANN001
-    """Print one file's summary and channel table (text from the file is escaped: a
-    name such as ``tube[1].fcs`` is not rich markup)."""
+def _print_description(console, d) -> None:  # noqa: ANN001
+    """One file's summary and channel table (text from the file is escaped: a name such
+    as ``tube[1].fcs`` is not rich markup)."""
     from rich.markup import escape
     from rich.table import Table
 
-    from immunoprofile.compensation import SPILLOVER_KEYWORDS
-    from immunoprofile.sample import marker_or_none
-
-    kw = meta.keywords
-    spill = next((k for k in SPILLOVER_KEYWORDS if str(kw.get(k, "")).strip()), None)
-    date = " ".join(x for x in (kw.get("$DATE", "").strip(), kw.get("$BTIM", "").strip()) if x)
-    console.print(f"[bold]{escape(str(f))}[/bold]")
+    console.print(f"[bold]{escape(d.file)}[/bold]")
     console.print(
-        f"  FCS {meta.version} | {meta.n_events} events | {meta.n_channels} channels | "
-        f"data set {meta.dataset + 1} of {len(sets)}"
+        f"  FCS {d.version} | {d.n_events} events | {d.n_channels} channels | "
+        f"data set {d.dataset + 1} of {d.n_datasets}"
     )
-    cyt = escape(kw.get("$CYT", "").strip() or "-")
-    console.print(f"  cytometer: {cyt} | acquired: {escape(date or '-')}")
-    console.print(f"  spillover: {'yes (' + spill + ')' if spill else 'no'}")
-    for w in caught:
-        console.print(f"  [yellow]note: {escape(str(w.message))}[/yellow]")
+    console.print(
+        f"  cytometer: {escape(d.cytometer or '-')} | acquired: {escape(d.acquired or '-')}"
+    )
+    console.print(f"  spillover: {'yes (' + d.spillover + ')' if d.spillover else 'no'}")
+    for note in d.notes:
+        console.print(f"  [yellow]note: {escape(note)}[/yellow]")
     table = Table(show_edge=False, pad_edge=False, box=None)
     for col in ("#", "channel", "marker", "range", "bits", "scale"):
         table.add_column(col)
-    for i, row in enumerate(meta.channels.itertuples(index=False), start=1):
-        scale = f"log {row.log_decades:g} dec" if row.log_decades > 0 else "lin"
-        if row.gain not in (0.0, 1.0):
-            scale += f" gain {row.gain:g}"
-        table.add_row(
-            str(i),
-            escape(str(row.name)),
-            escape(marker_or_none(row.marker) or ""),
-            f"{row.range:.10g}",
-            str(row.bits),
-            scale,
-        )
+    for i, row in d.channels.iterrows():
+        table.add_row(str(i), escape(row["channel"]), escape(row["marker"]),
+                      f"{row['range']:.10g}", str(row["bits"]), row["scale"])  # fmt: skip
     console.print(table)
     console.print()
 
@@ -326,22 +297,16 @@ def templates_list() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.gating.template import list_templates, load_template
+    from immunoprofile.gating.template import templates_table
 
-    found = list_templates()
-    names = list(found.keys()) if isinstance(found, dict) else [str(x) for x in found]
     table = Table(title="built-in templates (use the name with --template)")
     for col in ("name", "populations", "markers", "description"):
         table.add_column(col, overflow="fold")
-    for name in names:
-        try:
-            t = load_template(name)
-        except ImmunoprofileError as exc:
-            table.add_row(name, "-", "-", f"[red]invalid: {exc}[/red]")
-            continue
-        markers = ", ".join(t.markers())
-        table.add_row(name, str(len(t.populations)), markers, getattr(t, "description", "") or "")
+    for r in templates_table().itertuples():
+        if r.error:
+            table.add_row(r.name, "-", "-", f"[red]invalid: {r.error}[/red]")
+        else:
+            table.add_row(r.name, str(r.populations), r.markers, r.description)
     Console().print(table)
 
 
@@ -410,56 +375,42 @@ def templates_check(template: str, files: tuple[str, ...], compensation: str | N
     from rich.markup import escape
     from rich.table import Table
 
-    from immunoprofile.compensation import choose_compensation
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.gating.plan import check_files
-    from immunoprofile.gating.template import load_template
+    from immunoprofile.gating.plan import check_template
 
     try:
-        t = load_template(template)
+        check = check_template(template, files, compensation=compensation)
     except ImmunoprofileError as exc:
         fail(str(exc))
+    name = check.template.name
     console = Console(width=max(Console().width, 100))
-    bad = 0
-    for f, plan, sample, error in check_files(t, files):
-        if error is not None:
-            bad += 1
-            console.print(f"[red]{escape(f)}: {escape(error)}[/red]")
+    colours = {"gate": "green", "alternative": "cyan", "skipped": "yellow"}
+    for f in check.files:
+        if f.error is not None:
+            console.print(f"[red]{escape(f.file)}: {escape(f.error)}[/red]")
             continue
-        table = Table(title=f"{escape(f)}: template {t.name}", title_justify="left")
+        table = Table(title=f"{escape(f.file)}: template {name}", title_justify="left")
         for col in ("population", "parent", "status", "uses / lacks"):
             table.add_column(col, overflow="fold")
-        for p in t.populations:
-            step = plan.steps[p.name]
-            colour = {"gate": "green", "alternative": "cyan", "skipped": "yellow"}.get(
-                step.status, "red"
-            )
-            detail = step.describe() if step.runs else step.reason
-            if step.status == "alternative":
-                detail = f"{step.describe()}; {step.reason}"
-            table.add_row(
-                p.name, p.parent or "-", f"[{colour}]{step.status}[/{colour}]", escape(detail)
-            )
+        for r in f.steps().itertuples():
+            colour = colours.get(r.status, "red")
+            table.add_row(r.population, r.parent or "-", f"[{colour}]{r.status}[/{colour}]",
+                          escape(r.detail))  # fmt: skip
         console.print(table)
-        try:
-            how = t.compensation if compensation is None else compensation
-            base = t.source.parent if compensation is None and t.source else None
-            comp = choose_compensation(sample, how, base=base)
-            console.print(f"  compensation: {comp.mode} -> {comp.status}: {escape(comp.reason)}")
-        except ImmunoprofileError as exc:
-            bad += 1
-            console.print(f"  [red]compensation: {escape(str(exc))}[/red]")
-        if not plan.ok:
-            bad += 1
-            console.print(f"[red]{escape(str(plan.error()))}[/red]")
+        if f.compensation is not None:
+            c = f.compensation
+            console.print(f"  compensation: {c.mode} -> {c.status}: {escape(c.reason)}")
         else:
-            n_run = sum(s.runs for s in plan.steps.values())
+            console.print(f"  [red]compensation: {escape(str(f.compensation_error))}[/red]")
+        if f.plan is not None and not f.plan.ok:
+            console.print(f"[red]{escape(str(f.plan.error()))}[/red]")
+        else:
             console.print(
-                f"  [green]ready[/green]: {n_run} of {len(plan.steps)} populations will be "
-                f"gated, {len(plan.skipped)} optional step(s) skipped"
+                f"  [green]ready[/green]: {f.n_gated} of {len(f.plan.steps)} populations "
+                f"will be gated, {len(f.plan.skipped)} optional step(s) skipped"
             )
-    if bad:
-        fail(f"{bad} problem(s) in {len(files)} file(s)")
+    if not check.ok:
+        fail(f"{check.n_problems} problem(s) in {len(files)} file(s)")
 
 
 # === gate ==================================================================
@@ -1017,8 +968,10 @@ def report_cmd(
 ) -> None:
     """Write one self-contained HTML report from a results DIRECTORY.
 
-    DIRECTORY is what `immunoprofile run`/`demo` write, a `gate` output folder (a
-    comparison is computed), or a `compare` output folder.
+    DIRECTORY is what `immunoprofile run`/`demo` write, a `gate` output folder, or a
+    `compare` output folder. The comparison is read as written; where none was written
+    (a `gate` folder), or --baseline/--followup ask for another, it is computed from the
+    population table, and the report and a warning here say so.
     """
     from immunoprofile.exceptions import ImmunoprofileError
     from immunoprofile.progress import stage
@@ -1267,14 +1220,10 @@ def export_gates_cmd(template: str, file: str, out: str, seed: int) -> None:
     """Gate FILE with a template and write its gates, at their fitted positions, as
     Gating-ML 2.0 (readable by flowkit, Cytobank and immunoprofile import-gates)."""
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.gating.engine import apply_template
-    from immunoprofile.interop.gatingml import strategy_from_result, write_gatingml
-    from immunoprofile.io.fcs import read_fcs
+    from immunoprofile.interop.gatingml import export_gates
 
     try:
-        res = apply_template(read_fcs(file), template, seed=seed)
-        strategy = strategy_from_result(res)
-        write_gatingml(strategy, out)
+        res, strategy = export_gates(file, template, out, seed=seed)
     except ImmunoprofileError as exc:
         fail(str(exc))
         return

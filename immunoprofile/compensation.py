@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from os import PathLike
@@ -35,6 +35,13 @@ from immunoprofile.exceptions import CompensationError
 #: (BD FACSDiva), ``SPILLOVER`` and ``$SPILL`` are vendor spellings of the same
 #: ``n,detectors...,values...`` form. Keywords are read upper-cased.
 SPILLOVER_KEYWORDS = ("$SPILLOVER", "SPILL", "SPILLOVER", "$SPILL", "$COMP")
+
+
+def spillover_keyword(keywords: Mapping[str, Any]) -> str | None:
+    """The first of `SPILLOVER_KEYWORDS` that holds a value in ``keywords``, or None."""
+    return next((k for k in SPILLOVER_KEYWORDS if str(keywords.get(k) or "").strip()), None)
+
+
 _COND_LIMIT = 1e12  # condition number above which a matrix counts as singular
 
 
@@ -154,12 +161,10 @@ class Spillover:
     @classmethod
     def from_sample(cls, sample: Any) -> Spillover | None:
         """The spillover stored in a sample's keywords, or None if it has none."""
-        kw = sample.keywords
-        for key in SPILLOVER_KEYWORDS:
-            value = kw.get(key)
-            if value is not None and str(value).strip():
-                return cls.from_keyword(value, path=sample.path or sample.name, keyword=key)
-        return None
+        key = spillover_keyword(sample.keywords)
+        if key is None:
+            return None
+        return cls.from_keyword(sample.keywords[key], path=sample.path or sample.name, keyword=key)
 
     @classmethod
     def from_file(cls, path: str | PathLike) -> Spillover:
@@ -638,6 +643,7 @@ __all__ = [
     "COMPENSATION_MODES",
     "CompensationChoice",
     "SPILLOVER_KEYWORDS",
+    "spillover_keyword",
     "Spillover",
     "choose_compensation",
     "compensate",

@@ -238,3 +238,37 @@ def test_templates_check_cli(tmp_path):
     assert "no.fcs" in out and "2 problem(s) in 3 file(s)" in out
     r = runner.invoke(main, ["templates", "show", str(tpl)])
     assert "else FSC-W; else SSC-A, SSC-H; else skipped" in " ".join(r.output.split())
+
+
+def test_check_template_api_is_what_templates_check_prints(tmp_path):
+    import json
+
+    import immunoprofile as ip
+    from immunoprofile.io.write import write_fcs
+
+    good, _ = _sample([c for c in ALL if c not in ("FSC-H", "CD3")])
+    bad, _ = _sample(["FSC-A", "FSC-H", "SSC-A", "CD14", "CD56"])
+    files = [str(write_fcs(good, tmp_path / "good.fcs")), str(write_fcs(bad, tmp_path / "bad.fcs"))]
+    tpl = tmp_path / "flex.json"
+    tpl.write_text(json.dumps(TEMPLATE))
+    chk = ip.check_template(str(tpl), [*files, str(tmp_path / "no.fcs")])
+    assert [f.file for f in chk.files] == [*files, str(tmp_path / "no.fcs")]
+    first, second, third = chk.files
+    assert first.ok and first.n_gated == 6 and first.problems == []
+    assert (first.compensation.mode, first.compensation.status) == ("none", "off")
+    steps = first.steps().set_index("population")
+    assert steps.loc["singlets", "status"] == "alternative"
+    assert steps.loc["singlets", "detail"] == "FSC-W (alternative 1); the file lacks FSC-H"
+    assert list(steps.index) == chk.template.names
+    # the second file lacks essential markers: one problem naming them all
+    assert not second.ok and len(second.problems) == 1
+    assert "needs markers this file lacks (CD3, Lineage, Live)" in second.problems[0]
+    assert third.plan is None and "no.fcs" in third.error
+    assert chk.n_problems == 2 and not chk.ok
+    table = chk.table()
+    assert list(table.columns) == ["file", "population", "parent", "status", "detail"]
+    assert len(table) == 2 * len(chk.template.names)  # the unreadable file has no rows
+    assert set(table.loc[table["file"] == files[1], "status"]) >= {"missing"}
+    # a compensation mode that cannot apply is a problem of the file, not a crash
+    nofile = ip.check_template(str(tpl), files[:1], compensation=str(tmp_path / "no.csv"))
+    assert nofile.n_problems == 1 and "no.csv" in nofile.files[0].compensation_error

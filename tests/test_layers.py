@@ -48,6 +48,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "immunoprofile.compensation",
             "immunoprofile.transforms",
             "immunoprofile.prepare",
+            "immunoprofile.describe",
             "immunoprofile.simulate",
             "immunoprofile.examples",
         ),

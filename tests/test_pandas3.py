@@ -121,16 +121,16 @@ def test_inspect_shows_bracketed_names_and_goes_on(tmp_path, monkeypatch):
     assert "tube[1].fcs" in res.output and "[/FITC]-A" in res.output
     assert "CD3 [/b]" in res.output and "[red]LSR" in res.output
 
-    import immunoprofile.cli as cli
+    import immunoprofile.describe as describe
 
-    real = cli._describe_fcs
+    real = describe.marker_or_none
 
-    def boom(console, f, *a):
-        if str(f) == str(odd):
+    def boom(marker):  # noqa: ANN001, ANN202
+        if marker == "CD3 [/b]":  # only the odd file has it
             raise RuntimeError("renderer failed")
-        return real(console, f, *a)
+        return real(marker)
 
-    monkeypatch.setattr(cli, "_describe_fcs", boom)
+    monkeypatch.setattr(describe, "marker_or_none", boom)
     res = CliRunner().invoke(main, ["inspect", str(odd), str(plain)])
     assert res.exit_code == 1
     assert "cannot be described (RuntimeError: renderer failed)" in res.output

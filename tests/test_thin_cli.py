@@ -132,3 +132,56 @@ def test_import_gates_api_on_the_shipped_workspace(tmp_path):
     assert import_gates(ip.example_path("example_opencyto.csv")).n_populations > 0
     with pytest.raises(ImmunoprofileError, match="unknown gate file type '.txt'"):
         import_gates(tmp_path / "gates.txt")
+
+
+def test_describe_fcs_is_what_inspect_prints(files):
+    import immunoprofile as ip
+    from immunoprofile.io.fcs import read_fcs
+
+    d = ip.describe_fcs(files[0])
+    s = read_fcs(files[0])
+    assert (d.n_events, d.n_channels) == (s.n_events, len(s.channel_names)) == (3000, 25)
+    assert (d.version, d.dataset, d.n_datasets) == ("3.1", 0, 1)
+    assert d.spillover == "$SPILLOVER" and d.cytometer == s.keywords["$CYT"]
+    assert d.acquired == f"{s.keywords['$DATE']} {s.keywords['$BTIM']}"
+    assert d.channels["channel"].tolist() == list(s.channel_names)
+    assert d.channels.index[0] == 1 and d.channels.loc[1, "scale"] == "lin"
+    assert d.channels.loc[d.channels["channel"] == "BUV395-A", "marker"].item() == "CD3"
+    described, errors = ip.describe_files(files)
+    assert [x.file for x in described] == [files[0], files[2]]
+    assert errors["file"].tolist() == [files[1]]
+    assert errors["error_type"].tolist() == ["TruncatedFCSError"]
+    r = CliRunner().invoke(main, ["inspect", *files])
+    assert r.exit_code == 1
+    assert "FCS 3.1 | 3000 events | 25 channels | data set 1 of 1" in r.output
+    assert "spillover: yes ($SPILLOVER)" in r.output
+    assert f"error: {errors['message'].iloc[0]}" in r.output
+    assert "1 of 3 file(s) could not be read" in r.output
+
+
+def test_templates_table_is_what_templates_list_prints():
+    import immunoprofile as ip
+
+    t = ip.templates_table()
+    assert t["name"].tolist() == ip.list_templates()
+    assert (t["error"] == "").all()
+    tregs = t.set_index("name").loc["tregs"]
+    loaded = ip.load_template("tregs")
+    assert tregs["populations"] == len(loaded.populations)
+    assert tregs["markers"] == ", ".join(loaded.markers())
+    out = CliRunner().invoke(main, ["templates", "list"], terminal_width=400).output
+    assert "tregs" in out and str(len(loaded.populations)) in out
+
+
+def test_export_gates_api_writes_what_the_command_writes(files, tmp_path):
+    from immunoprofile.interop.gatingml import export_gates, read_gatingml
+
+    res, strategy = export_gates(files[0], "tregs", tmp_path / "api.xml")
+    r = CliRunner().invoke(
+        main, ["export-gates", "-t", "tregs", files[0], "-o", str(tmp_path / "cli.xml")]
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "api.xml").read_bytes() == (tmp_path / "cli.xml").read_bytes()
+    assert f"{len(strategy.gates)} gates -> " in r.output
+    assert f"CD4\t{res.counts['CD4']}" in r.output and res.counts["CD4"] > 0
+    assert len(read_gatingml(tmp_path / "api.xml").gates) == len(strategy.gates)

@@ -15,13 +15,18 @@ on the header of a file.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pandas as pd
+
+from immunoprofile.compensation import choose_compensation
 from immunoprofile.exceptions import AmbiguousMarkerError, ImmunoprofileError, MarkerNotFoundError
 from immunoprofile.gating.adaptive import AdaptiveGate
 from immunoprofile.gating.gates import BooleanGate, Gate
-from immunoprofile.gating.template import PopulationSpec, Template
+from immunoprofile.gating.template import PopulationSpec, Template, load_template
 from immunoprofile.io.fcs import read_fcs
 from immunoprofile.panel import Panel
 
@@ -328,4 +333,118 @@ def check_files(template: Template, files: Any) -> list[tuple[str, Plan | None, 
     return out
 
 
-__all__ = ["Plan", "Step", "check_files", "plan_template", "resolve_name"]
+#: columns of `TemplateCheck.table`
+CHECK_COLUMNS = ("file", "population", "parent", "status", "detail")
+
+
+@dataclass
+class FileCheck:
+    """What `check_template` found for one file: its `Plan` (None when the file could
+    not be read: ``error`` says why), how it will be compensated (``compensation``, or
+    ``compensation_error``), and ``problems``: every reason it cannot be gated as is."""
+
+    file: str
+    plan: Plan | None = None
+    compensation: Any = None  # immunoprofile.compensation.CompensationChoice
+    compensation_error: str | None = None
+    error: str | None = None
+
+    @property
+    def problems(self) -> list[str]:
+        out = [x for x in (self.error, self.compensation_error) if x]
+        if self.plan is not None and not self.plan.ok:
+            out.append(str(self.plan.error()))
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def n_gated(self) -> int:
+        """Populations that will be gated (their own gate or an alternative)."""
+        return 0 if self.plan is None else sum(s.runs for s in self.plan.steps.values())
+
+    def steps(self) -> pd.DataFrame:
+        """One row per population of the template, in template order: ``population,
+        parent, status`` (`Step.status`) and ``detail``: the dimensions it gates on (and
+        why an alternative), or why it is skipped, missing or blocked."""
+        rows = []
+        if self.plan is not None:
+            for p in self.plan.template.populations:
+                step = self.plan.steps[p.name]
+                detail = step.describe() if step.runs else step.reason
+                if step.status == ALTERNATIVE:
+                    detail = f"{step.describe()}; {step.reason}"
+                rows.append((self.file, p.name, p.parent or None, step.status, detail))
+        return pd.DataFrame(rows, columns=list(CHECK_COLUMNS))
+
+
+@dataclass
+class TemplateCheck:
+    """`check_template`'s answer: the template and one `FileCheck` per file (input
+    order)."""
+
+    template: Template
+    files: list[FileCheck]
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.files)
+
+    @property
+    def n_problems(self) -> int:
+        return sum(len(f.problems) for f in self.files)
+
+    def table(self) -> pd.DataFrame:
+        """Every file x population (`FileCheck.steps`; `CHECK_COLUMNS`)."""
+        parts = [f.steps() for f in self.files if f.plan is not None]
+        if not parts:
+            return pd.DataFrame(columns=list(CHECK_COLUMNS))
+        return pd.concat(parts, ignore_index=True)
+
+
+def check_template(
+    template: Template | str | os.PathLike,
+    files: str | os.PathLike | Iterable[str | os.PathLike],
+    compensation: str | os.PathLike | None = None,
+) -> TemplateCheck:
+    """Before gating: which populations of ``template`` each file supports, which
+    alternatives it will use, which optional steps it skips, what it lacks, and how it
+    will be compensated (``compensation``: the template's mode unless given; a matrix
+    file of the template is taken relative to the template's folder). Reads only the
+    files' headers and TEXT; a file that cannot be read is a `FileCheck` with its
+    ``error``. What ``immunoprofile templates check`` prints.
+
+    Examples
+    --------
+    >>> chk = check_template("tregs", ["P01_baseline.fcs"])  # doctest: +SKIP
+    >>> chk.ok, chk.table().query("status != 'gate'")  # doctest: +SKIP
+    """
+    t = template if isinstance(template, Template) else load_template(template)
+    paths = [files] if isinstance(files, str | os.PathLike) else list(files)
+    how = t.compensation if compensation is None else compensation
+    base = t.source.parent if compensation is None and t.source else None
+    out = []
+    for f, plan, sample, error in check_files(t, paths):
+        chk = FileCheck(f, plan, error=error)
+        if plan is not None:
+            try:
+                chk.compensation = choose_compensation(sample, how, base=base)
+            except ImmunoprofileError as exc:
+                chk.compensation_error = str(exc)
+        out.append(chk)
+    return TemplateCheck(t, out)
+
+
+__all__ = [
+    "CHECK_COLUMNS",
+    "FileCheck",
+    "Plan",
+    "Step",
+    "TemplateCheck",
+    "check_files",
+    "check_template",
+    "plan_template",
+    "resolve_name",
+]

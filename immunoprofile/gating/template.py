@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from immunoprofile.compensation import Spillover, normalize_mode
-from immunoprofile.exceptions import GatingError, TemplateError
+from immunoprofile.exceptions import GatingError, ImmunoprofileError, TemplateError
 from immunoprofile.gating.adaptive import AdaptiveGate, adaptive_from_dict, is_adaptive
 from immunoprofile.gating.dimensions import DerivedDimension, Unmixing
 from immunoprofile.gating.gates import GATE_TYPES, BooleanGate, Gate, gate_from_dict
@@ -393,6 +394,22 @@ def list_templates() -> list[str]:
     return sorted(p.name[:-5] for p in d.iterdir() if p.name.endswith(".json"))
 
 
+def templates_table() -> pd.DataFrame:
+    """The built-in templates, one row each: ``name``, ``populations`` (how many),
+    ``markers`` (comma-separated), ``description``, and ``error``: why a template does
+    not load (empty when it does). What ``immunoprofile templates list`` prints."""
+    rows = []
+    for name in list_templates():
+        try:
+            t = load_template(name)
+        except ImmunoprofileError as exc:
+            rows.append((name, None, "", "", str(exc)))
+            continue
+        rows.append((name, len(t.populations), ", ".join(t.markers()), t.description or "", ""))
+    df = pd.DataFrame(rows, columns=["name", "populations", "markers", "description", "error"])
+    return df.astype({"populations": "Int64"})
+
+
 def _builtin_text(name: str) -> str | None:
     stem = name[:-5] if name.endswith(".json") else name
     ref = _builtin_dir().joinpath(f"{stem}.json")
@@ -699,5 +716,6 @@ __all__ = [
     "list_templates",
     "load_template",
     "template_schema",
+    "templates_table",
     "validate_template",
 ]

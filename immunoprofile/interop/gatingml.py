@@ -48,6 +48,7 @@ from immunoprofile.gating.gates import (
     gate_from_dict,
 )
 from immunoprofile.gating.plan import resolve_name
+from immunoprofile.io.fcs import read_fcs
 from immunoprofile.sample import Sample, make_channel_table
 from immunoprofile.transforms import transform_from_dict
 
@@ -759,6 +760,20 @@ def write_gatingml(strategy: GatingMLStrategy, path: str | os.PathLike | None = 
 _RECORD_ONLY = ("fallback", "reason", "params", "method", "channels")
 
 
+def export_gates(
+    fcs: str | os.PathLike | Sample, template: Any, out: str | os.PathLike, seed: int = 0
+) -> tuple[Any, GatingMLStrategy]:
+    """Gate one FCS file (or raw `Sample`) with ``template`` and write its gates, at the
+    positions fitted to it, as Gating-ML 2.0 to ``out`` (`strategy_from_result`,
+    `write_gatingml`); returns the `GatingResult` (``.counts``) and the strategy written.
+    What ``immunoprofile export-gates`` runs."""
+    sample = fcs if isinstance(fcs, Sample) else read_fcs(fcs)
+    res = apply_template(sample, template, seed=seed)
+    strategy = strategy_from_result(res)
+    write_gatingml(strategy, out)
+    return res, strategy
+
+
 def strategy_from_result(result: Any) -> GatingMLStrategy:
     """A `GatingMLStrategy` of a template's gates as fitted on one sample.
 
@@ -1067,6 +1082,7 @@ __all__ = [
     "RatioTransform",
     "ScaleTransform",
     "SpectrumMatrix",
+    "export_gates",
     "read_gatingml",
     "scaled_columns",
     "strategy_from_result",
