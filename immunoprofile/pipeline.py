@@ -5,7 +5,9 @@ and the demonstration on a simulated trial cohort (``immunoprofile demo``).
 
     OUT/gating/       populations.csv, per-visit tables, gates.json, qc.csv, errors.csv,
                       samples.csv, plots/<sample>.png
-    OUT/clustering/   populations.csv (method=clustering), metaclusters.csv, agreement.csv
+    OUT/clustering/   what `ClusterResult.write` writes with the gating table and figures:
+                      populations.csv (method=clustering), metaclusters.csv, agreement.csv,
+                      agreement_pairs.csv, heatmap.png, som_grid.png, agreement.png, ...
     OUT/comparison/   changes.csv, stats.csv, problems.csv, comparison.json
     OUT/run.json      provenance: command, settings, software versions, template
     OUT/report.html   the self-contained report
@@ -27,11 +29,13 @@ from typing import Any
 
 import pandas as pd
 
-from immunoprofile.comparison import ENDPOINTS, Comparison, compare
-from immunoprofile.compensation import SPILLOVER_KEYWORDS
+from immunoprofile._files import atomic_write_text, check_output_dir
+from immunoprofile.clustering.api import cluster as run_cluster
+from immunoprofile.clustering.embed import require_umap
+from immunoprofile.comparison import Comparison, compare
+from immunoprofile.compensation import spillover_keyword
 from immunoprofile.exceptions import ConfigError, ImmunoprofileError
 from immunoprofile.folder import (
-    CLUSTERING,
     COMPARE_OUTPUTS,
     FILE_PROVENANCE,
     GATING,
@@ -40,7 +44,12 @@ from immunoprofile.folder import (
     STAGES,
     outputs,
 )
+from immunoprofile.gating.run import gate
+from immunoprofile.io.fcs import read_fcs_header
 from immunoprofile.progress import stage
+from immunoprofile.quantify import write_csv
+from immunoprofile.report import report_from_dir, software_versions
+from immunoprofile.simulate import simulate_cohort
 
 DEFAULT_TEMPLATE = "immune_profile"
 CONFIG_KEYS = {
@@ -195,7 +204,6 @@ def expand_files(files: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from immunoprofile._files import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
@@ -251,15 +259,11 @@ def run_pipeline(
         reading, a spinner with elapsed time for each other stage (SOM, metaclustering,
         naming, comparison, report); each stage is also logged at INFO.
     """
-    from immunoprofile.gating.run import gate
-    from immunoprofile.report import report_from_dir, software_versions
 
     t0 = time.perf_counter()
     if not files:
         raise ConfigError("run: no FCS files given (arguments or `files:` in the config)")
     if cluster and umap:
-        from immunoprofile.clustering.embed import require_umap
-
         require_umap()
     paths = expand_files(files)
     missing = [p for p in paths if not Path(p).is_file()]
@@ -270,7 +274,6 @@ def run_pipeline(
     out = Path(out)
     # the folder's layout is `immunoprofile.folder`'s, which `report` reads back
     gdir, cdir, kdir = (out / STAGES[s] for s in ("gating", "comparison", "clustering"))
-    from immunoprofile._files import check_output_dir
 
     inputs = [*paths, samplesheet, template if isinstance(template, str | os.PathLike) else None]
     check_output_dir(out, inputs, outputs("run"))
@@ -309,9 +312,6 @@ def run_pipeline(
         if o.ok and i.sample not in clashing
     ]
     if cluster and ok:
-        from immunoprofile.clustering.agreement import agreement_table
-        from immunoprofile.clustering.api import cluster as run_cluster
-
         kdir.mkdir(parents=True, exist_ok=True)
         try:
             cl = run_cluster(
@@ -333,17 +333,11 @@ def run_pipeline(
             # report of the gated populations still stand
             cl = None
             cluster_info = {"error": str(exc)}
-            from immunoprofile._files import atomic_write_text
 
             atomic_write_text(kdir / "errors.txt", f"clustering did not run: {exc}\n")
     if cluster and ok and cl is not None:
-        cl.write(kdir)
-        ctab = cl.table(include_metaclusters=False)
-        agree = agreement_table(table, ctab, naming=cl.naming_table())
-        from immunoprofile.quantify import write_csv
-
-        write_csv(agree, kdir / CLUSTERING["agreement"])
-        _cluster_figures(cl, table, ctab, agree, kdir / PLOTS, umap=umap)
+        # the one writer of a clustering folder: tables, agreement with gating, figures
+        cl.write(kdir, gating=table, plots=True)
         cluster_info = {
             "markers": list(cl.markers),
             "n_metaclusters": int(getattr(cl, "n_metaclusters", n_metaclusters)),
@@ -355,8 +349,6 @@ def run_pipeline(
         cmp.meta["populations"] = str((gdir / GATING["populations"]).resolve())
         cmp.write(cdir)
     if truth is not None:
-        from immunoprofile.quantify import write_csv
-
         write_csv(truth_check(truth, cmp), out / RUN["truth_check"])
 
     tpl = res.template
@@ -394,7 +386,6 @@ def run_pipeline(
 def file_provenance(paths: Sequence[str], samples: Sequence[str]) -> pd.DataFrame:
     """Per file, from its HEADER and TEXT (the events are not read): cytometer, date,
     events, channels, and which spillover keyword compensation can use."""
-    from immunoprofile.io.fcs import read_fcs_header
 
     rows = []
     for path, sample in zip(paths, samples):
@@ -404,7 +395,7 @@ def file_provenance(paths: Sequence[str], samples: Sequence[str]) -> pd.DataFram
             rows.append({"sample": sample, "file": str(path), "error": str(exc)})
             continue
         kw = meta.keywords
-        spill = next((k for k in SPILLOVER_KEYWORDS if str(kw.get(k, "")).strip()), None)
+        spill = spillover_keyword(kw)
         n_spill = str(kw[spill]).split(",", 1)[0].strip() if spill else ""
         rows.append(
             {
@@ -423,30 +414,8 @@ def file_provenance(paths: Sequence[str], samples: Sequence[str]) -> pd.DataFram
 
 
 def _write_file_provenance(paths: Sequence[str], res: Any, out: Path) -> None:
-    from immunoprofile.quantify import write_csv
 
     write_csv(file_provenance(paths, res.samples), out)
-
-
-def _cluster_figures(
-    cl: Any, gated: pd.DataFrame, clustered: pd.DataFrame, agree: pd.DataFrame, out: Path,
-    umap: bool = False,
-) -> None:  # fmt: skip
-    """Clustering pictures for the report: agreement with gating, metacluster medians,
-    and the UMAP when it was computed."""
-    from immunoprofile.clustering.agreement import agreement_pairs
-    from immunoprofile.plots import clustering as cplots
-
-    out.mkdir(parents=True, exist_ok=True)
-    endpoints = [p for p in ENDPOINTS if p in set(agree["population"])]
-    if endpoints:
-        pairs = agreement_pairs(gated, clustered)
-        fig = cplots.agreement_plot(pairs, agree[agree["population"].isin(endpoints)])
-        cplots.save(fig, out / "1_agreement.png", dpi=80)
-    fig = cplots.median_heatmap(cl.metaclusters(), cl.markers)
-    cplots.save(fig, out / "2_metacluster_medians.png", dpi=80)
-    if umap and cl.embedding is not None:
-        cplots.save(cplots.umap_plot(cl.embedding, color="name"), out / "3_umap.png", dpi=80)
 
 
 def truth_check(truth: pd.DataFrame, measured: Comparison) -> pd.DataFrame:
@@ -488,7 +457,6 @@ def run_demo(
     """Simulate the trial cohort (known effect: Treg up, Th17 down, B and NK unchanged) and
     run the whole pipeline on its FCS files; returns the `RunResult` (``.report`` is the
     HTML path)."""
-    from immunoprofile.simulate import simulate_cohort
 
     t0 = time.perf_counter()
     out = Path(out)

@@ -36,8 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from immunoprofile import __version__
 from immunoprofile._files import atomic_write_text, refuse_incomplete
 from immunoprofile._json import read_json_object
+from immunoprofile.clustering.agreement import by_construction
 from immunoprofile.cohort import CLASH_ERROR
 from immunoprofile.comparison import (
     ENDPOINTS,
@@ -49,6 +51,8 @@ from immunoprofile.comparison import (
 )
 from immunoprofile.exceptions import ComparisonError, ImmunoprofileError, ReportError
 from immunoprofile.folder import FILE_PROVENANCE, RUN, ResultsFolder
+from immunoprofile.plots import paired
+from immunoprofile.progress import log
 from immunoprofile.quantify import lab_tables, value_label
 
 VERSIONED = (
@@ -61,6 +65,7 @@ VERSIONED = (
     "jinja2",
     "umap-learn",
 )
+
 HTML_DIR = Path(__file__).resolve().parent / "html"
 #: an endpoint whose gate holds fewer events than this in some file gets a caveat (the
 #: gating engine's ``too_few_events`` QC threshold)
@@ -209,8 +214,6 @@ def software_versions() -> dict[str, str]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             if name == "immunoprofile":
-                from immunoprofile import __version__
-
                 out[name] = f"{__version__} (source tree)"
             else:
                 out[name] = "not installed"
@@ -555,7 +558,6 @@ def _per_visit_tables(table: pd.DataFrame | None, measure: str, baseline: str) -
 
 
 def _figures(cmp: Comparison, measures: Mapping[str, str], endpoints: list[str]) -> list[dict]:
-    from immunoprofile.plots import paired
 
     parts = []
     method = None
@@ -649,7 +651,6 @@ def _flat(v: Any) -> Any:
 def _naming_note(agreement: pd.DataFrame) -> str:
     """The sentence saying which agreement rows are an independent check and which agree
     with gating by construction (named per event by the samples' own template gates)."""
-    from immunoprofile.clustering.agreement import by_construction
 
     if "naming" not in agreement.columns:
         return ""
@@ -834,6 +835,7 @@ def report_context(
     measure: str | None = None,
     endpoints: Sequence[str] = ENDPOINTS,
     title: str = "Immune profiling: change from baseline",
+    comparison_note: str | None = None,
 ) -> dict[str, Any]:
     """Everything the report template shows, as plain data (see `build_report`)."""
     cmp = comparison
@@ -863,6 +865,7 @@ def report_context(
         "baseline": cmp.baseline,
         "followup": ", ".join(cmp.followup),
         "measure_note": measure_note,
+        "source_note": comparison_note or "",
         **_key_results(cmp, eps, measures, table, qc),
         "columns_note": (
             f"value: what each number is (unit and parent). events/file: the events in the "
@@ -1031,6 +1034,8 @@ def build_report(
     measure : the measure of every endpoint, the tables and the figures (default: B and
         NK as % of lymphocytes, the others as % of parent; see `endpoint_measures`).
     endpoints : populations the headline leads with (default Treg, Th17, B, NK).
+    comparison_note : where the comparison comes from when it was not read as written
+        (shown above the key results).
     """
     doc = render_report(report_context(comparison, table, **kwargs))
     out = Path(path)
@@ -1184,6 +1189,7 @@ def report_from_dir(
         pop_path = Path(ref) if ref else None
     table = _read_csv(pop_path, dtype={"patient": str, "visit": str, "sample": str})
     stats = folder.path("comparison", "stats")
+    note = None
     if stats is not None and baseline is None and followup is None:
         cmp = Comparison.read(stats.parent)  # the comparison as written
     elif table is not None:
@@ -1192,6 +1198,8 @@ def report_from_dir(
             baseline=baseline or run.get("baseline", "baseline"),
             followup=followup if followup is not None else run.get("followup"),
         )
+        note = computed_comparison_note(cmp, pop_path, stats)
+        log.warning("%s", note)
     else:
         raise ComparisonError(
             f"{d}: no populations.csv (in {d} or {d / 'gating'}) and no saved comparison "
@@ -1238,6 +1246,23 @@ def report_from_dir(
         processing=processing,
         command=command,
         measure=measure,
+        comparison_note=note,
+    )
+
+
+def computed_comparison_note(cmp: Comparison, table: Path | None, written: Path | None) -> str:
+    """What a report says when its comparison was not read from the folder: none was
+    written (a gate or cluster folder), or another baseline or follow-up was asked for
+    than the one written (``written``: its ``stats.csv``)."""
+    how = f"baseline {cmp.baseline}, follow-up {', '.join(cmp.followup) or '-'}"
+    if written is None:
+        return (
+            f"No comparison was written in this folder: the statistics of this report were "
+            f"computed for it from {table} ({how}); `immunoprofile compare` writes one to keep."
+        )
+    return (
+        f"Not the comparison written in {written.parent}: the statistics of this report were "
+        f"computed again from {table} with the visits asked for ({how})."
     )
 
 

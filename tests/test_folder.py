@@ -84,3 +84,30 @@ def test_report_reads_what_was_written(written, tmp_path):
     finally:
         (written / "gating" / "qc_backup.csv").rename(written / "gating" / "qc.csv")
     assert with_qc != without and "too_few_events" in with_qc
+
+
+def test_report_says_when_its_comparison_was_not_written(written, tmp_path, caplog):
+    import logging
+
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+
+    # a gate folder holds no comparison: the report computes one and says so at the top
+    with caplog.at_level(logging.WARNING, logger="immunoprofile"):
+        html = report_from_dir(written / "gating", out=tmp_path / "g.html").read_text("utf-8")
+    table = written / "gating" / "populations.csv"
+    said = (f"No comparison was written in this folder: the statistics of this report were "
+            f"computed for it from {table} (baseline baseline, follow-up week24)")  # fmt: skip
+    assert said in html and said in caplog.text
+    assert html.index(said) < html.index('id="cohort"')
+    # the run folder's own comparison is read as written: no such note
+    run_html = report_from_dir(written, out=tmp_path / "r.html").read_text("utf-8")
+    assert "Comparison:</b>" not in run_html
+    # another baseline asked for: the written one is not used, and the report says so
+    again = report_from_dir(written, out=tmp_path / "a.html", followup="week24")
+    assert f"Not the comparison written in {written / 'comparison'}" in again.read_text("utf-8")
+    r = CliRunner().invoke(
+        main, ["report", str(written / "gating"), "-o", str(tmp_path / "c.html")]
+    )
+    assert r.exit_code == 0 and "No comparison was written in this folder" in r.output

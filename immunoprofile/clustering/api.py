@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from immunoprofile._files import write_owned
 from immunoprofile.batch import (
     ERROR_COLUMNS,
     LOCAL_SCHEDULERS,
@@ -52,6 +53,13 @@ from immunoprofile.batch import (
     input_names,
     warn_clashes,
 )
+from immunoprofile.clustering.agreement import (
+    agreement_pairs,
+    agreement_table,
+    naming_levels,
+    read_gating_table,
+)
+from immunoprofile.clustering.embed import embed_result, require_umap
 from immunoprofile.clustering.metacluster import ConsensusMetaclustering
 from immunoprofile.clustering.naming import (
     DEFAULT_RULES,
@@ -65,15 +73,27 @@ from immunoprofile.clustering.naming import (
 )
 from immunoprofile.clustering.passes import load_events, run_pass, store_events
 from immunoprofile.clustering.som import SOM
-from immunoprofile.cohort import CLASH_COLUMN, CLASH_ERROR
+from immunoprofile.cohort import (
+    CLASH_COLUMN,
+    CLASH_ERROR,
+    clashing_samples,
+    find_clashes,
+    resolve_identities,
+)
 from immunoprofile.comparison import ENDPOINTS
 from immunoprofile.exceptions import ClusteringError, ImmunoprofileError
 from immunoprofile.folder import CLUSTERING, CLUSTERING_OPTIONAL, WRITERS, outputs
+from immunoprofile.gating.engine import apply_template
+from immunoprofile.gating.template import load_template
 from immunoprofile.hierarchy import ROOT, in_subtree
+from immunoprofile.io.fcs import read_fcs
+from immunoprofile.panel import Panel
+from immunoprofile.plots import clustering as cplots
 from immunoprofile.prepare import prepare
 from immunoprofile.progress import counter, stage
+from immunoprofile.quantify import TABLE_COLUMNS, write_csv, write_parquet
 from immunoprofile.results import error_table
-from immunoprofile.sample import Sample
+from immunoprofile.sample import Sample, check_not_blank
 
 __all__ = ["cluster", "ClusterResult", "default_markers"]
 
@@ -97,7 +117,6 @@ def default_markers(sample: Sample) -> list[str]:
 
 def _resolve_columns(sample: Sample, markers: Sequence[str]) -> list[int]:
     """Column index of each marker (names resolved by `immunoprofile.panel.Panel`)."""
-    from immunoprofile.panel import Panel
 
     panel = Panel(sample)
     return [int(panel.index(m)) for m in markers]
@@ -162,18 +181,13 @@ def _prepare(
     if isinstance(item, Sample):
         sample = item
     else:
-        from immunoprofile.io.fcs import read_fcs
-
         sample = read_fcs(item)
-    from immunoprofile.sample import check_not_blank
 
     check_not_blank(sample)
     rows = None
     ref_count = None
     res = None
     if parent is not None or (template is not None and gate_populations):
-        from immunoprofile.gating.engine import apply_template
-
         res = apply_template(sample, template, seed=seed, copy=not own)
         sample = res.sample
     if parent is not None:
@@ -323,7 +337,6 @@ class ClusterResult:
     @property
     def clashing_samples(self) -> list[str]:
         """Samples whose identity another file also claims, in input order."""
-        from immunoprofile.cohort import clashing_samples
 
         return clashing_samples(self.identities, self.clashes)
 
@@ -432,7 +445,6 @@ class ClusterResult:
         construction), ``event (rule)`` for those named per event by the rule's cuts;
         ``naming_f1`` is ``resolution``'s F1. Pass it to `agreement_table`.
         """
-        from immunoprofile.clustering.agreement import naming_levels
 
         return naming_levels(self.resolution, list(self.naming.parents), self.name_level)
 
@@ -449,7 +461,6 @@ class ClusterResult:
         population (rule hierarchy for ``parent``) and, optionally, one per metacluster
         (``population`` = ``MC01``..., ``parent`` = the pre-gate population or ``root``).
         With identity clashes, ``identity_clash`` says which files share an identity."""
-        from immunoprofile.quantify import TABLE_COLUMNS
 
         top = self.parent or ROOT
         member = self.naming.membership
@@ -509,13 +520,9 @@ class ClusterResult:
         output an earlier write into ``out_dir`` recorded but this one does not produce
         (an ``errors.csv`` from a run that had errors) is removed afterwards
         (`CLUSTER_OPTIONAL_OUTPUTS`; `immunoprofile._files.write_owned`)."""
-        from immunoprofile._files import write_owned
-        from immunoprofile.quantify import write_csv, write_parquet
 
         out = Path(out_dir)
         if gating is not None and not isinstance(gating, pd.DataFrame):
-            from immunoprofile.clustering.agreement import read_gating_table
-
             gating = read_gating_table(gating)
         tab = self.table()
         th = self.naming.thresholds.copy()
@@ -560,7 +567,6 @@ class ClusterResult:
         """Agreement of the clustering with a gating population table: per population
         (`immunoprofile.clustering.agreement.agreement_table`, with how each population
         was named) and per sample x population (`agreement_pairs`)."""
-        from immunoprofile.clustering.agreement import agreement_pairs, agreement_table
 
         ctab = self.table(include_metaclusters=False)
         agree = agreement_table(gating, ctab, naming=self.naming_table())
@@ -569,7 +575,6 @@ class ClusterResult:
     def _write_figures(
         self, out: Path, agree: pd.DataFrame | None, pairs: pd.DataFrame | None
     ) -> list[Path]:
-        from immunoprofile.plots import clustering as cplots
 
         figs = {
             "heatmap.png": cplots.median_heatmap(self.metaclusters(), self.markers),
@@ -746,8 +751,6 @@ def cluster(
     """
 
     if umap:
-        from immunoprofile.clustering.embed import require_umap
-
         require_umap()  # before the work: an absent optional extra must not cost a run
 
     items = as_inputs(paths_or_samples, "cluster")
@@ -763,8 +766,6 @@ def cluster(
             f"cluster: parent={parent!r} needs a template that defines it (template=...)"
         )
     if template is not None:
-        from immunoprofile.gating.template import load_template
-
         template = load_template(template)
     if not 0.0 <= float(min_cluster_f1) <= 1.0:
         raise ClusteringError(f"min_cluster_f1 must be in [0, 1], got {min_cluster_f1}")
@@ -955,7 +956,6 @@ def _cluster_prepared(
     umap_events: int,
 ) -> ClusterResult:
     """The map, its metaclusters and names from the prepared files."""
-    from immunoprofile.cohort import find_clashes, resolve_identities
 
     if not prepared:
         raise ClusteringError(
@@ -1097,8 +1097,6 @@ def _cluster_prepared(
         clashes=clashes,
     )
     if umap:
-        from immunoprofile.clustering.embed import embed_result
-
         with stage(f"clustering: UMAP of {umap_events:,} events", progress):
             result.embedding = embed_result(result, n_events=umap_events, seed=seed)
     return result

@@ -58,6 +58,7 @@ from immunoprofile.cohort import (
     read_samplesheet,
     resolve_identities,
 )
+from immunoprofile.compensation import normalize_mode
 from immunoprofile.exceptions import (
     CompensationWarning,
     GatingError,
@@ -65,6 +66,12 @@ from immunoprofile.exceptions import (
     ImmunoprofileError,
 )
 from immunoprofile.folder import GATING, WRITERS, outputs
+from immunoprofile.gating.engine import apply_template
+from immunoprofile.gating.qc import cohort_flags, file_record, flags_on
+from immunoprofile.gating.template import load_template
+from immunoprofile.io.fcs import read_fcs
+from immunoprofile.plots.gating import plot_gate, plot_gating, save_gate_plots
+from immunoprofile.progress import log
 from immunoprofile.quantify import (
     VISIT_FILES,
     atomic_write,
@@ -116,7 +123,6 @@ class FileOutcome:
 def _load(item: str | os.PathLike | Sample) -> Sample:
     if isinstance(item, Sample):
         return item
-    from immunoprofile.io.fcs import read_fcs
 
     return read_fcs(item)
 
@@ -131,7 +137,6 @@ def _apply(
 ) -> Any:
     """Gate one sample; ``copy=False`` when this module read it (the events may then be
     compensated and transformed in place: one events-sized array less)."""
-    from immunoprofile.gating.engine import apply_template
 
     if fmo:
         return apply_template(
@@ -194,7 +199,6 @@ def _gate_one(
 def _plot_into(out: FileOutcome, res: Any, plots_dir: str) -> None:
     """Write the sample's gating figures, one per gate, into ``plots_dir/<sample>/``; a
     failed plot is a QC flag, not a failed file."""
-    from immunoprofile.plots.gating import save_gate_plots
 
     folder = Path(plots_dir) / _file_safe(out.sample)
     try:
@@ -322,8 +326,6 @@ class GateResults:
         """Every QC flag of each file (input order): the file's own (from gating) and the
         run's cohort-consistency flags (`immunoprofile.gating.qc.cohort_flags`)."""
         if "file_qc" not in self._cache:
-            from immunoprofile.gating.qc import cohort_flags, file_record
-
             ok = [i for i, o in enumerate(self.outcomes) if o.ok]
             records = [
                 file_record(
@@ -352,7 +354,6 @@ class GateResults:
         by_sample: dict[str, tuple[list[dict[str, Any]], dict[str, str | None]]] = {}
         for ident, o, flags in zip(self.identities, self.outcomes, self._file_qc()):
             by_sample[ident.sample] = (flags, o.parents)
-        from immunoprofile.gating.qc import flags_on
 
         out = []
         for sample, pop in zip(table["sample"], table["population"]):
@@ -545,7 +546,6 @@ class GateResults:
     def plot(self, sample: str, population: str | None = None, **kwargs: Any) -> Any:
         """Gating plot of one sample: the whole hierarchy as a grid, or one population's gate
         on its parent's density. Returns a matplotlib Figure."""
-        from immunoprofile.plots.gating import plot_gate, plot_gating
 
         res = self.result(sample)
         if population is None:
@@ -738,8 +738,6 @@ def _resolve_template(template: Any) -> Any:
     if isinstance(template, str | os.PathLike) or (
         isinstance(template, dict) and not _is_tube_mapping(template)
     ):
-        from immunoprofile.gating.template import load_template
-
         return load_template(template)
     if template is None or not hasattr(template, "populations"):
         raise TypeError(
@@ -944,8 +942,6 @@ def gate(
 
     comp = None if compensation is None else str(compensation)
     if comp is not None:
-        from immunoprofile.compensation import normalize_mode
-
         comp = normalize_mode(comp)
         if comp not in ("auto", "keyword", "none") and not Path(comp).is_file():
             raise ImmunoprofileError(
@@ -987,7 +983,6 @@ def gate(
             o.error_type, o.message = "TemplateError", msg
             outcomes.append(o)
         outcomes.sort(key=lambda o: o.index)
-    from immunoprofile.progress import log
 
     log.info(
         "gating: %d files, %d failed, %.1f s of per-file work",
