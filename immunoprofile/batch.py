@@ -450,7 +450,11 @@ def _run_distributed(
         for t in tasks:
             for a in t.args:
                 if seen.get(id(a), 0) > 1 and id(a) not in scattered:
-                    scattered[id(a)] = client.scatter(a, broadcast=True)
+                    # one future for the whole value (a list or dict would be scattered
+                    # item by item, keyed by its own keys), under a key of its own: a
+                    # key named by the content, scattered again by the next batch, can
+                    # be released by this one's futures meanwhile ("lost dependencies")
+                    scattered[id(a)] = client.scatter([a], broadcast=True, hash=False)[0]
         futures = []
         for t in tasks:
             args = tuple(scattered.get(id(a), a) if not _plain(a) else a for a in t.args)

@@ -284,3 +284,23 @@ def test_gate_sends_absolute_paths_to_dask_only(cohort, monkeypatch):
     assert dask_item == cohort[2] and dask_file == name  # rows keep the path as given
     assert sent[0][5] == str(Path("p").resolve()) and sent[1][5] == "p"
     assert local_item == name
+
+
+def _lookup(table: dict, names: list, x: int) -> str:
+    return f"{names[x]}={table[names[x]]}"
+
+
+def test_shared_list_and_dict_arguments_on_a_dask_cluster_batch_after_batch():
+    """Arguments every task shares go to the workers once, each as one value under a key of
+    its own: a list or dict shared by consecutive batches (the passes of `cluster`) reaches
+    every task whole (it was scattered item by item, keyed by its content, and a second
+    batch lost it: "lost dependencies")."""
+    distributed = pytest.importorskip("dask.distributed")
+    table, names = {"T": 1, "CD4": 2, "Treg": 3}, ["T", "CD4", "Treg"]
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as lc, distributed.Client(lc) as client:  # fmt: skip
+        for _ in range(4):
+            tasks = [Task(i, f"f{i}", f"f{i}", (table, names, i % 3)) for i in range(6)]
+            outs = run_batch(_lookup, tasks, scheduler=client)
+            assert [o.value for o in outs] == ["T=1", "CD4=2", "Treg=3"] * 2
