@@ -880,41 +880,23 @@ def compare_cmd(
     (population x measure x visit: medians, Hodges-Lehmann change with exact CI, exact
     p, BH q), problems.csv, comparison.json and, unless --no-report, report.html.
     """
-    from pathlib import Path
-
-    from immunoprofile.comparison import compare
     from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.pipeline import compare_to_folder
 
-    out_dir = Path(out)
     try:
-        from immunoprofile._files import check_output_dir
-        from immunoprofile.folder import COMPARE_OUTPUTS
-
-        check_output_dir(out_dir, [table], COMPARE_OUTPUTS)
-        cmp = compare(
-            table,
-            baseline=baseline,
-            followup=list(followup) or None,
-            value=list(value) or None,
-            populations=list(population) or None,
-            conf=conf,
-        )
-        cmp.meta["populations"] = str(Path(table).resolve())
-        cmp.write(out_dir)
-        if report:
-            from immunoprofile.progress import stage
-            from immunoprofile.report import report_from_dir
-
-            with stage("writing the report", not _quiet(quiet)):
-                html = report_from_dir(out_dir, command=_command_line())
+        cmp, html = compare_to_folder(
+            table, out, baseline=baseline, followup=list(followup) or None,
+            value=list(value) or None, populations=list(population) or None, conf=conf,
+            report=report, command=_command_line(), progress=not _quiet(quiet),
+        )  # fmt: skip
     except ImmunoprofileError as exc:
         fail(str(exc))
     if not _quiet(quiet):
         _print_stats(cmp)
     for p in cmp.problems.itertuples():
         click.secho(f"note: {p.message}", fg="yellow", err=True)
-    click.echo(f"wrote changes.csv, stats.csv, problems.csv to {out_dir}/")
-    if report:
+    click.echo(f"wrote changes.csv, stats.csv, problems.csv to {Path(out)}/")
+    if html is not None:
         click.echo(f"report: {html}")
 
 

@@ -418,6 +418,37 @@ def _write_file_provenance(paths: Sequence[str], res: Any, out: Path) -> None:
     write_csv(file_provenance(paths, res.samples), out)
 
 
+def compare_to_folder(
+    table: str | os.PathLike,
+    out: str | os.PathLike,
+    baseline: str = "baseline",
+    followup: str | Sequence[str] | None = None,
+    value: str | Sequence[str] | None = None,
+    populations: Sequence[str] | None = None,
+    conf: float = 0.95,
+    report: bool = True,
+    command: str | None = None,
+    progress: bool = False,
+) -> tuple[Comparison, Path | None]:
+    """What ``immunoprofile compare`` runs: `immunoprofile.compare` of a population table
+    (a ``populations.csv``), written into the folder ``out`` (``changes.csv``,
+    ``stats.csv``, ``problems.csv``, ``comparison.json``, recording the table's path) and,
+    with ``report``, its ``report.html``; returns the comparison and the report's path.
+    ``out`` is checked first (`immunoprofile._files.check_output_dir`): a folder holding
+    the table itself or files another writer left is refused before any work."""
+    out_dir = Path(out)
+    check_output_dir(out_dir, [table], COMPARE_OUTPUTS)
+    cmp = compare(table, baseline=baseline, followup=followup, value=value,
+                  populations=populations, conf=conf)  # fmt: skip
+    cmp.meta["populations"] = str(Path(table).resolve())
+    cmp.write(out_dir)
+    html = None
+    if report:
+        with stage("writing the report", progress):
+            html = report_from_dir(out_dir, command=command)
+    return cmp, html
+
+
 def truth_check(truth: pd.DataFrame, measured: Comparison) -> pd.DataFrame:
     """Known vs measured median change per population, measure and visit.
 

@@ -185,3 +185,24 @@ def test_export_gates_api_writes_what_the_command_writes(files, tmp_path):
     assert f"{len(strategy.gates)} gates -> " in r.output
     assert f"CD4\t{res.counts['CD4']}" in r.output and res.counts["CD4"] > 0
     assert len(read_gatingml(tmp_path / "api.xml").gates) == len(strategy.gates)
+
+
+def test_compare_to_folder_writes_what_compare_writes(files, tmp_path):
+    from immunoprofile.comparison import Comparison, compare
+    from immunoprofile.gating.run import gate
+    from immunoprofile.pipeline import compare_to_folder
+
+    table = tmp_path / "populations.csv"
+    gate([files[0], files[2]], "tregs").table().to_csv(table, index=False)
+    cmp, html = compare_to_folder(table, tmp_path / "api", report=False)
+    assert html is None and not (tmp_path / "api" / "report.html").exists()
+    expect = compare(str(table))
+    pd.testing.assert_frame_equal(cmp.stats, expect.stats)
+    back = Comparison.read(tmp_path / "api")
+    assert back.meta["populations"] == str(table.resolve())
+    assert back.stats["population"].tolist() == expect.stats["population"].tolist()
+    r = CliRunner().invoke(main, ["compare", str(table), "--out", str(tmp_path / "cli"), "-q"])
+    assert r.exit_code == 0, r.output
+    for name in ("changes.csv", "stats.csv", "problems.csv"):
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes()
+    assert f"report: {tmp_path / 'cli' / 'report.html'}" in r.output
