@@ -89,3 +89,26 @@ def test_b_tube_viability_cut_keeps_ig_d_bright_b_cells(tmp_path):
     assert truth.sum() == 166
     assert out["valley"][0] > 0.95 and out["valley"][1] <= 2
     assert out["tail"][0] < 0.86 and out["tail"][1] > 35
+
+
+def test_naive_b_igd_cut_at_the_valley_below_the_naive_peak(tmp_path):
+    """IgD on B cells with three peaks (IgD- memory, IgD-dim memory, IgD+ naive): the
+    lowest valley lay below the IgD-dim peak and counted those cells as naive (+5.2 pp in
+    this simulated file of a fresh-seed evaluation); the valley right below the dominant
+    naive peak gives naive B within 0.5 pp."""
+    from immunoprofile.gating.engine import apply_template
+    from immunoprofile.io.fcs import read_fcs
+    from immunoprofile.simulate import read_truth, simulate_cohort, truth_mask
+
+    info = simulate_cohort(tmp_path, patients=3, events=100_000, seed=929701904, drift=2.0)
+    i = [p.stem for p in info.fcs].index("P03_baseline")
+    raw, labels = read_fcs(info.fcs[i]), read_truth(info.truth[i])
+    res = apply_template(raw, "b_cells")
+    igd = res.fitted["B_naive"]["params"]["IgD"]
+    assert igd["control"] == "density valley of the parent"
+    lower = [p for p in igd["peaks"] if p < igd["threshold"]]
+    assert len(lower) >= 3  # the IgD-negative and IgD-dim peaks both lie below the cut
+    truth_b, gated_b = truth_mask(labels, "B"), res.masks["B"]
+    truth_pct = 100 * truth_mask(labels, "B_naive").sum() / truth_b.sum()
+    gated_pct = 100 * res.masks["B_naive"].sum() / gated_b.sum()
+    assert abs(gated_pct - truth_pct) < 0.5
