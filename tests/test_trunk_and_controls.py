@@ -95,6 +95,48 @@ def test_debris_below_the_lymphocytes_is_not_taken_for_them():
     assert m[lab == 2].mean() < 0.02
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_valleys_end_the_gate_below_the_granular_cells(seed):
+    """PBMC with a diffuse bridge of dying cells between debris and the monocytes, low on
+    forward scatter and above the lymphocytes on side scatter (the layout of the real
+    Lyoplate NK tube). The generous contour keeps a quarter of the bridge cells above the
+    lymphocyte/monocyte valley; ``valleys`` ends the gate at that valley's side scatter
+    (recorded, between the two clouds' modes) and leaves under 5 % of them, while keeping
+    the lymphocytes."""
+    rng = np.random.default_rng(seed)
+    X, lab = _clouds(
+        rng,
+        [
+            (8_000, (0.40, 0.08), (0.06, 0.22)),  # lymphocytes
+            (3_000, (0.62, 0.23), (0.07, 0.15)),  # monocytes
+            (1_500, (0.23, 0.07), (0.12, 0.25)),  # debris
+            (2_000, (0.30, 0.18), (0.12, 0.30)),  # dying cells, the bridge
+        ],
+    )
+    cols = [X[:, 0], X[:, 1]]
+    above = (lab == 3) & (X[:, 1] > 0.14)
+    loose = BlobGate(n_components=6, select="lymphocytes", exclude_larger=0.67).fit(X)
+    assert loose.mask(cols)[above].mean() > 0.15
+    assert "ssc_valley" not in loose.params_
+    g = BlobGate(n_components=6, select="lymphocytes", exclude_larger=0.67, valleys=True).fit(X)
+    m = g.mask(cols)
+    assert m[above].mean() < 0.05
+    assert m[lab == 0].mean() > 0.99
+    assert m[lab == 1].mean() < 0.01
+    assert 0.10 < g.params_["ssc_valley"] < 0.20
+
+
+def test_valleys_without_a_larger_cloud_change_nothing():
+    """No cloud of larger cells (lymphocytes and debris only): no valley, the gate is the
+    generous one."""
+    rng = np.random.default_rng(5)
+    X, _ = _clouds(rng, [(8_000, (0.40, 0.08), (0.06, 0.22)), (1_500, (0.20, 0.06), (0.2, 0.3))])
+    a = BlobGate(n_components=4, select="lymphocytes", exclude_larger=0.67).fit(X)
+    b = BlobGate(n_components=4, select="lymphocytes", exclude_larger=0.67, valleys=True).fit(X)
+    assert b.params_["ssc_valley"] is None
+    np.testing.assert_array_equal(a.mask([X[:, 0], X[:, 1]]), b.mask([X[:, 0], X[:, 1]]))
+
+
 def test_blob_rejects_bad_min_cloud():
     from immunoprofile.exceptions import TemplateError
 

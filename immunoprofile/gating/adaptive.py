@@ -1604,7 +1604,12 @@ class BlobGate(AdaptiveGate):
     population and dilute B and NK percentages. A value above 0.5 (e.g. 0.67: odds of
     2:1 for the larger cells) gives the large lymphocytes (NK, activated cells) the
     benefit of the doubt. Smaller components (debris, dying cells) are not affected.
-    ``fallback`` is a static gate dict (default: all events).
+    ``valleys`` (with ``select="lymphocytes"``; default False) also ends the gate at the
+    side scatter of the density valley between the lymphocytes and the nearest cloud of
+    larger, granular cells (see `_ssc_valley`; recorded as ``params.ssc_valley``): the
+    generous contour otherwise climbs above the lymphocytes at low forward scatter, where
+    no larger-cell component dominates, into dying cells and the bridge towards the
+    monocytes. ``fallback`` is a static gate dict (default: all events).
 
     Examples
     --------
@@ -1631,6 +1636,7 @@ class BlobGate(AdaptiveGate):
         merge: float = 3.0,
         posterior: float = 0.005,
         exclude_larger: float | None = None,
+        valleys: bool = False,
         min_cloud: float = 0.05,
         log: bool = True,
         fallback: dict[str, Any] | None = None,
@@ -1646,6 +1652,7 @@ class BlobGate(AdaptiveGate):
         self.merge = merge
         self.posterior = posterior
         self.exclude_larger = exclude_larger
+        self.valleys = valleys
         self.min_cloud = min_cloud
         self.log = log
         self.fallback = fallback
@@ -1726,6 +1733,11 @@ class BlobGate(AdaptiveGate):
             larger = np.flatnonzero(clouds["larger"] | (rule & ~own))
         if self.exclude_larger is not None and len(larger):
             keep &= proba[:, larger].sum(axis=1) < float(self.exclude_larger)
+        ceiling = None
+        if clouds is not None and self.valleys:
+            ceiling = _ssc_valley(gm, clouds)
+            if ceiling is not None:
+                keep &= G[:, 1] <= ceiling
         inside = keep.reshape(len(gx), len(gy)).T
         poly = _region_polygon(gx, gy, inside, gm.means_[core])
         if self.log:
@@ -1741,6 +1753,12 @@ class BlobGate(AdaptiveGate):
         }
         if self.exclude_larger is not None:
             params["excluded"] = larger  # the larger-cell components left out
+        if clouds is not None and self.valleys:
+            # on the data scale: the side scatter above which nothing is kept (None: the
+            # file has no cloud of larger cells)
+            params["ssc_valley"] = (
+                None if ceiling is None else float(10.0**ceiling if self.log else ceiling)
+            )
         if clouds is not None:
             params["clouds"] = [
                 {**c, "mode": (10.0 ** np.asarray(c["mode"])) if self.log else c["mode"]}
@@ -1878,6 +1896,38 @@ def _scatter_clouds(gm, X: np.ndarray, min_cloud: float) -> dict[str, Any]:
             {"mode": mode_xy[c], "weight": float(cw[c]), "role": roles[c]} for c in range(k)
         ],
     }
+
+
+def _ssc_valley(gm, clouds: dict[str, Any]) -> float | None:
+    """Side scatter at which the lymphocyte cloud ends below the clouds of larger,
+    granular cells (monocytes, granulocytes): the lowest of the density valleys of the
+    fitted mixture on the straight paths from the lymphocytes' mode to each such cloud's
+    mode (the saddle a density-minimum cut finds in one dimension). None without such a
+    cloud.
+
+    Lymphocytes are agranular, so nothing above that level of side scatter is one,
+    whatever its forward scatter. Without this bound the generous contour keeps the region
+    above the lymphocytes at low forward scatter (dying cells, and the bridge of events
+    between debris and monocytes) wherever no larger-cell component dominates the mixture
+    there: on the real Lyoplate NK tube that region held 4,000 events (+5 pp of all
+    events), lineage+ and CD14-dim alike. The position is relative to the clouds of the
+    file: no scatter value of one instrument enters. The price, on the simulator: the
+    granular tail of the NK cells and dead lymphocytes (shrunken, more granular) above
+    the valley go too, about 0.4 pp of NK of nonT and +0.25 pp on live of singlets (dead
+    cells then leave by scatter rather than by the viability dye).
+    """
+    modes = [np.asarray(c["mode"], dtype=np.float64) for c in clouds["clouds"]]
+    roles = [c["role"] for c in clouds["clouds"]]
+    lym = modes[roles.index("lymphocytes")]
+    t = np.linspace(0.0, 1.0, 201)[:, None]
+    found = None
+    for mode, role in zip(modes, roles):
+        if role != "larger cells":
+            continue
+        path = lym + t * (mode - lym)
+        y = float(path[int(np.argmin(gm.score_samples(path))), 1])
+        found = y if found is None else min(found, y)
+    return found
 
 
 def _with_neighbours(
