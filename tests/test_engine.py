@@ -211,3 +211,35 @@ def test_provenance_lists_compensation_and_transforms_applied():
         "reason": "compensation turned off (mode none)",
     }  # fmt: skip
     assert p2["transforms"] is None and p2["read"] is None
+
+
+def test_off_scale_counts_the_population_not_what_its_gate_leaves_out():
+    """``off_scale`` is about a population's own events: 14 % of the events (the
+    monocytes and myeloid doublets) saturated on FSC-A lie outside the lymphocyte gate
+    (their true forward scatter is even larger) and raise no flag; the lymphocytes are
+    gated as without the saturation. One T cell in 20 saturated on CD3 lies inside the T
+    gate, where its CD3 value is unknown: T is flagged with its share (5.0 %)."""
+    from immunoprofile.simulate import simulate_sample, truth_mask
+
+    s, labels = simulate_sample(events=30_000, seed=5)
+    big = truth_mask(labels, "monocyte") | (np.asarray(labels) == "doublet_myeloid")
+    assert big.mean() > 0.10
+    ev = s.events.copy()
+    fsc = s.channel_names.index("FSC-A")
+    ev[big, fsc] = float(s.channels["range"].iloc[fsc])
+    res = apply_template(Sample(ev, s.channels, s.keywords, name="sat"), "tregs")
+    assert not [q for q in res.qc if q["flag"] == "off_scale"]
+    assert not res.masks["lymphocytes"][big].any()
+    ref = apply_template(s, "tregs")
+    assert (
+        abs(res.counts["lymphocytes"] - ref.counts["lymphocytes"])
+        < 0.02 * ref.counts["lymphocytes"]
+    )
+
+    ev = s.events.copy()
+    cd3 = s.channel_names.index("BUV395-A")
+    ev[np.flatnonzero(truth_mask(labels, "T"))[::20], cd3] = float(s.channels["range"].iloc[cd3])
+    res = apply_template(Sample(ev, s.channels, s.keywords, name="sat"), "tregs")
+    flags = [q for q in res.qc if q["flag"] == "off_scale"]
+    assert [q["population"] for q in flags] == ["T"]
+    assert flags[0]["detail"].startswith("5.0% of the population's events at the top of BUV395-A")

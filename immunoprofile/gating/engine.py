@@ -41,8 +41,8 @@ from immunoprofile.panel import Panel
 from immunoprofile.prepare import prepare
 from immunoprofile.sample import Sample
 
-#: a population's parent has more than this fraction of events at the top of a gate
-#: channel's range -> QC flag ``off_scale``
+#: a population has more than this fraction of its events at the top of a gate channel's
+#: range -> QC flag ``off_scale``
 OFF_SCALE_FRACTION = 0.01
 
 
@@ -381,16 +381,6 @@ def apply_template(
                     record = {**gate.to_dict(), "fallback": False, "reason": None, "params": {}}
                 sub = static.mask(cols)
                 record["channels"] = [_column_name(sample, cols_of, d) for d in gate.dims]
-                _flag_off_scale(
-                    qc,
-                    pop.name,
-                    masks.get(parent) if parent is not None or bad is None else ~bad,
-                    len(rows),
-                    gate.dims,
-                    off_scale,
-                    sample,
-                    cols_of,
-                )
         except (GatingError, MarkerNotFoundError):
             raise
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
@@ -406,6 +396,8 @@ def apply_template(
         masks[pop.name] = full
         fitted[pop.name] = record
         count = int(np.count_nonzero(sub))
+        if not isinstance(gate, BooleanGate):
+            _flag_off_scale(qc, pop.name, full, count, gate.dims, off_scale, sample, cols_of)
         if count < min_events:
             qc.append(
                 {
@@ -650,24 +642,28 @@ def _off_scale_rows(raw: Sample, cols_of: dict[str, int]) -> dict[int, np.ndarra
     return {j: np.concatenate(f) for j, f in zip(used, found) if f}
 
 
-def _flag_off_scale(qc, name, parent_mask, n_parent, dims, off_scale, sample, cols_of) -> None:
-    """QC flag ``off_scale`` when more than OFF_SCALE_FRACTION of the parent's events
-    (``parent_mask``, None for all events) are saturated on a dimension of the gate."""
-    if not n_parent:
+def _flag_off_scale(qc, name, mask, n_gated, dims, off_scale, sample, cols_of) -> None:
+    """QC flag ``off_scale`` when more than OFF_SCALE_FRACTION of the population's own
+    events (``mask``, ``n_gated`` of them) are saturated on a dimension of its gate: their
+    position on that axis is unknown, so whether they belong is a guess. Saturated events of the parent that the gate leaves out
+    are not counted: their true value lies beyond the channel's range, on the same side
+    of the gate as the value recorded (the granulocytes or doublets at the top of FSC-A
+    outside a lymphocyte gate), so the population does not depend on them."""
+    if not n_gated:
         return
     for d in dims:
         sat = off_scale.get(cols_of[d])
         if sat is None:
             continue
-        hits = len(sat) if parent_mask is None else np.count_nonzero(parent_mask[sat])
-        frac = float(hits) / n_parent
+        frac = float(np.count_nonzero(mask[sat])) / n_gated
         if frac > OFF_SCALE_FRACTION:
             ch = sample.channel_names[cols_of[d]]
             qc.append(
                 {
                     "population": name,
                     "flag": "off_scale",
-                    "detail": f"{100 * frac:.1f}% of the parent's events at the top of {ch}'s range",
+                    "detail": f"{100 * frac:.1f}% of the population's events at the top of "
+                    f"{ch}'s range (their position on it unknown)",
                 }
             )
 
