@@ -126,15 +126,44 @@ def test_valleys_end_the_gate_below_the_granular_cells(seed):
     assert 0.10 < g.params_["ssc_valley"] < 0.20
 
 
+@pytest.mark.parametrize("seed", [0, 2])
+def test_valleys_floor_the_gate_below_the_lymphocytes_on_forward_scatter(seed):
+    """Debris reaching into a broad lymphocyte cloud without a valley (PBMC with
+    lymphocytes low on FSC): the generous contour follows it down and keeps a third or
+    more of the debris below FSC 0.26; ``valleys`` floors the gate 4 of the lymphocytes'
+    standard deviations (0.10 in ln FSC) below their mode, 0.40 x exp(-0.4) = 0.268,
+    recorded within 0.25-0.28, which leaves none of that debris and keeps the
+    lymphocytes."""
+    rng = np.random.default_rng(seed)
+    X, lab = _clouds(
+        rng,
+        [
+            (8_000, (0.40, 0.08), (0.10, 0.22)),  # lymphocytes
+            (2_500, (0.62, 0.23), (0.07, 0.15)),  # monocytes
+            (3_000, (0.28, 0.08), (0.30, 0.30)),  # debris, a shoulder of the lymphocytes
+        ],
+    )
+    cols = [X[:, 0], X[:, 1]]
+    small = (lab == 2) & (X[:, 0] < 0.26)
+    loose = BlobGate(n_components=6, select="lymphocytes", exclude_larger=0.67).fit(X)
+    assert loose.mask(cols)[small].mean() > 0.3
+    g = BlobGate(n_components=6, select="lymphocytes", exclude_larger=0.67, valleys=True).fit(X)
+    m = g.mask(cols)
+    assert m[small].mean() < 0.01
+    assert m[lab == 0].mean() > 0.995
+    assert 0.25 < g.params_["fsc_floor"] < 0.28
+
+
 def test_valleys_without_a_larger_cloud_change_nothing():
-    """No cloud of larger cells (lymphocytes and debris only): no valley, the gate is the
-    generous one."""
+    """No cloud of larger cells (lymphocytes and debris only): no side-scatter valley;
+    the gate is the generous one down to the forward-scatter floor."""
     rng = np.random.default_rng(5)
     X, _ = _clouds(rng, [(8_000, (0.40, 0.08), (0.06, 0.22)), (1_500, (0.20, 0.06), (0.2, 0.3))])
     a = BlobGate(n_components=4, select="lymphocytes", exclude_larger=0.67).fit(X)
     b = BlobGate(n_components=4, select="lymphocytes", exclude_larger=0.67, valleys=True).fit(X)
     assert b.params_["ssc_valley"] is None
-    np.testing.assert_array_equal(a.mask([X[:, 0], X[:, 1]]), b.mask([X[:, 0], X[:, 1]]))
+    above = X[:, 0] >= b.params_["fsc_floor"]
+    np.testing.assert_array_equal(a.mask([X[:, 0], X[:, 1]]) & above, b.mask([X[:, 0], X[:, 1]]))
 
 
 def test_blob_rejects_bad_min_cloud():
