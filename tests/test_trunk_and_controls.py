@@ -439,3 +439,39 @@ def test_samplesheet_control_column_brings_the_fmo_file(tmp_path):
     bad.write_text("file,patient,visit,control\nP01_V1.fcs,P01,V1,fmo_IgD.fcs\n")
     with pytest.raises(IdentityError, match="line 2: control 'fmo_IgD.fcs' is not MARKER=FILE"):
         read_samplesheet(bad)
+
+
+def test_scatter_valley_cut_flags_a_side_scatter_bound_inside_the_nk_cells():
+    """``scatter_valley_cut``: in this default simulated sample the monocytes sit close
+    above the lymphocytes on side scatter, the valley bound lies 1.45 robust SD above
+    the NK cells' median side scatter, and NK of nonT comes out 3.9 pp low: flagged on
+    the lymphocyte gate, naming the NK cells and the numbers. In the next sample the
+    bound lies beyond 1.65 SD (NK within 0.5 pp): no flag."""
+    from immunoprofile.simulate import simulate_sample, truth_mask
+
+    def percent(a, b):
+        return 100.0 * a.sum() / b.sum()
+
+    s, labels = simulate_sample(events=50_000, seed=3)
+    res = apply_template(s, "nk_cells")
+    nk = percent(res.masks["NK"], res.masks["nonT"])
+    truth = percent(truth_mask(labels, "NK"), truth_mask(labels, "nonT"))
+    assert nk - truth < -3.0
+    flags = [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
+    assert [q["population"] for q in flags] == ["lymphocytes"]
+    assert "lies 1.45 robust SD above the median side scatter of the gated NK" in flags[0]["detail"]
+    s, labels = simulate_sample(events=50_000, seed=4)
+    res = apply_template(s, "nk_cells")
+    assert not [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
+
+
+def test_valley_cut_flag_threshold():
+    """The rule on its own: log-normal side scatter (median 0.06, SD 0.23 in ln); a bound
+    1.2 SD above the median is flagged, one 2.5 SD above is not."""
+    from immunoprofile.gating.qc import VALLEY_CUT_Z, valley_cut_flag
+
+    ssc = np.random.default_rng(0).lognormal(np.log(0.06), 0.23, 5_000)
+    flag = valley_cut_flag("lymphocytes", ssc, 0.06 * np.exp(1.2 * 0.23), "NK")
+    assert flag is not None and flag["flag"] == "scatter_valley_cut"
+    assert valley_cut_flag("lymphocytes", ssc, 0.06 * np.exp(2.5 * 0.23), "NK") is None
+    assert VALLEY_CUT_Z == 1.65

@@ -416,6 +416,7 @@ def apply_template(
         None if bad is None else ~bad,
         sample.events,
         None if "CD14" in cols_of else _optional_column(sample, "CD14"),
+        fitted,
     )
     return GatingResult(
         sample=sample,

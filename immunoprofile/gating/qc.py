@@ -18,6 +18,10 @@ Per file (run by `immunoprofile.gating.engine.apply_template`):
 * ``monocytes_in_parent``: the parent of T, B or NK cells holds a visible monocyte cloud:
   events far above the gated lymphocytes (an internal negative control in the same file)
   on CD14 or on side scatter.
+* ``scatter_valley_cut``: the lymphocyte gate's side-scatter bound (the valley below the
+  granular cells, `immunoprofile.gating.adaptive.BlobGate` ``valleys``) lies within
+  `VALLEY_CUT_Z` robust SD above the median side scatter of the gated T, B or NK cells:
+  the granular tail of that lineage (NK cells above all) was cut with the monocytes.
 * ``viability_dim_in_parent``: more than 1 % of the parent of T, B or NK cells lie more
   than 4 robust SD above the live T cells (an internal control) on the viability dye:
   debris or dying cells kept as live.
@@ -91,6 +95,12 @@ MIN_CHANGE_RELATIVE = 0.5
 #: viability_dim_in_parent: a share of the parent of T, B or NK cells above the live T
 #: cells' viability median by this many robust SD (a normal population has ~3 in 100,000
 #: events beyond 4 SD; spillover spreading widens B cells' viability, not T cells')
+#: ``scatter_valley_cut``: the side-scatter bound of the lymphocyte gate within this many
+#: robust SD above a gated lineage's median log side scatter (a normal population would
+#: lose 5 % or more of its cells above it; NK cells, the most granular lymphocytes, sit
+#: 1.9-2.3 SD below the bound on the default simulator and the real Lyoplate NK tube,
+#: 1.4-1.5 where the bound cost them 3-5 pp of nonT)
+VALLEY_CUT_Z = 1.65
 VIABILITY_DIM_SD = 4.0
 VIABILITY_DIM_SHARE = 0.01
 #: scatter_cloud: an ungated density peak at least this fraction of the gated peak
@@ -278,6 +288,28 @@ def scatter_cloud_flag(
     )
 
 
+def valley_cut_flag(population: str, ssc: np.ndarray, bound: float, lineage: str) -> dict | None:
+    """``scatter_valley_cut`` when the scatter gate's side-scatter bound ``bound`` lies
+    within `VALLEY_CUT_Z` robust SD above the median log side scatter of the gated
+    ``lineage`` cells (``ssc``): the bound cut into that lineage's granular tail."""
+    if len(ssc) < 50 or not bound > 0:
+        return None
+    med, sd = _robust(_log(ssc))
+    if not sd > 0:
+        return None
+    z = (float(np.log(bound)) - med) / sd
+    if z >= VALLEY_CUT_Z:
+        return None
+    return make_flag(
+        population,
+        "scatter_valley_cut",
+        f"the side-scatter bound {bound:.3g} lies {z:.2f} robust SD above the median "
+        f"side scatter of the gated {lineage} cells ({np.exp(med):.3g}; limit "
+        f"{VALLEY_CUT_Z:g}): their granular tail was cut with the larger cells, so "
+        f"{lineage} is likely too low",
+    )
+
+
 def monocyte_flags(
     parent: str,
     in_parent: Mapping[str, np.ndarray],
@@ -343,6 +375,7 @@ def trunk_flags(
     finite: np.ndarray | None,
     events: np.ndarray | None = None,
     cd14: int | None = None,
+    fitted: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     """``scatter_cloud`` and ``monocytes_in_parent`` flags of one gated file.
 
@@ -369,6 +402,14 @@ def trunk_flags(
         flag = scatter_cloud_flag(f, s, masks[root.name], root.name)
         if flag is not None:
             out.append(flag)
+        params = ((fitted or {}).get(root.name) or {}).get("params") or {}
+        bound = params.get("ssc_valley") if isinstance(params, dict) else None
+        if bound is not None:
+            for lin in LYMPHOCYTE_LINEAGES:
+                if lin in masks:
+                    flag = valley_cut_flag(root.name, s[masks[lin]], float(bound), lin)
+                    if flag is not None:
+                        out.append(flag)
     side = _side_scatter(template, cols_of)
     by_parent: dict[str, list[str]] = {}
     for pop in template.populations:
