@@ -394,8 +394,11 @@ def templates_check(template: str, files: tuple[str, ...], compensation: str | N
             table.add_column(col, overflow="fold")
         for r in f.steps().itertuples():
             colour = colours.get(r.status, "red")
-            table.add_row(r.population, r.parent or "-", f"[{colour}]{r.status}[/{colour}]",
-                          escape(r.detail))  # fmt: skip
+            # a root population's parent is missing: None, or NaN in pandas 3's string column
+            parent = r.parent if isinstance(r.parent, str) and r.parent else "-"
+            detail = r.detail if isinstance(r.detail, str) else ""
+            table.add_row(r.population, parent, f"[{colour}]{r.status}[/{colour}]",
+                          escape(detail))  # fmt: skip
         console.print(table)
         if f.compensation is not None:
             c = f.compensation
