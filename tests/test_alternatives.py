@@ -210,19 +210,27 @@ def test_builtin_trunk_has_the_alternatives(name):
     assert [g.dims for g in t.population("live").options] == [("Viability", "CD14"), ("Viability",)]
 
 
-def test_templates_check_cli(tmp_path):
-    from click.testing import CliRunner
+def _check_inputs(folder):
+    """The template of this module as a JSON file and two files to check against it: one
+    lacking FSC-H and CD3 (alternatives stand in), one lacking CD3, Lineage and Live."""
+    import json
 
-    from immunoprofile.cli import main
     from immunoprofile.io.write import write_fcs
 
     good, _ = _sample([c for c in ALL if c not in ("FSC-H", "CD3")])
     bad, _ = _sample(["FSC-A", "FSC-H", "SSC-A", "CD14", "CD56"])
-    files = [str(write_fcs(good, tmp_path / "good.fcs")), str(write_fcs(bad, tmp_path / "bad.fcs"))]
-    tpl = tmp_path / "flex.json"
-    import json
-
+    files = [str(write_fcs(good, folder / "good.fcs")), str(write_fcs(bad, folder / "bad.fcs"))]
+    tpl = folder / "flex.json"
     tpl.write_text(json.dumps(TEMPLATE))
+    return files, tpl
+
+
+def test_templates_check_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import main
+
+    files, tpl = _check_inputs(tmp_path)
     runner = CliRunner()
     r = runner.invoke(main, ["templates", "check", str(tpl), files[0]])
     assert r.exit_code == 0, r.output
@@ -241,16 +249,9 @@ def test_templates_check_cli(tmp_path):
 
 
 def test_check_template_api_is_what_templates_check_prints(tmp_path):
-    import json
-
     import immunoprofile as ip
-    from immunoprofile.io.write import write_fcs
 
-    good, _ = _sample([c for c in ALL if c not in ("FSC-H", "CD3")])
-    bad, _ = _sample(["FSC-A", "FSC-H", "SSC-A", "CD14", "CD56"])
-    files = [str(write_fcs(good, tmp_path / "good.fcs")), str(write_fcs(bad, tmp_path / "bad.fcs"))]
-    tpl = tmp_path / "flex.json"
-    tpl.write_text(json.dumps(TEMPLATE))
+    files, tpl = _check_inputs(tmp_path)
     chk = ip.check_template(str(tpl), [*files, str(tmp_path / "no.fcs")])
     assert [f.file for f in chk.files] == [*files, str(tmp_path / "no.fcs")]
     first, second, third = chk.files

@@ -133,16 +133,22 @@ def test_per_sample_gate_shares_decide_where_known():
         name_clusters(med, X, cl, shares={"T": share[:3]})
 
 
-def test_event_membership_by_rule_and_by_gate():
-    # two clusters of T cells; rule Treg = CD25hi within T. Events named one by one.
+def _treg_naming(seed: int = 1):
+    """Two clusters of T cells (900 events of CD3+, 300 of CD3-), 100 of the first CD25hi;
+    rules T = CD3+ and Treg = CD25hi within T; the naming, events, clusters and the rng."""
     med = pd.DataFrame({"CD3": [0.7, 0.1], "CD25": [0.3, 0.3]}, index=["a", "b"])
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     X = np.c_[np.r_[rng.normal(0.7, 0.03, 900), rng.normal(0.1, 0.03, 300)],
               np.r_[rng.normal(0.3, 0.04, 800), rng.normal(0.8, 0.04, 100),
                     rng.normal(0.3, 0.04, 300)]].astype(np.float32)  # fmt: skip
     cl = np.r_[np.zeros(900, int), np.ones(300, int)]
     rules = [PhenotypeRule("T", None, "CD3+"), PhenotypeRule("Treg", "T", "CD25hi")]
-    nm = name_clusters(med, X, cl, rules=rules)
+    return name_clusters(med, X, cl, rules=rules), X, cl, rng
+
+
+def test_event_membership_by_rule_and_by_gate():
+    # two clusters of T cells; rule Treg = CD25hi within T. Events named one by one.
+    nm, X, cl, _ = _treg_naming(seed=0)
     assert nm.names.to_dict() == {"a": "T", "b": UNASSIGNED}  # Treg is too small for a cluster
     (cut,) = nm.conditions["Treg"][0][0][2][-1:]
     assert 0.4 < cut < 0.7
@@ -159,17 +165,6 @@ def test_event_membership_by_rule_and_by_gate():
     assert ev["Treg"].sum() == 110 and ev["Treg"][:10].all() and not ev["Treg"][10:800].any()
     with pytest.raises(ClusteringError, match="no named population"):
         event_membership(nm, X, cl, ["B"])
-
-
-def _treg_naming():
-    med = pd.DataFrame({"CD3": [0.7, 0.1], "CD25": [0.3, 0.3]}, index=["a", "b"])
-    rng = np.random.default_rng(1)
-    X = np.c_[np.r_[rng.normal(0.7, 0.03, 900), rng.normal(0.1, 0.03, 300)],
-              np.r_[rng.normal(0.3, 0.04, 800), rng.normal(0.8, 0.04, 100),
-                    rng.normal(0.3, 0.04, 300)]].astype(np.float32)  # fmt: skip
-    cl = np.r_[np.zeros(900, int), np.ones(300, int)]
-    rules = [PhenotypeRule("T", None, "CD3+"), PhenotypeRule("Treg", "T", "CD25hi")]
-    return name_clusters(med, X, cl, rules=rules), X, cl, rng
 
 
 def test_own_gate_is_the_gate_where_known_and_the_rule_elsewhere():
