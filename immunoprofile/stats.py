@@ -28,9 +28,18 @@ significance: effect sizes and their confidence intervals carry the message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
-from scipy import stats as _st
+
+
+def _scipy_stats() -> ModuleType:
+    """``scipy.stats``, imported on first use: it takes a good part of a second to import,
+    and processes that only gate or cluster never need it."""
+    from scipy import stats
+
+    return stats
+
 
 WILCOXON_EXACT = "wilcoxon exact"
 SIGN_FLIP = "sign-flip permutation (exact, mid-ranks)"
@@ -138,11 +147,11 @@ def hodges_lehmann(d: np.ndarray | list[float], conf: float = 0.95) -> HodgesLeh
     alpha2 = (1.0 - conf) / 2.0
     if n > EXACT_MAX_N:  # normal approximation of P(T+ <= t), continuity-corrected
         mean, sd = n * (n + 1) / 4.0, np.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)
-        t = int(np.floor(mean + sd * _st.norm.ppf(alpha2) - 0.5))
+        t = int(np.floor(mean + sd * _scipy_stats().norm.ppf(alpha2) - 0.5))
         if t < 0:
             return HodgesLehmann(est, np.nan, np.nan, np.nan, 0, n)
         k = t + 1
-        level = 1.0 - 2.0 * float(_st.norm.cdf((t + 0.5 - mean) / sd))
+        level = 1.0 - 2.0 * float(_scipy_stats().norm.cdf((t + 0.5 - mean) / sd))
         return HodgesLehmann(est, float(w[k - 1]), float(w[m - k]), level, k, n)
     cdf = np.cumsum(_sign_pattern_probs(np.arange(1, n + 1)))  # P(T+ <= t)
     ok = np.flatnonzero(cdf <= alpha2 + 1e-12)
@@ -191,7 +200,7 @@ def sign_flip_pvalue(d: np.ndarray | list[float]) -> tuple[float, float]:
     n = x.size
     if n == 0:
         return 0.0, 1.0
-    r2 = np.rint(2.0 * _st.rankdata(np.abs(x))).astype(np.int64)  # doubled mid-ranks
+    r2 = np.rint(2.0 * _scipy_stats().rankdata(np.abs(x))).astype(np.int64)  # doubled mid-ranks
     total = int(r2.sum())
     probs = _sign_pattern_probs(r2)  # r >= 2: ranks start at 1
     t_plus = int(r2[x > 0].sum())
@@ -210,12 +219,12 @@ def _normal_signed_rank(x: np.ndarray) -> tuple[float, float]:
     x = x[x != 0.0]
     if x.size == 0:
         return 0.0, 1.0
-    r = _st.rankdata(np.abs(x))
+    r = _scipy_stats().rankdata(np.abs(x))
     total = float(r.sum())
     t_plus = float(r[x > 0].sum())
     sd = float(np.sqrt(np.sum(r**2) / 4.0))
     dev = max(abs(t_plus - total / 2.0) - 0.5, 0.0)
-    p = float(min(1.0, 2.0 * _st.norm.sf(dev / sd))) if sd > 0 else 1.0
+    p = float(min(1.0, 2.0 * _scipy_stats().norm.sf(dev / sd))) if sd > 0 else 1.0
     return min(t_plus, total - t_plus), p
 
 
@@ -236,7 +245,7 @@ def signed_rank_test(d: np.ndarray | list[float]) -> SignedRankResult:
         return SignedRankResult(stat, p, NORMAL_APPROX, n, n_zero)
     ties = np.unique(np.abs(x)).size < n
     if n_zero == 0 and not ties:
-        res = _st.wilcoxon(x, method="exact", alternative="two-sided")
+        res = _scipy_stats().wilcoxon(x, method="exact", alternative="two-sided")
         return SignedRankResult(float(res.statistic), float(res.pvalue), WILCOXON_EXACT, n, 0)
     stat, p = sign_flip_pvalue(x)
     return SignedRankResult(stat, p, SIGN_FLIP, n, n_zero)
@@ -275,8 +284,8 @@ def paired_t_log(log2_ratios: np.ndarray | list[float], conf: float = 0.95) -> L
         p = 1.0 if mean == 0.0 else 0.0
         return LogRatioT(n, mean, mean, mean, p)
     se = sd / np.sqrt(n)
-    tcrit = float(_st.t.ppf(0.5 + conf / 2.0, n - 1))
-    p = float(2.0 * _st.t.sf(abs(mean / se), n - 1))
+    tcrit = float(_scipy_stats().t.ppf(0.5 + conf / 2.0, n - 1))
+    p = float(2.0 * _scipy_stats().t.sf(abs(mean / se), n - 1))
     return LogRatioT(n, mean, mean - tcrit * se, mean + tcrit * se, p)
 
 
@@ -294,5 +303,5 @@ def benjamini_hochberg(pvalues: np.ndarray | list[float]) -> np.ndarray:
         return q
     if np.any((p[ok] < 0) | (p[ok] > 1)):
         raise ValueError(f"p-values must lie in [0, 1], got {p[ok].tolist()}")
-    q[ok] = _st.false_discovery_control(p[ok], method="bh")
+    q[ok] = _scipy_stats().false_discovery_control(p[ok], method="bh")
     return q

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture
 
-from immunoprofile.gating.mixture import GaussianMixtureEM, MixtureFitError
+from immunoprofile.gating.mixture import (
+    GaussianMixtureEM,
+    MixtureFitError,
+    chi2_quantile,
+    kmeans_plusplus_indices,
+)
 
 
 def _blobs(seed: int, d: int) -> np.ndarray:
@@ -98,3 +103,27 @@ def test_failures_raise_mixture_fit_error():
     rng = np.random.default_rng(0)
     with pytest.raises(MixtureFitError, match="did not converge"):
         GaussianMixtureEM(3, max_iter=2, tol=0.0, random_state=0).fit(rng.normal(size=(500, 2)))
+
+
+@pytest.mark.parametrize(
+    ("d", "k", "seed"), [(1, 2, 0), (1, 3, 4), (2, 3, 1), (2, 6, 3), (3, 9, 8)]
+)
+def test_kmeans_plusplus_seeds_are_scikit_learns(d, k, seed):
+    from sklearn.cluster import kmeans_plusplus
+
+    X = _blobs(seed, min(d, 2))
+    if d == 3:
+        X = np.column_stack([X, X[:, 0] * X[:, 1]])
+    mine, theirs = np.random.RandomState(seed), np.random.RandomState(seed)
+    for _ in range(3):  # successive seedings from one generator, as with n_init
+        _, idx = kmeans_plusplus(X, k, random_state=theirs)
+        assert np.array_equal(kmeans_plusplus_indices(X, k, mine), idx)
+
+
+def test_chi2_quantile_is_scipys():
+    from scipy.stats import chi2
+
+    for df in (1, 2, 3, 5):
+        for q in (0.0, 1e-9, 0.5, 0.9, 0.95, 0.99, 0.999999, 1.0):
+            assert chi2_quantile(q, df) == float(chi2.ppf(q, df=df))
+    assert np.isnan(chi2_quantile(1.5, 2))

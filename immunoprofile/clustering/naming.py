@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from immunoprofile._peaks import find_peaks
 from immunoprofile.exceptions import ClusteringError
 from immunoprofile.panel import canonical_marker
 
@@ -186,7 +187,6 @@ def split_points(
     modes the lowest point is the split.
     """
     from scipy.ndimage import gaussian_filter1d
-    from scipy.signal import find_peaks
 
     x = np.asarray(x, dtype=np.float64)
     x = x[np.isfinite(x)]
@@ -198,12 +198,12 @@ def split_points(
     h, edges = np.histogram(x, bins=bins, range=(lo, hi))
     dens = gaussian_filter1d(h.astype(np.float64), smooth, mode="constant")
     padded = np.r_[0.0, dens, 0.0]
-    peaks, props = find_peaks(padded, prominence=min_prominence * dens.max())
+    peaks, prominences = find_peaks(padded, min_prominence * dens.max())
     peaks = peaks - 1
     # sampling noise: a Gaussian-smoothed Poisson count c has sd ~ sqrt(c / (2 sqrt(pi) s));
     # a mode must stand 4 such sd above its surroundings to count
     noise = np.sqrt(dens[peaks] / (2.0 * np.sqrt(np.pi) * smooth))
-    peaks = peaks[props["prominences"] >= 4.0 * noise]
+    peaks = peaks[prominences >= 4.0 * noise]
     centres = 0.5 * (edges[1:] + edges[:-1])
     if peaks.size < 2:
         return [_otsu(x[(x >= lo) & (x <= hi)])] if unimodal == "otsu" else None

@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from immunoprofile._json import jsonable
+from immunoprofile._peaks import find_peaks
 from immunoprofile._threads import one_thread
 from immunoprofile.exceptions import GatingError, TemplateError
 from immunoprofile.gating.gates import (
@@ -67,7 +68,7 @@ from immunoprofile.gating.gates import (
     RectangleGate,
     gate_from_dict,
 )
-from immunoprofile.gating.mixture import GaussianMixtureEM, MixtureFitError
+from immunoprofile.gating.mixture import GaussianMixtureEM, MixtureFitError, chi2_quantile
 
 ADAPTIVE_TYPES: dict[str, type[AdaptiveGate]] = {}
 _PARAM_NAMES: dict[type, tuple[str, ...]] = {}  # class -> its __init__ parameter names
@@ -402,10 +403,8 @@ def binned_density(
 
 def _peaks(dens: np.ndarray, min_prominence: float) -> np.ndarray:
     """Indices of density peaks whose prominence is at least ``min_prominence`` x the max."""
-    from scipy.signal import find_peaks
-
     padded = np.concatenate([[0.0], dens, [0.0]])  # so that edge maxima count as peaks
-    idx, _ = find_peaks(padded, prominence=min_prominence * float(dens.max()))
+    idx, _ = find_peaks(padded, min_prominence * float(dens.max()))
     return idx - 1
 
 
@@ -1340,11 +1339,9 @@ def _choose_component(means: np.ndarray, weights: np.ndarray, select: Any) -> in
 
 
 def _ellipse_from_component(gm, comp: int, dims, quantile: float):
-    from scipy.stats import chi2
-
     mean = gm.means_[comp]
     cov = gm.covariances_[comp]
-    d2 = float(chi2.ppf(quantile, df=len(dims)))
+    d2 = chi2_quantile(quantile, len(dims))
     gate = EllipseGate(
         dims=tuple(dims),
         mean=tuple(float(m) for m in mean),
@@ -1779,9 +1776,7 @@ class BlobGate(AdaptiveGate):
     def _radius(self) -> float:
         if self.quantile is None:
             return float(self.radius)
-        from scipy.stats import chi2
-
-        return math.sqrt(float(chi2.ppf(float(self.quantile), df=2)))
+        return math.sqrt(chi2_quantile(float(self.quantile), 2))
 
     def _fallback_gate(self) -> Gate:
         if self.fallback is None:

@@ -6,8 +6,9 @@ file. scikit-learn's ``GaussianMixture`` spends most of that time on per-call ov
 iteration). This module runs the same algorithm with a handful of whole-array numpy
 operations per iteration:
 
-* the same initialisation: scikit-learn's ``kmeans_plusplus`` seeding drawn from
-  ``check_random_state(random_state)`` (one draw per initialisation, in order), each
+* the same initialisation: scikit-learn's ``kmeans_plusplus`` seeding (the same draws
+  from the same ``RandomState``, one seeding per initialisation, in order; written here
+  with the same array operations, so that gating does not import scikit-learn), each
   component starting at its seed point with covariance ``reg_covar * I`` and weight
   ``1 / n``; or, with ``means_init``, those means (then every initialisation is the same, so
   one is run);
@@ -35,6 +36,75 @@ import numpy as np
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _COLLAPSED = "mixture could not be fitted: a component collapsed onto too few distinct values"
+
+
+def _random_state(seed: Any) -> np.random.RandomState:
+    """The generator of the k-means++ seeding, as scikit-learn's ``check_random_state``: the
+    global one (None), a new ``RandomState(seed)`` (an int) or the ``RandomState`` given."""
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+        return np.random.RandomState(seed)
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    raise ValueError(f"{seed!r} cannot be used to seed a numpy.random.RandomState instance")
+
+
+def _sq_distances(C: np.ndarray, X: np.ndarray, x_sq: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (len(C), len(X)) as ``||c||^2 - 2 c.x + ||x||^2``,
+    clipped at 0 (float64, the arithmetic of scikit-learn's ``euclidean_distances``)."""
+    d = -2 * (C @ X.T)
+    d += np.einsum("ij,ij->i", C, C)[:, None]
+    d += x_sq[None, :]
+    np.maximum(d, 0, out=d)
+    return d
+
+
+def kmeans_plusplus_indices(X: np.ndarray, k: int, rs: np.random.RandomState) -> np.ndarray:
+    """Rows of ``X`` (float64, n x d) chosen as ``k`` k-means++ seeds, drawing from ``rs``:
+    the first uniformly, each next one the best of ``2 + int(log k)`` candidates drawn with
+    probability proportional to the squared distance to the nearest seed so far (the one
+    that leaves the least total squared distance). The same rows, from the same draws, as
+    ``sklearn.cluster.kmeans_plusplus(X, k, random_state=rs)`` (unit sample weights)."""
+    n = X.shape[0]
+    if n < k:
+        raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
+    x_sq = np.einsum("ij,ij->i", X, X)
+    weight = np.ones(n, dtype=X.dtype)
+    trials = 2 + int(np.log(k))
+    first = rs.choice(n, p=weight / weight.sum())
+    indices = np.full(k, -1, dtype=int)
+    indices[0] = first
+    closest = _sq_distances(X[first][None, :], X, x_sq)
+    potential = closest @ weight
+    for c in range(1, k):
+        draws = rs.uniform(size=trials) * potential
+        candidates = np.searchsorted(np.cumsum(weight * closest), draws)
+        np.clip(candidates, None, closest.size - 1, out=candidates)
+        dist = _sq_distances(X[candidates], X, x_sq)
+        np.minimum(closest, dist, out=dist)
+        pots = dist @ weight.reshape(-1, 1)
+        best = np.argmin(pots)
+        potential = pots[best]
+        closest = dist[best]
+        indices[c] = candidates[best]
+    return indices
+
+
+def chi2_quantile(q: float, df: int) -> float:
+    """The ``q`` quantile of the chi-squared distribution with ``df`` degrees of freedom:
+    the squared Mahalanobis radius holding a fraction ``q`` of a ``df``-dimensional
+    Gaussian (``scipy.stats.chi2.ppf(q, df)``, from ``scipy.special`` alone)."""
+    from scipy.special import gammaincinv
+
+    q = float(q)
+    if not df > 0 or not 0 <= q <= 1:
+        return math.nan
+    if q == 0:
+        return 0.0
+    if q == 1:
+        return math.inf
+    return float(2 * gammaincinv(np.asarray(df) / 2, np.asarray(q)))
 
 
 class MixtureFitError(Exception):
@@ -110,13 +180,10 @@ class GaussianMixtureEM:
         if self.means_init is not None:
             starts = [np.asarray(self.means_init, dtype=np.float64).reshape(k, d) - center]
         else:
-            from sklearn.cluster import kmeans_plusplus
-            from sklearn.utils import check_random_state
-
-            rs = check_random_state(self.random_state)
+            rs = _random_state(self.random_state)
             starts = []
             for _ in range(max(int(self.n_init), 1)):
-                _, idx = kmeans_plusplus(X, k, random_state=rs)
+                idx = kmeans_plusplus_indices(X, k, rs)
                 starts.append(X0[idx].copy())
         for means0 in starts:
             covs = np.broadcast_to(reg * np.eye(d), (k, d, d)).copy()
@@ -259,4 +326,4 @@ def _m_step(X0, Q, resp, reg: float, iu) -> tuple[np.ndarray, np.ndarray, np.nda
     return nk / nk.sum(), means, covs
 
 
-__all__ = ["GaussianMixtureEM", "MixtureFitError"]
+__all__ = ["GaussianMixtureEM", "MixtureFitError", "chi2_quantile", "kmeans_plusplus_indices"]
