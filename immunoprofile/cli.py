@@ -135,24 +135,6 @@ def _print_description(console, d) -> None:  # noqa: ANN001
 # === simulate ==============================================================
 
 
-def _parse_effect(text: str) -> tuple[str, float]:
-    """``Treg=+0.3`` -> ("Treg", 1.3); ``Th17=-0.3`` -> 0.7; ``NK=x1.5`` -> 1.5."""
-    name, sep, value = text.partition("=")
-    name, value = name.strip(), value.strip()
-    if not sep or not name or not value:
-        raise click.BadParameter(
-            f"{text!r}: expected POPULATION=+0.3, POPULATION=-0.3 or POPULATION=x1.5"
-        )
-    try:
-        if value[0] in "xX*":
-            return name, float(value[1:])
-        if value[0] in "+-":
-            return name, 1.0 + float(value)
-        return name, float(value)
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: {value!r} is not a number") from None
-
-
 @main.command()
 @click.option(
     "--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -227,47 +209,32 @@ def simulate(
     """
     from immunoprofile.comparison import ENDPOINTS
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.simulate import DEFAULT_EFFECTS, simulate_cohort
+    from immunoprofile.simulate import follow_up_effects, parse_effect, simulate_cohort
 
-    effects = {} if no_effects else dict(DEFAULT_EFFECTS)
-    effects.update(_parse_effect(e) for e in effect_args)
-    visit_list = [v.strip() for v in visits.split(",") if v.strip()]
-    tubes = None
-    if tube_args:
-        tubes = {}
-        for arg in tube_args:
-            name, _, markers = arg.partition("=")
-            if not name.strip() or not markers.strip():
-                raise click.BadParameter(
-                    f"expected NAME=M1,M2,..., got {arg!r}", param_hint="--tube"
-                )
-            tubes[name.strip()] = [m.strip() for m in markers.split(",") if m.strip()]
+    try:
+        changes = dict(parse_effect(e) for e in effect_args)
+    except ImmunoprofileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--effect") from None
+    tubes = {}
+    for arg in tube_args:
+        name, _, markers = arg.partition("=")
+        if not name.strip() or not markers.strip():
+            raise click.BadParameter(f"expected NAME=M1,M2,..., got {arg!r}", param_hint="--tube")
+        tubes[name.strip()] = [m.strip() for m in markers.split(",") if m.strip()]
     try:
         info = simulate_cohort(
-            out_dir,
-            patients=patients,
-            visits=visit_list,
-            events=events,
-            seed=seed,
-            effects=effects,
-            drift=drift,
-            plain_markers=plain_markers,
-            tubes=tubes,
-        )
+            out_dir, patients=patients, visits=[v.strip() for v in visits.split(",") if v.strip()],
+            events=events, seed=seed, effects=follow_up_effects(changes, defaults=not no_effects),
+            drift=drift, plain_markers=plain_markers, tubes=tubes or None,
+        )  # fmt: skip
     except ImmunoprofileError as exc:
         fail(str(exc))
-        return
-    f = info.frequencies
-    key = f[f["population"].isin(ENDPOINTS)]
-    table = key.pivot_table(
-        index="visit", columns="population", values="percent_of_parent", sort=False
-    )
     click.echo(f"wrote {len(info.fcs)} FCS files ({events} events each) to {info.out_dir}")
     click.echo(
         f"samplesheet: {info.samplesheet}; truth: *.truth.parquet, {info.frequencies_path.name}"
     )
     click.echo("median truth % of parent (Treg of CD4, Th17 of CD4 memory, B/NK of non-T):")
-    click.echo(table.groupby(level=0, sort=False).median().round(2).to_string())
+    click.echo(info.median_truth(ENDPOINTS).round(2).to_string())
 
 
 @main.command("examples")
@@ -344,12 +311,10 @@ def templates_show(name: str) -> None:
 def templates_validate(file: str) -> None:
     """Check a template FILE against the schema and its hierarchy; exit 1 if invalid."""
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.gating.template import load_template, validate_template
+    from immunoprofile.gating.template import validate_template
 
     try:
         t = validate_template(file)
-        if not hasattr(t, "populations"):
-            t = load_template(file)
     except ImmunoprofileError as exc:
         fail(str(exc))
     click.echo(
@@ -524,56 +489,33 @@ def gate_cmd(
     status: 0 when every file was gated with its own identity, 1 when any failed or shared
     an identity (or the run could not start), 2 for a usage error.
     """
-    from pathlib import Path
-
     from rich.console import Console
     from rich.table import Table
 
     from immunoprofile.cohort import CLASH_ERROR
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.gating.run import gate, parse_template_args
+    from immunoprofile.gating.run import parse_template_args
+    from immunoprofile.pipeline import gate_to_folder
+    from immunoprofile.results import failures
 
     try:
         templates = parse_template_args(template)
     except ImmunoprofileError as exc:
         raise click.BadParameter(str(exc), param_hint="--template") from None
-    if out is None:
-        from immunoprofile._files import default_output_folder
-
-        out_dir = default_output_folder(Path.cwd() / DEFAULT_OUT, "immunoprofile gate")
-        click.secho(f"writing results to {out_dir}/ (no --out given)", err=True, fg="cyan")
-    else:
-        out_dir = Path(out)
     try:
-        from immunoprofile._files import check_output_dir
-        from immunoprofile.gating.run import GATE_OUTPUTS
-
-        template_files = [t.partition("=")[2] if "=" in t else t for t in template]
-        check_output_dir(
-            out_dir, [*files, samplesheet, *template_files, compensation], GATE_OUTPUTS
-        )
         with _clash_warnings_to_terminal():
-            res = gate(
-                list(files),
-                templates,
-                samplesheet=samplesheet,
-                pattern=pattern,
-                jobs=jobs,
-                scheduler=scheduler,
-                progress=not _quiet(quiet),
-                plots_dir=out_dir / "plots" if plots else None,
-                seed=seed,
+            res, out_dir = gate_to_folder(
+                files, templates, out, plots=plots, samplesheet=samplesheet, pattern=pattern,
+                jobs=jobs, scheduler=scheduler, progress=not _quiet(quiet), seed=seed,
                 patient_keyword=list(patient_keyword) or None,
-                visit_keyword=list(visit_keyword) or None,
-                compensation=compensation,
-            )
-        res.write(out_dir)
+                visit_keyword=list(visit_keyword) or None, compensation=compensation,
+            )  # fmt: skip
     except ImmunoprofileError as exc:
         fail(str(exc))
+    if out is None:
+        click.secho(f"results written to {out_dir}/ (no --out given)", err=True, fg="cyan")
     summary = res.summary()
     table = res.table()
-    errors = res.errors
-    failed = errors[errors["error_type"] != CLASH_ERROR]
     if not _quiet(quiet):
         t = Table(title=f"{len(summary)} file(s) gated with {res.template_names()}")
         tubes = "tube" in summary.columns
@@ -601,7 +543,7 @@ def gate_cmd(
         "errors.csv)"
     )
     _fail_on_problems(
-        list(failed["message"]),
+        list(failures(res.errors)["message"]),
         len(summary),
         res.clashes,
         "gated, in populations.csv, left out of the per-visit tables",
@@ -737,27 +679,19 @@ def cluster_cmd(
     errors.csv. Exit status: 0 when every file was clustered with its own identity, 1 when
     any failed or shared an identity (or the run could not start), 2 for a usage error.
     """
-    from pathlib import Path
-
     from immunoprofile.exceptions import ImmunoprofileError
+    from immunoprofile.pipeline import cluster_to_folder
+    from immunoprofile.results import failures
 
-    out_dir = Path(out)
-    mk = [m.strip() for item in markers for m in item.split(",") if m.strip()] or None
     try:
-        from immunoprofile._files import check_output_dir
-        from immunoprofile.clustering.api import CLUSTER_OUTPUTS, cluster
-
-        check_output_dir(out_dir, [*files, samplesheet, gating_table], CLUSTER_OUTPUTS)
-        gated = None
-        if gating_table is not None:  # checked before the clustering work
-            from immunoprofile.clustering.agreement import read_gating_table
-
-            gated = read_gating_table(gating_table)
-
         with _clash_warnings_to_terminal():
-            res = cluster(
-                list(files),
-                markers=mk,
+            res, written = cluster_to_folder(
+                files,
+                out,
+                gating=gating_table,
+                plots=not no_plots,
+                markers=[m.strip() for item in markers for m in item.split(",") if m.strip()]
+                or None,
                 n_metaclusters=_parse_metaclusters(metaclusters),
                 grid=_parse_grid(grid),
                 seed=seed,
@@ -768,14 +702,12 @@ def cluster_cmd(
                 name_level=name_level,
                 samplesheet=samplesheet,
                 pattern=pattern,
-                on_error="skip",
                 sample_gates=sample_gates,
                 progress=not _quiet(),
                 jobs=jobs,
                 scheduler=scheduler,
                 scratch=scratch,
             )
-        written = res.write(out_dir, gating=gated, plots=not no_plots)
     except ImmunoprofileError as exc:
         fail(str(exc))
     summ = res.metaclusters()
@@ -783,17 +715,14 @@ def cluster_cmd(
     click.echo(
         f"clustered {len(res.clustered_samples)} file(s) on {len(res.markers)} markers into "
         f"{res.n_metaclusters} metaclusters ({len(named)} named, "
-        f"{len(summ) - len(named)} unassigned); wrote {len(written)} files to {out_dir}/"
+        f"{len(summ) - len(named)} unassigned); wrote {len(written)} files to {out}/"
     )
-    from immunoprofile.cohort import CLASH_ERROR
-
-    failed = res.errors[res.errors["error_type"] != CLASH_ERROR] if len(res.errors) else res.errors
     _fail_on_problems(
-        list(failed["message"]) if len(failed) else [],
+        list(failures(res.errors)["message"]),
         len(files),
         res.clashes,
         "clustered, in populations.csv with identity_clash",
-        out_dir,
+        Path(out),
     )
 
 

@@ -28,6 +28,9 @@ from immunoprofile.quantify import VISIT_FILES  # per-visit lab tables (a glob)
 #: the manifest every writer leaves in its folder
 MANIFEST = "outputs.json"
 
+#: the folder `immunoprofile gate` writes into when no --out is given (in the current folder)
+DEFAULT_OUT = "immunoprofile-results"
+
 
 #: what `immunoprofile gate` writes (names, and globs for per-visit tables and figures)
 GATING = {
@@ -176,6 +179,7 @@ __all__ = [
     "CLUSTERING_OPTIONAL",
     "COMPARE_OUTPUTS",
     "COMPARISON",
+    "DEFAULT_OUT",
     "FILE_PROVENANCE",
     "GATING",
     "MANIFEST",
@@ -183,6 +187,7 @@ __all__ = [
     "PLOTS",
     "RUN",
     "STAGES",
+    "WRITERS",
     "ResultsFolder",
     "VISIT_FILES",
     "outputs",

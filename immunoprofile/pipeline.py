@@ -22,14 +22,16 @@ import glob
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from immunoprofile._files import atomic_write_text, check_output_dir
+from immunoprofile._files import atomic_write_text, check_output_dir, default_output_folder
+from immunoprofile.clustering.agreement import read_gating_table
+from immunoprofile.clustering.api import ClusterResult
 from immunoprofile.clustering.api import cluster as run_cluster
 from immunoprofile.clustering.embed import require_umap
 from immunoprofile.comparison import Comparison, compare
@@ -37,14 +39,16 @@ from immunoprofile.compensation import spillover_keyword
 from immunoprofile.exceptions import ConfigError, ImmunoprofileError
 from immunoprofile.folder import (
     COMPARE_OUTPUTS,
+    DEFAULT_OUT,
     FILE_PROVENANCE,
     GATING,
     PLOTS,
     RUN,
     STAGES,
+    WRITERS,
     outputs,
 )
-from immunoprofile.gating.run import gate
+from immunoprofile.gating.run import GateResults, gate
 from immunoprofile.io.fcs import read_fcs_header
 from immunoprofile.progress import stage
 from immunoprofile.quantify import write_csv
@@ -416,6 +420,75 @@ def file_provenance(paths: Sequence[str], samples: Sequence[str]) -> pd.DataFram
 def _write_file_provenance(paths: Sequence[str], res: Any, out: Path) -> None:
 
     write_csv(file_provenance(paths, res.samples), out)
+
+
+def _template_files(template: Any) -> list[Any]:
+    """The paths among a template argument (one template, or ``{tube: template}``), so
+    an output folder is never one of them."""
+    specs = template.values() if isinstance(template, Mapping) else [template]
+    return [t for t in specs if isinstance(t, str | os.PathLike)]
+
+
+def gate_to_folder(
+    files: Sequence[str | os.PathLike],
+    template: Any,
+    out: str | os.PathLike | None = None,
+    *,
+    plots: bool = False,
+    **settings: Any,
+) -> tuple[GateResults, Path]:
+    """What ``immunoprofile gate`` runs: `immunoprofile.gate` of ``files`` written into the
+    folder ``out`` (`GateResults.write`: the `immunoprofile.folder.GATING` outputs, with
+    ``plots/<sample>/`` when ``plots``); returns the results and the folder.
+
+    ``out`` None: `immunoprofile.folder.DEFAULT_OUT` in the current folder, or the first
+    ``-2``, ``-3``, ... beside it that another writer has not filled
+    (`immunoprofile._files.default_output_folder`). The folder is checked before any work
+    (`immunoprofile._files.check_output_dir`): one holding an input, or files another
+    writer left, is refused. ``settings`` go to `immunoprofile.gate` (``samplesheet``,
+    ``pattern``, ``jobs``, ``scheduler``, ``seed``, ``compensation``, ...).
+    """
+    if out is None:
+        out_dir = default_output_folder(Path.cwd() / DEFAULT_OUT, WRITERS["gating"])
+    else:
+        out_dir = Path(out)
+    inputs = [*files, settings.get("samplesheet"), *_template_files(template),
+              settings.get("compensation")]  # fmt: skip
+    check_output_dir(out_dir, inputs, outputs("gating"))
+    res = gate(list(files), template, plots_dir=out_dir / PLOTS if plots else None, **settings)
+    res.write(out_dir)
+    return res, out_dir
+
+
+def cluster_to_folder(
+    files: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    gating: str | os.PathLike | pd.DataFrame | None = None,
+    plots: bool = True,
+    on_error: str = "skip",
+    **settings: Any,
+) -> tuple[ClusterResult, list[Path]]:
+    """What ``immunoprofile cluster`` runs: `immunoprofile.cluster` of ``files`` written
+    into the folder ``out`` (`ClusterResult.write`: the `immunoprofile.folder.CLUSTERING`
+    outputs, with the figures when ``plots``); returns the result and the paths written.
+
+    ``gating``: a gated population table (or the path of a ``populations.csv`` from
+    ``immunoprofile gate``), checked before any clustering work: ``agreement.csv`` and
+    ``agreement_pairs.csv`` are written against it. ``on_error="skip"``: a file that
+    cannot be read or gated is left out and listed in ``errors.csv``. ``out`` is checked
+    first (`immunoprofile._files.check_output_dir`). ``settings`` go to
+    `immunoprofile.cluster` (``markers``, ``n_metaclusters``, ``grid``, ``seed``,
+    ``template``, ``jobs``, ...).
+    """
+    out_dir = Path(out)
+    table_path = None if isinstance(gating, pd.DataFrame) else gating
+    inputs = [*files, settings.get("samplesheet"), table_path]
+    check_output_dir(out_dir, inputs, outputs("clustering"))
+    gated = read_gating_table(gating) if table_path is not None else gating
+    res = run_cluster(list(files), on_error=on_error, **settings)
+    written = res.write(out_dir, gating=gated, plots=plots)
+    return res, written
 
 
 def compare_to_folder(

@@ -22,6 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
+from immunoprofile.cohort import CLASH_ERROR
+
 
 @runtime_checkable
 class BatchResults(Protocol):
@@ -66,4 +68,12 @@ def error_table(rows: Any, columns: Any) -> ErrorTable:
     return ErrorTable(frame)
 
 
-__all__ = ["BatchResults", "ErrorTable", "error_table"]
+def failures(errors: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a batch's ``errors`` table for files that failed (read, gated or
+    clustered), leaving out those listed only because another file claims their identity."""
+    if not len(errors) or "error_type" not in errors.columns:
+        return pd.DataFrame(errors).iloc[0:0]
+    return pd.DataFrame(errors[errors["error_type"] != CLASH_ERROR])
+
+
+__all__ = ["BatchResults", "ErrorTable", "error_table", "failures"]

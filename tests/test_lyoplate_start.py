@@ -31,7 +31,7 @@ def test_b_cells_starts_on_the_bcell_tube_as_typed(lyoplate, tmp_path, monkeypat
     r = _run(["gate", "--template", "b_cells", f], tmp_path, monkeypatch)
     assert r.exit_code == 0, r.output
     out = tmp_path / "immunoprofile-results"
-    assert f"writing results to {out}/ (no --out given)" in r.output
+    assert f"results written to {out}/ (no --out given)" in r.output
     pop = pd.read_csv(out / "populations.csv").set_index("population")
     assert list(pop.index) == [
         "lymphocytes", "live", "nonT", "B", "B_naive", "B_memory", "B_transitional",

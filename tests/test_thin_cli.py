@@ -206,3 +206,95 @@ def test_compare_to_folder_writes_what_compare_writes(files, tmp_path):
     for name in ("changes.csv", "stats.csv", "problems.csv"):
         assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes()
     assert f"report: {tmp_path / 'cli' / 'report.html'}" in r.output
+
+
+def test_gate_to_folder_is_what_gate_writes(files, tmp_path, monkeypatch):
+    from immunoprofile.exceptions import OutputError
+    from immunoprofile.pipeline import gate_to_folder
+    from immunoprofile.results import failures
+
+    res, out = gate_to_folder(files, "tregs", tmp_path / "api", seed=3)
+    assert out == tmp_path / "api"
+    # the truncated file failed; its header names the first file's patient and visit, so
+    # both are listed as sharing an identity too, and only the failure is a failure
+    assert failures(res.errors)["file"].tolist() == [files[1]]
+    errors = pd.read_csv(out / "errors.csv")
+    assert sorted(errors["error_type"]) == ["IdentityClashError"] * 2 + ["TruncatedFCSError"]
+    table = pd.read_csv(out / "populations.csv")
+    assert (
+        table["sample"].nunique() == 2 and table["count"].tolist() == res.table()["count"].tolist()
+    )
+    # the command writes the same tables through it (samples.csv also holds timings)
+    r = CliRunner().invoke(
+        main, ["gate", "-t", "tregs", *files, "--out", str(tmp_path / "cli"), "--seed", "3"]
+    )
+    assert r.exit_code == 1 and "1 of 3 file(s) failed; 2 files share an identity" in r.output
+    for name in ("populations.csv", "qc.csv", "errors.csv", "gates.json", "provenance.json"):
+        assert (tmp_path / "cli" / name).read_bytes() == (out / name).read_bytes(), name
+    # without a folder: the default one in the current folder, as `gate` without --out
+    from immunoprofile.cli import DEFAULT_OUT
+    from immunoprofile.folder import DEFAULT_OUT as FOLDER_DEFAULT
+
+    assert DEFAULT_OUT == FOLDER_DEFAULT == "immunoprofile-results"
+    monkeypatch.chdir(tmp_path)
+    _, default = gate_to_folder(files[:1], "tregs")
+    assert default == tmp_path / "immunoprofile-results"
+    assert (default / "populations.csv").is_file()
+    # an input inside the folder under a name gate writes is refused before any gating
+    sheet = out / "samples.csv"
+    with pytest.raises(OutputError, match="samples.csv"):
+        gate_to_folder(files[:1], "tregs", out, samplesheet=sheet)
+
+
+def test_cluster_to_folder_checks_the_gating_table_before_clustering(files, tmp_path, monkeypatch):
+    from immunoprofile import pipeline
+    from immunoprofile.clustering.api import ClusterResult
+    from immunoprofile.exceptions import ClusteringError
+    from immunoprofile.gating.run import gate
+
+    ok = [files[0], files[2]]
+    gate(ok, "immune_profile").write(tmp_path / "g")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sample,visit\nx,baseline\n")
+    calls = []
+    real = pipeline.run_cluster
+    monkeypatch.setattr(pipeline, "run_cluster", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with pytest.raises(ClusteringError, match=f"gating table {bad}"):
+        pipeline.cluster_to_folder(ok, tmp_path / "c", gating=bad, template="immune_profile")
+    assert calls == []
+    res, written = pipeline.cluster_to_folder(
+        files, tmp_path / "c", gating=tmp_path / "g" / "populations.csv",
+        template="immune_profile", parent="live", grid=(4, 4), n_metaclusters=4,
+        n_resamples=5,
+    )  # fmt: skip
+    assert isinstance(res, ClusterResult) and len(calls) == 1
+    names = {p.name for p in written}
+    assert {"agreement.csv", "heatmap.png", "errors.csv", "populations.csv"} <= names
+    # the truncated file is left out and listed (on_error="skip", as the command does)
+    assert pd.read_csv(tmp_path / "c" / "errors.csv")["file"].tolist() == [files[1]]
+    assert sorted(pd.read_csv(tmp_path / "c" / "populations.csv")["sample"].unique()) == sorted(
+        Path(f).stem for f in ok
+    )
+
+
+def test_simulate_effects_and_truth_summary(tmp_path):
+    from immunoprofile.exceptions import SimulationError
+    from immunoprofile.simulate import follow_up_effects, parse_effect, simulate_cohort
+
+    assert parse_effect("Treg=+0.3") == ("Treg", 1.3)
+    assert parse_effect(" Th17 = -0.3") == ("Th17", 0.7)
+    assert parse_effect("NK=x1.5") == parse_effect("NK=1.5") == ("NK", 1.5)
+    with pytest.raises(SimulationError, match="'NK=xy': 'xy' is not a number"):
+        parse_effect("NK=xy")
+    assert follow_up_effects() == {"Treg": 1.3, "Th17": 0.7}
+    assert follow_up_effects(["NK=x1.5", "Treg=1"]) == {"Treg": 1.0, "Th17": 0.7, "NK": 1.5}
+    assert follow_up_effects({"NK": 2.0}, defaults=False) == {"NK": 2.0}
+    with pytest.raises(SimulationError, match="effect on 'Tregs' is not supported"):
+        follow_up_effects(["Tregs=+0.3"])
+    info = simulate_cohort(tmp_path, patients=2, visits=("baseline", "week24"), events=500,
+                           seed=4)  # fmt: skip
+    med = info.median_truth(["Treg", "B", "nope"])
+    assert list(med.index) == ["baseline", "week24"] and list(med.columns) == ["Treg", "B"]
+    f = info.frequencies
+    treg = f[(f["population"] == "Treg") & (f["visit"] == "week24")]["percent_of_parent"]
+    assert med.loc["week24", "Treg"] == pytest.approx(treg.median())

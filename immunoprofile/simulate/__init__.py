@@ -27,6 +27,8 @@ from immunoprofile.simulate.biology import (
 from immunoprofile.simulate.cohort import (
     DEFAULT_EFFECTS,
     CohortInfo,
+    follow_up_effects,
+    parse_effect,
     read_truth,
     simulate_cohort,
     simulate_sample,
@@ -50,6 +52,8 @@ __all__ = [
     "POPULATION_PARENTS",
     "CohortInfo",
     "Conditions",
+    "follow_up_effects",
+    "parse_effect",
     "phenotype_table",
     "read_truth",
     "simulate_cohort",

@@ -67,6 +67,17 @@ class CohortInfo:
     samples: pd.DataFrame
     effects: pd.DataFrame = field(default_factory=pd.DataFrame)
 
+    def median_truth(
+        self, populations: Sequence[str], value: str = "percent_of_parent"
+    ) -> pd.DataFrame:
+        """The median true ``value`` of each of ``populations`` per visit (visits x
+        populations, visits in cohort order, populations as given where simulated)."""
+        f = self.frequencies
+        key = f[f["population"].isin(populations)]
+        wide = key.pivot_table(index="visit", columns="population", values=value, sort=False)
+        medians = wide.groupby(level=0, sort=False).median()
+        return medians[[p for p in populations if p in medians.columns]]
+
 
 def _rng(seed: int, purpose: str, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), _PURPOSE[purpose], *keys]))
@@ -104,6 +115,39 @@ def _phenotypes(conditions: Conditions, unimodal: bool) -> dict[str, np.ndarray]
     if unimodal:
         out["medians"], out["spreads"] = unimodal_b_phenotypes(bio.MEDIANS, bio.SPREADS)
     return out
+
+
+def parse_effect(text: str) -> tuple[str, float]:
+    """One follow-up effect written as text: ``Treg=+0.3`` -> ``("Treg", 1.3)``,
+    ``Th17=-0.3`` -> 0.7, ``NK=x1.5`` -> 1.5 (``NK=1.5`` too). Raises `SimulationError`
+    naming the text."""
+    name, sep, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value:
+        raise SimulationError(
+            f"{text!r}: expected POPULATION=+0.3, POPULATION=-0.3 or POPULATION=x1.5"
+        )
+    try:
+        if value[0] in "xX*":
+            return name, float(value[1:])
+        if value[0] in "+-":
+            return name, 1.0 + float(value)
+        return name, float(value)
+    except ValueError:
+        raise SimulationError(f"{text!r}: {value!r} is not a number") from None
+
+
+def follow_up_effects(
+    changes: Mapping[str, float] | Sequence[str] = (), defaults: bool = True
+) -> dict[str, float]:
+    """The effects for `simulate_cohort`: `DEFAULT_EFFECTS` (none when ``defaults`` is
+    False) with ``changes`` put over them, given as ``{population: multiplier}`` or as
+    texts for `parse_effect` (``["Treg=+0.3", "NK=x1.5"]``); checked like
+    `simulate_cohort` checks them."""
+    pairs = changes.items() if isinstance(changes, Mapping) else map(parse_effect, changes)
+    effects = dict(DEFAULT_EFFECTS) if defaults else {}
+    effects.update(pairs)
+    return _validate_effects(effects)
 
 
 def _validate_effects(effects: Mapping[str, float] | None) -> dict[str, float]:
