@@ -92,6 +92,37 @@ def test_non_finite_rows_is_none_on_finite_data():
     assert Q.non_finite_rows(x).tolist() == [False, False, True, False]
 
 
+def test_non_finite_rows_one_pass_check_is_exact_at_the_edges():
+    # +inf and -inf in different rows: their sum is NaN, so both rows are found
+    x = np.zeros((5, 2), np.float32)
+    x[1, 0], x[3, 1] = np.inf, -np.inf
+    assert Q.non_finite_rows(x).tolist() == [False, True, False, True, False]
+    # huge finite values overflow the float32 sum: the exact test finds no bad row
+    big = np.full((4, 2), 3e38, np.float32)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.add.reduce(big, axis=None))
+    assert Q.non_finite_rows(big) is None
+    # integer events are always finite
+    assert Q.non_finite_rows(np.full((3, 2), 7, np.int32)) is None
+
+
+def test_adaptive_fit_leaves_out_non_finite_values_found_by_the_sum_check():
+    from immunoprofile.gating.adaptive import DensityMinimumGate, _all_finite
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0.5, 0.1, 4000), rng.normal(2.5, 0.2, 4000)])
+    assert _all_finite(x) and _all_finite(np.arange(5))
+    assert not _all_finite(np.array([1.0, np.nan])) and not _all_finite(
+        np.array([3e38] * 4, np.float32)
+    )
+    y = x.copy()
+    y[::100] = np.nan
+    a = DensityMinimumGate(dims=("CD3",)).fit(x[np.isfinite(y)])
+    b = DensityMinimumGate(dims=("CD3",)).fit(y)
+    assert b.n_fit_ == int(np.isfinite(y).sum()) == 7920
+    assert a.threshold_ == b.threshold_
+
+
 # --- plausibility ----------------------------------------------------------------------------
 
 
