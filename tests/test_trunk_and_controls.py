@@ -441,27 +441,68 @@ def test_samplesheet_control_column_brings_the_fmo_file(tmp_path):
         read_samplesheet(bad)
 
 
-def test_scatter_valley_cut_flags_a_side_scatter_bound_inside_the_nk_cells():
-    """``scatter_valley_cut``: in this default simulated sample the monocytes sit close
-    above the lymphocytes on side scatter, the valley bound lies 1.45 robust SD above
-    the NK cells' median side scatter, and NK of nonT comes out 3.9 pp low: flagged on
-    the lymphocyte gate, naming the NK cells and the numbers. In the next sample the
-    bound lies beyond 1.65 SD (NK within 0.5 pp): no flag."""
-    from immunoprofile.simulate import simulate_sample, truth_mask
+def _granular_nk_sample(monkeypatch, events=50_000, seed=0):
+    """A simulated donor whose NK cells are far more granular than usual (side scatter
+    1.6-1.8 x that of T cells instead of 1.15-1.3 x): their tail reaches across the valley
+    below the monocytes. Returns ``(sample, labels)``."""
+    import immunoprofile.simulate.conditions as conditions
+    from immunoprofile.simulate import Conditions, simulate_sample
 
-    def percent(a, b):
-        return 100.0 * a.sum() / b.sum()
+    granular = {"NK_large": (64000.0, 0.12, 24000.0, 0.24), "NK": (62000.0, 0.12, 21600.0, 0.23)}
+    monkeypatch.setattr(conditions, "LOW_FSC_SCATTER", granular)
+    return simulate_sample(events=events, seed=seed, conditions=Conditions(low_fsc=True))
+
+
+def _percent_error(res, labels, pop, parent):
+    from immunoprofile.simulate import truth_mask
+
+    gated = 100.0 * res.masks[pop].sum() / res.masks[parent].sum()
+    truth = 100.0 * truth_mask(labels, pop).sum() / truth_mask(labels, parent).sum()
+    return gated - truth
+
+
+def test_scatter_valley_cut_flags_a_side_scatter_bound_inside_the_nk_cells(monkeypatch):
+    """``scatter_valley_cut``: a donor with granular NK cells, whose tail crosses the
+    valley below the monocytes; the bound lies 1.32 robust SD above the NK cells' median
+    side scatter and NK of nonT comes out 6.7 pp low: flagged on the lymphocyte gate,
+    naming the NK cells and the numbers. A default sample (NK within 0.5 pp, the bound
+    beyond 1.65 SD) is not flagged."""
+    from immunoprofile.simulate import simulate_sample
+
+    s, labels = _granular_nk_sample(monkeypatch)
+    res = apply_template(s, "nk_cells")
+    assert _percent_error(res, labels, "NK", "nonT") < -6.0
+    flags = [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
+    assert [q["population"] for q in flags] == ["lymphocytes"]
+    assert "lies 1.32 robust SD above the median side scatter of the gated NK" in flags[0]["detail"]
+    s, labels = simulate_sample(events=50_000, seed=4)
+    res = apply_template(s, "nk_cells")
+    assert abs(_percent_error(res, labels, "NK", "nonT")) < 0.5
+    assert not [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
+
+
+def test_a_doublet_cloud_does_not_bound_the_lymphocytes():
+    """In this default simulated sample the lymphocyte doublets (3 % of events) form a
+    scatter cloud of their own, above the lymphocytes on both scatters (x 2.1 on FSC, x 2.2
+    on SSC: pulse areas add). Its valley lies inside the NK cells' granular tail; taken as
+    the side-scatter bound it cut NK of nonT 3.9 pp low. Only granular clouds (side-scatter
+    step at least 1.5 times the forward-scatter step on log scale: the monocytes here, x
+    1.73 on FSC and x 3.7 on SSC) bound the gate now: NK within 1.5 pp and no flag."""
+    from immunoprofile.simulate import simulate_sample
 
     s, labels = simulate_sample(events=50_000, seed=3)
     res = apply_template(s, "nk_cells")
-    nk = percent(res.masks["NK"], res.masks["nonT"])
-    truth = percent(truth_mask(labels, "NK"), truth_mask(labels, "nonT"))
-    assert nk - truth < -3.0
-    flags = [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
-    assert [q["population"] for q in flags] == ["lymphocytes"]
-    assert "lies 1.45 robust SD above the median side scatter of the gated NK" in flags[0]["detail"]
-    s, labels = simulate_sample(events=50_000, seed=4)
-    res = apply_template(s, "nk_cells")
+    params = res.fitted["lymphocytes"]["params"]
+    clouds = params["clouds"]
+    lym = np.log10([c["mode"] for c in clouds if c["role"] == "lymphocytes"][0])
+    steps = sorted(
+        (float(step[1] / step[0]), float(step[1]))
+        for step in (np.log10(c["mode"]) - lym for c in clouds if c["role"] == "larger cells")
+    )
+    (doublets, _), (monocytes, monocyte_step) = steps
+    assert doublets < 1.2 and monocytes > 2.0, steps
+    assert 0.0 < np.log10(params["ssc_valley"]) - lym[1] < monocyte_step
+    assert abs(_percent_error(res, labels, "NK", "nonT")) < 1.5
     assert not [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
 
 
