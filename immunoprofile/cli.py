@@ -882,10 +882,11 @@ def report_cmd(
 ) -> None:
     """Write one self-contained HTML report from a results DIRECTORY.
 
-    DIRECTORY is what `immunoprofile run`/`demo` write, a `gate` output folder, or a
-    `compare` output folder. The comparison is read as written; where none was written
-    (a `gate` folder), or --baseline/--followup ask for another, it is computed from the
-    population table, and the report and a warning here say so.
+    DIRECTORY is what `immunoprofile run`/`demo` write, or the output folder of `gate`,
+    `cluster` or `compare`. The comparison is read as written. A `gate` or `cluster`
+    folder holds none: its report shows what was written (cohort, per-visit tables,
+    gating, clustering) and no statistics. --baseline/--followup compute a comparison
+    from the population table with those visits, and the report and a warning here say so.
     """
     from immunoprofile.exceptions import ImmunoprofileError
     from immunoprofile.progress import stage

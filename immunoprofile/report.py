@@ -50,7 +50,7 @@ from immunoprofile.comparison import (
     visit_sort_key,
 )
 from immunoprofile.exceptions import ComparisonError, ImmunoprofileError, ReportError
-from immunoprofile.folder import FILE_PROVENANCE, RUN, ResultsFolder
+from immunoprofile.folder import FILE_PROVENANCE, RUN, WRITERS, ResultsFolder
 from immunoprofile.plots import paired
 from immunoprofile.progress import log
 from immunoprofile.quantify import lab_tables, value_label
@@ -73,6 +73,14 @@ SMALL_COUNT = 50
 #: the measure the key results use per endpoint when none is asked for: B and NK as
 #: clinicians report them, % of lymphocytes; Treg and Th17 as % of their CD4 parent
 ENDPOINT_MEASURES = {"B": "percent_of_lymphocytes", "NK": "percent_of_lymphocytes"}
+#: the sections only a comparison fills
+COMPARED = ("key", "plots", "stats", "changes")
+#: what a report without a comparison says in place of its key results, unless told why
+NO_COMPARISON = (
+    "No comparison was given: this report shows the cohort, the population tables, "
+    "gating and clustering, without change from baseline or statistics."
+)
+
 SECTION_HEADINGS = {
     "review": "Files to review",
     "key": "Key results",
@@ -818,7 +826,7 @@ def _processing(processing: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def report_context(
-    comparison: Comparison,
+    comparison: Comparison | None,
     table: pd.DataFrame | None = None,
     *,
     cohort: pd.DataFrame | None = None,
@@ -834,50 +842,35 @@ def report_context(
     command: str | None = None,
     measure: str | None = None,
     endpoints: Sequence[str] = ENDPOINTS,
-    title: str = "Immune profiling: change from baseline",
+    title: str | None = None,
     comparison_note: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the report template shows, as plain data (see `build_report`)."""
+    """Everything the report template shows, as plain data (see `build_report`).
+
+    ``comparison`` None: a report of what was gated or clustered without a comparison
+    (``comparison_note`` says why): the cohort, per-visit tables, gating, clustering
+    and provenance; no key results, plots, statistics or change table."""
     cmp = comparison
-    if measure is not None and measure not in cmp.measures:
-        raise ComparisonError(f"report: measure {measure!r} not compared; have {cmp.measures}")
-    main = measure or cmp.measures[0]
-    pops = set(cmp.stats["population"])
-    eps = [p for p in endpoints if p in pops] or population_order(cmp.stats["population"])[:4]
-    measures = endpoint_measures(eps, cmp.measures, measure)
     prov = dict(provenance or {})
     command = command or prov.get("command")
-    ep_stats = cmp.stats[cmp.stats["population"].isin(eps)]
-    n_main = int(ep_stats["n_pairs"].max()) if len(ep_stats) else 0
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if cmp is None:
+        main = measure or "percent_of_parent"
+        if table is not None and main not in table.columns:
+            raise ReportError(f"report: measure {main!r} is not a column of the population table")
+        baseline = "baseline"
+        compared: dict[str, Any] = {"key": {"none": comparison_note or NO_COMPARISON}}
+        title = title or "Immune profiling: population tables"
+    else:
+        if measure is not None and measure not in cmp.measures:
+            raise ComparisonError(f"report: measure {measure!r} not compared; have {cmp.measures}")
+        main = measure or cmp.measures[0]
+        baseline = cmp.baseline
+        compared = _comparison_context(cmp, table, qc, truth, main, measure, endpoints,
+                                       comparison_note)  # fmt: skip
+        title = title or "Immune profiling: change from baseline"
 
-    used = list(dict.fromkeys(measures.values()))
-    measure_note = (
-        "Values: "
-        + "; ".join(
-            f"{', '.join(p for p in eps if measures[p] == m)} as {m.replace('_', ' ')} "
-            f"({MEASURE_UNITS.get(m, '')})"
-            for m in used
-        )
-        + "."
-    )
-    key = {
-        "baseline": cmp.baseline,
-        "followup": ", ".join(cmp.followup),
-        "measure_note": measure_note,
-        "source_note": comparison_note or "",
-        **_key_results(cmp, eps, measures, table, qc),
-        "columns_note": (
-            f"value: what each number is (unit and parent). events/file: the events in the "
-            f"endpoint's gate in each file of the two visits, minimum and median "
-            f"(highlighted under {SMALL_COUNT}). QC: files with a QC flag on the endpoint, "
-            "one of its parent gates or the whole file (see Files to review)."
-        ),
-        "hl_note": HL_NOTE,
-        "exact_note": exact_test_statement(n_main, len(eps)),
-    }
-
-    coh_mat = _cohort_matrix(table, cohort, cmp.baseline)
+    coh_mat = _cohort_matrix(table, cohort, baseline)
     clash = (
         errors is not None
         and len(errors)
@@ -890,34 +883,9 @@ def report_context(
         "files": _table(cohort) if cohort is not None and len(cohort) else None,
         "errors": _table(errors) if n_err else None,
         "errors_heading": f"{'Files that failed or share an identity' if clash else 'Files that failed'} ({n_err})",
-        "problems": _table(cmp.problems) if len(cmp.problems) else None,
-    }
-
-    st_cols = [
-        c
-        for c in (
-            "method population parent measure followup_visit n_pairs median_baseline "
-            "median_followup median_change hl_estimate hl_ci_low hl_ci_high ci_level direction "
-            "test p_value q_value geo_mean_fold_change t_p_value"
-        ).split()
-        if c in cmp.stats.columns
-    ]
-    ordered = cmp.stats.assign(_ep=~cmp.stats["population"].isin(eps))
-    main_st = ordered[ordered["measure"] == main].sort_values("_ep", kind="stable")
-    stats_ctx = {
-        "main": _table(main_st[st_cols]),
-        "others": [
-            {"measure": m, "table": _table(cmp.stats[cmp.stats["measure"] == m][st_cols])}
-            for m in cmp.measures
-            if m != main
-        ],
-    }
-    ch = cmp.changes
-    changes_ctx = {
-        "unit": MEASURE_UNITS.get(main, ""),
-        "main": _table(ch[(ch["measure"] == main) & ch["population"].isin(eps)]),
-        "all": _table(ch, max_rows=5000),
-        "n_all": len(ch),
+        "problems": _table(cmp.problems) if cmp is not None and len(cmp.problems) else None,
+        # the comparison checks every patient has every visit; without one, nothing is said
+        "checked": cmp is not None,
     }
 
     pages = _gating_pages(gating_images, qc, cohort, table)
@@ -969,7 +937,11 @@ def report_context(
     }
 
     review = _review(qc, errors, table, {p["sample"] for p in pages})
-    sections = [s for s in SECTION_HEADINGS if s != "review" or review is not None]
+    sections = [
+        s
+        for s in SECTION_HEADINGS
+        if (s != "review" or review is not None) and (cmp is not None or s not in COMPARED)
+    ]
     return {
         "title": title,
         "now": now,
@@ -978,17 +950,97 @@ def report_context(
         "sections": sections,
         "headings": SECTION_HEADINGS,
         "review": review,
-        "key": key,
-        "truth": _truth(truth, eps, measures) if truth is not None and len(truth) else None,
+        "truth": None,
+        "plots": [],
+        "stats": None,
+        "changes": None,
+        **compared,
         "cohort": cohort_ctx,
-        "plots": _figures(cmp, measures, eps),
-        "stats": stats_ctx,
-        "changes": changes_ctx,
-        "visits": _per_visit_tables(table, main, cmp.baseline),
+        "visits": _per_visit_tables(table, main, baseline),
         "visits_note": value_label(main, "its parent"),
         "gating": gating_ctx,
         "clustering": clustering_ctx,
         "provenance": provenance_ctx,
+    }
+
+
+def _comparison_context(
+    cmp: Comparison,
+    table: pd.DataFrame | None,
+    qc: pd.DataFrame | None,
+    truth: pd.DataFrame | None,
+    main: str,
+    measure: str | None,
+    endpoints: Sequence[str],
+    comparison_note: str | None,
+) -> dict[str, Any]:
+    """The parts of the report a comparison gives: key results (with the known truth of a
+    simulated cohort), plots, statistics and the change table."""
+    pops = set(cmp.stats["population"])
+    eps = [p for p in endpoints if p in pops] or population_order(cmp.stats["population"])[:4]
+    measures = endpoint_measures(eps, cmp.measures, measure)
+    ep_stats = cmp.stats[cmp.stats["population"].isin(eps)]
+    n_main = int(ep_stats["n_pairs"].max()) if len(ep_stats) else 0
+
+    used = list(dict.fromkeys(measures.values()))
+    measure_note = (
+        "Values: "
+        + "; ".join(
+            f"{', '.join(p for p in eps if measures[p] == m)} as {m.replace('_', ' ')} "
+            f"({MEASURE_UNITS.get(m, '')})"
+            for m in used
+        )
+        + "."
+    )
+    key = {
+        "baseline": cmp.baseline,
+        "followup": ", ".join(cmp.followup),
+        "measure_note": measure_note,
+        "source_note": comparison_note or "",
+        **_key_results(cmp, eps, measures, table, qc),
+        "columns_note": (
+            f"value: what each number is (unit and parent). events/file: the events in the "
+            f"endpoint's gate in each file of the two visits, minimum and median "
+            f"(highlighted under {SMALL_COUNT}). QC: files with a QC flag on the endpoint, "
+            "one of its parent gates or the whole file (see Files to review)."
+        ),
+        "hl_note": HL_NOTE,
+        "exact_note": exact_test_statement(n_main, len(eps)),
+    }
+
+    st_cols = [
+        c
+        for c in (
+            "method population parent measure followup_visit n_pairs median_baseline "
+            "median_followup median_change hl_estimate hl_ci_low hl_ci_high ci_level direction "
+            "test p_value q_value geo_mean_fold_change t_p_value"
+        ).split()
+        if c in cmp.stats.columns
+    ]
+    ordered = cmp.stats.assign(_ep=~cmp.stats["population"].isin(eps))
+    main_st = ordered[ordered["measure"] == main].sort_values("_ep", kind="stable")
+    stats_ctx = {
+        "main": _table(main_st[st_cols]),
+        "others": [
+            {"measure": m, "table": _table(cmp.stats[cmp.stats["measure"] == m][st_cols])}
+            for m in cmp.measures
+            if m != main
+        ],
+    }
+    ch = cmp.changes
+    changes_ctx = {
+        "unit": MEASURE_UNITS.get(main, ""),
+        "main": _table(ch[(ch["measure"] == main) & ch["population"].isin(eps)]),
+        "all": _table(ch, max_rows=5000),
+        "n_all": len(ch),
+    }
+
+    return {
+        "key": key,
+        "truth": _truth(truth, eps, measures) if truth is not None and len(truth) else None,
+        "plots": _figures(cmp, measures, eps),
+        "stats": stats_ctx,
+        "changes": changes_ctx,
     }
 
 
@@ -1008,7 +1060,7 @@ def render_report(context: Mapping[str, Any]) -> str:
 
 def build_report(
     path: str | PathLike,
-    comparison: Comparison,
+    comparison: Comparison | None,
     table: pd.DataFrame | None = None,
     **kwargs: Any,
 ) -> Path:
@@ -1017,7 +1069,9 @@ def build_report(
     Parameters
     ----------
     path : the ``.html`` file to write (atomically).
-    comparison : the `Comparison` to report.
+    comparison : the `Comparison` to report; None for a report of gated or clustered
+        populations alone (no key results, plots, statistics or change table; the
+        ``comparison_note`` in their place).
     table : the population table the comparison came from (for the cohort, the events
         behind each endpoint and the per-visit tables).
     cohort : one row per file (``sample``, ``patient``, ``visit``, ``events``, ``file``).
@@ -1035,7 +1089,7 @@ def build_report(
         NK as % of lymphocytes, the others as % of parent; see `endpoint_measures`).
     endpoints : populations the headline leads with (default Treg, Th17, B, NK).
     comparison_note : where the comparison comes from when it was not read as written
-        (shown above the key results).
+        (shown above the key results); without a comparison, why there is none.
     """
     doc = render_report(report_context(comparison, table, **kwargs))
     out = Path(path)
@@ -1167,10 +1221,19 @@ def report_from_dir(
     what ``immunoprofile run`` wrote (``run.json``, ``gating/``, ``clustering/``,
     ``comparison/``), or the folder of one ``gate``, ``cluster`` or ``compare``, each
     output by the name its writer gave it (``qc.csv``, ``errors.csv``, ``gates.json``,
-    ``samples.csv``, ``provenance.json``, ``plots/``, ``agreement.csv``...). The saved
-    comparison is read as written; it is computed from the population table only where
-    none was written, or when ``baseline``/``followup`` ask for another one. The report
-    is written to ``out`` or ``DIR/report.html``.
+    ``samples.csv``, ``provenance.json``, ``plots/``, ``agreement.csv``...).
+
+    What the report holds, by the folder:
+
+    * a ``run`` folder, or a ``compare`` folder: the comparison as written, with key
+      results, plots, statistics and the change table;
+    * a ``gate`` or ``cluster`` folder (no comparison written): what was written, the
+      cohort, per-visit tables, gating and clustering, and a note in place of the key
+      results saying no comparison was written and how to get one; nothing is computed;
+    * any folder with ``baseline``/``followup`` given: the comparison computed from the
+      population table with those visits, and the report says so at the top.
+
+    The report is written to ``out`` or ``DIR/report.html``.
     """
     d = Path(directory)
     if not d.is_dir():
@@ -1189,10 +1252,11 @@ def report_from_dir(
         pop_path = Path(ref) if ref else None
     table = _read_csv(pop_path, dtype={"patient": str, "visit": str, "sample": str})
     stats = folder.path("comparison", "stats")
+    asked = baseline is not None or followup is not None
     note = None
-    if stats is not None and baseline is None and followup is None:
+    if stats is not None and not asked:
         cmp = Comparison.read(stats.parent)  # the comparison as written
-    elif table is not None:
+    elif table is not None and asked:
         cmp = compare(
             table,
             baseline=baseline or run.get("baseline", "baseline"),
@@ -1200,6 +1264,9 @@ def report_from_dir(
         )
         note = computed_comparison_note(cmp, pop_path, stats)
         log.warning("%s", note)
+    elif table is not None:
+        cmp = None  # a gate or cluster folder: its tables as written, no comparison
+        note = no_comparison_note(folder, pop_path)
     else:
         raise ComparisonError(
             f"{d}: no populations.csv (in {d} or {d / 'gating'}) and no saved comparison "
@@ -1247,6 +1314,20 @@ def report_from_dir(
         command=command,
         measure=measure,
         comparison_note=note,
+    )
+
+
+def no_comparison_note(folder: ResultsFolder, table: Path | None) -> str:
+    """What a report of a folder without a comparison says in place of key results:
+    which writer's folder it is and how to get a comparison."""
+    stage = "clustering" if folder.stages.get("clustering") == folder.root else "gating"
+    writer = WRITERS[stage]
+    return (
+        f"No comparison was written in this folder (the folder of `{writer}`), so this "
+        "report shows what was written: the cohort, the population tables, gating and "
+        "clustering, without change from baseline or statistics. "
+        f"`immunoprofile compare {table} --out DIR` writes a comparison and its report; "
+        f"`immunoprofile report {folder.root} --baseline VISIT` computes one into this report."
     )
 
 

@@ -86,28 +86,67 @@ def test_report_reads_what_was_written(written, tmp_path):
     assert with_qc != without and "too_few_events" in with_qc
 
 
-def test_report_says_when_its_comparison_was_not_written(written, tmp_path, caplog):
+def _page(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def test_report_of_a_gate_or_cluster_folder_computes_no_comparison(
+    written, tmp_path, caplog, monkeypatch
+):
     import logging
 
     from click.testing import CliRunner
 
+    from immunoprofile import report
     from immunoprofile.cli import main
 
-    # a gate folder holds no comparison: the report computes one and says so at the top
+    def no_compare(*a, **k):
+        raise AssertionError("the report computed a comparison")
+
+    monkeypatch.setattr(report, "compare", no_compare)
+    # a gate folder: its tables as written; no key results, plots, statistics or changes
     with caplog.at_level(logging.WARNING, logger="immunoprofile"):
-        html = report_from_dir(written / "gating", out=tmp_path / "g.html").read_text("utf-8")
+        html = _page(report_from_dir(written / "gating", out=tmp_path / "g.html"))
+    assert caplog.text == ""
+    table = written / "gating" / "populations.csv"
+    assert "No comparison was written in this folder (the folder of `immunoprofile gate`)" in html
+    assert f"`immunoprofile compare {table} --out DIR` writes a comparison" in html
+    assert "<title>Immune profiling: population tables</title>" in html
+    for section in ("plots", "stats", "changes"):
+        assert f'id="{section}"' not in html and f'href="#{section}"' not in html
+    assert "Every patient has every visit" not in html  # only a comparison checks that
+    # what was written is there: the per-visit tables, the QC flags, the files
+    assert "<h3>baseline</h3>" in html and "<h3>week24</h3>" in html
+    assert "too_few_events" in html and 'id="gating"' in html
+    # a cluster folder: its own table and its agreement with gating, no comparison
+    html = _page(report_from_dir(written / "clustering", out=tmp_path / "c.html"))
+    assert "(the folder of `immunoprofile cluster`)" in html and 'id="stats"' not in html
+    assert "Agreement between template gating and unsupervised clustering" in html
+    assert "<h3>baseline</h3>" in html
+    # the command warns of nothing: it says where the report is
+    r = CliRunner().invoke(
+        main, ["-q", "report", str(written / "gating"), "-o", str(tmp_path / "cli.html")]
+    )
+    assert r.exit_code == 0 and r.output.strip() == f"report: {tmp_path / 'cli.html'}"
+
+
+def test_report_of_a_run_folder_and_a_comparison_asked_for(written, tmp_path, caplog):
+    import logging
+
+    # the run folder's own comparison is read as written: statistics, no note
+    run_html = _page(report_from_dir(written, out=tmp_path / "r.html"))
+    assert "<title>Immune profiling: change from baseline</title>" in run_html
+    assert 'id="stats"' in run_html and "Comparison:</b>" not in run_html
+    assert "No comparison" not in run_html
+    # a gate folder with the visits asked for: computed, and the report says so
+    with caplog.at_level(logging.WARNING, logger="immunoprofile"):
+        html = _page(report_from_dir(written / "gating", out=tmp_path / "g.html",
+                                     baseline="baseline"))  # fmt: skip
     table = written / "gating" / "populations.csv"
     said = (f"No comparison was written in this folder: the statistics of this report were "
             f"computed for it from {table} (baseline baseline, follow-up week24)")  # fmt: skip
     assert said in html and said in caplog.text
-    assert html.index(said) < html.index('id="cohort"')
-    # the run folder's own comparison is read as written: no such note
-    run_html = report_from_dir(written, out=tmp_path / "r.html").read_text("utf-8")
-    assert "Comparison:</b>" not in run_html
-    # another baseline asked for: the written one is not used, and the report says so
+    assert html.index(said) < html.index('id="cohort"') and 'id="stats"' in html
+    # another follow-up than the one written: the written one is not used, and it says so
     again = report_from_dir(written, out=tmp_path / "a.html", followup="week24")
-    assert f"Not the comparison written in {written / 'comparison'}" in again.read_text("utf-8")
-    r = CliRunner().invoke(
-        main, ["report", str(written / "gating"), "-o", str(tmp_path / "c.html")]
-    )
-    assert r.exit_code == 0 and "No comparison was written in this folder" in r.output
+    assert f"Not the comparison written in {written / 'comparison'}" in _page(again)
