@@ -145,3 +145,29 @@ def test_resolution_pass_counts_every_event_of_the_file(files, serial):
         want = (int((a & b).sum()), int(a.sum()), int(b.sum()))
         assert got[pop] == want, pop
     assert got["CD4"][1] > 1_000 and got["Treg"][2] > 0
+
+
+def test_markers_of_the_first_usable_file_hold_for_all(files, tmp_path):
+    """Without markers, every file is read at once choosing its own; the first usable
+    file's choice holds for the cohort: a file whose channels come in another order goes
+    again with it. The same result as when those markers are given."""
+    from immunoprofile.io.fcs import read_fcs
+    from immunoprofile.sample import Sample
+
+    s = read_fcs(files[1])
+    perm = np.r_[np.arange(s.events.shape[1])[::-1]]
+    swapped = tmp_path / "P1_week24_swapped.fcs"
+    write_fcs(
+        Sample(np.ascontiguousarray(s.events[:, perm]), s.channels.iloc[perm].reset_index(drop=True),
+               {k: v for k, v in s.keywords.items() if not k.startswith("$P")}, name=s.name),
+        swapped,
+    )  # fmt: skip
+    cohort = [files[3], files[0], str(swapped), files[2]]  # the first file cannot be read
+    chosen = api.default_markers(read_fcs(files[0]))
+    assert api.default_markers(read_fcs(swapped)) != chosen
+    given = cluster(cohort, markers=chosen, on_error="skip", **KW)
+    for jobs in (1, 2):
+        got = cluster(cohort, on_error="skip", jobs=jobs, **KW)
+        assert got.markers == chosen
+        _same(given, got)
+    assert given.clustered_samples == ["P1_baseline", "P1_week24_swapped", "P2_baseline"]

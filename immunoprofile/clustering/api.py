@@ -33,6 +33,7 @@ bit-field per event (the gates it passed and the populations it was named in per
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -841,30 +842,34 @@ def _cluster_files(
             bad = isinstance(got, ImmunoprofileError)
             advance(f"{names[i]}: " + (f"FAILED ({type(got).__name__})" if bad else "ok"))
 
-        outcomes: list[Any] = []
-        # without markers the first usable file chooses them for all: files go one by one
-        # until one is read (in this process, which so imports what reading needs once,
-        # before the workers fork), then the rest in parallel with its markers
-        first = 0
-        while chosen is None and first < len(items):
-            outcomes.append(_prepare_pass(*task(first)))
-            done(first, outcomes[-1])
-            if isinstance(outcomes[-1], ImmunoprofileError) and on_error == "raise":
-                raise outcomes[-1]
-            if not isinstance(outcomes[-1], ImmunoprofileError):
-                chosen = outcomes[-1][1]
-            first += 1
-        start = first
-        outcomes += run_pass(
+        # every file in parallel at once; without markers each file chooses its own
+        # (`default_markers`) and the first usable one's are those of the cohort: a later
+        # file that chose others, or failed, goes again with them (a panel shared by the
+        # cohort sends none back); its result is then the same as if it had been given them
+        outcomes = run_pass(
             _prepare_pass,
-            [task(i) for i in range(start, len(items))],
+            [task(i) for i in range(len(items))],
             jobs=jobs,
             scheduler=scheduler,
-            on_done=lambda k, got: done(start + k, got),
+            on_done=done,
             progress=progress and forking,
             label="clustering: reading files",
-            names=names[start:],
+            names=names,
         )
+        if chosen is None:
+            usable = [
+                i for i, got in enumerate(outcomes) if not isinstance(got, ImmunoprofileError)
+            ]
+            if usable:
+                first = usable[0]
+                chosen = outcomes[first][1]
+                redo = [
+                    i for i in range(first + 1, len(items))
+                    if isinstance(outcomes[i], ImmunoprofileError) or outcomes[i][1] != chosen
+                ]  # fmt: skip
+                again = run_pass(_prepare_pass, [task(i) for i in redo], jobs, scheduler)
+                for i, got in zip(redo, again):
+                    outcomes[i] = got
         for i, (got, name) in enumerate(zip(outcomes, names)):
             if isinstance(got, ImmunoprofileError):
                 if on_error == "raise":
@@ -1014,6 +1019,10 @@ def _cluster_prepared(
         som = SOM(grid=tuple(grid), n_epochs=n_epochs, seed=seed, n_threads=jobs if local else 1)
         som.fit(train)
         som.n_threads = 1  # each worker maps its file on one thread
+    # what pass 2 sends with each file: the map without the training events' nodes (4
+    # bytes an event of the pooled subsample, which the workers do not use)
+    mapper = copy.copy(som)
+    del mapper.labels_
     with stage("clustering: consensus metaclustering", progress):
         meta = ConsensusMetaclustering(n_metaclusters, n_resamples=n_resamples, seed=seed)
         meta.fit(som.cluster_centers_, sample_weight=som.counts_)
@@ -1037,7 +1046,7 @@ def _cluster_prepared(
     # pass 2: every event to its node, and each file's per-cluster gate counts
     mapped = per_file(
         _map_pass,
-        [(p, som, node_dtype, cluster_of_node, n_groups, base_of) for p in light],
+        [(p, mapper, node_dtype, cluster_of_node, n_groups, base_of) for p in light],
         "mapping the events",
     )
     nodes = [m[0] for m in mapped]
