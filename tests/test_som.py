@@ -83,6 +83,20 @@ def test_threads_give_the_same_map_bit_for_bit():
     assert one.counts_.sum() == 6_500 and (one.counts_ > 0).sum() >= 5
 
 
+def test_units_computed_in_blocks_are_those_of_all_distances_at_once(monkeypatch):
+    from immunoprofile.clustering import som as som_module
+
+    X, _, _ = blobs(n=6_500, d=7)
+    one = SOM(grid=(4, 4), seed=3).fit(X)
+    d = ((X[:, None, :] - one.cluster_centers_[None, :, :]) ** 2).sum(axis=2)
+    assert (one.predict(X) == d.argmin(axis=1)).mean() > 0.999  # ties aside
+    monkeypatch.setattr(som_module, "_BLOCK_VALUES", 16 * 300)  # blocks of 300 events
+    blocked = SOM(grid=(4, 4), seed=3).fit(X)
+    assert blocked.cluster_centers_.tobytes() == one.cluster_centers_.tobytes()
+    assert np.array_equal(blocked.labels_, one.labels_)
+    assert np.array_equal(blocked.predict(X), one.predict(X))
+
+
 def test_topology_neighbouring_nodes_are_closer_than_far_nodes():
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, (20000, 2)).astype(np.float32)

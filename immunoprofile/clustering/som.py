@@ -37,6 +37,10 @@ from immunoprofile.exceptions import ClusteringError
 
 __all__ = ["SOM", "grid_coordinates"]
 
+#: distances of events to nodes computed at once (float32: 4 MB, about a core's cache;
+#: 10,485 events of a 100-node map)
+_BLOCK_VALUES = 1 << 20
+
 
 def grid_coordinates(grid: tuple[int, int]) -> np.ndarray:
     """Integer (row, column) coordinates of the nodes of a rectangular grid, row-major."""
@@ -165,10 +169,16 @@ class SOM:
     # --- core ---------------------------------------------------------------------------
 
     def _bmu_chunk(self, Xc: np.ndarray, codes: np.ndarray, half_sq: np.ndarray) -> np.ndarray:
-        # argmin ||x - w||^2 == argmin (||w||^2 / 2 - x . w)
-        d = Xc @ codes.T
-        np.subtract(half_sq, d, out=d)
-        return d.argmin(axis=1)
+        # argmin ||x - w||^2 == argmin (||w||^2 / 2 - x . w), in blocks of rows whose
+        # distances stay in the core's cache (an event's distances, and so its unit, do
+        # not depend on the rows it is computed with)
+        out = np.empty(Xc.shape[0], dtype=np.intp)
+        rows = max(256, _BLOCK_VALUES // codes.shape[0])
+        for s in range(0, Xc.shape[0], rows):
+            d = Xc[s : s + rows] @ codes.T
+            np.subtract(half_sq, d, out=d)
+            d.argmin(axis=1, out=out[s : s + rows])
+        return out
 
     def _bmus(
         self, X: np.ndarray, codes: np.ndarray, half_sq: np.ndarray
