@@ -27,6 +27,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,7 @@ def run_batch(
     catch: type | tuple[type, ...] = Exception,
     fail_fast: bool = False,
     on_done: Callable[[Outcome], None] | None = None,
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[Outcome]:
     """Run ``work(*task.args)`` for every task; one `Outcome` per task, in task order.
 
@@ -320,7 +322,9 @@ def run_batch(
     parallel, files not started yet are cancelled), for callers that raise it.
     ``progress``: show a bar over the files labelled ``label``, or a `FileBar` the caller
     owns (one bar over several calls). ``on_done(outcome)`` is called as each task
-    finishes (in the calling process, in the order they finish).
+    finishes (in the calling process, in the order they finish). ``pool``: the worker
+    processes to use when ``jobs`` > 1 and ``scheduler`` is None (`local_pool`; several
+    batches then share its workers), instead of a pool of the batch's own.
     """
     catch = catch if isinstance(catch, tuple) else (catch,)
     tasks = list(tasks)
@@ -332,7 +336,7 @@ def run_batch(
         bar = _Notify(bar, on_done)
     try:
         if scheduler is None:
-            outs = _run_local(work, tasks, int(jobs), catch, bar, fail_fast)
+            outs = _run_local(work, tasks, int(jobs), catch, bar, fail_fast, pool)
         elif isinstance(scheduler, str) and scheduler in LOCAL_SCHEDULERS:
             outs = _run_dask_local(work, tasks, scheduler, int(jobs), catch, bar)
         else:
@@ -359,9 +363,19 @@ def _mp_context() -> Any:
     return mp.get_context()
 
 
+def local_pool(jobs: int) -> ProcessPoolExecutor | None:
+    """``jobs`` worker processes that several batches can share (``run_batch(pool=)``),
+    or None when ``jobs`` is 1. Its workers start with its first batch and stay until it
+    is shut down (``with local_pool(jobs) as pool:``); a batch that needs another module
+    than this process had imported then imports it in every worker."""
+    if int(jobs) <= 1:
+        return None
+    return ProcessPoolExecutor(max_workers=int(jobs), mp_context=_mp_context())
+
+
 def _run_local(
     work: Callable[..., Any], tasks: list[Task], jobs: int, catch: tuple, bar: FileBar,
-    fail_fast: bool = False,
+    fail_fast: bool = False, shared: ProcessPoolExecutor | None = None,
 ) -> list[Outcome]:  # fmt: skip
     if jobs <= 1 or len(tasks) <= 1:
         bar.start()
@@ -373,10 +387,14 @@ def _run_local(
             if fail_fast and not o.ok:
                 break
         return outs
-    from concurrent.futures.process import BrokenProcessPool
+    from contextlib import nullcontext
 
+    own = shared is None
     outs = []
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=_mp_context()) as pool:
+    with (
+        ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=_mp_context())
+        if own else nullcontext(shared)
+    ) as pool:  # fmt: skip
         futures = {pool.submit(_guarded, work, t, catch): t for t in tasks}
         bar.start()  # workers exist now
         for fut in as_completed(futures):
@@ -388,7 +406,10 @@ def _run_local(
             bar.done(o)
             outs.append(o)
             if fail_fast and not o.ok:
-                pool.shutdown(wait=True, cancel_futures=True)
+                for f in futures:
+                    f.cancel()
+                if own:
+                    pool.shutdown(wait=True, cancel_futures=True)
                 break
     return outs
 
@@ -504,6 +525,7 @@ __all__ = [
     "error_row",
     "failure_of",
     "input_names",
+    "local_pool",
     "raise_first",
     "run_batch",
     "warn_clashes",

@@ -52,6 +52,7 @@ from immunoprofile.batch import (
     check_jobs,
     clash_rows,
     input_names,
+    local_pool,
     warn_clashes,
 )
 from immunoprofile.clustering.agreement import (
@@ -789,6 +790,8 @@ def cluster(
             prefix="immunoprofile-cluster-", dir=None if scratch is None else str(scratch)
         )
     scratch_dir = None if own_scratch is None else own_scratch.name
+    # one set of worker processes for all the passes, started with the first
+    pool = local_pool(jobs) if scheduler is None else None
     try:
         return _cluster_files(
             items=items, files=files, names=names, markers=markers, template=template,
@@ -798,8 +801,11 @@ def cluster(
             grid=grid, n_epochs=n_epochs, n_metaclusters=n_metaclusters,
             n_resamples=n_resamples, name_level=name_level, rules=rules, thresholds=thresholds,
             base_of=base_of, min_cluster_f1=min_cluster_f1, umap=umap, umap_events=umap_events,
+            pool=pool,
         )  # fmt: skip
     finally:
+        if pool is not None:
+            pool.shutdown()
         if own_scratch is not None:
             own_scratch.cleanup()
 
@@ -819,6 +825,7 @@ def _cluster_files(
     jobs: int,
     scheduler: Any,
     scratch_dir: str | None,
+    pool: Any,
     **kw: Any,
 ) -> ClusterResult:
     """`cluster` after its arguments are checked: the per-file passes and the map."""
@@ -855,6 +862,7 @@ def _cluster_files(
             progress=progress and forking,
             label="clustering: reading files",
             names=names,
+            pool=pool,
         )
         if chosen is None:
             usable = [
@@ -867,7 +875,7 @@ def _cluster_files(
                     i for i in range(first + 1, len(items))
                     if isinstance(outcomes[i], ImmunoprofileError) or outcomes[i][1] != chosen
                 ]  # fmt: skip
-                again = run_pass(_prepare_pass, [task(i) for i in redo], jobs, scheduler)
+                again = run_pass(_prepare_pass, [task(i) for i in redo], jobs, scheduler, pool=pool)
                 for i, got in zip(redo, again):
                     outcomes[i] = got
         for i, (got, name) in enumerate(zip(outcomes, names)):
@@ -886,7 +894,7 @@ def _cluster_files(
     return _cluster_prepared(
         prepared=prepared, kept=kept, errors=errors, chosen=chosen, files=files, names=names,
         parent=parent, seed=seed, progress=progress, jobs=jobs, scheduler=scheduler,
-        template=template, **kw,
+        template=template, pool=pool, **kw,
     )  # fmt: skip
 
 
@@ -945,6 +953,7 @@ def _cluster_prepared(
     jobs: int,
     scheduler: Any,
     template: Any,
+    pool: Any,
     samplesheet: Any,
     pattern: str | None,
     subsample_per_sample: int,
@@ -1039,7 +1048,7 @@ def _cluster_prepared(
         with stage(f"clustering: {what} of {len(prepared)} files", progress and not forking):
             return run_pass(
                 fn, args, jobs=jobs, scheduler=scheduler, progress=progress and forking,
-                label=f"clustering: {what}", names=[p.name for p in prepared],
+                label=f"clustering: {what}", names=[p.name for p in prepared], pool=pool,
             )  # fmt: skip
 
     light = [p.light() for p in prepared]

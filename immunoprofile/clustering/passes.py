@@ -65,6 +65,7 @@ def run_pass(
     progress: bool = False,
     label: str = "files",
     names: Sequence[str] | None = None,
+    pool: Any = None,
 ) -> list[Any]:
     """``[fn(*t) for t in tasks]``, serially, on ``jobs`` worker processes, or on Dask
     (``scheduler``: an address such as ``tcp://host:8786``, a ``Client``, ``"threads"`` or
@@ -75,7 +76,9 @@ def run_pass(
     exception raised by ``fn`` stops the pass (functions that must go on past a bad file
     return their error instead); so does a worker process that dies. ``progress``: a bar
     labelled ``label`` over the tasks (named by ``names``), started once worker processes
-    exist (its drawing thread must not run while a pool forks)."""
+    exist (its drawing thread must not run while a pool forks). ``pool``: worker
+    processes shared by the passes (`immunoprofile.batch.local_pool`), used with ``jobs``
+    > 1 and no ``scheduler``."""
     from immunoprofile.batch import Task, run_batch
 
     batch = [
@@ -84,7 +87,7 @@ def run_pass(
     ]
     outs = run_batch(
         fn, batch, jobs, scheduler, progress=progress, label=label, catch=(),
-        on_done=lambda o: on_done(o.index, o.value),
+        on_done=lambda o: on_done(o.index, o.value), pool=pool,
     )  # fmt: skip
     for o in outs:
         if not o.ok:  # only a dead worker: fn's own exceptions propagate
