@@ -76,6 +76,20 @@ def test_fail_fast_stops_serial_batch_at_the_first_error():
         batch.raise_first(outs)
 
 
+def test_batches_share_the_workers_of_a_local_pool():
+    assert batch.local_pool(1) is None
+    pool = batch.local_pool(2)
+    try:
+        first = run_batch(os.getpid, [Task(i, f"f{i}", f"f{i}") for i in range(6)], 2, pool=pool)
+        outs = run_batch(_square, _tasks([4, 3, 2]), 2, catch=ImmunoprofileError, pool=pool)
+        again = run_batch(os.getpid, [Task(i, f"f{i}", f"f{i}") for i in range(6)], 2, pool=pool)
+    finally:
+        pool.shutdown()
+    assert [o.value for o in outs] == [16, None, 4] and outs[1].error_type == "GatingError"
+    workers = {o.value for o in first} | {o.value for o in again}
+    assert os.getpid() not in workers and len(workers) <= 2  # the same two processes
+
+
 def test_a_dead_worker_is_an_error_row():
     outs = run_batch(_die, _tasks([0, 1]), jobs=2)
     assert outs[1].error_type == "WorkerDied" and "f1.fcs" in outs[1].message
