@@ -465,8 +465,9 @@ def test_scatter_valley_cut_flags_a_side_scatter_bound_inside_the_nk_cells(monke
     """``scatter_valley_cut``: a donor with granular NK cells, whose tail crosses the
     valley below the monocytes; the bound lies 1.32 robust SD above the NK cells' median
     side scatter and NK of nonT comes out 6.7 pp low: flagged on the lymphocyte gate,
-    naming the NK cells and the numbers. A default sample (NK within 0.5 pp, the bound
-    beyond 1.65 SD) is not flagged."""
+    naming the NK cells and the numbers. Gated with ``b_cells`` (no NK population) the
+    same file has B of nonT 5.5 pp high, flagged from the rest of nonT. A default sample
+    (NK within 0.5 pp, the bound beyond 1.65 SD) is not flagged."""
     from immunoprofile.simulate import simulate_sample
 
     s, labels = _granular_nk_sample(monkeypatch)
@@ -475,10 +476,18 @@ def test_scatter_valley_cut_flags_a_side_scatter_bound_inside_the_nk_cells(monke
     flags = [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
     assert [q["population"] for q in flags] == ["lymphocytes"]
     assert "lies 1.32 robust SD above the median side scatter of the gated NK" in flags[0]["detail"]
+    # the same file gated for B cells: no NK population, but the NK cells lost at the bound
+    # raise B of nonT by 5.5 pp; the rest of nonT (its NK cells) shows the cut
+    res = apply_template(s, "b_cells")
+    assert _percent_error(res, labels, "B", "nonT") > 5.0
+    flags = [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
+    assert [q["population"] for q in flags] == ["lymphocytes"]
+    assert "SD above the median side scatter of the gated nonT not B cells" in flags[0]["detail"]
     s, labels = simulate_sample(events=50_000, seed=4)
-    res = apply_template(s, "nk_cells")
-    assert abs(_percent_error(res, labels, "NK", "nonT")) < 0.5
-    assert not [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
+    for template, pop in (("nk_cells", "NK"), ("b_cells", "B")):
+        res = apply_template(s, template)
+        assert abs(_percent_error(res, labels, pop, "nonT")) < 0.5
+        assert not [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
 
 
 def test_a_doublet_cloud_does_not_bound_the_lymphocytes():

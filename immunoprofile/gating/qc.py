@@ -20,8 +20,11 @@ Per file (run by `immunoprofile.gating.engine.apply_template`):
   on CD14 or on side scatter.
 * ``scatter_valley_cut``: the lymphocyte gate's side-scatter bound (the valley below the
   granular cells, `immunoprofile.gating.adaptive.BlobGate` ``valleys``) lies within
-  `VALLEY_CUT_Z` robust SD above the median side scatter of the gated T, B or NK cells:
-  the granular tail of that lineage (NK cells above all) was cut with the monocytes.
+  `VALLEY_CUT_Z` robust SD above the median side scatter of the gated T, B or NK cells,
+  or of the rest of their parent (``nonT not B``: the NK cells of a template that gates
+  none): the granular tail of that lineage (NK cells above all) was cut with the
+  monocytes. The flag is on the lymphocyte gate, so it bears on every population under
+  it (B of nonT comes out too high when NK cells are lost).
 * ``viability_dim_in_parent``: more than 1 % of the parent of T, B or NK cells lie more
   than 4 robust SD above the live T cells (an internal control) on the viability dye:
   debris or dying cells kept as live.
@@ -414,11 +417,10 @@ def trunk_flags(
         params = ((fitted or {}).get(root.name) or {}).get("params") or {}
         bound = params.get("ssc_valley") if isinstance(params, dict) else None
         if bound is not None:
-            for lin in LYMPHOCYTE_LINEAGES:
-                if lin in masks:
-                    flag = valley_cut_flag(root.name, s[masks[lin]], float(bound), lin)
-                    if flag is not None:
-                        out.append(flag)
+            for lin, mask in _valley_groups(template, masks):
+                flag = valley_cut_flag(root.name, s[mask], float(bound), lin)
+                if flag is not None:
+                    out.append(flag)
     side = _side_scatter(template, cols_of)
     by_parent: dict[str, list[str]] = {}
     for pop in template.populations:
@@ -451,6 +453,26 @@ def trunk_flags(
             flag = viability_dim_flag(parent, values[masks[parent]], values[ref], lineages)
             if flag is not None:
                 out.append(flag)
+    return out
+
+
+def _valley_groups(template: Any, masks: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """The groups of lymphocytes whose side scatter `valley_cut_flag` checks: each gated
+    T, B or NK population, and the rest of each of their parents (e.g. ``nonT not B``:
+    the CD3- lymphocytes outside the gated B cells, NK cells above all, in a template
+    that gates no NK cells). A template without NK cells still loses them at the bound,
+    and with them the share of every population of their parent (B of nonT too high)."""
+    out, by_parent = [], {}
+    for pop in template.populations:
+        if pop.name in LYMPHOCYTE_LINEAGES and pop.name in masks:
+            out.append((pop.name, masks[pop.name]))
+            if pop.parent is not None and pop.parent in masks:
+                by_parent.setdefault(pop.parent, []).append(pop.name)
+    for parent, lineages in by_parent.items():
+        rest = masks[parent].copy()
+        for name in lineages:
+            rest &= ~masks[name]
+        out.append((f"{parent} not {'/'.join(lineages)}", rest))
     return out
 
 
