@@ -379,10 +379,11 @@ def test_frequency_outlier_is_flagged_but_not_a_persons_shared_make_up():
     assert set(hits) == {8}  # P10's two visits agree: their 55/54 is the person
     (flag,) = hits[8]
     assert flag["population"] == "T" and flag["flag"] == "cohort_outlier"
-    # median 69.5, MAD 1.5 (robust SD 2.224, below the floor 0.25 x (100 - 69.5) = 7.625):
-    # z = -29.5 / 7.625 = -3.9
+    # on log-odds: median logit(0.695) = 0.823, 40 % at -0.405; the robust SD is the floor
+    # 0.25 x (100 - 69.5) = 7.625 pp carried to log-odds (/ (100 x 0.695 x 0.305)) = 0.360
+    # (MAD alone: 0.10): z = -1.228 / 0.360 = -3.4
     assert flag["detail"].startswith(
-        "40.00% of parent against the run's median 69.50% over 11 files (robust z -3.9,"
+        "40.00% of parent against the run's median 69.50% over 11 files (robust z -3.4,"
     )
 
 
@@ -402,14 +403,15 @@ def test_small_shift_below_the_floor_is_not_a_cohort_outlier():
 def test_gate_position_outlier_is_flagged_when_it_moved_the_frequency():
     pos = [{"T CD3 min": (0.45 + 0.01 * (i % 3), 0.15)} for i in range(8)]
     pos[5] = {"T CD3 min": (0.75, 0.15)}
-    # T of file 5 is 15 pp low: robust z -2.0 against the SD floor 0.25 x 30 = 7.5 (not a
-    # frequency outlier by itself, but enough to back the position outlier)
+    # T of file 5 is 15 pp low: on log-odds 0.647 below the median, robust z -1.8 against
+    # the SD floor 0.25 x 30 = 7.5 pp (0.357 on log-odds at 70 %) (not a frequency outlier
+    # by itself, but enough to back the position outlier)
     values = [70.0] * 8
     values[5] = 55.0
     flags = Q.cohort_flags(_records(values, positions=pos))
     assert [bool(f) for f in flags] == [i == 5 for i in range(8)]
     assert flags[5][0]["detail"].startswith("gate position T CD3 min = 0.750 against")
-    assert flags[5][0]["detail"].endswith("T frequency robust z -2.0")
+    assert flags[5][0]["detail"].endswith("T frequency robust z -1.8")
     # the same cut moved within an empty valley (frequency unchanged): nothing to review
     assert Q.cohort_flags(_records([70.0] * 8, positions=pos)) == [[]] * 8
 
@@ -529,6 +531,22 @@ def test_template_expected_json_is_in_the_schema():
     schema = template_schema()
     assert "expected" in schema["$defs"]["population"]["properties"]
     assert json.dumps(schema["$defs"]["expected"])
+
+
+def test_a_subset_at_twice_the_median_is_an_ordinary_person():
+    """Between people a share varies by a factor: Th17 at 4.1 % of memory CD4 where the
+    run's median is 2.0 % (robust SD 0.5 pp, the floor of 25 % of the median) was robust
+    z +4.2 on the percent scale and flagged, while 0.1 % (20 x lower) was only z -3.8.
+    On log-odds 4.1 % is z +2.9 (not flagged) and 0.1 % is z -11.8: a file whose gate lost
+    nearly all the cells is still flagged."""
+    values = [2.0, 1.8, 2.2, 1.9, 2.1, 2.05, 1.95, 4.1, 0.1]
+    records = _records(values)
+    for r, v in zip(records, values):
+        r["percent"] = {"Th17": v}
+        r["parent_count"] = {"Th17": 20_000}
+    flags = Q.cohort_flags(records)
+    assert [bool(f) for f in flags] == [False] * 8 + [True]
+    assert "robust z -11.8," in flags[8][0]["detail"]
 
 
 def test_counting_noise_of_a_rare_population_is_not_an_outlier():
