@@ -135,6 +135,10 @@ def test_nk_tube_lymphocyte_gate_ends_at_the_valleys(lyoplate, table):
     for pop in ("lymphocytes", "nonT", "NK"):
         assert abs(_row(table, NK_TUBE, pop)["difference (pp)"]) <= 1.0, pop
     assert _row(table, NK_TUBE, "lymphocytes")["F1"] >= 0.98
+    # the bound leaves the NK cells alone: no scatter_valley_cut (the tube's other
+    # lineage-negative cells, dendritic cells and basophils, are granular by nature and
+    # not checked)
+    assert not [q for q in res.qc if q["flag"] == "scatter_valley_cut"]
     assert abs(_row(table, B_TUBE, "lymphocytes")["difference (pp)"]) <= 1.0
 
 
