@@ -730,25 +730,14 @@ def cluster_cmd(
 
 
 def _print_stats(cmp, measure: str | None = None) -> None:  # noqa: ANN001
-    """Rich table of the endpoint statistics (all populations when there are no endpoints)."""
-    import pandas as pd
+    """Rich table of the statistics the report's key results rest on."""
     from rich.console import Console
     from rich.table import Table
 
-    from immunoprofile.comparison import ENDPOINTS
     from immunoprofile.quantify import value_label
-    from immunoprofile.report import endpoint_measures
+    from immunoprofile.report import key_statistics
 
-    s = cmp.stats
-    if "method" in s.columns:
-        s = s[s["method"] == sorted(s["method"].unique())[0]]
-    eps = [p for p in ENDPOINTS if p in set(s["population"])]
-    if eps:  # as the report's key results: B and NK as % of lymphocytes unless asked
-        measures = endpoint_measures(eps, cmp.measures, measure)
-        parts = [s[(s["population"] == p) & (s["measure"] == measures[p])] for p in eps]
-        st = pd.concat(parts).sort_values("followup_visit", kind="stable")
-    else:
-        st = s[s["measure"] == (measure or cmp.measures[0])]
+    st = key_statistics(cmp, measure)
     t = Table(
         title=f"change from {cmp.baseline}",
         caption="HL = Hodges-Lehmann median change (pp = percentage points) with exact CI; "
@@ -964,25 +953,16 @@ def run_cmd(
     apply when neither gives a setting.
     """
     from immunoprofile.exceptions import ImmunoprofileError
-    from immunoprofile.pipeline import load_config, run_pipeline
+    from immunoprofile.pipeline import run_from_config
 
     try:
-        cfg = load_config(config) if config else {}
-        given = {
-            "files": list(files) or None,
-            "template": template,
-            "samplesheet": samplesheet,
-            "pattern": pattern,
-            "baseline": baseline,
-            "followup": list(followup) or None,
-            "out": out,
-            "jobs": jobs,
-            "cluster": cluster,
-            "seed": seed,
-        }
-        cfg.update({k: v for k, v in given.items() if v is not None})
         with _clash_warnings_to_terminal():
-            result = run_pipeline(**cfg, command=_command_line(), progress=not _quiet(quiet))
+            result = run_from_config(
+                config, files=list(files) or None, template=template, samplesheet=samplesheet,
+                pattern=pattern, baseline=baseline, followup=list(followup) or None, out=out,
+                jobs=jobs, cluster=cluster, seed=seed, command=_command_line(),
+                progress=not _quiet(quiet),
+            )  # fmt: skip
     except ImmunoprofileError as exc:
         fail(str(exc))
     if not _quiet(quiet):

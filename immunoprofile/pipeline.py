@@ -192,6 +192,15 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     return cfg
 
 
+def run_from_config(config: str | os.PathLike | None = None, **settings: Any) -> RunResult:
+    """What ``immunoprofile run`` runs: `run_pipeline` with the settings of a run
+    configuration file (`load_config`; none without ``config``) and, over them, every one
+    of ``settings`` that is not None (the command line's options win over the file)."""
+    cfg = load_config(config) if config else {}
+    cfg.update({k: v for k, v in settings.items() if v is not None})
+    return run_pipeline(**cfg)
+
+
 def expand_files(files: Sequence[str | os.PathLike]) -> list[str]:
     """Paths with shell-style globs expanded (sorted); a pattern matching nothing is an error."""
     out: list[str] = []
@@ -286,17 +295,8 @@ def run_pipeline(
     if cluster:
         check_output_dir(kdir, inputs, (*outputs("clustering"), PLOTS))
 
-    res = gate(
-        paths,
-        template,
-        samplesheet=samplesheet,
-        pattern=pattern,
-        jobs=jobs,
-        progress=progress,
-        plots_dir=gdir / PLOTS,
-        seed=seed,
-    )
-    res.write(gdir)
+    res, _ = gate_to_folder(paths, template, gdir, plots=True, samplesheet=samplesheet,
+                            pattern=pattern, jobs=jobs, progress=progress, seed=seed)  # fmt: skip
     _write_file_provenance(paths, res, gdir / FILE_PROVENANCE)
     table = res.table()
     if table.empty:

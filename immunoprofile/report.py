@@ -301,6 +301,22 @@ def endpoint_measures(
     }
 
 
+def key_statistics(cmp: Comparison, measure: str | None = None) -> pd.DataFrame:
+    """The rows of ``cmp.stats`` the key results rest on: each endpoint in its measure
+    (`endpoint_measures`: B and NK as % of lymphocytes unless ``measure`` is given), by
+    follow-up visit; every population in ``measure`` (else the first compared) when no
+    endpoint was compared. One method (the first by name) where the table holds several."""
+    s = cmp.stats
+    if "method" in s.columns:
+        s = s[s["method"] == sorted(s["method"].unique())[0]]
+    eps = [p for p in ENDPOINTS if p in set(s["population"])]
+    if not eps:
+        return s[s["measure"] == (measure or cmp.measures[0])]
+    measures = endpoint_measures(eps, cmp.measures, measure)
+    parts = [s[(s["population"] == p) & (s["measure"] == measures[p])] for p in eps]
+    return pd.concat(parts).sort_values("followup_visit", kind="stable")
+
+
 def endpoint_counts(
     table: pd.DataFrame | None, population: str, visits: Sequence[str]
 ) -> tuple[int | None, float | None, int, int]:

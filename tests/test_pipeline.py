@@ -88,3 +88,19 @@ def test_cli_run_goes_on_past_a_bad_file(tmp_path):
     html = (out / "report.html").read_text()
     assert "P03_baseline (failed: NotFCSError)" in html
     assert "P01_baseline (2,000 events)" in html
+
+
+def test_run_from_config_puts_the_given_settings_over_the_file(tmp_path, monkeypatch):
+    from immunoprofile import pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda **kw: seen.update(kw) or "result")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("files: [a.fcs, b.fcs]\nseed: 5\njobs: 2\nbaseline: day0\n")
+    out = pipeline.run_from_config(cfg, jobs=1, seed=None, baseline=None, command="run x")
+    assert out == "result"
+    assert seen == {"files": [str(tmp_path / "a.fcs"), str(tmp_path / "b.fcs")], "seed": 5,
+                    "jobs": 1, "baseline": "day0", "command": "run x"}  # fmt: skip
+    seen.clear()
+    pipeline.run_from_config(None, files=["c.fcs"], cluster=False)
+    assert seen == {"files": ["c.fcs"], "cluster": False}

@@ -387,3 +387,29 @@ def test_per_visit_tables_are_rounded_with_unit_parent_and_counts(tmp_path):
     # patient, then per population (CD4, Treg, Th17, B, NK): value (2 decimals), events
     assert cells[1:3] == [f"{v.loc['CD4', 'percent_of_parent']:.2f}", str(v.loc["CD4", "count"])]
     assert cells[3:5] == [f"{v.loc['Treg', 'percent_of_parent']:.2f}", str(v.loc["Treg", "count"])]
+
+
+def test_key_statistics_are_the_rows_the_key_results_and_the_terminal_show():
+    from immunoprofile.report import key_statistics
+
+    cmp = compare(population_table(), baseline="baseline", followup=["week24", "week48"])
+    st = key_statistics(cmp)
+    # the endpoints, each in its measure (B and NK as % of lymphocytes), visit by visit
+    assert st["population"].tolist() == ["Treg", "Th17", "B", "NK"] * 2
+    assert st["followup_visit"].tolist() == ["week24"] * 4 + ["week48"] * 4
+    measure = dict(zip(st["population"], st["measure"]))
+    assert measure == {"Treg": "percent_of_parent", "Th17": "percent_of_parent",
+                       "B": "percent_of_lymphocytes", "NK": "percent_of_lymphocytes"}  # fmt: skip
+    treg = cmp.stats.set_index(["population", "measure", "followup_visit"])
+    row = st.iloc[0]
+    assert row["hl_estimate"] == treg.loc[("Treg", "percent_of_parent", "week24"), "hl_estimate"]
+    assert set(key_statistics(cmp, "percent_of_lymphocytes")["measure"]) == {
+        "percent_of_lymphocytes"
+    }
+    # no endpoint compared: every population in the first measure
+    only_cd4 = compare(population_table().query("population == 'CD4'"), baseline="baseline",
+                       followup=["week24", "week48"])  # fmt: skip
+    st = key_statistics(only_cd4)
+    assert st["population"].tolist() == ["CD4", "CD4"] and set(st["measure"]) == {
+        only_cd4.measures[0]
+    }
