@@ -383,7 +383,9 @@ def _write(args: argparse.Namespace, lines: list[str]) -> None:
         return
     key = _command(args)
     start, end = f"<!-- bench_scale {key} -->", f"<!-- /bench_scale {key} -->"
-    body = [f"## Latest run of `bench_scale.py {key}`", "", *lines[2:]]
+    # the run's own headings one level under the section's
+    body = [f"## Latest run of `bench_scale.py {key}`", ""]
+    body += [("#" + x) if x.startswith("##") else x for x in lines[2:]]
     block = "\n".join([start, *body, end])
     text = out.read_text()
     if start in text and end in text:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -474,12 +475,12 @@ class ClusterResult:
             per_cluster = np.bincount(clusters, minlength=n_clusters)
             n_in = int(self.nodes[i].size)
             ref = self.reference_counts[i]
-            mine = self._membership(i)
+            mine = self._membership(i)[pops].to_numpy(dtype=bool)  # cluster x population
             counts = {
                 p: int(np.count_nonzero(self._inside(i, p)))
                 if p in self.event_level
-                else int(per_cluster[mine[p].to_numpy()].sum())
-                for p in pops
+                else int(per_cluster[mine[:, k]].sum())
+                for k, p in enumerate(pops)
             }
             for p in pops:
                 par = self.naming.parents[p]
@@ -791,7 +792,7 @@ def cluster(
         )
     scratch_dir = None if own_scratch is None else own_scratch.name
     # one set of worker processes for all the passes, started with the first
-    pool = local_pool(jobs) if scheduler is None else None
+    pool = local_pool(min(jobs, len(items))) if scheduler is None else None
     try:
         return _cluster_files(
             items=items, files=files, names=names, markers=markers, template=template,
@@ -843,11 +844,15 @@ def _cluster_files(
     # a pool that forks must not start while a progress thread draws: the passes then show
     # the batch runner's bar, started once the workers exist
     forking = _forks(jobs, scheduler)
+    later: list[threading.Thread] = []
     with counter("clustering: reading files", len(items), progress and not forking) as advance:
 
         def done(i: int, got: Any) -> None:
             bad = isinstance(got, ImmunoprofileError)
             advance(f"{names[i]}: " + (f"FAILED ({type(got).__name__})" if bad else "ok"))
+            if pool is not None and not later:  # the workers exist: they forked already
+                later.append(threading.Thread(target=_import_later, daemon=True))
+                later[0].start()
 
         # every file in parallel at once; without markers each file chooses its own
         # (`default_markers`) and the first usable one's are those of the cohort: a later
@@ -896,6 +901,14 @@ def _cluster_files(
         parent=parent, seed=seed, progress=progress, jobs=jobs, scheduler=scheduler,
         template=template, pool=pool, **kw,
     )  # fmt: skip
+
+
+def _import_later() -> None:
+    """Import what only this process needs after the first pass (metaclustering's
+    ``scipy.cluster``, naming's ``scipy.ndimage``). Run in a thread while the workers read
+    the files, the imports take a share of the cores then rather than a wait afterwards."""
+    import scipy.cluster.hierarchy  # noqa: F401
+    import scipy.ndimage  # noqa: F401
 
 
 def _forks(jobs: int, scheduler: Any) -> bool:

@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import pdist
 
 from immunoprofile.exceptions import ClusteringError
 
@@ -175,6 +173,11 @@ class ConsensusMetaclustering:
         return self
 
     def _fit(self, X: np.ndarray) -> None:
+        # imported here: only the process that metaclusters needs it (a quarter of a
+        # second to import), not every worker that imports `cluster`'s module
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import pdist
+
         for name in ("linkage", "final_linkage"):
             if getattr(self, name) not in _LINKAGES:
                 raise ClusteringError(f"metaclustering: {name} must be one of {_LINKAGES}")
