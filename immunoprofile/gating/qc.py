@@ -22,8 +22,8 @@ Per file (run by `immunoprofile.gating.engine.apply_template`):
   granular cells, `immunoprofile.gating.adaptive.BlobGate` ``valleys``) lies within
   `VALLEY_CUT_Z` robust SD above the median side scatter of the gated T, B or NK cells,
   or, in a template that gates no NK cells, of the rest of the B cells' parent
-  (``nonT not B``: its NK cells): the granular tail of that lineage (NK cells above all) was cut with the
-  monocytes. The flag is on the lymphocyte gate, so it bears on every population under
+  (``nonT not B``: its NK cells): the granular tail of that lineage (NK cells above
+  all) was cut with the monocytes. The flag is on the lymphocyte gate, so it bears on every population under
   it (B of nonT comes out too high when NK cells are lost).
 * ``viability_dim_in_parent``: more than 1 % of the parent of T, B or NK cells lie more
   than 4 robust SD above the live T cells (an internal control) on the viability dye:
