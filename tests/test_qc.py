@@ -107,12 +107,13 @@ def test_non_finite_rows_one_pass_check_is_exact_at_the_edges():
 
 
 def test_adaptive_fit_leaves_out_non_finite_values_found_by_the_sum_check():
-    from immunoprofile.gating.adaptive import DensityMinimumGate, _all_finite
+    from immunoprofile.gating.adaptive import DensityMinimumGate
+    from immunoprofile.gating.qc import all_finite
 
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.normal(0.5, 0.1, 4000), rng.normal(2.5, 0.2, 4000)])
-    assert _all_finite(x) and _all_finite(np.arange(5))
-    assert not _all_finite(np.array([1.0, np.nan])) and not _all_finite(
+    assert all_finite(x) and all_finite(np.arange(5))
+    assert not all_finite(np.array([1.0, np.nan])) and not all_finite(
         np.array([3e38] * 4, np.float32)
     )
     y = x.copy()

@@ -69,6 +69,7 @@ from immunoprofile.gating.gates import (
     gate_from_dict,
 )
 from immunoprofile.gating.mixture import GaussianMixtureEM, MixtureFitError, chi2_quantile
+from immunoprofile.gating.qc import all_finite
 
 ADAPTIVE_TYPES: dict[str, type[AdaptiveGate]] = {}
 _PARAM_NAMES: dict[type, tuple[str, ...]] = {}  # class -> its __init__ parameter names
@@ -266,7 +267,7 @@ class AdaptiveGate:
         n = len(cols[0])
         finite: np.ndarray | None = None  # None: every value is finite (the usual case)
         for c in cols:
-            if _all_finite(c):
+            if all_finite(c):
                 continue
             ok = np.isfinite(c)
             if not ok.all():
@@ -349,17 +350,6 @@ class AdaptiveGate:
 
     def _fallback_gate(self) -> Gate:  # pragma: no cover
         raise NotImplementedError
-
-
-def _all_finite(values: np.ndarray) -> bool:
-    """True when every value is finite, by one summing pass (a NaN or an infinity makes
-    the sum non-finite); a sum overflowing on huge finite values answers False, and the
-    caller's exact test then finds every value finite."""
-    values = np.asarray(values)
-    if values.dtype.kind not in "fc":
-        return True
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(np.add.reduce(values, axis=None)))
 
 
 class _NoFit(Exception):

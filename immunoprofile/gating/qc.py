@@ -126,17 +126,25 @@ def make_flag(population: str | None, rule: str, detail: str) -> dict[str, Any]:
 # --- non-finite event values -------------------------------------------------------------
 
 
+def all_finite(values: np.ndarray) -> bool:
+    """True when every value is finite, by one summing pass (a NaN or an infinity makes
+    the sum non-finite; +inf and -inf give NaN) and no values-sized mask. A sum
+    overflowing on huge finite values answers False: a caller's exact test then finds
+    every value finite."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "fc":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.add.reduce(values, axis=None)))
+
+
 def non_finite_rows(events: np.ndarray) -> np.ndarray | None:
     """Boolean mask of events with a NaN or infinite value in any channel, or None when
     every value is finite (checked by one summing pass first: no event-sized mask then)."""
     if events.size == 0:
         return None
-    # one pass: a NaN or an infinity makes the sum non-finite (+inf and -inf give NaN);
-    # only values near the float's limit could overflow it, and the exact test below
-    # then finds no bad row
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.add.reduce(events, axis=None)):
-            return None
+    if all_finite(events):
+        return None
     bad = ~np.isfinite(events).all(axis=1)
     return bad if bad.any() else None
 
@@ -856,6 +864,7 @@ def _visit_changes(files, idx: list[int], flags: list[list[dict]]) -> None:
 
 __all__ = [
     "ROBUST_Z",
+    "all_finite",
     "cohort_flags",
     "file_record",
     "flags_on",
