@@ -11,7 +11,7 @@ import pytest
 
 from immunoprofile.clustering import api
 from immunoprofile.clustering.api import cluster
-from immunoprofile.clustering.passes import load_events, run_pass, store_events
+from immunoprofile.clustering.passes import chunk_bounds, load_events, run_pass, store_events
 from immunoprofile.gating import run
 from immunoprofile.io.write import write_fcs
 from immunoprofile.simulate.cohort import simulate_sample
@@ -76,6 +76,49 @@ def test_events_between_passes_round_trip(tmp_path):
     assert isinstance(got, np.memmap) and np.array_equal(got, X)
     assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
     assert run_pass(divmod, [(7, 2), (9, 4)], jobs=2) == [(3, 1), (2, 1)]
+
+
+def test_chunk_bounds_split_the_total_evenly():
+    assert chunk_bounds([1] * 10, 3) == [(0, 4), (4, 7), (7, 10)]
+    # by size: the large first file is a run of its own
+    assert chunk_bounds([5, 1, 1, 1, 1, 1], 2) == [(0, 1), (1, 6)]
+    # never an empty run, never more runs than items; one run per item at most
+    assert chunk_bounds([1, 1, 1, 1, 1, 100], 3) == [(0, 4), (4, 5), (5, 6)]
+    assert chunk_bounds([1, 1, 1], 8) == [(0, 1), (1, 2), (2, 3)]
+    assert chunk_bounds([3, 3], 1) == [(0, 2)]
+    assert chunk_bounds([], 4) == []
+
+
+def test_run_pass_in_chunks_gives_every_task_its_result(monkeypatch):
+    from immunoprofile import progress
+
+    shown: list[str] = []
+
+    class Bar:
+        def start(self): ...
+        def stop(self): ...
+        def update(self, task, advance=1, last=""):  # noqa: ANN001
+            shown.append(last)
+
+    monkeypatch.setattr(progress, "file_bar", lambda label, total: (Bar(), 0))
+    tasks = [(n, 3) for n in range(10, 20)]
+    done: list[tuple[int, tuple]] = []
+    got = run_pass(divmod, tasks, jobs=2, chunks=3, sizes=[1] * 10, progress=True,
+                   names=[f"f{k}" for k in range(10)], on_done=lambda i, r: done.append((i, r)))  # fmt: skip
+    assert got == [divmod(n, 3) for n in range(10, 20)]
+    # told of every task once, with its own result; the bar names every task
+    assert sorted(done) == [(k, divmod(10 + k, 3)) for k in range(10)]
+    assert sorted(shown) == sorted(f"f{k}: ok" for k in range(10))
+    # serially the chunks do not matter
+    assert run_pass(divmod, tasks, jobs=1, chunks=3) == got
+
+
+def test_passes_after_the_map_go_in_runs_to_local_workers_only():
+    assert api._pass_chunks(2, None) == 2 * api.CHUNKS_PER_WORKER
+    assert api._pass_chunks(3, "processes") == 3 * api.CHUNKS_PER_WORKER
+    assert api._pass_chunks(1, None) is None
+    assert api._pass_chunks(2, "synchronous") is None
+    assert api._pass_chunks(2, "tcp://127.0.0.1:8786") is None
 
 
 def test_dask_local_cluster_gate_and_cluster(files, serial, tmp_path):

@@ -911,6 +911,21 @@ def _import_later() -> None:
     import scipy.ndimage  # noqa: F401
 
 
+#: runs of files per local worker in the passes after the map (`_pass_chunks`)
+CHUNKS_PER_WORKER = 4
+
+
+def _pass_chunks(jobs: int, scheduler: Any) -> int | None:
+    """How many runs of files the passes after the map send to local workers
+    (`CHUNKS_PER_WORKER` each, so a slow run holds up little), or None: one task per file
+    (serially, where there is nothing to send, and on a Dask cluster, whose workers this
+    process does not count)."""
+    local = scheduler is None or (isinstance(scheduler, str) and scheduler in LOCAL_SCHEDULERS)
+    if not local or jobs <= 1 or scheduler == "synchronous":
+        return None
+    return CHUNKS_PER_WORKER * int(jobs)
+
+
 def _forks(jobs: int, scheduler: Any) -> bool:
     """Whether the per-file passes run in a process pool this process forks."""
     return (scheduler is None and jobs > 1) or scheduler == "processes"
@@ -1057,11 +1072,16 @@ def _cluster_prepared(
         groups, n_groups, label = train_nodes, n_nodes, _node_label
     cluster_of_node = meta.labels_ if name_level == "metacluster" else np.arange(n_nodes)
 
+    # passes 2-4 take milliseconds per file: local workers get them in runs of files
+    # (`run_pass` ``chunks``), a few per worker, rather than one round trip per file
+    chunks = _pass_chunks(jobs, scheduler)
+
     def per_file(fn: Any, args: list[tuple], what: str) -> list[Any]:
         with stage(f"clustering: {what} of {len(prepared)} files", progress and not forking):
             return run_pass(
                 fn, args, jobs=jobs, scheduler=scheduler, progress=progress and forking,
                 label=f"clustering: {what}", names=[p.name for p in prepared], pool=pool,
+                chunks=chunks, sizes=[p.n_events for p in prepared],
             )  # fmt: skip
 
     light = [p.light() for p in prepared]
