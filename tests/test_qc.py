@@ -22,6 +22,7 @@ NEW_RULES = {
     "monocytes_in_parent",
     "viability_shoulder",
     "viability_dim_in_parent",
+    "dead_outside_scatter_gate",
     "cohort_outlier",
     "visit_change",
 }
@@ -564,3 +565,84 @@ def test_counting_noise_of_a_rare_population_is_not_an_outlier():
         r["parent_count"] = {"plasmablasts": 300_000}  # the same shift on many events
     flags = Q.cohort_flags(records)
     assert [bool(f) for f in flags] == [False] * 6 + [True]
+
+
+def test_dead_outside_flag_on_arrays():
+    """A hand-counted case: 1,000 gated lymphocytes (900 below the dye's live cut) and, left
+    out by the scatter gate, 60 dye-bright events of shrunken-lymphocyte scatter (counted),
+    30 dye-bright debris at 0.3x FSC, 30 dye-bright granular events at 3x SSC and 20
+    events in the window as dim on the dye as live cells (none of them counted)."""
+    rng = np.random.default_rng(5)
+
+    def block(n, f, s, v):
+        return [np.full(n, f) * (1 + 0.01 * rng.standard_normal(n)), np.full(n, s), np.full(n, v)]
+
+    parts = [
+        block(900, 1.0, 1.0, 0.1),  # live, gated
+        block(100, 1.0, 1.0, 0.9),  # dead, gated
+        block(60, 0.7, 1.3, 0.9),  # dead lymphocytes left out
+        block(30, 0.3, 0.8, 0.9),  # debris
+        block(30, 0.8, 3.0, 0.9),  # granular
+        block(20, 0.7, 1.3, 0.05),  # within the live events on the dye
+    ]
+    fsc, ssc, viab = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    gated = np.zeros(len(fsc), dtype=bool)
+    gated[:1000] = True
+    live = gated & (viab < 0.5)
+    flag = Q.dead_outside_flag("live", live, gated, gated, fsc, ssc, viab)
+    assert flag["flag"] == "dead_outside_scatter_gate" and flag["population"] == "live"
+    # 900 / 1,000 = 90.0 % now; 900 / 1,060 = 84.9 % with the 60 counted: 5.1 pp lower
+    assert flag["detail"].startswith("60 events above every live event")
+    assert "live would be 84.9% and not 90.0% (5.1 pp lower" in flag["detail"]
+    # 20 such events lower it by 1.8 pp only (900 / 1,020 = 88.2 %): no flag
+    few = np.ones(len(fsc), dtype=bool)
+    few[1000 + 20 : 1060] = False
+    assert (
+        Q.dead_outside_flag(
+            "live", live[few], gated[few], gated[few], fsc[few], ssc[few], viab[few]
+        )
+        is None
+    )
+
+
+def test_dead_lymphocytes_left_out_by_the_scatter_gate_are_flagged():
+    """A file with 12 % dead lymphocytes, shrunken to 0.85x the simulator's dead-cell
+    forward scatter so that they form a cloud of their own below the lymphocytes: the
+    scatter gate leaves most of them out, so ``live`` is right per event but its percent of
+    the gated singlets reads ~9 pp above the truth's. The flag names it, and the live
+    percentage it quotes with them counted lies within 1.5 pp of the truth. The same file
+    with the dead cells where the simulator puts them carries no flag."""
+    sample, labels = simulate_sample(events=40_000, seed=11, composition={"dead": 0.12})
+    lab = np.asarray(labels)
+    dead = lab == "dead"
+    ev = sample.events.copy()
+    for channel in ("FSC-A", "FSC-H"):
+        ev[dead, sample.channel_index(channel)] *= 0.85
+    res = apply_template(sample.with_events(ev), "tregs")
+    truth = 100 * truth_mask(lab, "live").sum() / truth_mask(lab, "singlets").sum()
+    now = 100 * res.masks["live"].sum() / res.masks["singlets"].sum()
+    assert now - truth > 5
+    flags = [q for q in res.qc if q["flag"] == "dead_outside_scatter_gate"]
+    assert [q["population"] for q in flags] == ["live"]
+    # the count in the detail, recomputed from the events with the rule's window
+    x = res.sample.events
+    gated = res.masks["lymphocytes"]
+    lf = np.log(x[:, res.sample.channel_index("FSC-A")])
+    ls = np.log(x[:, res.sample.channel_index("SSC-A")])
+    v = x[:, res.sample.channel_index("APC-Cy7-A")]
+    f0, s0 = np.median(lf[gated]), np.median(ls[gated])
+    window = (
+        ~gated
+        & (lf >= f0 + np.log(0.5))
+        & (lf < f0)
+        & (ls >= s0 + np.log(0.5))
+        & (ls < s0 + np.log(2.0))
+        & (v > v[res.masks["live"]].max())
+    )
+    n_out = int(window.sum())
+    counted = 100 * res.masks["live"].sum() / (res.masks["singlets"].sum() + n_out)
+    assert flags[0]["detail"].startswith(f"{n_out} events above every live event")
+    assert f"live would be {counted:.1f}% and not {now:.1f}%" in flags[0]["detail"]
+    assert abs(counted - truth) < 1.5
+    plain = apply_template(sample, "tregs")
+    assert "dead_outside_scatter_gate" not in _rules(plain.qc)
