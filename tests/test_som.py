@@ -83,6 +83,36 @@ def test_threads_give_the_same_map_bit_for_bit():
     assert one.counts_.sum() == 6_500 and (one.counts_ > 0).sum() >= 5
 
 
+def test_threads_sharing_a_chunk_s_blocks_give_the_same_map(monkeypatch):
+    """Blocks of 300 events: each 1,000-event chunk is 4 blocks, shared out between the
+    threads and computed ahead of the sums of the chunk before."""
+    from immunoprofile.clustering import som as som_module
+
+    monkeypatch.setattr(som_module, "_BLOCK_VALUES", 16 * 300)
+    X, _, _ = blobs(n=6_500, d=7)
+    kw = {"grid": (4, 4), "n_epochs": 6, "seed": 5, "chunk_size": 1_000, "coarse_events": 2_500}
+    one = SOM(**kw).fit(X)
+    calls: list[int] = []
+    block = som_module._bmu_block
+
+    def counted(Xc, s, *a):  # noqa: ANN001, ANN002
+        calls.append(s)
+        return block(Xc, s, *a)
+
+    monkeypatch.setattr(som_module, "_bmu_block", counted)
+    for threads in (2, 3):
+        calls.clear()
+        som = SOM(n_threads=threads, **kw).fit(X)
+        assert som.cluster_centers_.tobytes() == one.cluster_centers_.tobytes()
+        assert np.array_equal(som.labels_, one.labels_)
+        assert som.quantization_error_ == one.quantization_error_
+        # 3 coarse epochs on 2,500 events (3 chunks: 10 blocks), 3 fine ones and the
+        # final assignment on 6,500 (7 chunks: 26 blocks), all as blocks of the chunks
+        assert len(calls) == 3 * 10 + 4 * 26 and sorted(set(calls)) == [0, 300, 600, 900]
+        assert np.array_equal(som.predict(X), one.predict(X))
+    assert one.counts_.sum() == 6_500
+
+
 def test_units_computed_in_blocks_are_those_of_all_distances_at_once(monkeypatch):
     from immunoprofile.clustering import som as som_module
 

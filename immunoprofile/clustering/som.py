@@ -20,15 +20,18 @@ The early, wide-neighbourhood epochs only place the map coarsely and run on a ra
 subsample (``coarse_events``), so large inputs cost about four passes over every event.
 All arithmetic on events is float32; the map is initialised on the plane of the first two
 principal components (deterministic), or from random events (``init="random"``, seeded).
-Step 1 may run on several threads (``n_threads``): each chunk is computed alike and step 2
-adds the chunks up in order, so the map does not depend on the number of threads.
+Step 1 may run on several threads (``n_threads``): the blocks of rows of each chunk are
+shared out between them, the next chunk's while step 2 adds up this one's; every block is
+the one a single thread computes, and step 2 adds the chunks up in order, so the map does
+not depend on the number of threads.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -40,6 +43,25 @@ __all__ = ["SOM", "grid_coordinates"]
 #: distances of events to nodes computed at once (float32: 4 MB, about a core's cache;
 #: 10,485 events of a 100-node map)
 _BLOCK_VALUES = 1 << 20
+
+
+def _block_rows(codes: np.ndarray) -> int:
+    """Rows of events whose distances to ``codes`` are computed at once."""
+    return max(256, _BLOCK_VALUES // codes.shape[0])
+
+
+def _bmu_block(
+    Xc: np.ndarray,
+    s: int,
+    rows: int,
+    codes: np.ndarray,
+    half_sq: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Best-matching units of rows ``s`` to ``s + rows`` of ``Xc``, into ``out``."""
+    d = Xc[s : s + rows] @ codes.T
+    np.subtract(half_sq, d, out=d)
+    d.argmin(axis=1, out=out[s : s + rows])
 
 
 def grid_coordinates(grid: tuple[int, int]) -> np.ndarray:
@@ -80,10 +102,11 @@ class SOM:
         only place the map coarsely, so they train on a random subsample of this many
         events (None = always all events); the fine epochs and the final assignment use
         every event.
-    n_threads : threads finding the best-matching units of the chunks of events in
-        ``fit`` and ``predict`` (each chunk's matrix product runs on one BLAS thread).
-        The map is the same for any number: every chunk is computed alike and the
-        per-node sums are added up in chunk order.
+    n_threads : threads finding the best-matching units of the blocks of events in
+        ``fit`` and ``predict`` (each block's matrix product runs on one BLAS thread),
+        the next chunk's while the per-node sums of this one are added up. The map is
+        the same for any number: every block is computed alike and the per-node sums
+        are added up in chunk order.
 
     Attributes
     ----------
@@ -168,47 +191,63 @@ class SOM:
 
     # --- core ---------------------------------------------------------------------------
 
+    @contextmanager
+    def _threads(self) -> Iterator[Executor | None]:
+        """``n_threads`` threads for the blocks of `_bmus` (each matrix product on one
+        BLAS thread), or None for one."""
+        threads = int(getattr(self, "n_threads", 1))
+        if threads <= 1:
+            yield None
+            return
+        with one_thread("blas"), ThreadPoolExecutor(threads) as pool:
+            yield pool
+
     def _bmu_chunk(self, Xc: np.ndarray, codes: np.ndarray, half_sq: np.ndarray) -> np.ndarray:
         # argmin ||x - w||^2 == argmin (||w||^2 / 2 - x . w), in blocks of rows whose
         # distances stay in the core's cache (an event's distances, and so its unit, do
         # not depend on the rows it is computed with)
         out = np.empty(Xc.shape[0], dtype=np.intp)
-        rows = max(256, _BLOCK_VALUES // codes.shape[0])
+        rows = _block_rows(codes)
         for s in range(0, Xc.shape[0], rows):
-            d = Xc[s : s + rows] @ codes.T
-            np.subtract(half_sq, d, out=d)
-            d.argmin(axis=1, out=out[s : s + rows])
+            _bmu_block(Xc, s, rows, codes, half_sq, out)
         return out
 
     def _bmus(
-        self, X: np.ndarray, codes: np.ndarray, half_sq: np.ndarray
+        self,
+        X: np.ndarray,
+        codes: np.ndarray,
+        half_sq: np.ndarray,
+        pool: Executor | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start, best-matching units)`` of every chunk of ``X``, in order; on
-        ``n_threads`` threads (at most that many chunks' distances exist at a time)."""
+        """``(start, best-matching units)`` of every chunk of ``X``, in order. With a
+        thread ``pool`` the chunks' blocks of rows (the same blocks as on one thread) are
+        computed on its threads, the next chunk's while the caller adds up this one's
+        (at most two chunks' units and a block's distances per thread exist at a time)."""
         step = int(self.chunk_size)
         starts = range(0, X.shape[0], step)
-        threads = min(int(getattr(self, "n_threads", 1)), len(starts))
-        if threads <= 1:
+        if pool is None:
             for start in starts:
                 yield start, self._bmu_chunk(X[start : start + step], codes, half_sq)
             return
+        rows = _block_rows(codes)
 
-        def one(start: int) -> np.ndarray:
-            return self._bmu_chunk(X[start : start + step], codes, half_sq)
+        def submit(start: int) -> tuple[int, np.ndarray, list[Future]]:
+            Xc = X[start : start + step]
+            out = np.empty(Xc.shape[0], dtype=np.intp)
+            blocks = range(0, Xc.shape[0], rows)
+            return start, out, [pool.submit(_bmu_block, Xc, s, rows, codes, half_sq, out)
+                                for s in blocks]  # fmt: skip
 
-        with one_thread("blas"), ThreadPoolExecutor(threads) as pool:
-            window: deque = deque()
-            it = iter(starts)
-            for start in it:  # keep ``threads`` chunks in flight, hand them out in order
-                window.append((start, pool.submit(one, start)))
-                if len(window) == threads:
-                    break
-            while window:
-                start, fut = window.popleft()
-                nxt = next(it, None)
-                if nxt is not None:
-                    window.append((nxt, pool.submit(one, nxt)))
-                yield start, fut.result()
+        window: deque = deque(submit(s) for s in starts[:2])
+        later = iter(starts[2:])
+        while window:
+            start, out, futures = window.popleft()
+            nxt = next(later, None)
+            if nxt is not None:  # queued behind this chunk's blocks
+                window.append(submit(nxt))
+            for f in futures:
+                f.result()
+            yield start, out
 
     def _epoch_sums(
         self,
@@ -216,6 +255,7 @@ class SOM:
         codes: np.ndarray,
         labels_out: np.ndarray | None = None,
         error: bool = False,
+        pool: Executor | None = None,
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Per-node event sums (float64) and counts, and (if asked) the summed squared error."""
         n_nodes, n_dim = codes.shape
@@ -224,7 +264,7 @@ class SOM:
         half_sq = 0.5 * np.einsum("ij,ij->i", codes, codes)
         sq_err = 0.0
         step = int(self.chunk_size)
-        for start, bmu in self._bmus(X, codes, half_sq):
+        for start, bmu in self._bmus(X, codes, half_sq, pool):
             Xc = X[start : start + step]
             if labels_out is not None:
                 labels_out[start : start + step] = bmu
@@ -260,16 +300,19 @@ class SOM:
         if self.coarse_events is not None and X.shape[0] > int(self.coarse_events):
             idx = np.sort(rng.choice(X.shape[0], size=int(self.coarse_events), replace=False))
             coarse = X[idx]
-        for sigma in sigmas:
-            data = coarse if coarse is not None and sigma >= 1.0 else X
-            sums, counts, _ = self._epoch_sums(data, codes)
-            H = np.exp(-grid_sq / (2.0 * sigma**2))
-            num = H @ sums
-            den = H @ counts.astype(np.float64)
-            ok = den > 1e-12
-            codes[ok] = (num[ok] / den[ok, None]).astype(np.float32)
-        self.labels_ = np.empty(X.shape[0], dtype=np.int32)
-        _, counts, sq_err = self._epoch_sums(X, codes, labels_out=self.labels_, error=True)
+        with self._threads() as pool:
+            for sigma in sigmas:
+                data = coarse if coarse is not None and sigma >= 1.0 else X
+                sums, counts, _ = self._epoch_sums(data, codes, pool=pool)
+                H = np.exp(-grid_sq / (2.0 * sigma**2))
+                num = H @ sums
+                den = H @ counts.astype(np.float64)
+                ok = den > 1e-12
+                codes[ok] = (num[ok] / den[ok, None]).astype(np.float32)
+            self.labels_ = np.empty(X.shape[0], dtype=np.int32)
+            _, counts, sq_err = self._epoch_sums(
+                X, codes, labels_out=self.labels_, error=True, pool=pool
+            )
         self.cluster_centers_ = codes
         self.counts_ = counts
         self.quantization_error_ = float(np.sqrt(sq_err / X.shape[0]))
@@ -293,8 +336,9 @@ class SOM:
         half_sq = 0.5 * np.einsum("ij,ij->i", codes, codes)
         out = np.empty(X.shape[0], dtype=np.int32)
         step = int(self.chunk_size)
-        for start, bmu in self._bmus(X, codes, half_sq):
-            out[start : start + step] = bmu
+        with self._threads() as pool:
+            for start, bmu in self._bmus(X, codes, half_sq, pool):
+                out[start : start + step] = bmu
         return out
 
     def fit_predict(self, X: np.ndarray, y: None = None) -> np.ndarray:
