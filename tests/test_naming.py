@@ -228,3 +228,37 @@ def test_sample_membership_follows_each_samples_own_gates():
     pd.testing.assert_frame_equal(sample_membership(nm, {"CD4_memory": np.full(n, np.nan)}),
                                   nm.membership)  # fmt: skip
     pd.testing.assert_frame_equal(sample_membership(nm, {}), nm.membership)
+
+
+def test_cuts_are_split_points_of_each_population_s_events_computed_once(monkeypatch):
+    """Every fitted cut is `split_points` of its marker on the events of the population it
+    was fitted on (by cluster), as reported in ``fitted_on``; one marker on one
+    population's events is split once however many rules ask."""
+    from immunoprofile.clustering import naming
+
+    med, X, cl = _clusters_from_truth()
+    calls: list[tuple[int, str]] = []
+    real = naming.split_points
+
+    def counted(x, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        calls.append((x.size, k.get("unimodal", "otsu")))
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(naming, "split_points", counted)
+    nm = name_clusters(med, X, cl)
+    monkeypatch.setattr(naming, "split_points", real)
+    fitted = nm.thresholds[nm.thresholds["marker"] != ""]
+    assert len(fitted) > len(calls) >= 10  # shared splits computed once
+    seen = 0
+    for _, row in fitted.iterrows():
+        j = list(MARKERS).index(row["marker"])
+        on = row["fitted_on"].split(";")[0]
+        if on == "all events":
+            x, mode = X[:, j], "otsu"
+        else:
+            level, otsu = on.split(" (")[0], on.endswith("(otsu)")
+            x, mode = X[nm.membership[level].to_numpy()[cl], j], "otsu" if otsu else "none"
+        cuts = real(x, unimodal=mode)
+        assert row["cuts"][: len(cuts)] == cuts  # "main-mode edge" appends one
+        seen += 1
+    assert seen == len(fitted)

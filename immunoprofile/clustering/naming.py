@@ -361,6 +361,7 @@ def name_clusters(
             )
         given_shares[pop] = sh
     med = medians.to_numpy(dtype=np.float64)
+    by = _EventsBy(events, event_cluster)
     member: dict[str, np.ndarray] = {}
     parents: dict[str, str | None] = {}
     skipped: dict[str, str] = {}
@@ -401,12 +402,12 @@ def name_clusters(
                     cuts, fitted_on = list(fixed[marker_key(name)]), "given"
                 else:
                     cuts, fitted_on = _cuts(
-                        events, event_cluster, j, rule.parent, member, parents, min_events,
+                        by, j, rule.parent, member, parents, min_events,
                         relative=lvl not in ("+", "-"),
                     )  # fmt: skip
                     if lvl in ("hi", "bright"):
                         cuts, fitted_on = _raise_to_bright_edge(
-                            events, event_cluster, j, rule.parent, member, cuts, fitted_on
+                            by, j, rule.parent, member, cuts, fitted_on
                         )
                 rows.append(
                     {
@@ -464,9 +465,45 @@ def name_clusters(
     )
 
 
+class _EventsBy:
+    """The events cuts are fitted on, by marker (one contiguous column each), and the
+    events of a population's clusters, each worked out once per naming: the rules ask
+    for the same population's events, marker after marker, many times."""
+
+    def __init__(self, events: np.ndarray, event_cluster: np.ndarray) -> None:
+        self.columns = np.ascontiguousarray(np.asarray(events).T)
+        self.event_cluster = event_cluster
+        self._inside: dict[str, tuple[np.ndarray, int]] = {}
+        self._splits: dict[tuple, list[float] | None] = {}
+
+    def inside(self, level: str, member: Mapping[str, np.ndarray]) -> tuple[np.ndarray, int]:
+        """Which events lie in ``level``'s clusters, and how many (a population's
+        clusters do not change once named)."""
+        got = self._inside.get(level)
+        if got is None:
+            sel = member[level][self.event_cluster]
+            got = self._inside[level] = (sel, int(np.count_nonzero(sel)))
+        return got
+
+    def values(self, j: int, level: str | None, member: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Marker ``j`` of the events in ``level``'s clusters (None: all events)."""
+        if level is None:
+            return self.columns[j]
+        return self.columns[j][self.inside(level, member)[0]]
+
+    def split(
+        self, j: int, level: str | None, member: Mapping[str, np.ndarray], unimodal: str
+    ) -> list[float] | None:
+        """`split_points` of marker ``j`` on ``level``'s events, computed once."""
+        key = (j, level, unimodal)
+        if key not in self._splits:
+            self._splits[key] = split_points(self.values(j, level, member), unimodal=unimodal)
+        got = self._splits[key]
+        return None if got is None else list(got)
+
+
 def _raise_to_bright_edge(
-    events: np.ndarray,
-    event_cluster: np.ndarray,
+    by: _EventsBy,
     j: int,
     parent: str | None,
     member: Mapping[str, np.ndarray],
@@ -475,8 +512,7 @@ def _raise_to_bright_edge(
 ) -> tuple[list[float], str]:
     """``hi``/``bright`` cuts: the top cut raised to the lower edge of the main mode
     of the parent's events when that edge lies above it (see `_bright_edge`)."""
-    sel = slice(None) if parent is None else member[parent][event_cluster]
-    edge = _bright_edge(events[sel, j], cuts[-1])
+    edge = _bright_edge(by.values(j, parent, member), cuts[-1])
     if np.isfinite(edge) and edge > cuts[-1]:
         return [*cuts, edge], f"{fitted_on}; main-mode edge"
     return cuts, fitted_on
@@ -578,8 +614,7 @@ def _by_rule(naming: Naming, events: np.ndarray, population: str) -> np.ndarray:
 
 
 def _cuts(
-    events: np.ndarray,
-    event_cluster: np.ndarray,
+    by: _EventsBy,
     j: int,
     parent: str | None,
     member: Mapping[str, np.ndarray],
@@ -597,15 +632,14 @@ def _cuts(
     """
     level = parent
     while level is not None:
-        sel = member[level][event_cluster]
-        if sel.sum() >= min_events:
-            cuts = split_points(events[sel, j], unimodal="none")
+        if by.inside(level, member)[1] >= min_events:
+            cuts = by.split(j, level, member, "none")
             if cuts is not None:
                 return cuts, level
             if relative and level == parent:
-                return split_points(events[sel, j], unimodal="otsu"), f"{level} (otsu)"  # type: ignore[return-value]
+                return by.split(j, level, member, "otsu"), f"{level} (otsu)"  # type: ignore[return-value]
         level = parents.get(level)
-    return split_points(events[:, j], unimodal="otsu"), "all events"  # type: ignore[return-value]
+    return by.split(j, None, member, "otsu"), "all events"  # type: ignore[return-value]
 
 
 def depth_of(pop: str, parents: Mapping[str, str | None]) -> int:
