@@ -647,3 +647,23 @@ def test_density_minimum_no_valley_beyond_the_mode_without_search_falls_back():
     assert "no valley above the highest peak on CD38" in g.reason_
     below = DensityMinimumGate(("CD38",), valley="below_mode").fit(x.astype(np.float32))
     assert not below.fallback_ and 0.3 < below.threshold_ < 0.6
+
+
+def test_density_min_absent_ignores_ripples_but_not_a_second_population():
+    """CD14 in the singlets of a clean lymphocyte gate: the lymphocytes' peak, a small
+    group pushed below it by compensation (a peak of its own at 1 % of the main height,
+    as on simulated drift-2 files) and 30 events at 0.33: two peaks, no valley inside the
+    search range. The peak below the negative one says nothing of a positive population,
+    so the cut goes where the negative peak ends (at the search range's 0.4), no
+    fallback. A second population of 20 % at 0.3, whose valley with the first lies at
+    ~0.22, outside the search range, is no ripple: fallback."""
+    rng = np.random.default_rng(4)
+    neg = rng.normal(0.13, 0.05, 75_000)
+    x = np.concatenate([neg, rng.normal(-0.05, 0.03, 400), rng.normal(0.33, 0.01, 30)])
+    kw = {"side": "-", "search": (0.4, 0.9), "fallback": 0.5, "min_prominence": 0.0002}
+    g = DensityMinimumGate(("CD14",), absent=True, **kw).fit(x)
+    assert not g.fallback_
+    assert g.threshold_ == pytest.approx(0.4)
+    assert "no positive population" in g.params_["control"]
+    two = np.concatenate([neg, rng.normal(0.3, 0.05, 18_750)])
+    assert DensityMinimumGate(("CD14",), absent=True, **kw).fit(two).fallback_
