@@ -23,6 +23,7 @@ NEW_RULES = {
     "viability_shoulder",
     "viability_dim_in_parent",
     "dead_outside_scatter_gate",
+    "monocytes_in_scatter_gate",
     "cohort_outlier",
     "visit_change",
 }
@@ -567,7 +568,7 @@ def test_counting_noise_of_a_rare_population_is_not_an_outlier():
     assert [bool(f) for f in flags] == [False] * 6 + [True]
 
 
-def test_dead_outside_flag_on_arrays():
+def test_live_share_flag_on_arrays():
     """A hand-counted case: 1,000 gated lymphocytes (900 below the dye's live cut) and, left
     out by the scatter gate, 60 dye-bright events of shrunken-lymphocyte scatter (counted),
     30 dye-bright debris at 0.3x FSC, 30 dye-bright granular events at 3x SSC and 20
@@ -589,7 +590,7 @@ def test_dead_outside_flag_on_arrays():
     gated = np.zeros(len(fsc), dtype=bool)
     gated[:1000] = True
     live = gated & (viab < 0.5)
-    flag = Q.dead_outside_flag("live", live, gated, gated, fsc, ssc, viab)
+    flag = Q.live_share_flag("live", live, gated, gated, fsc, ssc, viab)
     assert flag["flag"] == "dead_outside_scatter_gate" and flag["population"] == "live"
     # 900 / 1,000 = 90.0 % now; 900 / 1,060 = 84.9 % with the 60 counted: 5.1 pp lower
     assert flag["detail"].startswith("60 events above every live event")
@@ -598,9 +599,7 @@ def test_dead_outside_flag_on_arrays():
     few = np.ones(len(fsc), dtype=bool)
     few[1000 + 20 : 1060] = False
     assert (
-        Q.dead_outside_flag(
-            "live", live[few], gated[few], gated[few], fsc[few], ssc[few], viab[few]
-        )
+        Q.live_share_flag("live", live[few], gated[few], gated[few], fsc[few], ssc[few], viab[few])
         is None
     )
 
@@ -640,9 +639,78 @@ def test_dead_lymphocytes_left_out_by_the_scatter_gate_are_flagged():
         & (v > v[res.masks["live"]].max())
     )
     n_out = int(window.sum())
-    counted = 100 * res.masks["live"].sum() / (res.masks["singlets"].sum() + n_out)
+    cd14 = x[:, res.sample.channel_index("BUV805-A")]
+    live = res.masks["live"]
+    mono = res.masks["singlets"] & (cd14 > cd14[live].max()) & (v <= v[live].max())
+    n_mono = int(mono.sum())
+    counted = 100 * live.sum() / (res.masks["singlets"].sum() + n_out - n_mono)
     assert flags[0]["detail"].startswith(f"{n_out} events above every live event")
+    assert (
+        f"; {n_mono} events of the parent lie above every live event on CD14"
+        in (flags[0]["detail"])
+    )
     assert f"live would be {counted:.1f}% and not {now:.1f}%" in flags[0]["detail"]
     assert abs(counted - truth) < 1.5
     plain = apply_template(sample, "tregs")
     assert "dead_outside_scatter_gate" not in _rules(plain.qc)
+
+
+def test_live_share_flag_counts_monocytes_against_dead_cells():
+    """The same hand-counted file with a CD14 channel: 80 gated, dye-negative events above
+    every live event on CD14 (monocytes the scatter gate let in; the live gate removed
+    them, its parent kept them). 900 / (1,000 + 60 - 80) = 91.8 %, 1.8 pp above 90.0 %:
+    the dead left out and the monocytes let in offset each other, no flag. With 200
+    monocytes, 900 / (1,200 + 60 - 200) = 84.9 % against 900 / 1,200 = 75.0 %: live reads
+    9.9 pp low, flagged ``monocytes_in_scatter_gate``, naming both counts."""
+    rng = np.random.default_rng(6)
+
+    def build(n_mono):
+        blocks = [
+            (900, 1.0, 1.0, 0.1, 0.1),  # live
+            (100, 1.0, 1.0, 0.9, 0.1),  # dead, gated
+            (n_mono, 1.0, 1.4, 0.1, 0.8),  # monocytes, gated, dye-negative
+            (60, 0.7, 1.3, 0.9, 0.1),  # dead lymphocytes left out
+        ]
+        cols = [
+            np.concatenate([np.full(n, v) for n, *vals in blocks for v in [vals[i]]])
+            for i in range(4)
+        ]
+        fsc = cols[0] * (1 + 0.01 * rng.standard_normal(len(cols[0])))
+        gated = np.zeros(len(fsc), dtype=bool)
+        gated[: 1000 + n_mono] = True
+        live = gated & (cols[2] < 0.5) & (cols[3] < 0.5)
+        return live, gated, fsc, cols[1], cols[2], cols[3]
+
+    live, gated, fsc, ssc, viab, cd14 = build(80)
+    assert Q.live_share_flag("live", live, gated, gated, fsc, ssc, viab, cd14) is None
+    live, gated, fsc, ssc, viab, cd14 = build(200)
+    flag = Q.live_share_flag("live", live, gated, gated, fsc, ssc, viab, cd14)
+    assert flag["flag"] == "monocytes_in_scatter_gate"
+    assert flag["detail"].startswith("200 events of the parent lie above every live event on CD14")
+    assert "; 60 events above every live event on the viability dye" in flag["detail"]
+    assert "live would be 84.9% and not 75.0% (9.9 pp higher" in flag["detail"]
+
+
+def test_monocytes_let_into_the_scatter_gate_are_flagged_on_live():
+    """A file whose monocytes (15 % of the events) were given the scatter of lymphocytes
+    drawn from the same file: the lymphocyte gate cannot tell them apart and takes them,
+    the live gate removes most of them on CD14, but its parent keeps them, so ``live`` is
+    13.7 pp below the truth. Flagged ``monocytes_in_scatter_gate`` on ``live``, and the
+    percentage it quotes without them lies within 0.5 pp of the truth."""
+    sample, labels = simulate_sample(events=40_000, seed=11, composition={"monocyte": 0.15})
+    lab = np.asarray(labels)
+    mono = lab == "monocyte"
+    donors = np.random.default_rng(1).choice(np.flatnonzero(truth_mask(lab, "live")), mono.sum())
+    ev = sample.events.copy()
+    for channel in ("FSC-A", "FSC-H", "SSC-A", "SSC-H"):
+        j = sample.channel_index(channel)
+        ev[mono, j] = ev[donors, j]
+    res = apply_template(sample.with_events(ev), "tregs")
+    truth = 100 * truth_mask(lab, "live").sum() / truth_mask(lab, "singlets").sum()
+    now = 100 * res.masks["live"].sum() / res.masks["singlets"].sum()
+    assert truth - now > 10
+    flags = [q for q in res.qc if q["population"] == "live" and "scatter_gate" in q["flag"]]
+    assert [q["flag"] for q in flags] == ["monocytes_in_scatter_gate"]
+    quoted = float(flags[0]["detail"].split("live would be ")[1].split("%")[0])
+    assert abs(quoted - truth) < 0.5
+    assert f"and not {now:.1f}%" in flags[0]["detail"]
