@@ -113,6 +113,23 @@ def test_node_level_naming_and_subsample(cohort):
     assert len(res.metacluster_names()) == 12
 
 
+@pytest.mark.parametrize("level", ["node", "metacluster"])
+def test_table_counts_are_those_of_the_events(cohort, level):
+    """The table adds up each file's per-node counts into clusters and metaclusters: the
+    counts of counting every event's metacluster and population mask."""
+    samples, _, _ = cohort
+    res = cluster(samples[:2], seed=2, name_level=level, subsample_per_sample=2000,
+                  n_resamples=10, n_metaclusters=8)  # fmt: skip
+    tab = res.table().set_index(["sample", "population"])["count"]
+    for i, name in enumerate(res.clustered_samples):
+        mc = np.bincount(res.node_metacluster[res.nodes[i]], minlength=res.n_metaclusters)
+        for j, c in enumerate(mc):
+            assert tab[(name, f"MC{j + 1:02d}")] == c
+        for pop in res.naming.membership.columns:
+            assert tab[(name, pop)] == int(res.population_mask(i, pop).sum())
+    assert tab.sum() > 0
+
+
 def test_write_outputs(cohort, tmp_path):
     _, _, res = cohort
     paths = res.write(tmp_path / "out")

@@ -468,14 +468,19 @@ class ClusterResult:
         top = self.parent or ROOT
         member = self.naming.membership
         pops = list(member.columns)
+        n_nodes, n_clusters = self.node_metacluster.size, member.shape[0]
         rows = []
         for i, ident in enumerate(self.identities):
-            clusters = self._cluster_of_node[self.nodes[i]]
-            n_clusters = member.shape[0]
-            per_cluster = np.bincount(clusters, minlength=n_clusters)
+            # each file's events counted once, per node; clusters and metaclusters add up
+            # their nodes' counts
+            per_node = np.bincount(self.nodes[i], minlength=n_nodes)
+            per_cluster = _add_up(per_node, self._cluster_of_node, n_clusters)
             n_in = int(self.nodes[i].size)
             ref = self.reference_counts[i]
-            mine = self._membership(i)[pops].to_numpy(dtype=bool)  # cluster x population
+            members = self._membership(i)
+            if list(members.columns) != pops:
+                members = members[pops]
+            mine = members.to_numpy(dtype=bool)  # cluster x population
             counts = {
                 p: int(np.count_nonzero(self._inside(i, p)))
                 if p in self.event_level
@@ -487,7 +492,11 @@ class ClusterResult:
                 pc = n_in if par is None else counts[par]
                 rows.append(_row(ident, p, par or top, counts[p], pc, ref))
             if include_metaclusters:
-                mc_counts = np.bincount(self.metacluster_labels(i), minlength=self.n_metaclusters)
+                mc_counts = (
+                    per_cluster
+                    if self.name_level == "metacluster"
+                    else _add_up(per_node, self.node_metacluster, self.n_metaclusters)
+                )
                 for j, c in enumerate(mc_counts):
                     rows.append(_row(ident, _mc_label(j), top, int(c), n_in, ref))
         df = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "method"])
@@ -614,6 +623,14 @@ def _clash_rows(identities: Sequence[Any], clashes: Sequence[Any]) -> list[dict[
     return clash_rows(
         identities, clashes, f"clustered, in populations.csv with {CLASH_COLUMN} True"
     )
+
+
+def _add_up(counts: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
+    """``counts`` (one per node) added up by ``group`` (the group of each node) into ``n``
+    groups: whole numbers, as counting the events of each group."""
+    out = np.zeros(max(n, int(group.max()) + 1 if group.size else 0), dtype=np.int64)
+    np.add.at(out, group, counts)
+    return out
 
 
 def _row(ident: Any, pop: str, parent: str, count: int, pc: int, ref: int | None) -> dict:
