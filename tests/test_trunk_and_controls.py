@@ -525,3 +525,57 @@ def test_valley_cut_flag_threshold():
     assert flag is not None and flag["flag"] == "scatter_valley_cut"
     assert valley_cut_flag("lymphocytes", ssc, 0.06 * np.exp(2.5 * 0.23), "NK") is None
     assert VALLEY_CUT_Z == 1.65
+
+
+def _without_debris_exclusion(name):
+    """The built-in template ``name`` with the lymphocyte gate's ``exclude_debris`` removed
+    (the gate as it was before debris components were told apart)."""
+    import copy
+    import json
+    from pathlib import Path
+
+    import immunoprofile
+
+    path = Path(immunoprofile.__file__).resolve().parents[1] / "gating" / f"{name}.json"
+    spec = copy.deepcopy(json.loads(path.read_text()))
+    spec["populations"][0]["gate"].pop("exclude_debris")
+    return validate_template(spec)
+
+
+@pytest.mark.parametrize(("seed", "debris_before", "debris_after"), [(0, 740, 533), (2, 645, 196)])
+def test_debris_taken_into_the_lymphocyte_cloud_is_left_out(seed, debris_before, debris_after):
+    """PBMC with lymphocytes low on FSC: debris reaches into the lymphocytes without a
+    valley, the modes of the scatter mixture put its broad component (4-5 times the
+    lymphocytes' spread on both scatters, centred 5-6 of their SDs lower on FSC) in the
+    lymphocyte cloud, and the generous contour kept it down to the FSC floor; CD3- and
+    negative on every marker, it passed into nonT and diluted the NK cells (NK of nonT
+    4-5 pp low). With ``exclude_debris`` the debris component is not joined and the
+    region where it has the majority below the lymphocytes' side scatter is left out:
+    debris in nonT and the NK error fall, live lymphocytes stay."""
+    from immunoprofile.simulate import Conditions, simulate_sample, truth_mask
+
+    s, labels = simulate_sample(events=50_000, seed=seed, conditions=Conditions(low_fsc=True))
+    lab = np.asarray(labels).astype(str)
+    live = truth_mask(lab, "live")
+    before = apply_template(s, _without_debris_exclusion("nk_cells"))
+    after = apply_template(s, "nk_cells")
+    assert after.fitted["lymphocytes"]["params"]["debris"]
+    for res, expected in ((before, debris_before), (after, debris_after)):
+        assert int(np.count_nonzero(res.masks["nonT"] & (lab == "debris"))) == expected
+    assert abs(_percent_error(after, lab, "NK", "nonT")) + 1.0 < abs(
+        _percent_error(before, lab, "NK", "nonT")
+    )
+    assert (after.masks["lymphocytes"] & live).sum() > 0.99 * live.sum()
+
+
+def test_debris_with_a_cloud_of_its_own_changes_nothing():
+    """A default simulated sample: the debris forms a cloud of its own far below the
+    lymphocytes, the contour already follows the valley to it; ``exclude_debris`` finds
+    no debris component in the lymphocyte cloud and the gate is the same."""
+    from immunoprofile.simulate import simulate_sample
+
+    s, _ = simulate_sample(events=50_000, seed=4)
+    before = apply_template(s, _without_debris_exclusion("nk_cells"))
+    after = apply_template(s, "nk_cells")
+    assert after.fitted["lymphocytes"]["params"]["debris"] == []
+    assert after.counts == before.counts

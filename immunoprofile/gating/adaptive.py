@@ -1619,6 +1619,16 @@ class BlobGate(AdaptiveGate):
     population and dilute B and NK percentages. A value above 0.5 (e.g. 0.67: odds of
     2:1 for the larger cells) gives the large lymphocytes (NK, activated cells) the
     benefit of the doubt. Smaller components (debris, dying cells) are not affected.
+    ``exclude_debris`` (default None: off) also leaves out, below the core on side
+    scatter, the region where debris components have a posterior of at least that value;
+    debris components (`_debris_components`: centred below the core on forward scatter by
+    more than ``merge`` of its standard deviations and at least `DEBRIS_SPREAD` times as
+    spread on both scatters) are then never joined. With ``select="lymphocytes"`` only
+    those the lymphocyte cloud took in count: debris reaching into the lymphocytes without
+    a valley (PBMC with lymphocytes low on FSC), which the generous contour otherwise
+    keeps down to the forward-scatter floor; debris with a mode of its own is left out by
+    the valley the contour follows. Dying cells, shrunken but more granular than the
+    lymphocytes, lie above the core on side scatter and stay for the viability dye.
     ``valleys`` (with ``select="lymphocytes"``; default False) also ends the gate at the
     side scatter of the density valley between the lymphocytes and the nearest cloud of
     larger, granular cells (see `_ssc_valley`; recorded as ``params.ssc_valley``): the
@@ -1654,6 +1664,7 @@ class BlobGate(AdaptiveGate):
         merge: float = 3.0,
         posterior: float = 0.005,
         exclude_larger: float | None = None,
+        exclude_debris: float | None = None,
         valleys: bool = False,
         min_cloud: float = 0.05,
         log: bool = True,
@@ -1670,6 +1681,7 @@ class BlobGate(AdaptiveGate):
         self.merge = merge
         self.posterior = posterior
         self.exclude_larger = exclude_larger
+        self.exclude_debris = exclude_debris
         self.valleys = valleys
         self.min_cloud = min_cloud
         self.log = log
@@ -1691,6 +1703,8 @@ class BlobGate(AdaptiveGate):
             raise TemplateError(f"{where}: posterior must be in (0, 1)")
         if exclude_larger is not None and not 0.0 < float(exclude_larger) < 1.0:
             raise TemplateError(f"{where}: exclude_larger must be in (0, 1) or null")
+        if exclude_debris is not None and not 0.0 < float(exclude_debris) < 1.0:
+            raise TemplateError(f"{where}: exclude_debris must be in (0, 1) or null")
         if not 0.0 < float(min_cloud) < 0.5:
             raise TemplateError(f"{where}: min_cloud must be in (0, 0.5)")
         if select != "lymphocytes":
@@ -1718,11 +1732,19 @@ class BlobGate(AdaptiveGate):
         else:
             core = _choose_component(gm.means_, gm.weights_, select)
         dist = _mahalanobis(gm.means_, gm.means_[core], gm.covariances_[core])
-        joined = np.flatnonzero(dist <= float(self.merge))
+        debris = np.zeros(len(gm.weights_), dtype=bool)
+        if self.exclude_debris is not None:
+            debris = _debris_components(gm, core, float(self.merge))
+        joined = np.flatnonzero((dist <= float(self.merge)) & ~debris)
         if clouds is not None:
-            # the lymphocyte cloud's components, and near ones of no larger-cell cloud
+            # the lymphocyte cloud's components, and near ones of no larger-cell cloud;
+            # never a debris component that the cloud took in for want of a valley (debris
+            # with a mode of its own is left out by the valley the contour follows)
             own = clouds["member"] == clouds["member"][core]
-            joined = np.flatnonzero(own | ((dist <= float(self.merge)) & ~clouds["larger"]))
+            debris &= own
+            joined = np.flatnonzero(
+                (own | ((dist <= float(self.merge)) & ~clouds["larger"])) & ~debris
+            )
         radius = self._radius()
         r2 = radius**2
         # grid covering the core's ellipse with a margin
@@ -1751,6 +1773,11 @@ class BlobGate(AdaptiveGate):
             larger = np.flatnonzero(clouds["larger"] | (rule & ~own))
         if self.exclude_larger is not None and len(larger):
             keep &= proba[:, larger].sum(axis=1) < float(self.exclude_larger)
+        if self.exclude_debris is not None and debris.any():
+            # below the core on side scatter only: dying cells are shrunken too but more
+            # granular, and lie above the lymphocytes on SSC (they leave by the dye)
+            small = proba[:, debris].sum(axis=1) >= float(self.exclude_debris)
+            keep &= ~(small & (G[:, 1] <= gm.means_[core][1]))
         ceiling = floor = None
         if clouds is not None and self.valleys:
             ceiling = _ssc_valley(gm, clouds, bool(self.log))
@@ -1774,6 +1801,8 @@ class BlobGate(AdaptiveGate):
         }
         if self.exclude_larger is not None:
             params["excluded"] = larger  # the larger-cell components left out
+        if self.exclude_debris is not None:
+            params["debris"] = np.flatnonzero(debris)  # the debris components left out
         if clouds is not None and self.valleys:
             # on the data scale: the side scatter above which nothing is kept (None: the
             # file has no cloud of larger cells)
@@ -1812,6 +1841,28 @@ class BlobGate(AdaptiveGate):
 #: to a cloud of larger (granular) cells; a larger-FSC cloud nearer than that in SSC is
 #: the lymphocytes seen from a debris cloud below them
 _SSC_STEP = 3.0
+
+
+#: a debris component is at least this many times as spread as the lymphocyte core on
+#: both scatters (see `_debris_components`)
+DEBRIS_SPREAD = 2.0
+
+
+def _debris_components(gm, core: int, merge: float) -> np.ndarray:
+    """Per component: debris (boolean).
+
+    Debris is small and diffuse: fragments of every size and granularity. A component
+    centred below the lymphocyte core on forward scatter by more than ``merge`` of the
+    core's standard deviations and at least `DEBRIS_SPREAD` times as spread as the core on
+    both scatters is debris."""
+    means, covs = gm.means_, gm.covariances_
+    sd = np.sqrt(np.stack([np.diag(c) for c in covs]))
+    csd = sd[core]
+    below = means[:, 0] < means[core, 0] - merge * csd[0]
+    diffuse = np.all(sd >= DEBRIS_SPREAD * csd, axis=1)
+    out = below & diffuse
+    out[core] = False
+    return out
 
 
 def _scatter_clouds(gm, X: np.ndarray, min_cloud: float) -> dict[str, Any]:
