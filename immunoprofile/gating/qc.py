@@ -66,6 +66,8 @@ from typing import Any
 
 import numpy as np
 
+from immunoprofile.hierarchy import in_subtree
+
 #: |robust z| above which a value is an outlier among the run's files (issue 11)
 ROBUST_Z = 3.0
 #: robust z needs at least this many files (or patients, for visit changes)
@@ -488,7 +490,7 @@ def trunk_flags(
             if flag is not None:
                 out.append(flag)
         if dims is not None:
-            flag = _live_share(template, column, cols_of, masks, dims, viability)
+            flag = _live_share(template, column, cols_of, masks, dims, root.name, viability)
             if flag is not None:
                 out.append(flag)
     return out
@@ -500,12 +502,12 @@ def _live_share(
     cols_of: Mapping[str, int],
     masks: Mapping[str, np.ndarray],
     dims: tuple[str, str],
+    root: str,
     viability: str,
 ) -> dict | None:
     """`live_share_flag` for the template's viability gate (the first population gated on
-    the viability dye, with CD14 where that gate cuts it too) and its top-level scatter
-    gate."""
-    names = {p.name for p in template.populations}
+    the viability dye, with CD14 where that gate cuts it too) under its top-level scatter
+    gate ``root``."""
     live = next(
         (
             p
@@ -514,34 +516,22 @@ def _live_share(
         ),
         None,
     )
-    root = next(
-        (p for p in template.populations if p.parent is None and dims[0] in p.gate.dims), None
-    )
-    if live is None or root is None or live.name not in masks or root.name not in masks:
+    if live is None or live.name not in masks or root not in masks:
         return None
-    if live.parent in names and not _descends(template, live.parent, root.name):
+    parents = {p.name: p.parent for p in template.populations}
+    if live.parent in parents and not in_subtree(live.parent, root, parents):
         return None
     cd14 = column[cols_of["CD14"]] if "CD14" in live.gate.dims and "CD14" in cols_of else None
     return live_share_flag(
         live.name,
         masks[live.name],
         masks[live.parent],
-        masks[root.name],
+        masks[root],
         column[cols_of[dims[0]]],
         column[cols_of[dims[1]]],
         column[cols_of[viability]],
         cd14,
     )
-
-
-def _descends(template: Any, name: str, ancestor: str) -> bool:
-    parents = {p.name: p.parent for p in template.populations}
-    node: str | None = name
-    while node is not None:
-        if node == ancestor:
-            return True
-        node = parents.get(node)
-    return False
 
 
 def live_share_flag(
