@@ -74,7 +74,7 @@ def test_missing_markers_of_a_tube_listed_at_once(lyoplate, tmp_path, monkeypatc
     assert r.exit_code == 1
     err = pd.read_csv(tmp_path / "immunoprofile-results" / "errors.csv")
     msg = err.loc[0, "message"]
-    assert "needs markers this file lacks (CD19, CD24, CD27, CD38, IgD)" in msg
+    assert "needs markers this file lacks (CD19, CD20, CD24, CD27, CD38, IgD)" in msg
     assert "\n  B: CD19\n" in msg and "\n  B_naive: IgD, CD27\n" in msg
     assert "Markers in this file: Live (Alexa Fluor 488-A), CD56 (PE YG-A)" in msg
 
