@@ -152,3 +152,52 @@ def test_lymphocytes_within_3pp_on_other_subsample_seeds(lyoplate, seed):
         t = la.compare_sample(lyoplate, sample, ref, seed=seed)
         r = t[t["population"] == "lymphocytes"].iloc[0]
         assert abs(r["difference (pp)"]) <= 3.0, (sample, seed, r["difference (pp)"])
+
+
+@pytest.fixture(scope="module")
+def variants(lyoplate):
+    """Both tubes gated under every acquisition change of the benchmark."""
+    return la.variant_table(lyoplate, {**la.VARIANTS, **la.FLAGGED_VARIANTS})
+
+
+def test_targets_hold_under_other_voltages_dimmer_stains_and_fewer_events(variants):
+    """Scatter gains of 0.6-1.6x, a stain at half brightness and a third of the events:
+    every population still within 3 pp of openCyto (or on the right side of its bound)
+    and per-event F1 >= 0.90 where targeted."""
+    table = variants[variants["variant"].isin(la.VARIANTS)]
+    assert set(table["variant"]) == set(la.VARIANTS)
+    misses = la.target_misses(table)
+    assert misses.empty, misses[["variant", "sample", "population", "difference (pp)", "F1"]]
+
+
+def test_off_scale_stain_never_misses_silently(variants):
+    """A stain twice as bright pushes the brightest events off scale: the B subsets may
+    then miss, but each miss carries a QC flag bearing on its population."""
+    table = variants[variants["variant"].isin(la.FLAGGED_VARIANTS)]
+    misses = la.target_misses(table)
+    assert not misses.empty  # the change is large enough to matter
+    assert misses["flagged"].all(), misses[["sample", "population", "flags"]]
+
+
+def test_scatter_gain_leaves_every_gate_in_place(lyoplate):
+    """The trunk gates are found from the clouds, not from positions on the scale: a
+    scatter detector at other gains gives the same events in every population."""
+    raw = read_fcs(lyoplate / f"{B_TUBE}.fcs")
+    base = apply_template(raw, "b_cells")
+    for variant in (la.Variant(fsc=0.6), la.Variant(ssc=1.6), la.Variant(fsc=0.7, ssc=1.4)):
+        changed, kept = variant.apply(raw)
+        assert kept.all()
+        res = apply_template(changed, "b_cells")
+        for pop, mask in base.masks.items():
+            assert np.array_equal(res.masks[pop], mask), (variant, pop)
+
+
+def test_variant_changes_only_the_channels_it_names(lyoplate):
+    raw = read_fcs(lyoplate / f"{B_TUBE}.fcs")
+    changed, kept = la.Variant(fsc=0.5, stain=2.0, keep=0.25).apply(raw, seed=3)
+    names = list(raw.channel_names)
+    f, s, fl = names.index("FSC-A"), names.index("SSC-A"), names.index("B515-A")
+    assert 0.22 < kept.mean() < 0.28
+    np.testing.assert_allclose(changed.events[:, f], 0.5 * raw.events[kept, f], rtol=1e-6)
+    np.testing.assert_array_equal(changed.events[:, s], raw.events[kept, s])
+    np.testing.assert_allclose(changed.events[:, fl], 2.0 * raw.events[kept, fl], rtol=1e-6)
