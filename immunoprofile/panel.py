@@ -49,6 +49,12 @@ _SPLIT = re.compile(r"[^A-Z0-9.]+")
 _GREEK = str.maketrans({"α": "A", "β": "B", "γ": "G", "δ": "D", "κ": "K", "λ": "L"})
 # parts of a combined label: "VIVID / CD14" (a dump channel), "CD21;FITC;530/30@488/B"
 _PARTS = re.compile(r"\s/\s|;|\|")
+#: words naming the antibody, not the antigen: "anti-CD19", "anti-human CD3"
+_ANTIBODY_WORDS = frozenset({"ANTI", "HUMAN", "ANTIHUMAN", "HU"})
+#: a species prefix glued to a CD number: "hCD3", "huCD19"
+_SPECIES_CD = re.compile(r"^(?:H|HU)(CD\d+[A-Z]*)$")
+#: a parenthesised part of a label: a clone ("CD4 (SK3)") or another name of the antigen
+_PARENTHESISED = re.compile(r"\([^)]*\)")
 _VIABILITY_TOKENS = {
     "LIVE",
     "DEAD",
@@ -164,6 +170,11 @@ def normalize_marker(text: str | None) -> str:
     kept: list[str] = []
     dropped_prev = False
     for t in toks:
+        if t in _ANTIBODY_WORDS:
+            continue
+        species = _SPECIES_CD.match(t)
+        if species:
+            t = species.group(1)
         if _FLUOR_TOKEN.match(t) or _METAL_TOKEN.match(t):
             dropped_prev = True
             continue
@@ -183,6 +194,11 @@ def canonical_marker(text: str | None) -> str:
     key = normalize_marker(text)
     if key in _ALIAS_INDEX:
         return _ALIAS_INDEX[key]
+    # "CD4 (SK3) BV510": the antigen outside the parentheses, the clone inside
+    if text is not None and "(" in str(text):
+        outside = normalize_marker(_PARENTHESISED.sub(" ", str(text).split("::")[-1]))
+        if outside in _ALIAS_INDEX:
+            return _ALIAS_INDEX[outside]
     # "CD127 (IL7R)": several tokens that all name the same antigen
     toks = [normalize_marker(t) for t in _tokens(str(text).split("::")[-1])]
     known = {_ALIAS_INDEX[t] for t in toks if t in _ALIAS_INDEX}

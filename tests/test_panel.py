@@ -179,6 +179,34 @@ def test_labels_seen_in_real_files():
     assert Panel(t2).index("CD14") == 0
 
 
+@pytest.mark.parametrize(
+    "label, antigen",
+    [
+        ("CD4 (SK3) BV510", "CD4"),
+        ("CD8 (RPA-T8)", "CD8"),
+        ("HLA-DR (L243) V500", "HLADR"),
+        ("FoxP3 (236A/E7) PE", "FOXP3"),
+        ("Anti-CD19 PerCP-Cy5.5", "CD19"),
+        ("anti-human CD3 V450", "CD3"),
+        ("hCD56 PE-Cy7", "CD56"),
+        ("huCD19 APC", "CD19"),
+    ],
+)
+def test_clone_names_and_antibody_words_leave_the_antigen(label, antigen):
+    """Real $PnS labels name the clone in parentheses or the antibody ("anti-", a species
+    prefix); the antigen is what a template asks for."""
+    assert canonical_marker(label) == antigen
+    table = make_channel_table(["FSC-A", "X-A", "Y-A"], [None, "CD20", label])
+    assert Panel(table).index(antigen) == 2
+
+
+def test_parenthesised_alias_and_lone_antibody_words():
+    assert canonical_marker("CD127 (IL7R) BV711") == "CD127"
+    assert canonical_marker("IL7R (CD127)") == "CD127"
+    assert normalize_marker("Human") == ""  # no antigen named
+    assert canonical_marker("CD45RA (HI100)") == "CD45RA"  # not CD45
+
+
 def test_normalize_never_fails():
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
