@@ -893,7 +893,11 @@ class QuantileGate(_OneDimGate):
             raise TemplateError(f"quantile gate on {self.dims[0]}: q must be in [0, 1], got {q}")
 
     def _fit(self, cols):
-        return self._finish(float(np.quantile(cols[0], float(self.q))), {"q": float(self.q)})
+        q = float(self.q)
+        return self._finish(
+            float(np.quantile(cols[0], q)),
+            {"q": q, "control": f"{100 * q:g}th percentile of the parent"},
+        )
 
 
 @register_adaptive("tail")
