@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -323,6 +323,8 @@ class Panel:
             hits = [i for i, c in enumerate(self._canon) if c == canon]
             if not hits:  # a part of a combined label such as "VIVID / CD14"
                 hits = [i for i, parts in enumerate(self._parts) if canon in parts]
+            if len(hits) > 1:
+                hits = _one_measurement(hits, self.names)
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
@@ -371,6 +373,28 @@ class Panel:
     def __repr__(self) -> str:
         pairs = [f"{n}={m}" if m else n for n, m in zip(self.names, self.labels)]
         return f"Panel({self.source!r}: {', '.join(pairs)})"
+
+
+#: the pulse measurements of one detector, in the order a marker's channel is chosen
+#: among them: area, then height (width carries no antigen level)
+_MEASUREMENTS = ("A", "H")
+_MEASURED = re.compile(r"^(?P<detector>.+?)[-_ ](?P<measure>[AHW])$", re.IGNORECASE)
+
+
+def _one_measurement(hits: list[int], names: Sequence[str]) -> list[int]:
+    """The channel to read when a marker's label is on several pulse measurements of one
+    detector (BD instruments label "PE-Cy7-A" and "PE-Cy7-H" both "CD14"): its area, else
+    its height. Channels of different detectors stay ambiguous (``hits`` unchanged)."""
+    parsed = [_MEASURED.match(names[i]) for i in hits]
+    if not all(parsed) or len({m["detector"].upper() for m in parsed}) != 1:
+        return hits
+    by_measure = {m["measure"].upper(): i for m, i in zip(parsed, hits)}
+    if len(by_measure) != len(hits):
+        return hits
+    for measure in _MEASUREMENTS:
+        if measure in by_measure:
+            return [by_measure[measure]]
+    return hits
 
 
 def resolve_marker(

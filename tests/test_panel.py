@@ -207,6 +207,29 @@ def test_parenthesised_alias_and_lone_antibody_words():
     assert canonical_marker("CD45RA (HI100)") == "CD45RA"  # not CD45
 
 
+def test_marker_on_area_and_height_of_one_detector_reads_the_area():
+    """BD files label every pulse measurement of a detector with its marker; the area is
+    the channel to read, then the height. Two detectors with one label stay ambiguous."""
+    names = ["FSC-A", "PE-Cy7-A", "PE-Cy7-H", "PE-Cy7-W", "APC-H", "APC-W", "FITC-A", "PE-A"]
+    markers = [None, "CD14", "CD14", "CD14", "CD11c", "CD11c", "CD3", "CD3"]
+    panel = Panel(make_channel_table(names, markers))
+    assert panel.channel("CD14") == "PE-Cy7-A"
+    assert panel.channel("CD11c") == "APC-H"
+    with pytest.raises(AmbiguousMarkerError, match="FITC-A"):
+        panel.index("CD3")
+
+
+def test_marker_on_area_and_height_in_a_real_file(realdata):
+    path = realdata / "flowjo9" / "a2004_O1T2pb05i_A2_A02.fcs"
+    if not path.exists():
+        pytest.skip(f"{path} absent")
+    from immunoprofile.io.fcs import read_fcs
+
+    panel = Panel(read_fcs(path))
+    assert panel.channel("CD14") == "PE-CY7-A"  # also on PE-CY7-H
+    assert panel.channel("HLA-DR") == "PerCP-CY5-5-A"  # labelled MHCII on -A and -H
+
+
 def test_normalize_never_fails():
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
