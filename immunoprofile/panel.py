@@ -122,6 +122,16 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "VIABILITY": tuple(sorted(_VIABILITY_TOKENS)),
 }
 
+#: channel-name keys (`_channel_key`) of the scatter measurements a template names the BD
+#: way, as other instruments write them, preferred first: integral (area) and linear
+#: before peak (height); a log-amplified channel is never taken for a linear one
+SCATTER_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "FSCA": ("FSINT", "FSLIN", "FSCLIN", "FSAREA", "FSC", "FS"),
+    "SSCA": ("SSINT", "SSLIN", "SSCLIN", "SSAREA", "SSC", "SS"),
+    "FSCH": ("FSPEAK", "FSHEIGHT", "FSCHLIN"),
+    "SSCH": ("SSPEAK", "SSHEIGHT", "SSCHLIN"),
+}
+
 _ALIAS_INDEX: dict[str, str] = {}
 for _canon, _names in ALIASES.items():
     _ALIAS_INDEX[_canon] = _canon
@@ -336,6 +346,8 @@ class Panel:
                 )
         key = _channel_key(name)
         hits = [i for i, k in enumerate(self._name_keys) if k == key]
+        if not hits:
+            hits = self._scatter_synonym(key)
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
@@ -343,6 +355,16 @@ class Panel:
                 f"{self.source}: {name!r} matches channels {[self.names[i] for i in hits]}"
             )
         raise MarkerNotFoundError(self._missing_message(name))
+
+    def _scatter_synonym(self, key: str) -> list[int]:
+        """The channel other instruments give a scatter measurement a template names the
+        BD way (``FSC-A`` is ``FS INT`` or ``FS Lin`` on Beckman Coulter): the first
+        synonym that names exactly one channel."""
+        for synonym in SCATTER_SYNONYMS.get(key, ()):
+            hits = [i for i, k in enumerate(self._name_keys) if k == synonym]
+            if len(hits) == 1:
+                return hits
+        return []
 
     def _missing_message(self, name: str) -> str:
         canon = canonical_marker(name)

@@ -230,6 +230,36 @@ def test_marker_on_area_and_height_in_a_real_file(realdata):
     assert panel.channel("HLA-DR") == "PerCP-CY5-5-A"  # labelled MHCII on -A and -H
 
 
+def test_scatter_named_the_way_other_instruments_do():
+    """A template names scatter the BD way; Beckman Coulter writes FS INT / FS PEAK (or
+    FS Lin), others a bare FSC. Integral before peak; a log channel is not taken."""
+    coulter = Panel(make_channel_table(["FS INT", "FS PEAK", "SS INT", "SS PEAK", "FL1 INT"]))
+    assert [coulter.channel(c) for c in ("FSC-A", "FSC-H", "SSC-A", "SSC-H")] == [
+        "FS INT",
+        "FS PEAK",
+        "SS INT",
+        "SS PEAK",
+    ]
+    assert Panel(make_channel_table(["FSC", "SSC", "FL1"])).channel("SSC-A") == "SSC"
+    with pytest.raises(MarkerNotFoundError):
+        Panel(make_channel_table(["FS Log", "SS Log"])).index("FSC-A")
+    # the BD name wins where it exists
+    both = Panel(make_channel_table(["FSC", "FSC-A"]))
+    assert both.channel("FSC-A") == "FSC-A"
+
+
+def test_scatter_of_a_real_coulter_file(realdata):
+    path = realdata / "FlowKit" / "data" / "multi_dataset_fcs" / "coulter.lmd"
+    if not path.exists():
+        pytest.skip(f"{path} absent")
+    from immunoprofile.io.fcs import read_fcs
+
+    with pytest.warns(Warning):
+        sample = read_fcs(path)
+    panel = Panel(sample)
+    assert (panel.channel("FSC-A"), panel.channel("SSC-A")) == ("FS Lin", "SS Lin")
+
+
 def test_normalize_never_fails():
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
