@@ -171,6 +171,33 @@ def test_tail_gate_mirror_stops_at_a_broad_shoulder():
         TailGate(("Viability",), mirror=0.5)
 
 
+def test_tail_gate_walk_ends_before_the_next_population():
+    """Live cells N(0.2, 0.05), dye-dim debris filling the valley above 1 % of the live
+    peak (uniform over 0.35-0.8, under the dead cells too) and a dead cloud N(0.82, 0.04) of 4 % of the events: the
+    density never falls to 1 % before the dead peak, so the plain walk used to end beyond
+    it (every dead cell counted live). The walk now ends at the lowest density between
+    the live peak and the dead cells' mode, which it records."""
+    rng = np.random.default_rng(23)
+    live = rng.normal(0.2, 0.05, 40_000)
+    debris = rng.uniform(0.35, 0.8, 3_000)
+    dead = rng.normal(0.82, 0.04, 1_800)
+    x = np.concatenate([live, debris, dead])
+    g = TailGate(("Viability",), side="-", tol=0.01, max_events=60_000).fit(x)
+    # without the stop, the walk ends at 0.89, past nearly every dead cell
+    assert g.params_["next_mode"] == pytest.approx(0.82, abs=0.04)
+    # the valley lies in the debris, above every live cell and below all but a few
+    # dead ones
+    assert 0.4 < g.threshold_ < 0.76
+    assert (dead < g.threshold_).mean() < 0.01
+    assert (live < g.threshold_).mean() > 0.9999
+    # one dead cell in a hundred: no mode of its own above 1 % of the peak, the walk
+    # ends where the density falls to 1 % as before
+    sparse = np.concatenate([rng.normal(0.2, 0.05, 40_000), rng.normal(0.82, 0.04, 400)])
+    h = TailGate(("Viability",), side="-", tol=0.01).fit(sparse)
+    assert "next_mode" not in h.params_
+    assert h.threshold_ == pytest.approx(0.2 + 3.03 * 0.05, abs=0.02)
+
+
 def test_density_min_absent_positive_population_is_not_a_fallback():
     """CD14 in a lymphocyte gate that left every monocyte out: one peak, below the
     search range. With ``absent`` the positive population is taken as absent and the cut

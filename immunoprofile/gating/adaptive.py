@@ -986,8 +986,11 @@ class TailGate(_OneDimGate):
             if not len(below):
                 raise _NoFit("density never falls below tol left of the main peak")
             cut = peak - int(below[0])
-        threshold = float(grid[cut])
         params: dict[str, Any] = {"peak": float(grid[peak]), "bandwidth": bw}
+        cut, mode = _stop_before_mode(dens, peak, cut, level)
+        if mode is not None:
+            params["next_mode"] = float(grid[mode])
+        threshold = float(grid[cut])
         if self.mirror is not None:
             x, top = cols[0], float(grid[peak])
             other = x[x <= top] if self.tail == "right" else x[x >= top]
@@ -1012,6 +1015,35 @@ class TailGate(_OneDimGate):
                 if shoulder:
                     threshold = mirrored
         return self._finish(threshold, params)
+
+
+#: a mode met on a tail walk is a population of its own when its density is at least this
+#: many times the lowest density between it and the main peak (a ripple in a broad
+#: shoulder rises by far less)
+MODE_OVER_VALLEY = 2.0
+
+
+def _stop_before_mode(
+    dens: np.ndarray, peak: int, cut: int, level: float
+) -> tuple[int, int | None]:
+    """End a tail walk before the next population: where the density between the main
+    ``peak`` and the walk's end ``cut`` rises again to a mode of prominence at least
+    ``level`` (the walk's own stopping height, ``tol`` times the peak) and of at least
+    `MODE_OVER_VALLEY` times the valley before it, that mode is a population of its own
+    (the dead cells' peak on a viability dye when dye-dim debris fills the valley above
+    ``tol``), and the walk ends at the lowest density between the peak and it. Returns
+    the cut and the mode's index (None when the walk met no such mode)."""
+    step = 1 if cut > peak else -1
+    lo, hi = (peak, cut) if step == 1 else (cut, peak)
+    seg = dens[lo : hi + 1]
+    idx, _ = find_peaks(seg, level)
+    idx = idx[(idx > 0) & (idx < len(seg) - 1)] + lo
+    for mode in sorted(idx.tolist(), key=lambda i: abs(i - peak)):
+        between = dens[min(peak, mode) : max(peak, mode) + 1]
+        valley = int(np.argmin(between)) + min(peak, mode)
+        if dens[mode] >= MODE_OVER_VALLEY * dens[valley]:
+            return valley, mode
+    return cut, None
 
 
 def _gaussian_mixture(
