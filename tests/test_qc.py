@@ -225,10 +225,12 @@ def test_monocytes_left_in_the_parent_of_t_cells_are_flagged(clean):
 # --- a viability cut that ended at a broad shoulder --------------------------------------
 
 
-def _with_viability_shoulder(sample, labels, share=0.15, seed=3):
+def _with_viability_shoulder(sample, labels, share=0.15, seed=3, low=3.0):
     """The sample with ``share`` of its live lymphocytes given viability-dye values spread
-    log-uniformly from 3x their median to 20x (between live and dead cells, as debris
-    and dying cells reaching into the lymphocyte gate look), and the mask of them."""
+    log-uniformly from ``low`` x their median to 20x (between live and dead cells, as
+    debris and dying cells reaching into the lymphocyte gate look), and the mask of them.
+    From 3x they form a population of their own, with a valley below it; from 1x a
+    shoulder of the live peak with no valley."""
     rng = np.random.default_rng(seed)
     lab = np.asarray(labels)
     j = sample.channel_index("APC-Cy7-A")
@@ -236,7 +238,7 @@ def _with_viability_shoulder(sample, labels, share=0.15, seed=3):
     pick = rng.choice(live, size=int(share * len(live)), replace=False)
     ev = sample.events.copy()
     centre = float(np.median(ev[live, j]))
-    ev[pick, j] = np.exp(rng.uniform(np.log(3 * centre), np.log(20 * centre), len(pick)))
+    ev[pick, j] = np.exp(rng.uniform(np.log(low * centre), np.log(20 * centre), len(pick)))
     mask = np.zeros(len(ev), dtype=bool)
     mask[pick] = True
     return sample.with_events(ev), mask
@@ -246,9 +248,11 @@ def test_viability_shoulder_is_cut_at_the_peak_and_flagged(clean):
     """A broad shoulder of viability-dim events beside the live peak keeps the density
     above 1 % of the peak far out: with ``mirror`` the live cut stops where the live
     peak itself ends (most shoulder events leave ``live``), and the file is flagged
-    ``viability_shoulder`` on ``live``, naming the numbers."""
+    ``viability_shoulder`` on ``live``, naming the numbers. Spread from 3x the live
+    median, the same events form a population with a valley below it: the walk ends
+    in that valley, before their mode, and nothing is flagged."""
     sample, labels = clean
-    shouldered, mask = _with_viability_shoulder(sample, labels)
+    shouldered, mask = _with_viability_shoulder(sample, labels, low=1.0)
     res = apply_template(shouldered, "tregs")
     p = res.fitted["live"]["params"]["Viability"]
     assert p["walked"] > p["mirrored"] == res.fitted["live"]["thresholds"][0]
@@ -265,6 +269,13 @@ def test_viability_shoulder_is_cut_at_the_peak_and_flagged(clean):
     assert "viability_shoulder" not in _rules(res0.qc)
     # the clean file's live peak tails off before the limit: no flag, same cut
     assert "viability_shoulder" not in _rules(apply_template(sample, "tregs").qc)
+    # a population of its own: cut in the valley below its mode, no shoulder, no flag
+    apart, mask = _with_viability_shoulder(sample, labels, low=3.0)
+    res = apply_template(apart, "tregs")
+    p = res.fitted["live"]["params"]["Viability"]
+    assert p["peak"] < p["walked"] == res.fitted["live"]["thresholds"][0] < p["next_mode"]
+    assert p["shoulder"] is False and "viability_shoulder" not in _rules(res.qc)
+    assert res.masks["live"][mask].mean() < 0.1
 
 
 def _tail_viability(obj) -> None:
@@ -279,7 +290,7 @@ def _tail_viability(obj) -> None:
 
 
 def test_viability_dim_events_in_the_parent_of_b_cells_are_flagged(clean):
-    """With a viability cut at the live peak's tail, the shoulder's events below the cut
+    """With a viability cut at the live peak's tail, a shoulder's events below the cut
     stay in ``live`` and, carrying no lineage marker, land in ``nonT``: more than 1 % of
     the parent of B cells then lie over 4 robust SD above the live T cells (``live``
     minus ``nonT``) on the viability dye. The clean file's parent holds none. The
@@ -290,7 +301,10 @@ def test_viability_dim_events_in_the_parent_of_b_cells_are_flagged(clean):
     own = apply_template(shouldered, "b_cells")
     assert (mask & own.masks["live"]).sum() < 0.03 * mask.sum()
     assert "viability_dim_in_parent" not in _rules(own.qc)
-    res = apply_template(shouldered, _template("b_cells", _tail_viability))
+    # a shoulder without a valley (from 1x the live median): the tail cut ends at the
+    # live peak's mirrored limit and the shoulder's events below it stay in live
+    merged, _ = _with_viability_shoulder(sample, labels, low=1.0)
+    res = apply_template(merged, _template("b_cells", _tail_viability))
     flags = [q for q in res.qc if q["flag"] == "viability_dim_in_parent"]
     assert [q["population"] for q in flags] == ["nonT"]
     # the number in the detail, recomputed from the events
