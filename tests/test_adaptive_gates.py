@@ -198,6 +198,28 @@ def test_tail_gate_walk_ends_before_the_next_population():
     assert h.threshold_ == pytest.approx(0.2 + 3.03 * 0.05, abs=0.02)
 
 
+def test_tail_gate_mirror_allows_for_a_live_peak_in_two_modes():
+    """A live peak split in two modes of nearly the same height (N(0, 0.05) and
+    N(0.12, 0.05), as strong drift made on a simulated file): measured from the higher
+    mode alone, the mirrored end (0 + 3.03 x 0.05) cut into the second mode (live
+    -18 pp on that file; here 16 % of the second mode). The peak stays above half its
+    height about 0.09 farther on the walked side than on the other (`params.plateau`),
+    and the mirrored end moves out by as much: the second mode is kept whole, while the
+    dead cells stay out."""
+    rng = np.random.default_rng(31)
+    first, second = rng.normal(0.0, 0.05, 34_000), rng.normal(0.12, 0.05, 26_000)
+    dead = rng.normal(0.8, 0.04, 2_000)
+    x = np.concatenate([first, second, dead])
+    g = TailGate(("Viability",), side="-", tol=0.01, mirror=1.0, max_events=70_000).fit(x)
+    assert 0.06 < g.params_["plateau"] < 0.14
+    assert g.params_["shoulder"] is False
+    assert (second < g.threshold_).mean() > 0.99
+    assert (dead < g.threshold_).mean() < 0.01
+    # one mode: no plateau, the mirrored end as before
+    one = TailGate(("Viability",), side="-", tol=0.01, mirror=1.0).fit(first)
+    assert one.params_["plateau"] < 0.01
+
+
 def test_density_min_absent_positive_population_is_not_a_fallback():
     """CD14 in a lymphocyte gate that left every monocyte out: one peak, below the
     search range. With ``absent`` the positive population is taken as absent and the cut

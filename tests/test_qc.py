@@ -24,6 +24,7 @@ NEW_RULES = {
     "viability_dim_in_parent",
     "dead_outside_scatter_gate",
     "monocytes_in_scatter_gate",
+    "debris_in_scatter_gate",
     "cohort_outlier",
     "visit_change",
 }
@@ -703,6 +704,41 @@ def test_live_share_flag_counts_monocytes_against_dead_cells():
     assert flag["detail"].startswith("200 events of the parent lie above every live event on CD14")
     assert "; 60 events above every live event on the viability dye" in flag["detail"]
     assert "live would be 84.9% and not 75.0% (9.9 pp higher" in flag["detail"]
+
+
+def test_live_share_flag_counts_dye_dim_debris_only_on_the_low_side():
+    """Hand-counted: 900 live events (dye 0.1), 100 dead lymphocytes in the gate (dye
+    N(0.9, 0.01)) and ``n`` debris events in the gate at dye 0.45-0.55, far below the dead
+    cells' peak (more than 2 of its bright half-widths, 0.01; spread over 0.45-0.55): the viability gate cuts
+    the debris with the dead, its parent keeps it. With 60: live reads 900 / 1,060 =
+    84.9 %, without the debris 900 / 1,000 = 90.0 %, 5.1 pp higher: flagged
+    ``debris_in_scatter_gate`` (the dead-or-monocyte estimate alone moves nothing). With
+    20: 88.2 % against 90.0 %, 1.8 pp, no flag."""
+    rng = np.random.default_rng(8)
+
+    def build(n_debris):
+        viab = np.concatenate(
+            [np.full(900, 0.1), rng.normal(0.9, 0.01, 100), rng.uniform(0.45, 0.55, n_debris)]
+        )
+        n = len(viab)
+        fsc, ssc = 1.0 + 0.01 * rng.standard_normal(n), np.ones(n)
+        gated = np.ones(n, dtype=bool)
+        live = viab < 0.3
+        return live, gated, fsc, ssc, viab
+
+    live, gated, fsc, ssc, viab = build(60)
+    n_dim, mode = Q.dim_excluded(viab[~live])
+    # the debris, and the dead cells more than 2 SD below their peak (about 2 in 100)
+    assert 60 <= n_dim <= 65
+    assert mode == pytest.approx(0.9, abs=0.01)
+    flag = Q.live_share_flag("live", live, gated, gated, fsc, ssc, viab)
+    assert flag["flag"] == "debris_in_scatter_gate"
+    expected = 100 * 900 / (960 + 100 - n_dim)
+    assert flag["detail"].startswith(f"{n_dim} events of the parent above every live event")
+    assert f"live would be {expected:.1f}% and not 84.9%" in flag["detail"]
+    assert expected == pytest.approx(90.0, abs=0.3)
+    live, gated, fsc, ssc, viab = build(20)
+    assert Q.live_share_flag("live", live, gated, gated, fsc, ssc, viab) is None
 
 
 def test_monocytes_let_into_the_scatter_gate_are_flagged_on_live():

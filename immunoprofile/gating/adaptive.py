@@ -999,6 +999,8 @@ class TailGate(_OneDimGate):
                 reach = (
                     float(self.mirror) * width * math.sqrt(2.0 * math.log(1.0 / float(self.tol)))
                 )
+                plateau = _plateau(grid, dens, peak, cut)
+                reach += plateau
                 mirrored = top + reach if self.tail == "right" else top - reach
                 # a shoulder: the walk ran on more than one half-width beyond the limit
                 # (a peak merely a little more skewed than r allows keeps its cut)
@@ -1009,12 +1011,30 @@ class TailGate(_OneDimGate):
                         "walked": threshold,
                         "mirrored": mirrored,
                         "half_width": width,
+                        "plateau": plateau,
                         "shoulder": bool(shoulder),
                     }
                 )
                 if shoulder:
                     threshold = mirrored
         return self._finish(threshold, params)
+
+
+def _plateau(grid: np.ndarray, dens: np.ndarray, peak: int, cut: int) -> float:
+    """How much farther the peak stays above half its height on the side walked (up to
+    the walk's end ``cut``) than on the other side: a second mode of the same population
+    next to the highest one (a live peak split in two by autofluorescence or drift) widens
+    the peak on that side, and its mirrored end moves out by as much. A shoulder of debris
+    or dying cells stays under half the peak's height and adds nothing."""
+    half = 0.5 * dens[peak]
+    step = 1 if cut >= peak else -1
+    walked = dens[peak : cut + step : step] if step == 1 else dens[cut : peak + 1][::-1]
+    other = dens[peak::-step] if step == 1 else dens[peak:]
+    far = int(np.flatnonzero(walked >= half)[-1])
+    below = np.flatnonzero(other < half)
+    near = int(below[0]) if len(below) else len(other) - 1
+    spacing = float(grid[1] - grid[0])
+    return max(0.0, far - near) * spacing
 
 
 #: a mode met on a tail walk is a population of its own when its density is at least this

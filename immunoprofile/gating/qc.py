@@ -36,6 +36,10 @@ Per file (run by `immunoprofile.gating.engine.apply_template`):
   monocytes (above every live event on CD14, which the viability gate removes but its
   parent keeps: ``live`` reads low). Named after the larger of the two. The cells under
   ``live`` are unaffected.
+* ``debris_in_scatter_gate``: the same estimate reads ``live`` low by more than
+  `LIVE_SHIFT_PP` once the dye-dim events the viability gate cut (well below the dead
+  cells' peak: debris the lymphocyte gate took in, as in PBMC whose lymphocytes sit low
+  on forward scatter) are left out of the singlets too.
 * ``viability_shoulder`` (``tail_shoulder`` on other channels): a tail cut whose peak
   did not tail off where a peak of its own width would (`shoulder_flags`): debris or
   dying cells without a valley of their own beside the live cells.
@@ -136,6 +140,10 @@ DEAD_SSC_RANGE = (0.5, 2.0)
 #: pp at most, so a limit 0.1 pp under the evaluation's 3 pp flags every file that far
 #: off and a file 2.6-3.0 pp off about half the time
 LIVE_SHIFT_PP = 2.9
+#: ``debris_in_scatter_gate``: events the viability gate cut that lie more than this many
+#: of the dead cells' bright half-widths below the dead cells' peak on the dye are dye-dim
+#: debris rather than dead lymphocytes (debris takes up less dye than a dead cell)
+DIM_BELOW_DEAD = 2.0
 
 #: trunk checks look at every k-th event so that about this many are used: the rules'
 #: limits were set on files of 100,000 events, all of them looked at (a 64 x 64 histogram
@@ -534,6 +542,23 @@ def _live_share(
     )
 
 
+def dim_excluded(values: np.ndarray, bins: int = 64) -> tuple[int, float]:
+    """How many of ``values`` (the viability dye of the events a viability gate cut) lie
+    more than `DIM_BELOW_DEAD` bright half-widths below the dead cells' peak (the mode of
+    a ``bins``-bin histogram; the half-width is the root mean square distance from it of
+    the values above it, which debris does not reach), and where that peak is."""
+    if len(values) < 20:
+        return 0, float("nan")
+    counts, edges = np.histogram(values, bins=bins)
+    top = int(np.argmax(counts))
+    mode = 0.5 * float(edges[top] + edges[top + 1])
+    above = values[values >= mode]
+    if len(above) < 5:
+        return 0, mode
+    width = float(np.sqrt(np.mean((above - mode) ** 2)))
+    return int(np.count_nonzero(values < mode - DIM_BELOW_DEAD * width)), mode
+
+
 def live_share_flag(
     population: str,
     live: np.ndarray,
@@ -583,7 +608,7 @@ def live_share_flag(
     counted = 100.0 * n_live / (n_parent + n_out - n_mono)
     shift = now - counted
     if abs(shift) <= LIVE_SHIFT_PP:
-        return None
+        return _debris_flag(population, live, parent, viability, cut, now, n_out, n_mono)
     dead = (
         f"{n_out} events above every {population} event on the viability dye lie just "
         f"below the lymphocyte gate (FSC {DEAD_FSC_FROM:g}-1x and SSC "
@@ -607,6 +632,42 @@ def live_share_flag(
         f"{first}{also}; with the dead counted and the monocytes left out of the singlets, "
         f"{population} would be {counted:.1f}% and not {now:.1f}% ({abs(shift):.1f} pp "
         f"{how}, limit {LIVE_SHIFT_PP:g}): {says}",
+    )
+
+
+def _debris_flag(
+    population: str,
+    live: np.ndarray,
+    parent: np.ndarray,
+    viability: np.ndarray,
+    cut: float,
+    now: float,
+    n_out: int,
+    n_mono: int,
+) -> dict | None:
+    """``debris_in_scatter_gate``: `live_share_flag`'s estimate, with the dye-dim events
+    the viability gate cut (`dim_excluded`) also left out of the singlets, reads ``live``
+    low by more than `LIVE_SHIFT_PP`. Only this side is flagged: whether those events are
+    debris or dying lymphocytes is uncertain, so they may lower the estimate's other
+    reading (dead cells left out) but never raise it."""
+    n_dim, mode = dim_excluded(viability[parent & (viability > cut)])
+    if n_dim == 0:
+        return None
+    n_live, n_parent = int(np.count_nonzero(live)), int(np.count_nonzero(parent))
+    counted = 100.0 * n_live / (n_parent + n_out - n_mono - n_dim)
+    if now - counted >= -LIVE_SHIFT_PP:
+        return None
+    return make_flag(
+        population,
+        "debris_in_scatter_gate",
+        f"{n_dim} events of the parent above every {population} event on the viability dye "
+        f"lie more than {DIM_BELOW_DEAD:g} half-widths below the dead cells' peak at "
+        f"{mode:.3f} (dye-dim debris the lymphocyte gate took in); {n_mono} events above "
+        f"every {population} event on CD14 and not on the dye (monocytes); {n_out} dead "
+        "lymphocytes just below the lymphocyte gate; with the debris and the monocytes "
+        f"left out of the singlets and the dead counted, {population} would be "
+        f"{counted:.1f}% and not {now:.1f}% ({counted - now:.1f} pp higher, limit "
+        f"{LIVE_SHIFT_PP:g}): {population} may read low",
     )
 
 
