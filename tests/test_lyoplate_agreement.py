@@ -155,6 +155,20 @@ def test_lymphocytes_within_3pp_on_other_subsample_seeds(lyoplate, seed):
         assert abs(r["difference (pp)"]) <= 3.0, (sample, seed, r["difference (pp)"])
 
 
+@pytest.mark.parametrize("seed", [2, 3, 6])
+def test_every_target_holds_on_other_subsample_seeds(lyoplate, seed):
+    """Every population of both tubes meets its count and F1 targets on other gating
+    seeds too. CD27 on the B cells shows only a shallow memory shoulder; on seeds 2-7 its
+    valley fell under the depth a valley needs, the cut fell back to its fixed position
+    and naive B missed by 3.0-3.9 pp (flagged). The cut now comes from the B cells' own
+    CD27- main peak mirrored from its dim half (naive B within 1.9 pp on seeds 0-7)."""
+    table = la.run(lyoplate, seed=seed)
+    misses = la.target_misses(table)
+    assert misses.empty, misses[["sample", "population", "difference (pp)", "F1"]]
+    naive = _row(table, B_TUBE, "B_naive")
+    assert not naive["fallback"] and "CD27" in naive["control"]
+
+
 @pytest.fixture(scope="module")
 def variants(lyoplate):
     """Both tubes gated under every acquisition change of the benchmark."""
@@ -172,8 +186,9 @@ def test_targets_hold_under_other_voltages_dimmer_stains_and_fewer_events(varian
 
 
 def test_off_scale_stain_never_misses_silently(variants):
-    """A stain twice as bright pushes the brightest events off scale: the B subsets may
-    then miss, but each miss carries a QC flag bearing on its population."""
+    """A stain four times as bright pushes the brightest events off scale: populations may
+    then miss (the NK tube's nonT and NK), but each miss carries a QC flag bearing on its
+    population. Twice as bright, every target holds (a `VARIANTS` member)."""
     table = variants[variants["variant"].isin(la.FLAGGED_VARIANTS)]
     misses = la.target_misses(table)
     assert not misses.empty  # the change is large enough to matter
