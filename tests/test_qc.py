@@ -751,15 +751,21 @@ def test_debris_in_the_scatter_gate_is_flagged_on_live():
     from immunoprofile.simulate import Conditions
 
     sample, labels = simulate_sample(events=60_000, seed=8, conditions=Conditions(low_fsc=True))
-    lab = np.asarray(labels)
+    _assert_live_share_flag(sample, np.asarray(labels), "debris_in_scatter_gate", 3, 1.0)
+
+
+def _assert_live_share_flag(sample, lab, rule: str, low_by: float, within: float) -> None:
+    """``tregs`` on ``sample`` reads ``live`` of the singlets more than ``low_by`` pp
+    below the truth, carries exactly ``rule`` among the scatter-gate rules on ``live``,
+    and the percentage the flag quotes lies within ``within`` pp of the truth."""
     res = apply_template(sample, "tregs")
     truth = 100 * truth_mask(lab, "live").sum() / truth_mask(lab, "singlets").sum()
     now = 100 * res.masks["live"].sum() / res.masks["singlets"].sum()
-    assert truth - now > 3
+    assert truth - now > low_by
     flags = [q for q in res.qc if q["population"] == "live" and "scatter_gate" in q["flag"]]
-    assert [q["flag"] for q in flags] == ["debris_in_scatter_gate"]
+    assert [q["flag"] for q in flags] == [rule]
     quoted = float(flags[0]["detail"].split("live would be ")[1].split("%")[0])
-    assert abs(quoted - truth) < 1.0
+    assert abs(quoted - truth) < within
     assert f"and not {now:.1f}%" in flags[0]["detail"]
 
 
@@ -777,12 +783,4 @@ def test_monocytes_let_into_the_scatter_gate_are_flagged_on_live():
     for channel in ("FSC-A", "FSC-H", "SSC-A", "SSC-H"):
         j = sample.channel_index(channel)
         ev[mono, j] = ev[donors, j]
-    res = apply_template(sample.with_events(ev), "tregs")
-    truth = 100 * truth_mask(lab, "live").sum() / truth_mask(lab, "singlets").sum()
-    now = 100 * res.masks["live"].sum() / res.masks["singlets"].sum()
-    assert truth - now > 10
-    flags = [q for q in res.qc if q["population"] == "live" and "scatter_gate" in q["flag"]]
-    assert [q["flag"] for q in flags] == ["monocytes_in_scatter_gate"]
-    quoted = float(flags[0]["detail"].split("live would be ")[1].split("%")[0])
-    assert abs(quoted - truth) < 0.5
-    assert f"and not {now:.1f}%" in flags[0]["detail"]
+    _assert_live_share_flag(sample.with_events(ev), lab, "monocytes_in_scatter_gate", 10, 0.5)
