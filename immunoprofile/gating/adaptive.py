@@ -1027,9 +1027,11 @@ def _plateau(grid: np.ndarray, dens: np.ndarray, peak: int, cut: int) -> float:
     the peak on that side, and its mirrored end moves out by as much. A shoulder of debris
     or dying cells stays under half the peak's height and adds nothing."""
     half = 0.5 * dens[peak]
-    step = 1 if cut >= peak else -1
-    walked = dens[peak : cut + step : step] if step == 1 else dens[cut : peak + 1][::-1]
-    other = dens[peak::-step] if step == 1 else dens[peak:]
+    # both sides read outwards from the peak
+    if cut >= peak:
+        walked, other = dens[peak : cut + 1], dens[peak::-1]
+    else:
+        walked, other = dens[cut : peak + 1][::-1], dens[peak:]
     far = int(np.flatnonzero(walked >= half)[-1])
     below = np.flatnonzero(other < half)
     near = int(below[0]) if len(below) else len(other) - 1
@@ -1053,8 +1055,7 @@ def _stop_before_mode(
     (the dead cells' peak on a viability dye when dye-dim debris fills the valley above
     ``tol``), and the walk ends at the lowest density between the peak and it. Returns
     the cut and the mode's index (None when the walk met no such mode)."""
-    step = 1 if cut > peak else -1
-    lo, hi = (peak, cut) if step == 1 else (cut, peak)
+    lo, hi = sorted((peak, cut))
     seg = dens[lo : hi + 1]
     idx, _ = find_peaks(seg, level)
     idx = idx[(idx > 0) & (idx < len(seg) - 1)] + lo

@@ -608,7 +608,8 @@ def live_share_flag(
     counted = 100.0 * n_live / (n_parent + n_out - n_mono)
     shift = now - counted
     if abs(shift) <= LIVE_SHIFT_PP:
-        return _debris_flag(population, live, parent, viability, cut, now, n_out, n_mono)
+        dim_values = viability[parent & (viability > cut)]
+        return _debris_flag(population, n_live, n_parent, dim_values, now, n_out, n_mono)
     dead = (
         f"{n_out} events above every {population} event on the viability dye lie just "
         f"below the lymphocyte gate (FSC {DEAD_FSC_FROM:g}-1x and SSC "
@@ -637,23 +638,22 @@ def live_share_flag(
 
 def _debris_flag(
     population: str,
-    live: np.ndarray,
-    parent: np.ndarray,
-    viability: np.ndarray,
-    cut: float,
+    n_live: int,
+    n_parent: int,
+    cut_values: np.ndarray,
     now: float,
     n_out: int,
     n_mono: int,
 ) -> dict | None:
     """``debris_in_scatter_gate``: `live_share_flag`'s estimate, with the dye-dim events
-    the viability gate cut (`dim_excluded`) also left out of the singlets, reads ``live``
-    low by more than `LIVE_SHIFT_PP`. Only this side is flagged: whether those events are
-    debris or dying lymphocytes is uncertain, so they may lower the estimate's other
-    reading (dead cells left out) but never raise it."""
-    n_dim, mode = dim_excluded(viability[parent & (viability > cut)])
+    the viability gate cut (`dim_excluded` of ``cut_values``, the dye of the parent's
+    events above the cut) also left out of the singlets, reads ``live`` low by more than
+    `LIVE_SHIFT_PP`. Only this side is flagged: whether those events are debris or dying
+    lymphocytes is uncertain, so they may lower the estimate's other reading (dead cells
+    left out) but never raise it."""
+    n_dim, mode = dim_excluded(cut_values)
     if n_dim == 0:
         return None
-    n_live, n_parent = int(np.count_nonzero(live)), int(np.count_nonzero(parent))
     counted = 100.0 * n_live / (n_parent + n_out - n_mono - n_dim)
     if now - counted >= -LIVE_SHIFT_PP:
         return None
